@@ -1,0 +1,5 @@
+"""(being written)"""
+
+__all__: list[str] = []
+
+CATALOG_ENTRIES: list = []
