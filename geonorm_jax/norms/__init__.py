@@ -4,7 +4,8 @@ See :mod:`geonorm_jax.norms.base` for the shape and :mod:`geonorm_jax.norms.cata
 the list of every layer with its paper, formula and reduced axes.
 """
 
-from geonorm_jax.norms import coords, graph, vector, vision, weights
+# catalog first: the family modules import NormInfo from it while it imports them.
+from geonorm_jax.norms import catalog, coords, graph, vector, vision, weights  # noqa: F401
 from geonorm_jax.norms.base import *  # noqa: F403
 from geonorm_jax.norms.base import __all__ as _base_all
 from geonorm_jax.norms.catalog import CATALOG, NormInfo, get, make, names

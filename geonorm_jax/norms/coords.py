@@ -1,5 +1,445 @@
-"""(being written)"""
+"""Normalization of particle coordinates: the GeoNorm paper's Eq. 3 (LayerNorm), Eq. 4 (ScaleNorm)
+and Eq. 5 (GeoNorm, in both readings of its statistics).
 
-__all__: list[str] = []
+Paper: Meng, Zeng, Song, Xu, Zhao, King, *Towards Geometric Normalization Techniques in SE(3)
+Equivariant GNNs for Physical Dynamics Simulations* (seed 001), Section 4.
 
-CATALOG_ENTRIES: list = []
+Every layer here acts on coordinates ``x [batch, nodes, 3]`` (``kind="coordinates"``) with an
+optional node mask ``[batch, nodes]`` (True = real particle). Padded particles are excluded
+from every statistic and are returned unchanged (``y_i = x_i``), so outputs at real particles
+do not depend on padding.
+
+What each layer preserves (tested in ``tests/test_norms_coords.py``):
+
+=====================  ========  ===========  ===========================================
+layer                  rotation  translation  permutation of particles
+=====================  ========  ===========  ===========================================
+``layer_norm_coords``  no        no           no (per-particle ``g_i``, ``b_i``) Lemma 1
+``scale_norm``         yes       no           only with ``per_particle=False``   Lemma 2
+``geo_norm``           yes (O3)  yes          only with ``params="shared"``   Theorem 1
+=====================  ========  ===========  ===========================================
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax import geometry
+from geonorm_jax.norms.base import Norm, check_coordinates, check_mask
+from geonorm_jax.norms.catalog import NormInfo
+
+__all__ = [
+    "layer_norm_coords",
+    "scale_norm",
+    "geo_norm",
+    "geo_statistics",
+    "bias_direction",
+    "CATALOG_ENTRIES",
+]
+
+_PAPER = (
+    "Meng, Zeng, Song, Xu, Zhao, King 2023, Towards Geometric Normalization Techniques in "
+    "SE(3) Equivariant GNNs for Physical Dynamics Simulations"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Shared checks and helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_per_particle_params(params: dict, x: jax.Array, name: str) -> None:
+    """A per-particle parameter fixes N: say so if ``x`` has a different number of particles."""
+    for key, value in params.items():
+        shape = jnp.shape(value)
+        if len(shape) == 2 and shape[0] != x.shape[1]:
+            raise ValueError(
+                f"{name}: per-particle parameter {key!r} has shape {shape}, made for "
+                f"{shape[0]} particles; received coordinates of shape {x.shape} "
+                f"({x.shape[1]} particles). Re-initialize, or use shared parameters."
+            )
+
+
+def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Real particles get ``y``; padded ones are returned unchanged."""
+    if mask is None:
+        return y
+    return jnp.where(mask[..., None], y, x)
+
+
+def _as_rows(p: jax.Array, dtype) -> jax.Array:
+    """A per-particle ``[N, k]`` or shared ``()`` parameter as something that broadcasts on
+    ``[batch, N, 3]``."""
+    p = jnp.asarray(p, dtype)
+    return p if p.ndim == 2 else jnp.reshape(p, (1, 1))
+
+
+def geo_statistics(
+    x: jax.Array,
+    *,
+    mask: jax.Array | None = None,
+    sigma: str = "particle",
+    epsilon: float = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    """GeoNorm's statistics: the centroid and the spread around it.
+
+    .. math::
+
+        \\mu(x) = \\frac{1}{N}\\sum_{i \\text{ real}} x_i, \\qquad
+        \\sigma_i = \\sqrt{\\|x_i - \\mu\\|_2^2 + \\epsilon}
+        \\;(\\texttt{"particle"}, \\text{Eq. 5})
+
+        \\sigma = \\sqrt{\\tfrac{1}{3N}\\textstyle\\sum_{i \\text{ real}} \\|x_i - \\mu\\|_2^2
+        + \\epsilon} \\;(\\texttt{"system"}, \\text{the Figure 3 caption})
+
+    Args:
+      x: coordinates ``[batch, nodes, 3]``.
+      mask: ``[batch, nodes]`` bool or None; only real particles enter ``mu`` and ``sigma``.
+      sigma: ``"particle"`` (Eq. 5 as written; reduces over ``d``) or ``"system"`` (reduces
+        over real nodes ``x`` and ``d``).
+      epsilon: added under the square root (``0`` gives the paper's exact statistics).
+
+    Returns:
+      ``(mu [batch, 3], sigma [batch, nodes, 1])``; the system reading is broadcast to every
+      particle. ``mu`` is rotation- and translation-equivariant (Lemma 3); ``sigma`` is
+      invariant (Lemma 4), in both readings.
+    """
+    if sigma not in ("particle", "system"):
+        raise ValueError(f"sigma: expected 'particle' or 'system'; received {sigma!r}")
+    mu = geometry.centroid(x, mask)  # [B, 3]
+    offsets = x - mu[:, None, :]  # [B, N, 3]
+    sq = jnp.sum(jnp.square(offsets), axis=-1, keepdims=True)  # [B, N, 1], squared distances
+    if sigma == "particle":
+        return mu, jnp.sqrt(sq + epsilon)
+    if mask is None:
+        ms = jnp.mean(sq, axis=1, keepdims=True) / 3.0
+    else:
+        m = mask.astype(x.dtype)[..., None]
+        count = jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
+        ms = jnp.sum(jnp.where(m > 0, sq, 0.0), axis=1, keepdims=True) / (3.0 * count)
+    return mu, jnp.broadcast_to(jnp.sqrt(ms + epsilon), sq.shape)
+
+
+def bias_direction(mu: jax.Array, mu0: jax.Array) -> jax.Array:
+    """GeoNorm's bias direction ``(mu - mu0) / ||mu - mu0||`` ``[batch, 3]``, defined everywhere.
+
+    The paper leaves it undefined when the centroid has not moved (``mu == mu0``, e.g. a
+    GeoNorm applied to the input itself). Here the direction is the zero vector whenever
+    ``||mu - mu0|| <= sqrt(finfo(dtype).tiny)`` (about 1e-19 in float32, 1e-154 in float64),
+    so the bias term vanishes there. The norm is :func:`geonorm_jax.geometry.safe_norm`
+    (custom JVP), so value and gradient are finite everywhere: the gradient is 0 below the
+    threshold and at most ``1 / sqrt(tiny)`` just above it. No epsilon enters the value
+    above the threshold, so the direction is exactly a unit vector and exactly equivariant.
+    """
+    delta = mu - mu0
+    n = geometry.safe_norm(delta, axis=-1, keepdims=True)
+    ok = n > jnp.sqrt(jnp.finfo(delta.dtype).tiny)
+    return jnp.where(ok, delta / jnp.where(ok, n, 1.0), 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Eq. 3: LayerNorm on coordinates
+# --------------------------------------------------------------------------------------------
+
+
+def layer_norm_coords(*, epsilon: float = 1e-5) -> Norm:
+    """LayerNorm applied to each particle's 3 coordinates (GeoNorm paper, Eq. 3).
+
+    .. math::
+
+        \\mu_i = \\tfrac{1}{3}\\sum_d x_{id}, \\quad
+        \\sigma_i = \\sqrt{\\tfrac{1}{3}\\sum_d (x_{id} - \\mu_i)^2 + \\epsilon}, \\quad
+        y_i = g_i \\frac{x_i - \\mu_i}{\\sigma_i} + b_i, \\quad g_i \\in \\mathbb{R},\\;
+        b_i \\in \\mathbb{R}^3
+
+    Shown in the paper only as the naive baseline: it is neither rotation- nor
+    translation-equivariant (Lemma 1), because the mean over the components ``d`` of a
+    vector is not a geometric quantity.
+
+    Shapes: ``x [batch, nodes, 3]``; reduces over ``d`` (the 3 components) only.
+    Params (created from ``x`` at init, so they fix ``N``): ``scale`` ``[N, 1]`` (ones),
+    ``bias`` ``[N, 3]`` (zeros). Epsilon goes inside the square root of the variance.
+    No context is needed.
+    """
+
+    def init(key, x, **context):
+        del key, context
+        check_coordinates(x)
+        n = x.shape[1]
+        return {"scale": jnp.ones((n, 1), x.dtype), "bias": jnp.zeros((n, 3), x.dtype)}, {}
+
+    def apply(params, state, x, *, mask=None, training=False, **context):
+        del training, context
+        check_coordinates(x)
+        check_mask(mask, x.shape)
+        _check_per_particle_params(params, x, "layer_norm_coords")
+        mu = jnp.mean(x, axis=-1, keepdims=True)  # [B, N, 1]
+        var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
+        y = (x - mu) * jax.lax.rsqrt(var + epsilon)
+        y = y * _as_rows(params["scale"], x.dtype) + _as_rows(params["bias"], x.dtype)
+        return _keep_padding(y, x, mask).astype(x.dtype), state
+
+    return Norm(init, apply, kind="coordinates", name="layer_norm_coords")
+
+
+# --------------------------------------------------------------------------------------------
+# Eq. 4: ScaleNorm
+# --------------------------------------------------------------------------------------------
+
+
+def scale_norm(*, norm: str = "l2", epsilon: float = 1e-8, per_particle: bool = True) -> Norm:
+    """Feature-scaling norm: each position scaled to a learned length (GeoNorm paper, Eq. 4).
+
+    .. math::
+
+        y_i = g_i \\frac{x_i}{\\operatorname{norm}(x_i)}, \\qquad
+        \\operatorname{norm}(x_i) = \\sqrt{\\|x_i\\|_2^2 + \\epsilon}\\;(\\texttt{"l2"})
+        \\;\\text{ or }\\; \\sqrt{\\tfrac{1}{3}\\|x_i\\|_2^2 + \\epsilon}\\;(\\texttt{"rms"})
+
+    This is the ``CoorsNorm`` of egnn-pytorch and the coordinate form of the vector norms of
+    the survey's Table 1. It is rotation-equivariant but not translation-equivariant
+    (Lemma 2): it rescales positions about the origin of the frame.
+
+    Args:
+      norm: ``"l2"`` or ``"rms"`` (root-mean-square over the 3 components).
+      epsilon: added under the square root, so the value and gradient are finite at
+        ``x_i = 0`` (the output is 0 there).
+      per_particle: ``True`` (the paper): ``scale`` ``[N, 1]``, which fixes ``N`` and breaks
+        permutation equivariance; ``False``: one shared scalar ``scale`` ``()``.
+
+    Shapes: ``x [batch, nodes, 3]``; reduces over ``d`` only. ``scale`` initialised to 1.
+    """
+    if norm not in ("l2", "rms"):
+        raise ValueError(f"norm: expected 'l2' or 'rms'; received {norm!r}")
+    name = f"scale_norm_{norm}"
+
+    def init(key, x, **context):
+        del key, context
+        check_coordinates(x)
+        shape = (x.shape[1], 1) if per_particle else ()
+        return {"scale": jnp.ones(shape, x.dtype)}, {}
+
+    def apply(params, state, x, *, mask=None, training=False, **context):
+        del training, context
+        check_coordinates(x)
+        check_mask(mask, x.shape)
+        _check_per_particle_params(params, x, name)
+        sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)  # [B, N, 1]
+        if norm == "rms":
+            sq = sq / 3.0
+        y = x * jax.lax.rsqrt(sq + epsilon) * _as_rows(params["scale"], x.dtype)
+        return _keep_padding(y, x, mask).astype(x.dtype), state
+
+    return Norm(init, apply, kind="coordinates", name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Eq. 5: GeoNorm
+# --------------------------------------------------------------------------------------------
+
+
+def geo_norm(
+    *,
+    sigma: str = "particle",
+    params: str = "particle",
+    epsilon: float = 1e-6,
+    init_scale: float = 1.0,
+    bias_init: float = 0.0,
+) -> Norm:
+    """GeoNorm, the SE(3)-equivariant normalization of coordinates (GeoNorm paper, Eq. 5).
+
+    .. math::
+
+        \\mu = \\frac{1}{N}\\sum_i x_i, \\qquad
+        F(x_i) = g_i \\frac{x_i - \\mu}{\\sigma_i}
+               + \\frac{\\mu - \\mu_0}{\\|\\mu - \\mu_0\\|_2}\\, b_i + \\mu_0,
+        \\qquad g_i, b_i \\in \\mathbb{R}
+
+    where ``mu0`` is the centroid of the model's *input* positions ``x^0`` (not of this
+    layer's input). Two readings of ``sigma``, because the paper contradicts itself:
+
+    * ``sigma="particle"`` (Eq. 5 as written):
+      ``sigma_i = sqrt(||x_i - mu||^2 + epsilon)``, reduces over ``d``. Note what this does:
+      ``(x_i - mu)/sigma_i`` is a *unit* vector, so every particle is mapped to distance
+      ``|g_i|`` from the centroid and all radial information in ``x`` is discarded.
+    * ``sigma="system"`` (the Figure 3 caption, "statistics over dimension N and coordinate
+      dimension 3"): ``sigma = sqrt(mean_{real i, d} (x_id - mu_d)^2 + epsilon)``, reduces
+      over nodes ``x`` and ``d``; one scale for the whole system, which keeps the shape.
+
+    Epsilon goes under the square root of ``sigma`` in both readings (as flax does for the
+    variance); the public Equinox GeoNorm uses ``||x_i - mu|| + eps`` instead. ``sigma`` is
+    never 0, so coincident particles and ``N = 1`` give finite values and gradients.
+
+    Bias direction: undefined in the paper when ``mu == mu0``; here it is the zero vector
+    when ``||mu - mu0|| <= sqrt(finfo.tiny)`` (see :func:`bias_direction`), with a finite
+    gradient (0) there.
+
+    Args:
+      sigma: ``"particle"`` or ``"system"`` (above).
+      params: ``"particle"`` (the paper): ``scale`` ``g`` and ``bias`` ``b`` of shape
+        ``[N, 1]``, one per particle; they fix ``N`` and break permutation equivariance
+        (particle ``i`` always gets ``g_i``). ``"shared"``: scalar ``g``, ``b`` of shape
+        ``()`` shared by every particle: permutation-equivariant and valid for any ``N``.
+      epsilon: see above.
+      init_scale: initial ``g`` (the Equinox code draws ``0.1 * normal`` instead).
+      bias_init: initial ``b``.
+
+    Context: ``mu0`` ``[batch, 3]`` is required by ``apply`` (``ValueError`` otherwise);
+    ``init`` ignores it. Transform it with the coordinates (a *point*): then ``F`` is
+    equivariant under rotations, reflections and translations (Theorem 1, for all of O(3)).
+
+    Shapes: ``x [batch, nodes, 3]`` -> ``[batch, nodes, 3]``; ``mask [batch, nodes]``:
+    padded particles are excluded from ``mu`` and ``sigma`` and returned unchanged.
+    """
+    if sigma not in ("particle", "system"):
+        raise ValueError(f"sigma: expected 'particle' or 'system'; received {sigma!r}")
+    if params not in ("particle", "shared"):
+        raise ValueError(f"params: expected 'particle' or 'shared'; received {params!r}")
+    param_mode = params
+    name = {
+        ("particle", "particle"): "geo_norm",
+        ("system", "particle"): "geo_norm_system",
+        ("system", "shared"): "geo_norm_shared",
+        ("particle", "shared"): "geo_norm_particle_sigma_shared",
+    }[(sigma, param_mode)]
+
+    def init(key, x, **context):
+        del key, context
+        check_coordinates(x)
+        shape = (x.shape[1], 1) if param_mode == "particle" else ()
+        return {
+            "scale": jnp.full(shape, init_scale, x.dtype),
+            "bias": jnp.full(shape, bias_init, x.dtype),
+        }, {}
+
+    def apply(p, state, x, *, mask=None, training=False, mu0=None, **context):
+        del training, context
+        check_coordinates(x)
+        check_mask(mask, x.shape)
+        if mu0 is None:
+            raise ValueError(
+                f"{name}: GeoNorm needs mu0, the centroid of the model's input positions "
+                f"[batch, 3]; pass apply(..., mu0=geometry.centroid(x0, mask)). "
+                f"Received coordinates of shape {x.shape} and no mu0."
+            )
+        mu0 = jnp.asarray(mu0)
+        if mu0.shape != (x.shape[0], 3):
+            raise ValueError(
+                f"{name}: expected mu0 of shape [batch, 3] = {(x.shape[0], 3)}; "
+                f"received shape {mu0.shape}"
+            )
+        _check_per_particle_params(p, x, name)
+        mu0 = mu0.astype(x.dtype)
+        mu, sig = geo_statistics(x, mask=mask, sigma=sigma, epsilon=epsilon)
+        direction = bias_direction(mu, mu0)  # [B, 3]
+        g = _as_rows(p["scale"], x.dtype)
+        b = _as_rows(p["bias"], x.dtype)
+        y = g * (x - mu[:, None, :]) / sig + b * direction[:, None, :] + mu0[:, None, :]
+        return _keep_padding(y, x, mask).astype(x.dtype), state
+
+    return Norm(init, apply, kind="coordinates", name=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue
+# --------------------------------------------------------------------------------------------
+
+_GEO_FORMULA = "g_i (x_i - mu)/sigma_i + (mu - mu0)/||mu - mu0|| b_i + mu0"
+
+CATALOG_ENTRIES: list[NormInfo] = [
+    NormInfo(
+        name="layer_norm_coords",
+        constructor=layer_norm_coords,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 3; LayerNorm of Ba et al. 2016 applied to coordinates)",
+        formula="g_i (x_i - mean_d x_i)/std_d x_i + b_i, g_i in R, b_i in R^3",
+        reduced_axes="d",
+        params=("scale", "bias"),
+        family="geonorm paper",
+        notes="Lemma 1: neither rotation- nor translation-equivariant. Per-particle params "
+        "[N,1] and [N,3] fix N.",
+    ),
+    NormInfo(
+        name="scale_norm_l2",
+        constructor=scale_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 4; CoorsNorm of egnn-pytorch)",
+        formula="g_i x_i / ||x_i||_2",
+        reduced_axes="d",
+        params=("scale",),
+        family="geonorm paper",
+        kwargs={"norm": "l2"},
+        notes="Lemma 2: rotation- but not translation-equivariant. epsilon under the sqrt.",
+    ),
+    NormInfo(
+        name="scale_norm_rms",
+        constructor=scale_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 4, RMS variant)",
+        formula="g_i x_i / RMS_d(x_i)",
+        reduced_axes="d",
+        params=("scale",),
+        family="geonorm paper",
+        kwargs={"norm": "rms"},
+        notes="Lemma 2: rotation- but not translation-equivariant. RMS = ||x_i||/sqrt(3).",
+    ),
+    NormInfo(
+        name="geo_norm",
+        constructor=geo_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 5)",
+        formula=_GEO_FORMULA + ", sigma_i = ||x_i - mu||",
+        reduced_axes="x (mu), d (sigma_i)",
+        params=("scale", "bias"),
+        family="geonorm paper",
+        context=("mu0",),
+        kwargs={"sigma": "particle", "params": "particle"},
+        notes="Eq. 5 as written: per-particle sigma puts every particle at distance |g_i| "
+        "from the centroid. Per-particle g, b [N,1] fix N and break permutation "
+        "equivariance. Direction := 0 when mu == mu0.",
+    ),
+    NormInfo(
+        name="geo_norm_system",
+        constructor=geo_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 5 with the Figure 3 caption's statistics)",
+        formula=_GEO_FORMULA + ", sigma = sqrt(mean_{i,d} (x_id - mu_d)^2)",
+        reduced_axes="x (mu), x,d (sigma)",
+        params=("scale", "bias"),
+        family="geonorm paper",
+        context=("mu0",),
+        kwargs={"sigma": "system", "params": "particle"},
+        notes="The Figure 3 caption's reading (statistics over N and the 3 coordinates); "
+        "keeps the shape of the system. Per-particle g, b as in the paper.",
+    ),
+    NormInfo(
+        name="geo_norm_shared",
+        constructor=geo_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 5, system sigma, shared g and b; this library's variant)",
+        formula=_GEO_FORMULA + ", sigma = sqrt(mean_{i,d} (x_id - mu_d)^2), g_i = g, b_i = b",
+        reduced_axes="x (mu), x,d (sigma)",
+        params=("scale", "bias"),
+        family="geonorm paper",
+        context=("mu0",),
+        kwargs={"sigma": "system", "params": "shared"},
+        notes="Not in the paper: scalar g, b shared across particles make the layer "
+        "E(3)- and permutation-equivariant and valid for any N (padded batches, "
+        "transfer across system sizes).",
+    ),
+    NormInfo(
+        name="geo_norm_particle_sigma_shared",
+        constructor=geo_norm,
+        kind="coordinates",
+        paper=_PAPER + " (Eq. 5 sigma_i, shared g and b; this library's variant)",
+        formula=_GEO_FORMULA + ", sigma_i = ||x_i - mu||, g_i = g, b_i = b",
+        reduced_axes="x (mu), d (sigma_i)",
+        params=("scale", "bias"),
+        family="geonorm paper",
+        context=("mu0",),
+        kwargs={"sigma": "particle", "params": "shared"},
+        notes="Eq. 5's per-particle sigma with shared scalar g, b: permutation-equivariant, "
+        "but every particle lands on a sphere of radius |g| about the centroid.",
+    ),
+]

@@ -1,0 +1,53 @@
+"""The geometric-match audit: the survey's Definition 3, measured for any ``Norm``.
+
+A layer is *geometrically matched* to a task when (1) it preserves every symmetry of the task
+and (2) it introduces no invariance the task does not have. :func:`audit` measures both
+numerically (probes in :mod:`geonorm_jax.audit.probes`) and compares them with a
+:class:`Task` (presets in :data:`TASKS`)::
+
+    import geonorm_jax as gj
+    result = gj.audit.audit(my_norm, "nbody-dynamics", kind="coordinates")
+    print(result)                # every property, the verdict and the violated conditions
+    rows = gj.audit.audit_table(task="nbody-dynamics")   # the whole catalogue
+"""
+
+from geonorm_jax.audit.core import AuditResult, audit, audit_table
+from geonorm_jax.audit.probes import (
+    BROKEN_TOL,
+    CONTEXT_BUILDERS,
+    HOLDS_TOL,
+    INVARIANCE_PROBES,
+    PROBES,
+    SYMMETRY_PROBES,
+    Case,
+    ProbeResult,
+    make_case,
+    perturb_like_trained,
+    run_probe,
+)
+from geonorm_jax.audit.report import to_json, to_markdown, to_text
+from geonorm_jax.audit.tasks import TASKS, Task, check_match, get_task
+
+__all__ = [
+    "AuditResult",
+    "audit",
+    "audit_table",
+    "Task",
+    "TASKS",
+    "get_task",
+    "check_match",
+    "PROBES",
+    "SYMMETRY_PROBES",
+    "INVARIANCE_PROBES",
+    "HOLDS_TOL",
+    "BROKEN_TOL",
+    "CONTEXT_BUILDERS",
+    "Case",
+    "ProbeResult",
+    "make_case",
+    "perturb_like_trained",
+    "run_probe",
+    "to_markdown",
+    "to_json",
+    "to_text",
+]

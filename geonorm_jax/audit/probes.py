@@ -1,0 +1,471 @@
+"""Probes: each measures one geometric property of a ``Norm`` numerically.
+
+A probe takes a :class:`Case` (a ``Norm`` with trained-like parameters, one random input of its
+kind and the context it needs) and returns ``(error, scale)``; :func:`run_probe` repeats it on
+several random inputs and turns the worst relative error ``error / scale`` into a verdict at a
+stated tolerance.
+
+Two families of probes (the survey's Definition 3):
+
+*Preserved symmetries* (condition 1; error = ``max |f(g.x) - g.f(x)| / max |g.f(x)|``):
+
+=================  ===========================================================================
+``"SO3"``          a random rotation (coordinates, vectors and ``mu0`` rotate)
+``"O3"``           a random improper rotation (rotation times -I)
+``"translation"``  a random translation per sample (coordinates and ``mu0`` move); the output
+                   must move with it (coordinates) or stay (other kinds)
+``"permutation"``  one random permutation of the nodes (and of node-indexed context)
+``"batch"``        Case 1: sample 0's output when samples 1..B-1 are replaced by noise
+``"padding"``      graph-size independence: the real nodes' outputs when the graph is padded
+                   with masked nodes holding large random values
+``"replication"``  size consistency (a necessary condition for size extensivity): the first
+                   copy's outputs when each graph is duplicated, ``x -> [x, x]``
+=================  ===========================================================================
+
+*Introduced invariances* (condition 2 and Cases 3-4; value = relative output change
+``max |f(x') - f(x)| / max |f(x)|``; "invariant" means the layer discards the quantity):
+
+=================  ===========================================================================
+``"scale"``        each sample scaled by its own factor ``c_b`` in [0.5, 3] (a per-sample
+                   contrast change). Coordinates are scaled about their centroid, so the
+                   centroid and ``mu0`` stay where they are.
+``"shift"``        a random shift per sample and channel, ``x + c_{b,v}`` (for coordinates a
+                   translation with ``mu0`` held fixed)
+``"node_scale"``   each node scaled by its own factor ``c_{b,i}`` in [0.5, 3] (coordinates: about
+                   the origin)
+``"radial"``       coordinates only: each particle moved along its direction from the centroid,
+                   centroid, ``mu + c_{b,i} (x_i - mu)``, with ``sum_i c_i (x_i - mu) = 0`` so
+                   that the centroid (and ``mu0``) do not move (:func:`radial_factors`)
+=================  ===========================================================================
+
+Weight kernels ``[fan_in, fan_out]`` get ``scale`` (one global factor), ``shift`` (one constant
+per output unit) and ``node_scale`` (one factor per output unit); the other probes do not apply
+to a kernel and report ``"n/a"``.
+
+All probes run ``apply(..., training=True)`` (the batch statistics of BatchNorm-like layers are
+in use); layers with running state additionally get ``"batch"`` measured in eval mode
+(``training=False``), reported in ``ProbeResult.extra["eval"]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geonorm_jax import geometry
+from geonorm_jax.testing import equivariance_errors
+
+__all__ = [
+    "SYMMETRY_PROBES",
+    "INVARIANCE_PROBES",
+    "PROBES",
+    "HOLDS_TOL",
+    "BROKEN_TOL",
+    "Case",
+    "ProbeResult",
+    "CONTEXT_BUILDERS",
+    "make_case",
+    "perturb_like_trained",
+    "run_probe",
+    "rng_from_key",
+    "radial_factors",
+]
+
+SYMMETRY_PROBES = ("SO3", "O3", "translation", "permutation", "batch", "padding", "replication")
+INVARIANCE_PROBES = ("scale", "shift", "node_scale", "radial")
+PROBES = SYMMETRY_PROBES + INVARIANCE_PROBES
+
+#: relative error below which a property holds (an invariance is present); in float64 the exact
+#: layers sit near 1e-15, and epsilon-inside-sqrt layers within ~1e-5 on unit-scale inputs.
+HOLDS_TOL = 1e-4
+#: relative error above which a property is broken (an invariance is absent).
+BROKEN_TOL = 1e-2
+
+# Verdicts. Symmetry probes: holds / approx / broken; invariance probes: invariant / partial /
+# sensitive; both: trivial (the input kind does not transform), n/a, error (the layer raised).
+_SYM_VERDICTS = ("holds", "approx", "broken")
+_INV_VERDICTS = ("invariant", "partial", "sensitive")
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    """One measured property.
+
+    Attributes:
+      name: the probe name (see :data:`PROBES`).
+      value: the worst relative error (symmetry probes) or the smallest relative change
+        (invariance probes) over the random inputs; None when not measured.
+      verdict: ``holds | approx | broken`` (symmetry), ``invariant | partial | sensitive``
+        (invariance), or ``trivial``, ``n/a``, ``error``.
+      tol: ``(HOLDS_TOL, BROKEN_TOL)`` used for the verdict.
+      detail: why a probe is ``n/a``/``trivial``/``error``, or what was changed.
+      extra: additional numbers: ``eval`` (batch probe in eval mode), ``homogeneous``
+        (``|f(c x) - c f(x)|`` rel., scale probe), ``equivariant`` (``|f(x+c) - f(x) - c|``
+        rel., shift probe), ``values`` (one value per random input).
+    """
+
+    name: str
+    value: float | None
+    verdict: str
+    tol: tuple[float, float] = (HOLDS_TOL, BROKEN_TOL)
+    detail: str = ""
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when a symmetry holds (or is trivial) / when an invariance is absent."""
+        return self.verdict in ("holds", "trivial", "sensitive")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Case:
+    """A ``Norm`` ready to probe: parameters, state, one input ``x`` and its context.
+
+    Attributes:
+      norm: the layer.
+      kind: ``features | vectors | coordinates | weights``.
+      params, state: trained-like parameters and running state.
+      x: the input (layout of ``kind``).
+      context: ``{name: array}`` passed to ``apply`` as keywords.
+      context_kinds: ``{name: testing kind}`` (``"point"`` for ``mu0``, ``"features"`` for a
+        node-indexed message).
+      training: the ``training`` flag for ``apply``.
+    """
+
+    norm: Any
+    kind: str
+    params: Any
+    state: Any
+    x: jax.Array
+    context: dict
+    context_kinds: dict
+    training: bool = True
+
+    def apply(self, x, training: bool | None = None, mask=None, **context):
+        ctx = {**self.context, **context}
+        kw = {} if mask is None else {"mask": mask}
+        y, _ = self.norm.apply(
+            self.params, self.state, x,
+            training=self.training if training is None else training, **kw, **ctx,
+        )
+        return y
+
+
+# ------------------------------------------------------------------------------- inputs
+# Random numbers come from NumPy (seeded from the JAX key): eager jax.random compiles once per
+# new shape, which would dominate the audit's run time on tiny arrays.
+
+def rng_from_key(key) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX PRNG key (raw ``uint32[2]`` or typed)."""
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key, np.uint32).ravel().tolist())
+
+
+def _normal(rng, shape, dtype):
+    return jnp.asarray(rng.standard_normal(shape), dtype)
+
+
+def _random_input(rng, kind: str, batch: int, nodes: int, channels: int, dtype):
+    if kind == "coordinates":  # a cloud of unit spread around a centroid away from the origin
+        return _normal(rng, (batch, nodes, 3), dtype) + 2.0 * _normal(rng, (batch, 1, 3), dtype)
+    if kind == "vectors":
+        return _normal(rng, (batch, nodes, channels, 3), dtype)
+    if kind == "features":  # per-channel offsets, so mean subtraction has something to remove
+        return (1.5 * _normal(rng, (batch, nodes, channels), dtype)
+                + _normal(rng, (1, 1, channels), dtype))
+    if kind == "weights":
+        return _normal(rng, (channels + 1, channels + 2), dtype) / np.sqrt(channels)
+    raise ValueError(
+        f"kind: expected one of features, vectors, coordinates, weights; received {kind!r}"
+    )
+
+
+def _mu0(rng, x):
+    """A reference centroid: the centroid of an earlier configuration, offset from mu(x)."""
+    return geometry.centroid(x) + _normal(rng, x.shape[:1] + (3,), x.dtype)
+
+
+def _message(rng, x):
+    return _normal(rng, x.shape[:3], x.dtype)
+
+
+#: Context the audit can build: ``name -> (testing kind, builder(rng, x) -> array)`` with
+#: ``rng`` a ``numpy.random.Generator``. Add an entry (or pass ``context_builders=`` to
+#: :func:`make_case`) for a layer of your own.
+CONTEXT_BUILDERS: dict[str, tuple[str, Callable]] = {
+    "mu0": ("point", _mu0),
+    "message": ("features", _message),
+}
+
+
+def perturb_like_trained(rng, tree, noise: float = 0.3):
+    """Trained-like values: positive leaves get ``p * exp(noise * n)`` (stay positive, e.g.
+    scales and variances), other float leaves ``p + noise * n``; integer leaves are kept.
+
+    ``rng`` is a ``numpy.random.Generator`` or a JAX key.
+    """
+    if not isinstance(rng, np.random.Generator):
+        rng = rng_from_key(rng)
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = []
+    for leaf in leaves:
+        arr = np.asarray(leaf)
+        if not np.issubdtype(arr.dtype, np.floating):
+            out.append(leaf)
+            continue
+        n = rng.standard_normal(arr.shape)
+        if arr.size and bool(np.all(arr > 0)):
+            new = arr * np.exp(noise * n)
+        else:
+            new = arr + noise * n
+        out.append(jnp.asarray(new, arr.dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def make_case(
+    norm,
+    kind: str,
+    key,
+    *,
+    batch: int = 3,
+    nodes: int = 6,
+    channels: int = 4,
+    context: Sequence[str] = (),
+    context_builders: dict | None = None,
+    training: bool = True,
+    noise: float = 0.3,
+    dtype=None,
+) -> Case:
+    """Build a :class:`Case`: a random input of ``kind``, its context, init + perturbed params.
+
+    ``context`` names the keywords ``apply`` needs (``mu0`` is always built for coordinates;
+    names without a builder are skipped, so optional context such as ``num_neighbors`` is left
+    to the layer's default).
+    """
+    dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    builders = {**CONTEXT_BUILDERS, **(context_builders or {})}
+    rng = rng_from_key(key)
+    x = _random_input(rng, kind, batch, nodes, channels, dtype)
+    names = list(dict.fromkeys(list(context) + (["mu0"] if kind == "coordinates" else [])))
+    ctx, ctx_kinds = {}, {}
+    for name in names:
+        if name not in builders:
+            continue
+        ckind, build = builders[name]
+        ctx[name] = build(rng, x)
+        ctx_kinds[name] = ckind
+    params, state = norm.init(key, x, **ctx)
+    params = perturb_like_trained(rng, params, noise)
+    state = perturb_like_trained(rng, state, noise)
+    return Case(norm, kind, params, state, x, ctx, ctx_kinds, training)
+
+
+# ------------------------------------------------------------------------------- measures
+
+def _err(a, b) -> tuple[float, float]:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b))), float(np.max(np.abs(b)))
+
+
+def _rel(err: float, scale: float) -> float:
+    if not np.isfinite(err):
+        return float("inf")
+    return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
+
+
+def _group_error(case: Case, group: str, key, training: bool | None = None):
+    names = list(case.context)
+    fn = lambda x, *ctx: case.apply(x, training=training, **dict(zip(names, ctx, strict=True)))
+    kinds = (case.kind, *(case.context_kinds[n] for n in names))
+    return equivariance_errors(
+        fn, key, case.x, *(case.context[n] for n in names),
+        group=group, kinds=kinds, out_kinds=(case.kind,),
+    )[group]
+
+
+def _pad_nodes(a, pad, rng):
+    noise = 3.0 * _normal(rng, (a.shape[0], pad) + a.shape[2:], a.dtype) + 2.0
+    return jnp.concatenate([a, noise], axis=1)
+
+
+def _padding(case: Case, rng):
+    pad = 3
+    b, n = case.x.shape[:2]
+    xp = _pad_nodes(case.x, pad, rng)
+    mask = jnp.concatenate([jnp.ones((b, n), bool), jnp.zeros((b, pad), bool)], axis=1)
+    ctx = {name: _pad_nodes(v, pad, rng) if case.context_kinds[name] == "features" else v
+           for name, v in case.context.items()}
+    y = case.apply(xp, mask=mask, **ctx)[:, :n]
+    return _err(y, case.apply(case.x))
+
+
+def _replication(case: Case, rng):
+    del rng
+    n = case.x.shape[1]
+    dup = lambda a: jnp.concatenate([a, a], axis=1)
+    ctx = {k: dup(v) if case.context_kinds[k] == "features" else v
+           for k, v in case.context.items()}
+    y = case.apply(dup(case.x), **ctx)[:, :n]
+    return _err(y, case.apply(case.x))
+
+
+def _factors(rng, shape, dtype):
+    """Factors in [0.5, 3]: both shrinking and growing."""
+    return jnp.asarray(rng.uniform(0.5, 3.0, shape), dtype)
+
+
+def _per_sample_shape(case: Case):
+    return (case.x.shape[0],) + (1,) * (case.x.ndim - 1)
+
+
+def _scale(case: Case, rng):
+    """Returns (invariance err, scale, (homogeneity err, scale))."""
+    x = case.x
+    if case.kind == "weights":
+        c = _factors(rng, (), x.dtype)
+    else:
+        c = _factors(rng, _per_sample_shape(case), x.dtype)
+    if case.kind == "coordinates":  # about the centroid: the centroid and mu0 stay put
+        mu = geometry.centroid(x)[:, None, :]
+        xs = mu + c * (x - mu)
+    else:
+        xs = c * x
+    y, ys = case.apply(x), case.apply(xs)
+    err, scale = _err(ys, y)
+    if case.kind == "coordinates":
+        hom = _err(ys, mu + c * (y - mu))
+    else:
+        hom = _err(ys, c * y)
+    return err, scale, hom
+
+
+def _shift(case: Case, rng):
+    x = case.x
+    if case.kind == "weights":
+        shape = (1, x.shape[1])
+    elif case.kind == "vectors":
+        shape = (x.shape[0], 1) + x.shape[2:]
+    else:
+        shape = (x.shape[0], 1, x.shape[2])
+    c = 2.0 * _normal(rng, shape, x.dtype)
+    y, ys = case.apply(x), case.apply(x + c)
+    err, scale = _err(ys, y)
+    return err, scale, _err(ys, y + c)
+
+
+def _node_scale(case: Case, rng):
+    x = case.x
+    if case.kind == "weights":
+        c = _factors(rng, (1, x.shape[1]), x.dtype)
+    else:
+        c = _factors(rng, x.shape[:2], x.dtype).reshape(x.shape[:2] + (1,) * (x.ndim - 2))
+    return _err(case.apply(x * c), case.apply(x))
+
+
+def radial_factors(rng, x) -> np.ndarray:
+    """Factors ``c [B, N]`` with ``sum_i c_i (x_i - mu) = 0`` (so the centroid stays), in
+    [0.5, 1.5]: ``c = 1 + delta`` with ``delta`` a random vector in the null space of
+    ``D^T`` (``D`` the centred positions, ``[N, 3]``). Needs ``N > 3``."""
+    x = np.asarray(x, np.float64)
+    d = x - x.mean(axis=1, keepdims=True)  # [B, N, 3]
+    out = []
+    for db in d:
+        r = rng.standard_normal(db.shape[0])
+        coef, *_ = np.linalg.lstsq(db, r, rcond=None)
+        delta = r - db @ coef  # orthogonal to the columns of D: sum_i delta_i d_i = 0
+        delta = 0.5 * delta / max(np.max(np.abs(delta)), 1e-12)
+        out.append(1.0 + delta)
+    return np.stack(out)
+
+
+def _radial(case: Case, rng):
+    """Each particle moves along its own direction from the centroid; the centroid stays."""
+    x = case.x
+    if x.shape[1] <= 3:
+        raise ValueError(f"radial probe: needs more than 3 particles; received shape {x.shape}")
+    mu = geometry.centroid(x)[:, None, :]
+    c = jnp.asarray(radial_factors(rng, x)[..., None], x.dtype)
+    moved = mu + c * (x - mu)
+    return _err(case.apply(moved), case.apply(x))
+
+
+# Which probes apply to which kind; ``trivial`` means the input of this kind does not transform
+# under the group, so the property holds for any layer that maps that kind to itself.
+_TRIVIAL = {
+    "features": {"SO3": "scalar features are rotation-invariant inputs",
+                 "O3": "scalar features are reflection-invariant inputs",
+                 "translation": "scalar features do not move under translation"},
+    "vectors": {"translation": "vectors do not move under translation"},
+}
+_NOT_APPLICABLE = {
+    "weights": {p: "a weight kernel has no nodes, batch or geometry"
+                for p in ("SO3", "O3", "translation", "permutation", "batch", "padding",
+                          "replication", "radial")},
+    "features": {"radial": "no positions"},
+    "vectors": {"radial": "no positions (node_scale measures per-node vector magnitude)"},
+}
+
+
+def _verdict(name: str, rel: float) -> str:
+    if name in INVARIANCE_PROBES:
+        return "invariant" if rel < HOLDS_TOL else ("sensitive" if rel > BROKEN_TOL else "partial")
+    return "holds" if rel < HOLDS_TOL else ("broken" if rel > BROKEN_TOL else "approx")
+
+
+def _short(e: Exception) -> str:
+    msg = f"{type(e).__name__}: {e}"
+    return msg if len(msg) < 240 else msg[:237] + "..."
+
+
+def run_probe(name: str, cases: Sequence[Case], key, *, stateful: bool = False) -> ProbeResult:
+    """Run probe ``name`` on every case (one per random input); worst case decides.
+
+    For symmetry probes the value is the largest relative error; for invariance probes it is
+    the largest relative change (so "invariant" means invariant on every input).
+    """
+    if name not in PROBES:
+        raise ValueError(f"probe: expected one of {PROBES}; received {name!r}")
+    kind = cases[0].kind
+    if name in _NOT_APPLICABLE.get(kind, {}):
+        return ProbeResult(name, None, "n/a", detail=_NOT_APPLICABLE[kind][name])
+    if name in _TRIVIAL.get(kind, {}):
+        return ProbeResult(name, 0.0, "trivial", detail=_TRIVIAL[kind][name])
+    values, extra_vals = [], {}
+    try:
+        rng = rng_from_key(key)
+        for i, case in enumerate(cases):
+            k = jax.random.fold_in(key, i)
+            if name in ("SO3", "O3", "translation", "permutation", "batch"):
+                rel = _rel(*_group_error(case, name, k))
+                if name == "batch" and stateful:
+                    extra_vals.setdefault("eval", []).append(
+                        _rel(*_group_error(case, name, k, training=False)))
+            elif name == "padding":
+                rel = _rel(*_padding(case, rng))
+            elif name == "replication":
+                rel = _rel(*_replication(case, rng))
+            elif name in ("scale", "shift"):
+                err, scale, (herr, hscale) = (_scale if name == "scale" else _shift)(case, rng)
+                rel = _rel(err, scale)
+                key_name = "homogeneous" if name == "scale" else "equivariant"
+                extra_vals.setdefault(key_name, []).append(_rel(herr, hscale))
+            elif name == "node_scale":
+                rel = _rel(*_node_scale(case, rng))
+            else:
+                rel = _rel(*_radial(case, rng))
+            values.append(rel)
+    except Exception as e:  # noqa: BLE001 - a layer that cannot run a probe is a finding
+        return ProbeResult(name, None, "error", detail=_short(e))
+    value = float(max(values))
+    extra = {k: float(max(v)) for k, v in extra_vals.items()}
+    extra["values"] = [float(v) for v in values]
+    return ProbeResult(name, value, _verdict(name, value), extra=extra)

@@ -1,0 +1,187 @@
+"""Task specifications: the symmetry of a task, as Definition 3 of the survey needs it.
+
+A :class:`Task` states which groups the task's output is equivariant or invariant to and which
+quantities it depends on. :func:`check_match` compares measured layer properties
+(:mod:`geonorm_jax.audit.probes`) against it:
+
+1. every group of the task (``equivariant_to`` and ``invariant_to``) is preserved by the layer
+   (equivariance, or invariance where the task is invariant);
+2. the layer introduces no invariance to a quantity in ``depends_on``;
+3. ``samples_independent`` requires batch independence (the survey's Case 1);
+   ``variable_size`` requires graph-size (padding) independence; ``size_extensive`` requires
+   that duplicating a graph leaves each copy's per-node outputs unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from geonorm_jax.audit.probes import INVARIANCE_PROBES
+
+__all__ = ["Task", "TASKS", "get_task", "check_match", "GROUP_NAMES", "QUANTITIES"]
+
+GROUP_NAMES = ("SO3", "O3", "translation", "permutation")
+QUANTITIES = INVARIANCE_PROBES  # scale, shift, node_scale, radial
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """The symmetry of a task (Definition 2-3 of the survey).
+
+    Attributes:
+      name: preset name.
+      equivariant_to: groups the output transforms with (``SO3``, ``O3``, ``translation``,
+        ``permutation``).
+      invariant_to: groups or changes the output ignores: any of ``GROUP_NAMES`` and of
+        ``scale``, ``shift`` (e.g. the contrast invariance of style transfer).
+      depends_on: quantities the output depends on, so that a layer invariant to them
+        removes task-relevant information: ``scale``, ``shift``, ``node_scale``, ``radial``.
+      samples_independent: the output for one sample must not depend on the others.
+      variable_size: graphs of different sizes share a padded batch.
+      size_extensive: the target is extensive (a sum over atoms), so two non-interacting
+        copies must give twice one copy: per-node outputs of a duplicated graph unchanged.
+      description: one line on the task.
+      source: where the symmetry statement comes from.
+    """
+
+    name: str
+    equivariant_to: tuple[str, ...] = ()
+    invariant_to: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    samples_independent: bool = True
+    variable_size: bool = False
+    size_extensive: bool = False
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self):
+        for g in self.equivariant_to:
+            if g not in GROUP_NAMES:
+                raise ValueError(f"Task.equivariant_to: expected {GROUP_NAMES}; received {g!r}")
+        for g in self.invariant_to:
+            if g not in GROUP_NAMES + ("scale", "shift"):
+                raise ValueError(
+                    f"Task.invariant_to: expected {GROUP_NAMES + ('scale', 'shift')}; "
+                    f"received {g!r}")
+        for q in self.depends_on:
+            if q not in QUANTITIES:
+                raise ValueError(f"Task.depends_on: expected {QUANTITIES}; received {q!r}")
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "nbody-dynamics",
+            equivariant_to=("SO3", "O3", "translation", "permutation"),
+            depends_on=("scale", "shift", "node_scale", "radial"),
+            description="predict particle positions after 1000 steps (charged N-body)",
+            source="GeoNorm paper Sec. 3-5: E(3)-equivariant positions; forces depend on "
+            "distances, so on scale and on each particle's radial position",
+        ),
+        Task(
+            "molecular-energy",
+            invariant_to=("SO3", "O3", "translation", "permutation"),
+            depends_on=("scale", "node_scale", "radial"),
+            variable_size=True,
+            size_extensive=True,
+            description="predict a molecule's energy (QM9/MD17-style)",
+            source="survey Sec. 2 Case 1 (GemNet: molecules are independent); energy is "
+            "E(3)-invariant, a sum over atoms, and depends on interatomic distances",
+        ),
+        Task(
+            "point-cloud-classification",
+            invariant_to=("SO3", "O3", "translation", "permutation", "scale"),
+            depends_on=("node_scale", "radial"),
+            variable_size=True,
+            description="classify a shape from its points (ModelNet-style, unit-sphere scaled)",
+            source="survey Sec. 3.1 (Vector Neurons, Quaternion networks): rotation-invariant "
+            "label, permutation-invariant, shape = relative radial structure",
+        ),
+        Task(
+            "image-style-transfer",
+            invariant_to=("scale",),
+            depends_on=("node_scale",),
+            description="stylise a content image (pixels = nodes, channels = colours)",
+            source="survey Sec. 3: InstanceNorm is invariant to the content image's contrast, "
+            "a symmetry of the task; each image is stylised on its own",
+        ),
+        Task(
+            "set-prediction",
+            equivariant_to=("permutation",),
+            depends_on=("node_scale",),
+            variable_size=True,
+            description="per-element prediction on sets (Deep Sets)",
+            source="survey Case 4 / SetNorm paper: permutation equivariance, no dependence "
+            "between inputs, keep element-wise information (scale of each element)",
+        ),
+    )
+}
+
+
+def get_task(task: Task | str) -> Task:
+    """A preset by name, or the :class:`Task` itself."""
+    if isinstance(task, Task):
+        return task
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise ValueError(
+            f"task: expected a Task or one of {sorted(TASKS)}; received {task!r}"
+        ) from None
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.1e}"
+
+
+def check_match(props: dict, task: Task) -> list[str]:
+    """The violated conditions of Definition 3, one sentence each with the measured number.
+
+    ``props`` maps probe names to :class:`~geonorm_jax.audit.probes.ProbeResult`.
+    """
+    violations: list[str] = []
+
+    def broken(name: str) -> bool:
+        r = props.get(name)
+        return r is not None and r.verdict in ("broken", "approx", "error")
+
+    def why(name: str) -> str:
+        r = props[name]
+        if r.verdict == "error":
+            return f"cannot run ({r.detail})"
+        return f"rel. error {_fmt(r.value)}"
+
+    for g in task.equivariant_to:
+        if broken(g):
+            violations.append(f"{g} equivariance broken: {why(g)}")
+    for g in task.invariant_to:
+        if g in GROUP_NAMES and g not in task.equivariant_to and broken(g):
+            # an invariant task accepts an invariant layer too (translation: the shift probe
+            # for coordinates measures translation invariance)
+            alt = props.get("shift") if g == "translation" else None
+            if alt is None or alt.verdict != "invariant":
+                violations.append(f"{g} equivariance/invariance broken: {why(g)}")
+        elif g in ("scale", "shift"):
+            r = props.get(g)
+            if r is None or r.verdict in ("n/a", "error", "invariant"):
+                continue
+            key = "homogeneous" if g == "scale" else "equivariant"
+            other = r.extra.get(key)
+            if other is None or other > 1e-4:
+                violations.append(
+                    f"neither invariant nor equivariant to the task's {g} symmetry: "
+                    f"change {_fmt(r.value)}, {key} error {_fmt(other)}")
+    if task.samples_independent and broken("batch"):
+        violations.append(f"batch dependence (Case 1): sample 0 changes by {why('batch')}")
+    if task.variable_size and broken("padding"):
+        violations.append(f"depends on padding / graph size: {why('padding')}")
+    if task.size_extensive and broken("replication"):
+        violations.append(f"not size-consistent (duplicated graph): {why('replication')}")
+    for q in task.depends_on:
+        r = props.get(q)
+        if r is not None and r.verdict == "invariant":
+            violations.append(
+                f"introduces {q} invariance the task does not have: output changes by "
+                f"{_fmt(r.value)}")
+    return violations

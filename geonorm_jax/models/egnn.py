@@ -1,0 +1,466 @@
+r"""The velocity EGNN (Satorras et al., 2021, ``EGNN_vel``) in Flax, with pluggable normalization.
+
+One layer (``E_GCL_vel``; seed 001 Eq. 2 plus the velocity term), for every edge ``(i, j)``
+of the graph (``i`` receives, ``j`` sends) and every node ``i``:
+
+.. math::
+
+    m_{ij} &= \phi_e(h_i, h_j, \|x_i - x_j\|^2, e_{ij}) \\
+    \Delta_i &= C \sum_{j \ne i} \mathrm{clip}_{\pm 100}\big((x_i - x_j)\,\phi_x(m_{ij})\big),
+        \quad C = 1/|\mathcal N(i)| \text{ (mean) or } 1 \text{ (sum)} \\
+    x_i &\leftarrow x_i + \mathrm{UpdateNorm}(\Delta_i) + \phi_v(h_i)\, v_i \\
+    h_i &\leftarrow h_i + \phi_h(h_i, \textstyle\sum_j m_{ij}) \\
+    h_i &\leftarrow \mathrm{FeatureNorm}(h_i), \qquad x_i \leftarrow \mathrm{CoordNorm}(x_i; \mu_0)
+
+in that order (the reference's order: the velocity term uses this layer's input ``h`` and the
+model's input velocity, which is never updated). ``phi_e`` = Linear, SiLU, Linear, SiLU;
+``phi_x`` = Linear, SiLU, Linear(H -> 1, no bias, xavier-uniform gain 0.001) [, tanh times
+``coords_range``]; ``phi_v`` = Linear, SiLU, Linear(H -> 1); ``phi_h`` = Linear(2H -> H), SiLU,
+Linear. Inputs as in the reference ``main_nbody.py``: node feature ``h^0 = Linear(||v_i||)``,
+edge attributes ``e_ij = [q_i q_j, ||x^0_i - x^0_j||^2]`` from the *input* positions (fixed
+across layers, while the radial term inside ``phi_e`` uses the current positions).
+
+Shapes: ``x, v [batch, nodes, 3]``, ``charges [batch, nodes, 1]``, ``mask [batch, nodes]``;
+dense edge tensors ``[batch, nodes, nodes, channels]``; edge-list tensors ``[edges, channels]``.
+
+Implementation notes:
+
+* Factorised first edge layer: ``W [h_i; h_j; r_ij; e_ij] + b = (h W_1 + b)_i + (h W_2)_j +
+  r_ij w_3 + e_ij W_4``; the node products are computed once per node, so the per-edge work of
+  ``phi_e`` is one ``H x H`` product (plus one in ``phi_x``). The parameters are exactly those
+  of ``Linear(2H + 1 + 2, H)``.
+* Clamping ``(x_i - x_j) phi_x`` to ``[-100, 100]`` element-wise follows the reference (which
+  says it "is never activated"); a clamp is not rotation-equivariant, so exact equivariance
+  holds only while every update component is below 100.
+* ``norm_diff``: ``(x_i - x_j) / (||x_i - x_j|| + norm_diff_epsilon)``. The default epsilon
+  1.0 is the reference ``gcl.py`` (used by ``EGNN_vel``); 1e-8 gives the E-NF form
+  ``(x_i - x_j)/||x_i - x_j||`` discussed in the GeoNorm paper, section 4.2. The norm is a
+  safe norm (finite gradient at coincident particles).
+* Padded nodes are excluded from every sum, mean and normalization statistic; their inputs are
+  replaced by zeros on entry, so their outputs are finite whatever the padding holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax import geometry
+from geonorm_jax.models import edges as edges_lib
+from geonorm_jax.models.layers import NormModule, TorchDense, torch_linear_init, xavier_uniform
+from geonorm_jax.norms.base import Norm
+
+__all__ = ["EGNN", "EGCLVel", "make_egnn", "count_params", "PLACES"]
+
+EDGE_ATTR_DIM = 2  # [q_i q_j, ||x^0_i - x^0_j||^2]
+CLAMP = 100.0  # the reference's torch.clamp(trans, -100, 100)
+
+# Which Norm kinds each place accepts (None = a user's Norm of unstated kind: accepted).
+PLACES = {
+    "coord": ("coordinates",),
+    "update": ("coordinates", "vectors"),
+    "feature": ("features",),
+}
+_FIELD = {"coord": "coord_norm", "update": "update_norm", "feature": "feature_norm"}
+
+
+def _check_norm(norm: Any, place: str) -> None:
+    if norm is None:
+        return
+    field = _FIELD[place]
+    if not isinstance(norm, Norm):
+        raise ValueError(
+            f"{field}: expected a geonorm_jax Norm (or None); received {type(norm).__name__}"
+        )
+    allowed = PLACES[place]
+    if norm.kind is not None and norm.kind not in allowed:
+        raise ValueError(
+            f"{field}: expected a Norm of kind {' or '.join(map(repr, allowed))}; received "
+            f"{norm.name!r} of kind {norm.kind!r}"
+        )
+
+
+class _Dense:
+    """Gather/aggregate on the fully connected graph: edge tensors ``[B, N, N, C]``."""
+
+    def __init__(self, pair_mask):
+        self.pair_mask = pair_mask  # [B, N, N] in the compute dtype; 0 on the diagonal
+        self.count = jnp.sum(pair_mask, axis=2)[..., None]  # [B, N, 1]
+
+    def receiver(self, t):  # node [B, N, C] -> edge [B, N, 1, C] (broadcasts over j)
+        return t[:, :, None]
+
+    def sender(self, t):  # node [B, N, C] -> edge [B, 1, N, C]
+        return t[:, None, :]
+
+    def edge_scalar(self, s):  # [B, N, N] -> [B, N, N, 1]
+        return s[..., None]
+
+    def aggregate(self, e):  # edge [B, N, N, C] -> node [B, N, C], masked sum over j
+        return jnp.sum(e * self.pair_mask[..., None], axis=2)
+
+
+class _EdgeList:
+    """Gather/aggregate on a flat edge list ``[E]`` over ``B * N`` nodes."""
+
+    def __init__(self, senders, receivers, edge_mask, batch, nodes):
+        self.senders, self.receivers = senders, receivers
+        self.edge_mask = edge_mask  # [E] in the compute dtype
+        self.shape = (batch, nodes)
+        self.count = self._segment(edge_mask[:, None])  # [B, N, 1]
+
+    def _flat(self, t):
+        return t.reshape((-1,) + t.shape[2:])
+
+    def _segment(self, e):
+        out = jax.ops.segment_sum(e, self.receivers, num_segments=self.shape[0] * self.shape[1])
+        return out.reshape(self.shape + e.shape[1:])
+
+    def receiver(self, t):
+        return jnp.take(self._flat(t), self.receivers, axis=0)
+
+    def sender(self, t):
+        return jnp.take(self._flat(t), self.senders, axis=0)
+
+    def edge_scalar(self, s):  # [E] -> [E, 1]
+        return s[..., None]
+
+    def aggregate(self, e):
+        return self._segment(e * self.edge_mask[:, None])
+
+
+class EGCLVel(nn.Module):
+    """One ``E_GCL_vel`` layer (see the module docstring for the equations and order).
+
+    Attributes are those of :class:`EGNN`; ``apply_coord_norm`` says whether this layer's
+    ``coord_norm`` is used (False for the last layer unless ``norm_last_layer``).
+    """
+
+    hidden: int = 64
+    coords_agg: str = "mean"
+    tanh: bool = False
+    coords_range: float = 1.0
+    norm_diff: bool = False
+    norm_diff_epsilon: float = 1.0
+    attention: bool = False
+    coord_norm: Norm | None = None
+    update_norm: Norm | None = None
+    feature_norm: Norm | None = None
+    apply_coord_norm: bool = True
+    training: bool = False
+    dense: bool = True
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, h, x, v, edge_attr, node_mask, edge_mask, mu0, senders, receivers):
+        """``(h [B,N,H], x [B,N,3]) -> (h, x)``; ``edge_attr``/``edge_mask`` are edge tensors.
+
+        Dense: ``edge_attr [B,N,N,2]``, ``edge_mask [B,N,N]``; edge list: ``[E,2]``, ``[E]``
+        with flat ``senders``/``receivers [E]``. ``node_mask [B,N]`` bool or None.
+        """
+        H, dtype = self.hidden, x.dtype
+        if self.dense:
+            ops = _Dense(edge_mask)
+        else:
+            ops = _EdgeList(senders, receivers, edge_mask, x.shape[0], x.shape[1])
+        silu = nn.silu
+        dense = lambda f, name, **kw: TorchDense(f, name=name, param_dtype=self.param_dtype, **kw)
+        norm_kw = dict(mask=node_mask, training=self.training, mu0=mu0)
+
+        # Geometry of the current positions.
+        diff = ops.receiver(x) - ops.sender(x)  # [..., 3] = x_i - x_j
+        radial = jnp.sum(jnp.square(diff), axis=-1, keepdims=True)  # [..., 1]
+        if self.norm_diff:
+            length = geometry.safe_norm(diff, axis=-1, keepdims=True)
+            diff = diff / (length + self.norm_diff_epsilon)
+
+        # phi_e with the factorised first layer (parameters of Linear(2H + 1 + 2, H)).
+        init = torch_linear_init(2 * H + 1 + EDGE_ATTR_DIM)
+        p = lambda name, shape: self.param(name, init, shape, self.param_dtype).astype(dtype)
+        w_i, w_j = p("edge_w_hi", (H, H)), p("edge_w_hj", (H, H))
+        w_r, w_e, b = p("edge_w_radial", (1, H)), p("edge_w_attr", (EDGE_ATTR_DIM, H)), p(
+            "edge_bias", (H,)
+        )
+        pre = ops.receiver(h @ w_i + b) + ops.sender(h @ w_j) + radial * w_r[0]
+        for c in range(EDGE_ATTR_DIM):
+            pre = pre + edge_attr[..., c : c + 1] * w_e[c]
+        m = silu(dense(H, "edge_mlp_out")(silu(pre)))  # [..., H]
+        if self.attention:
+            m = m * nn.sigmoid(dense(1, "attention")(m))
+
+        # Coordinate update from the edges.
+        phi_x = dense(1, "coord_mlp_out", use_bias=False, kernel_init=xavier_uniform(0.001))(
+            silu(dense(H, "coord_mlp_hidden")(m))
+        )
+        if self.tanh:
+            phi_x = self.coords_range * jnp.tanh(phi_x)
+        trans = jnp.clip(diff * phi_x, -CLAMP, CLAMP)
+        update = ops.aggregate(trans)  # [B, N, 3]
+        if self.coords_agg == "mean":
+            update = update / jnp.maximum(ops.count, 1.0)
+        if self.update_norm is not None:
+            update = _apply_update_norm(self.update_norm, update, norm_kw)
+        x = x + update
+
+        # Velocity term: this layer's input h, the model's input v.
+        x = x + dense(1, "vel_mlp_out")(silu(dense(H, "vel_mlp_hidden")(h))) * v
+
+        # Node update (recurrent / residual), messages aggregated by sum.
+        agg = ops.aggregate(m)
+        h = h + dense(H, "node_mlp_out")(silu(dense(H, "node_mlp_hidden")(
+            jnp.concatenate([h, agg], axis=-1)
+        )))
+
+        if self.feature_norm is not None:
+            h = NormModule(self.feature_norm, name="feature_norm")(h, **norm_kw)
+        if self.coord_norm is not None and self.apply_coord_norm:
+            x = NormModule(self.coord_norm, name="coord_norm")(x, **norm_kw)
+        return h, x
+
+
+def _apply_update_norm(norm: Norm, update, norm_kw):
+    if norm.kind == "vectors":  # [B, N, 3] -> [B, N, 1, 3] and back
+        out = NormModule(norm, name="update_norm")(update[:, :, None, :], **norm_kw)
+        return out[:, :, 0, :]
+    return NormModule(norm, name="update_norm")(update, **norm_kw)
+
+
+class EGNN(nn.Module):
+    """The velocity EGNN of the N-body experiments, with a ``Norm`` (or None) at named places.
+
+    Attributes:
+      hidden: width ``H`` of every MLP (reference: 64).
+      num_layers: number of ``E_GCL_vel`` layers (reference: 4).
+      coord_norm: ``Norm`` of kind ``"coordinates"`` applied to the positions after each
+        layer (``geo_norm``, ``scale_norm``, ``layer_norm_coords``). It receives
+        ``mu0 = centroid(x^0)``, the masked centroid of the input positions ``[batch, 3]``.
+      update_norm: ``Norm`` of kind ``"coordinates"`` or ``"vectors"`` (as ``[B, N, 1, 3]``)
+        applied to the aggregated coordinate update ``C sum_j (x_i - x_j) phi_x(m_ij)`` before
+        it is added.
+      feature_norm: ``Norm`` of kind ``"features"`` applied to ``h`` after each layer.
+      norm_last_layer: whether ``coord_norm`` also follows the last layer. Default False:
+        the last layer's positions are the prediction, and normalizing them constrains it
+        (ScaleNorm would fix every particle's distance to the origin). This matches the only
+        public GeoNorm code (applied after every layer except the last); the paper's figure is
+        ambiguous. ``update_norm`` and ``feature_norm`` act in every layer.
+      coords_agg: ``"mean"`` (reference; divides by the number of real neighbours) or ``"sum"``.
+      tanh: apply ``coords_range * tanh`` to ``phi_x`` (reference option; the reference
+        defines but never uses ``coords_range``, so ``coords_range=1.0`` reproduces it).
+      coords_range: scale of the tanh output.
+      norm_diff: use ``(x_i - x_j) / (||x_i - x_j|| + norm_diff_epsilon)`` in the update.
+      norm_diff_epsilon: 1.0 as in the reference ``gcl.py``; 1e-8 for the E-NF form.
+      attention: multiply ``m_ij`` by ``sigmoid(Linear(m_ij))`` (reference option, off).
+      remat: rematerialise each layer in the backward pass (``nn.remat``/``jax.checkpoint``),
+        trading one extra forward for memory; use it for large ``N``.
+      graph: ``"dense"`` (fully connected over the node mask) or ``"edges"`` (edge list; then
+        ``senders``/``receivers`` are required). Passing ``senders`` selects the edge list in
+        either case.
+      param_dtype: dtype of the parameters (computation runs in the dtype of ``x``).
+
+    Note: a per-particle GeoNorm (``params="particle"``) has parameters ``[N, 1]`` fixed at
+    initialisation, so such a model only runs at the ``N`` it was initialised with.
+    """
+
+    hidden: int = 64
+    num_layers: int = 4
+    coord_norm: Norm | None = None
+    update_norm: Norm | None = None
+    feature_norm: Norm | None = None
+    norm_last_layer: bool = False
+    coords_agg: str = "mean"
+    tanh: bool = False
+    coords_range: float = 1.0
+    norm_diff: bool = False
+    norm_diff_epsilon: float = 1.0
+    attention: bool = False
+    remat: bool = False
+    graph: str = "dense"
+    param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        _check_norm(self.coord_norm, "coord")
+        _check_norm(self.update_norm, "update")
+        _check_norm(self.feature_norm, "feature")
+        if self.coords_agg not in ("mean", "sum"):
+            raise ValueError(f"coords_agg: expected 'mean' or 'sum'; received {self.coords_agg!r}")
+        if self.graph not in ("dense", "edges"):
+            raise ValueError(f"graph: expected 'dense' or 'edges'; received {self.graph!r}")
+        if self.num_layers < 1 or self.hidden < 1:
+            raise ValueError(
+                f"expected num_layers >= 1 and hidden >= 1; received {self.num_layers}, "
+                f"{self.hidden}"
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,
+        v: jax.Array,
+        charges: jax.Array,
+        mask: jax.Array | None = None,
+        *,
+        training: bool = False,
+        senders: jax.Array | None = None,
+        receivers: jax.Array | None = None,
+        edge_mask: jax.Array | None = None,
+    ) -> jax.Array:
+        """Predict positions ``[batch, nodes, 3]`` from ``x``, ``v`` ``[B,N,3]``, ``charges [B,N,1]``.
+
+        Args:
+          x: input positions ``[batch, nodes, 3]``, float.
+          v: input velocities ``[batch, nodes, 3]``.
+          charges: ``[batch, nodes, 1]``; they enter through ``q_i q_j``.
+          mask: node mask ``[batch, nodes]`` bool (True = real node), or None.
+          training: passed to the norms (running statistics update when True and the
+            ``"batch_stats"`` collection is mutable).
+          senders, receivers, edge_mask: edge list (see :mod:`geonorm_jax.models.edges`),
+            per graph ``[batch, edges]`` or flat ``[edges]`` over ``batch * nodes``.
+        """
+        _check_inputs(x, v, charges, mask)
+        use_edges = senders is not None or receivers is not None
+        if self.graph == "edges" and not use_edges:
+            raise ValueError("graph='edges': expected senders and receivers; received None")
+        batch, n, _ = x.shape
+        dtype = x.dtype
+        v, charges = v.astype(dtype), charges.astype(dtype)
+        if mask is not None:
+            real = mask[..., None]
+            x, v, charges = (jnp.where(real, a, 0.0) for a in (x, v, charges))
+        mu0 = geometry.centroid(x, mask)  # [B, 3]
+
+        if use_edges:
+            senders, receivers, emask = _prepare_edges(senders, receivers, edge_mask, batch, n)
+            if mask is not None:
+                flat_mask = mask.reshape(-1)
+                emask = emask & flat_mask[senders] & flat_mask[receivers]
+            emask = emask.astype(dtype)
+            xf, qf = x.reshape(-1, 3), charges.reshape(-1)
+            r0 = jnp.sum(jnp.square(xf[receivers] - xf[senders]), axis=-1)
+            edge_attr = jnp.stack([qf[receivers] * qf[senders], r0], axis=-1)  # [E, 2]
+        else:
+            pair = 1.0 - jnp.eye(n, dtype=dtype)[None]
+            if mask is not None:
+                m = mask.astype(dtype)
+                pair = pair * m[:, :, None] * m[:, None, :]
+            emask = jnp.broadcast_to(pair, (batch, n, n))
+            r0 = jnp.sum(jnp.square(x[:, :, None] - x[:, None, :]), axis=-1)
+            q = charges[..., 0]
+            edge_attr = jnp.stack([q[:, :, None] * q[:, None, :], r0], axis=-1)  # [B, N, N, 2]
+
+        speed = geometry.safe_norm(v, axis=-1, keepdims=True)  # ||v_i||, [B, N, 1]
+        h = TorchDense(self.hidden, name="embedding", param_dtype=self.param_dtype)(speed)
+
+        layer_cls = nn.remat(EGCLVel) if self.remat else EGCLVel
+        for layer in range(self.num_layers):
+            h, x = layer_cls(
+                hidden=self.hidden,
+                coords_agg=self.coords_agg,
+                tanh=self.tanh,
+                coords_range=self.coords_range,
+                norm_diff=self.norm_diff,
+                norm_diff_epsilon=self.norm_diff_epsilon,
+                attention=self.attention,
+                coord_norm=self.coord_norm,
+                update_norm=self.update_norm,
+                feature_norm=self.feature_norm,
+                apply_coord_norm=self.norm_last_layer or layer < self.num_layers - 1,
+                training=training,
+                dense=not use_edges,
+                param_dtype=self.param_dtype,
+                name=f"layer_{layer}",
+            )(h, x, v, edge_attr, mask, emask, mu0, senders, receivers)
+        return x
+
+
+def _shape(a) -> Any:
+    return getattr(a, "shape", None)
+
+
+def _check_inputs(x, v, charges, mask) -> None:
+    if getattr(x, "ndim", None) != 3 or x.shape[-1] != 3:
+        raise ValueError(f"x: expected coordinates [batch, nodes, 3]; received shape {_shape(x)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x: expected a floating dtype; received {x.dtype} (shape {x.shape})")
+    batch, n, _ = x.shape
+    if _shape(v) != x.shape:
+        raise ValueError(
+            f"v: expected velocities [batch, nodes, 3] = {x.shape} like x; received shape "
+            f"{_shape(v)}"
+        )
+    if _shape(charges) != (batch, n, 1):
+        raise ValueError(
+            f"charges: expected [batch, nodes, 1] = {(batch, n, 1)}; received shape "
+            f"{_shape(charges)}"
+        )
+    if mask is not None and (_shape(mask) != (batch, n) or mask.dtype != jnp.bool_):
+        raise ValueError(
+            f"mask: expected a bool node mask [batch, nodes] = {(batch, n)}; received shape "
+            f"{_shape(mask)} with dtype {getattr(mask, 'dtype', None)}"
+        )
+
+
+def _prepare_edges(senders, receivers, edge_mask, batch, n):
+    if senders is None or receivers is None:
+        raise ValueError("senders and receivers: expected both or neither; received one")
+    if _shape(senders) != _shape(receivers) or senders.ndim not in (1, 2):
+        raise ValueError(
+            f"senders, receivers: expected equal shapes [edges] or [batch, edges]; received "
+            f"{_shape(senders)} and {_shape(receivers)}"
+        )
+    if senders.ndim == 2 and senders.shape[0] != batch:
+        raise ValueError(
+            f"senders: expected per-graph edges [batch={batch}, edges]; received shape "
+            f"{senders.shape}"
+        )
+    if not jnp.issubdtype(senders.dtype, jnp.integer):
+        raise ValueError(f"senders: expected integer indices; received dtype {senders.dtype}")
+    if edge_mask is not None and _shape(edge_mask) != senders.shape:
+        raise ValueError(
+            f"edge_mask: expected the shape of senders {senders.shape}; received "
+            f"{_shape(edge_mask)}"
+        )
+    return edges_lib.flatten_edges(senders, receivers, edge_mask, n)
+
+
+def make_egnn(
+    norm: str | Norm | None = None,
+    place: str = "coord",
+    norm_kwargs: dict | None = None,
+    **kwargs,
+) -> EGNN:
+    """Build an :class:`EGNN` with one normalization at one place.
+
+    Args:
+      norm: a catalogue name (``"geo_norm"``, see ``geonorm_jax.norms.names()``), a ``Norm``,
+        or None (vanilla EGNN).
+      place: ``"coord"`` (positions after each layer), ``"update"`` (the aggregated
+        coordinate update) or ``"feature"`` (``h`` after each layer).
+      norm_kwargs: hyperparameters passed to the catalogue constructor (name only).
+      **kwargs: other :class:`EGNN` attributes (``hidden``, ``num_layers``, ``remat``, ...).
+
+    Example::
+
+        model = make_egnn("geo_norm", norm_kwargs={"sigma": "system"}, num_layers=4)
+    """
+    if place not in PLACES:
+        raise ValueError(f"place: expected one of {tuple(PLACES)}; received {place!r}")
+    if isinstance(norm, str):
+        from geonorm_jax.norms import catalog
+
+        norm = catalog.make(norm, **(norm_kwargs or {}))
+    elif norm_kwargs:
+        raise ValueError("norm_kwargs: only used when norm is a catalogue name")
+    return EGNN(**{_FIELD[place]: norm}, **kwargs)
+
+
+def count_params(variables: Any) -> int:
+    """Number of trainable scalars: leaves of ``variables["params"]`` (or of ``variables``)."""
+    if isinstance(variables, dict) and "params" in variables:
+        variables = variables["params"]
+    return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(variables)))
+
+

@@ -1,0 +1,84 @@
+"""Building blocks for the EGNN: PyTorch-initialised dense layers and a ``Norm`` wrapper.
+
+``TorchDense`` reproduces ``torch.nn.Linear``'s default initialisation (Kaiming-uniform with
+``a = sqrt(5)``), which is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the kernel and the
+bias, so that a freshly initialised model has the same statistics as the reference
+``EGNN_vel``. Flax's ``nn.Dense`` defaults (LeCun-normal kernel, zero bias) differ.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax.norms.base import Norm
+
+__all__ = ["torch_linear_init", "xavier_uniform", "TorchDense", "NormModule"]
+
+
+def torch_linear_init(fan_in: int):
+    """``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``: ``torch.nn.Linear``'s default for weight and bias."""
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def xavier_uniform(gain: float = 1.0):
+    """``torch.nn.init.xavier_uniform_``: ``U(-a, a)``, ``a = gain sqrt(6 / (fan_in + fan_out))``."""
+    return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
+
+
+class TorchDense(nn.Module):
+    """``y = x W + b`` over the last axis, initialised like ``torch.nn.Linear``.
+
+    Computes in the dtype of ``x`` (parameters are cast), so a float64 input gives a float64
+    output. Shapes: ``x [..., fan_in] -> y [..., features]``.
+    """
+
+    features: int
+    use_bias: bool = True
+    kernel_init: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        fan_in = x.shape[-1]
+        init = self.kernel_init or torch_linear_init(fan_in)
+        kernel = self.param("kernel", init, (fan_in, self.features), self.param_dtype)
+        y = jnp.dot(x, kernel.astype(x.dtype))
+        if self.use_bias:
+            bias = self.param("bias", torch_linear_init(fan_in), (self.features,), self.param_dtype)
+            y = y + bias.astype(x.dtype)
+        return y
+
+
+class NormModule(nn.Module):
+    """Wrap a pure ``Norm`` as a Linen module.
+
+    Parameters live in ``"params"`` (under ``"norm"``), running statistics in
+    ``"batch_stats"`` (under ``"norm"``). Running statistics are only written when
+    ``training=True`` and the module is not initializing; call ``apply`` with
+    ``mutable=["batch_stats"]`` when training a model with such a norm.
+    """
+
+    norm: Norm
+
+    @nn.compact
+    def __call__(self, x, *, mask=None, training: bool = False, **context):
+        params = self.param("norm", lambda key: self.norm.init(key, x, **context)[0])
+        state = self.variable(
+            "batch_stats", "norm", lambda: self.norm.init(jax.random.PRNGKey(0), x, **context)[1]
+        )
+        y, new_state = self.norm.apply(
+            params, state.value, x, mask=mask, training=training, **context
+        )
+        if training and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+            state.value = new_state
+        return y

@@ -1,0 +1,64 @@
+"""Training: optax Adam over an explicit train state, seeds in one vmapped program, explosion
+detection, evaluation (MSE and rotation/translation errors), orbax checkpoints with resume,
+data parallelism with ``jax.sharding``, and the ``geonorm-jax train/eval/plot`` commands.
+
+Typical use::
+
+    from geonorm_jax import train
+    config = train.merge(train.preset("quick"), {"train": {"seeds": [30, 40]}})
+    summary = train.train(config, "runs/my-run")
+    result = train.evaluate_run("runs/my-run", rte=True)
+"""
+
+from geonorm_jax.train.config import (
+    PRESETS,
+    ModelConfig,
+    OptimizerConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    load_config,
+    merge,
+    preset,
+    save_config,
+    to_dict,
+    validate,
+)
+from geonorm_jax.train.eval_run import evaluate_run, format_rte_table
+from geonorm_jax.train.evaluate import RTE_COLUMNS, rte_errors, split_errors, summarize_rte
+from geonorm_jax.train.loop import format_table, read_metrics, train
+from geonorm_jax.train.setup import Setup, build
+from geonorm_jax.train.state import TrainState, init_state
+from geonorm_jax.train.step import make_optimizer, mse, train_epoch, train_step
+
+__all__ = [
+    "PRESETS",
+    "ModelConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "from_dict",
+    "load_config",
+    "merge",
+    "preset",
+    "save_config",
+    "to_dict",
+    "validate",
+    "evaluate_run",
+    "format_rte_table",
+    "RTE_COLUMNS",
+    "rte_errors",
+    "split_errors",
+    "summarize_rte",
+    "format_table",
+    "read_metrics",
+    "train",
+    "Setup",
+    "build",
+    "TrainState",
+    "init_state",
+    "make_optimizer",
+    "mse",
+    "train_epoch",
+    "train_step",
+]

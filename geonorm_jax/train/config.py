@@ -1,0 +1,401 @@
+"""Run configuration as typed dataclasses, the named presets, and JSON round trips.
+
+A run is described by a :class:`RunConfig` with four sections::
+
+    RunConfig(data=DataConfig(...),        # geonorm_jax.data: the N-body simulation and split sizes
+              model=ModelConfig(...),      # EGNN width/depth and the normalization and its place
+              optimizer=OptimizerConfig(...),  # Adam + L2 weight decay, clipping, schedule
+              train=TrainConfig(...))      # epochs, batch, seeds, evaluation, checkpoints, RTE
+
+``config.json`` in every run directory is ``to_dict(config)``; :func:`from_dict` reads it back
+and raises ``ValueError`` naming the offending key (``"model.layers: expected int >= 1, got 0"``,
+``"unknown key 'optimizer.learnig_rate'"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from geonorm_jax.data import DataConfig
+
+__all__ = [
+    "ModelConfig",
+    "OptimizerConfig",
+    "TrainConfig",
+    "RunConfig",
+    "PRESETS",
+    "preset",
+    "to_dict",
+    "from_dict",
+    "merge",
+    "load_config",
+    "save_config",
+    "validate",
+    "diff",
+]
+
+NormPlace = Literal["coord", "update", "feature"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The EGNN (``geonorm_jax.models.EGNN``) and where its normalization goes.
+
+    Attributes:
+      hidden: width of every MLP (the papers use 64).
+      layers: number of EGNN layers (>= 1).
+      norm: a catalogue name (``geonorm-jax norms``) or ``None`` for vanilla EGNN.
+      norm_place: ``"coord"`` (coordinates after each layer, the GeoNorm paper's place),
+        ``"update"`` (the coordinate update) or ``"feature"`` (the invariant features ``h``).
+        ``None`` picks it from the catalogue entry's kind (coordinates -> coord,
+        vectors -> update, features -> feature).
+      norm_kwargs: hyperparameters passed to the norm's constructor.
+      model_kwargs: extra keyword arguments for ``EGNN`` (e.g. ``{"tanh": true}``).
+    """
+
+    hidden: int = 64
+    layers: int = 4
+    norm: str | None = "geo_norm"
+    norm_place: NormPlace | None = None
+    norm_kwargs: dict = dataclasses.field(default_factory=dict)
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam with PyTorch-style weight decay, optional clipping and schedule (all optax).
+
+    The update is ``optax.chain(clip_by_global_norm(clip_norm)?, add_decayed_weights(wd),
+    adam(lr_schedule))``: PyTorch's ``Adam(weight_decay=wd)`` adds ``wd * param`` to the
+    gradient *before* the moment estimates (L2 regularisation, not AdamW), and
+    ``clip_grad_norm_`` runs on the raw gradient before ``optimizer.step()``.
+
+    Attributes:
+      lr: peak learning rate (EGNN paper 5e-4; GeoNorm paper 5e-3 and 5e-4).
+      weight_decay: L2 coefficient (both papers: 1e-12).
+      clip_norm: global gradient-norm clip, or ``None``.
+      schedule: ``"constant"`` or ``"cosine"`` (cosine decay to 0 over the run).
+      warmup_epochs: linear warm-up from 0 (cosine schedule only).
+    """
+
+    lr: float = 5e-4
+    weight_decay: float = 1e-12
+    clip_norm: float | None = None
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_epochs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Epochs, batch, seeds, evaluation, explosion detection, checkpoints and RTE.
+
+    Attributes:
+      epochs: number of passes over the training samples.
+      batch_size: samples per step (EGNN protocol 100, GeoNorm paper 50); the last partial
+        batch is dropped, as the EGNN code does (``drop_last=True``).
+      seeds: one model per seed, all trained together with ``jax.vmap``; the seed fixes the
+        initialisation and the data order.
+      train_samples: use the first ``train_samples`` training simulations (EGNN: 3000);
+        ``None`` uses all of ``data.train``.
+      eval_every: evaluate validation and test MSE every this many epochs (and at the end).
+      checkpoint_every: save a checkpoint every this many epochs (and at the end).
+      keep_checkpoints: how many interval checkpoints orbax keeps.
+      explosion_threshold: a seed whose batch loss is NaN/inf or above this is frozen.
+      eval_batch_size: samples per evaluation chunk (padded; does not change results).
+      devices: data-parallel devices (``None``: all local devices; the batch must divide).
+      rte_draws: random (rotation, translation) draws per test sample for RTE.
+      rte_translation_scale: RTE translation std, in units of the test positions' std.
+    """
+
+    epochs: int = 100
+    batch_size: int = 100
+    seeds: tuple[int, ...] = (30,)
+    train_samples: int | None = None
+    eval_every: int = 5
+    checkpoint_every: int = 5
+    keep_checkpoints: int = 3
+    explosion_threshold: float = 1e3
+    eval_batch_size: int = 500
+    devices: int | None = None
+    rte_draws: int = 3
+    rte_translation_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole run: data, model, optimizer and training sections."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+# Each preset is a nested dict of overrides on the defaults above.
+PRESETS: dict[str, dict[str, Any]] = {
+    # The default job: EGNN + GeoNorm on charged 5-body, ~3 minutes on 2 CPU cores including
+    # data generation (see README for the measured time).
+    "quick": {
+        "data": {"particles": 5, "train": 1000, "valid": 500, "test": 500},
+        "model": {"hidden": 64, "layers": 4, "norm": "geo_norm"},
+        "optimizer": {"lr": 5e-4},
+        "train": {"epochs": 150, "batch_size": 100, "seeds": [30], "eval_every": 5,
+                  "checkpoint_every": 10},
+    },
+    # The EGNN paper's N-body protocol (Satorras et al. 2021; official main_nbody.py).
+    "egnn-5body": {
+        "data": {"particles": 5, "train": 3000, "valid": 2000, "test": 2000},
+        "model": {"hidden": 64, "layers": 4, "norm": None},
+        "optimizer": {"lr": 5e-4, "weight_decay": 1e-12},
+        "train": {"epochs": 10000, "batch_size": 100, "seeds": [1], "train_samples": 3000,
+                  "eval_every": 5, "checkpoint_every": 50},
+    },
+    # The GeoNorm paper's Section 5 (N = 50, depth 5, seeds 30/40/50/60, batch 50, 1000 epochs).
+    "geonorm-paper": {
+        "data": {"particles": 50, "train": 3000, "valid": 2000, "test": 2000},
+        "model": {"hidden": 64, "layers": 5, "norm": "geo_norm"},
+        "optimizer": {"lr": 5e-4, "weight_decay": 1e-12},
+        "train": {"epochs": 1000, "batch_size": 50, "seeds": [30, 40, 50, 60],
+                  "eval_every": 5, "checkpoint_every": 25},
+    },
+    # Tiny: for tests and smoke runs (seconds).
+    "test": {
+        "data": {"particles": 5, "train": 40, "valid": 20, "test": 20},
+        "model": {"hidden": 16, "layers": 2, "norm": "geo_norm"},
+        "optimizer": {"lr": 1e-3},
+        "train": {"epochs": 4, "batch_size": 10, "seeds": [30], "eval_every": 2,
+                  "checkpoint_every": 1, "eval_batch_size": 20, "rte_draws": 2},
+    },
+}
+
+# Short trajectories for the test preset: only keys that DataConfig actually has are used.
+_TEST_DATA_EXTRA = {"steps": 600, "sample_freq": 100, "frame_in": 2, "frame_out": 4}
+
+
+def preset(name: str) -> RunConfig:
+    """The :class:`RunConfig` of a named preset (``ValueError`` listing the names otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
+    overrides = json.loads(json.dumps(PRESETS[name]))
+    if name == "test":
+        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
+        extra = {k: v for k, v in _TEST_DATA_EXTRA.items() if k in data_fields}
+        overrides["data"].update(extra)
+    return merge(RunConfig(), overrides)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dict / JSON round trip with type checking
+# ---------------------------------------------------------------------------------------------
+
+
+def to_dict(config: Any) -> dict:
+    """A JSON-ready nested dict (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls: type, data: dict, path: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and value types.
+
+    Raises:
+      ValueError: naming the dotted key of an unknown key or a value of the wrong type.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"{path or 'config'}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            where = f"{path}.{key}" if path else key
+            raise ValueError(
+                f"unknown config key {where!r}; expected one of: {', '.join(fields)}"
+            )
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        kwargs[key] = _coerce(value, hints[key], where)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path or 'config'}: {e}") from None
+
+
+def merge(config: Any, overrides: dict, path: str = "") -> Any:
+    """``config`` with the (nested, partial) ``overrides`` dict applied, type-checked."""
+    base = to_dict(config)
+
+    def deep(a: dict, b: dict) -> dict:
+        out = dict(a)
+        for k, v in b.items():
+            if isinstance(v, dict) and isinstance(a.get(k), dict) and k not in (
+                "norm_kwargs", "model_kwargs"
+            ):
+                out[k] = deep(a[k], v)
+            else:
+                out[k] = v
+        return out
+
+    return from_dict(type(config), deep(base, overrides), path)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected an object, got {value!r}")
+        return dict(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation, files, differences
+# ---------------------------------------------------------------------------------------------
+
+
+def validate(config: RunConfig) -> RunConfig:
+    """Check values that types cannot express; ``ValueError`` naming the key otherwise."""
+    m, o, t = config.model, config.optimizer, config.train
+
+    def need(ok: bool, key: str, what: str, value: Any) -> None:
+        if not ok:
+            raise ValueError(f"{key}: expected {what}, got {value!r}")
+
+    need(m.layers >= 1, "model.layers", "an integer >= 1", m.layers)
+    need(m.hidden >= 1, "model.hidden", "an integer >= 1", m.hidden)
+    if m.norm is not None:
+        from geonorm_jax.norms import catalog
+
+        catalog.get(m.norm)  # ValueError listing the names
+    need(math.isfinite(o.lr) and o.lr > 0, "optimizer.lr", "a positive number", o.lr)
+    need(o.weight_decay >= 0, "optimizer.weight_decay", "a number >= 0", o.weight_decay)
+    need(o.clip_norm is None or o.clip_norm > 0, "optimizer.clip_norm", "> 0 or null",
+         o.clip_norm)
+    need(0 <= o.warmup_epochs <= t.epochs, "optimizer.warmup_epochs", "0..train.epochs",
+         o.warmup_epochs)
+    need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
+    need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
+    need(len(t.seeds) >= 1, "train.seeds", "at least one seed", list(t.seeds))
+    need(len(set(t.seeds)) == len(t.seeds), "train.seeds", "distinct seeds", list(t.seeds))
+    need(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
+    need(t.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1",
+         t.checkpoint_every)
+    need(t.keep_checkpoints >= 1, "train.keep_checkpoints", "an integer >= 1",
+         t.keep_checkpoints)
+    need(t.explosion_threshold > 0, "train.explosion_threshold", "a positive number",
+         t.explosion_threshold)
+    need(t.eval_batch_size >= 1, "train.eval_batch_size", "an integer >= 1", t.eval_batch_size)
+    need(t.devices is None or t.devices >= 1, "train.devices", "an integer >= 1 or null",
+         t.devices)
+    need(t.rte_draws >= 1, "train.rte_draws", "an integer >= 1", t.rte_draws)
+    need(t.rte_translation_scale >= 0, "train.rte_translation_scale", "a number >= 0",
+         t.rte_translation_scale)
+    n_train = t.train_samples if t.train_samples is not None else config.data.train
+    if t.train_samples is not None:
+        need(1 <= t.train_samples <= config.data.train, "train.train_samples",
+             f"1..data.train ({config.data.train})", t.train_samples)
+    if t.batch_size > n_train:
+        raise ValueError(
+            f"train.batch_size: {t.batch_size} is larger than the number of training samples "
+            f"({n_train}); lower --batch-size or raise --train-samples"
+        )
+    return config
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write ``config`` as indented JSON."""
+    Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=False) + "\n")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a ``config.json`` (a full or partial config: missing keys take the defaults).
+
+    Raises:
+      ValueError: unreadable JSON, or an unknown key / bad value (named).
+      FileNotFoundError: no such file.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return merge(RunConfig(), data)
+
+
+def diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ, as ``"model.layers: 4 != 2"``."""
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, prefix: str) -> None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y)):
+                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
+        elif x != y:
+            out.append(f"{prefix}: {x!r} != {y!r}")
+
+    walk(to_dict(a), to_dict(b), "")
+    return out

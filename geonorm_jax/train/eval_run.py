@@ -1,0 +1,110 @@
+"""Evaluate a finished (or interrupted) run: MSE of the best-validation parameters, and RTE.
+
+``geonorm-jax eval RUN_DIR [--rte]`` calls :func:`evaluate_run`; with ``rte=True`` it adds the
+GeoNorm paper's 8 columns (see :mod:`geonorm_jax.train.evaluate` for the protocol) and writes
+``RUN_DIR/rte.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from geonorm_jax.train.checkpoint import RunCheckpoints
+from geonorm_jax.train.evaluate import RTE_COLUMNS, summarize_rte
+from geonorm_jax.train.loop import check_resume
+from geonorm_jax.train.setup import Setup, build
+
+__all__ = ["evaluate_run", "best_variables", "format_rte_table", "RTE_SEED"]
+
+RTE_SEED = 0  # the transforms are drawn from jax.random.PRNGKey(RTE_SEED)
+
+
+def best_variables(s: Setup, run_dir: str | Path) -> tuple[dict, dict]:
+    """``({"params", "batch_stats"} stacked over seeds, meta)``: the best-validation checkpoint,
+    or the newest interval checkpoint's best parameters if no evaluation happened yet."""
+    like_state = s.init_state()
+    ckpt = RunCheckpoints(run_dir, keep=s.config.train.keep_checkpoints)
+    try:
+        like = {"params": like_state.params, "batch_stats": like_state.batch_stats}
+        best = ckpt.restore_best(like)
+        if best is not None:
+            return best
+        if ckpt.latest_epoch() is None:
+            raise ValueError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
+        state, meta = ckpt.restore(like_state)
+        return {"params": state.best_params, "batch_stats": state.best_batch_stats}, meta
+    finally:
+        ckpt.close()
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    rte: bool = False,
+    draws: int | None = None,
+    translation_scale: float | None = None,
+    data_dir=None,
+    cache_dir=None,
+    progress: bool = False,
+) -> dict:
+    """Validation/test MSE per seed of the best parameters, and RTE if ``rte``.
+
+    Returns ``{"seeds": [...], "val_mse": [...], "test_mse": [...], "rte": [{column: value}]}``
+    (``rte`` per seed, only when requested). ``draws`` and ``translation_scale`` default to
+    the run's ``train.rte_draws`` and ``train.rte_translation_scale``.
+    """
+    run_dir = Path(run_dir)
+    config = check_resume(run_dir, None)
+    s = build(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    best, meta = best_variables(s, run_dir)
+    p, bs = best["params"], best["batch_stats"]
+    out = {
+        "run_dir": str(run_dir),
+        "seeds": list(config.train.seeds),
+        "best_epoch": meta.get("best_epoch"),
+        "val_mse": _means(s.eval_fn(p, bs, s.data["valid"])),
+        "test_mse": _means(s.eval_fn(p, bs, s.data["test"])),
+    }
+    if rte:
+        draws = config.train.rte_draws if draws is None else draws
+        scale = config.train.rte_translation_scale if translation_scale is None \
+            else translation_scale
+        if draws < 1 or scale < 0:
+            raise ValueError(f"--draws must be >= 1 and --translation-scale >= 0; got {draws}, "
+                             f"{scale}")
+        errors = s.rte_fn(draws, scale)(p, bs, s.data["test"], jax.random.PRNGKey(RTE_SEED))
+        table = jax.vmap(summarize_rte)(errors)
+        out["rte"] = [
+            {k: float(np.asarray(v)[i]) for k, v in table.items()}
+            for i in range(len(config.train.seeds))
+        ]
+        out["rte_protocol"] = {
+            "draws": draws,
+            "translation_std": float(scale * jnp.std(s.data["test"]["loc"])),
+            "translation_scale": scale,
+            "test_samples": int(s.data["test"]["loc"].shape[0]),
+            "key": f"PRNGKey({RTE_SEED})",
+        }
+        (run_dir / "rte.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _means(errors) -> list[float]:
+    return [float(x) for x in np.asarray(jnp.mean(errors, axis=1))]
+
+
+def format_rte_table(result: dict) -> str:
+    """Per seed: test MSE and the 8 RTE columns (GeoNorm paper Table 1 order)."""
+    head = ("seed", "MSE", *RTE_COLUMNS)
+    rows = [head]
+    for seed, row in zip(result["seeds"], result["rte"], strict=True):
+        rows.append((str(seed), *(f"{row[k]:.4e}" for k in ("mse", *RTE_COLUMNS))))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

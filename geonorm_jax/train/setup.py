@@ -1,0 +1,236 @@
+"""Build everything a run needs from its config, before any file is written.
+
+:func:`build` loads the data, builds the model and the optimizer, initialises the stacked
+state and compiles nothing yet. Every bad input (missing or corrupt data, unknown
+normalization, a norm at a place it cannot go, batch larger than the data) raises
+``ValueError`` here, so the trainer can create the run directory only afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from geonorm_jax.train import parallel
+from geonorm_jax.train.config import ModelConfig, RunConfig, validate
+from geonorm_jax.train.evaluate import rte_errors, split_errors
+from geonorm_jax.train.state import TrainState, init_state
+from geonorm_jax.train.step import make_optimizer, train_epoch
+
+__all__ = ["Setup", "build", "build_model", "load_data", "norm_place", "SPLITS"]
+
+SPLITS = ("train", "valid", "test")
+_FIELDS = ("loc", "vel", "charges", "target", "mask")
+
+
+def norm_place(model: ModelConfig) -> str | None:
+    """The place of ``model.norm``: explicit, or from its catalogue kind."""
+    if model.norm is None:
+        return None
+    from geonorm_jax.norms import catalog
+
+    info = catalog.get(model.norm)
+    if model.norm_place is not None:
+        return model.norm_place
+    place = {"coordinates": "coord", "vectors": "update", "features": "feature"}.get(info.kind)
+    if place is None:
+        raise ValueError(
+            f"model.norm: {model.norm!r} is a {info.kind!r} normalization; the EGNN takes "
+            "coordinates, vectors or features norms (places coord, update, feature)"
+        )
+    return place
+
+
+def build_model(model: ModelConfig):
+    """The ``EGNN`` of ``model`` (``ValueError`` for an unknown norm or a wrong place)."""
+    from geonorm_jax.models import make_egnn
+
+    place = norm_place(model)
+    kwargs = dict(hidden=model.hidden, num_layers=model.layers, **model.model_kwargs)
+    try:
+        if place is None:
+            return make_egnn(None, **kwargs)
+        return make_egnn(model.norm, place=place, norm_kwargs=model.norm_kwargs, **kwargs)
+    except TypeError as e:  # unknown keyword in norm_kwargs / model_kwargs
+        raise ValueError(f"model: {e}") from None
+
+
+def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -> dict:
+    """``{"train": {...}, "valid": {...}, "test": {...}}`` of float32 ``jnp`` arrays.
+
+    ``data_dir``: an existing dataset directory (as written by ``geonorm-jax data``);
+    otherwise the dataset of ``config.data`` from the cache (generated if missing).
+    """
+    from geonorm_jax import data as data_lib
+
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not path.is_dir():
+            raise ValueError(f"data directory {str(path)!r} does not exist")
+    else:
+        path = Path(data_lib.get_dataset(config.data, cache_dir=cache_dir, progress=progress))
+    out = {}
+    for split in SPLITS:
+        try:
+            samples = data_lib.load_split(
+                path, split, frame_in=config.data.frame_in, frame_out=config.data.frame_out
+            )
+        except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+            raise ValueError(f"data directory {str(path)!r}: cannot load split {split!r}: {e}") \
+                from None
+        fields = samples._asdict() if hasattr(samples, "_asdict") else dict(samples)
+        arrays = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
+        for k, v in arrays.items():
+            if not np.all(np.isfinite(v)) and k != "mask":
+                raise ValueError(f"data directory {str(path)!r}: split {split!r} field {k!r} "
+                                 "has non-finite values (corrupt data?)")
+        out[split] = {
+            k: jnp.asarray(v, bool if k == "mask" else jnp.float32) for k, v in arrays.items()
+        }
+    n = out["train"]["loc"].shape[1]
+    if n != config.data.particles:
+        raise ValueError(
+            f"data directory {str(path)!r} has {n} particles; config data.particles is "
+            f"{config.data.particles}"
+        )
+    limit = config.train.train_samples
+    available = out["train"]["loc"].shape[0]
+    if limit is not None:
+        if limit > available:
+            raise ValueError(
+                f"train.train_samples: {limit} requested, the data has {available} training "
+                "samples"
+            )
+        out["train"] = {k: v[:limit] for k, v in out["train"].items()}
+    num = out["train"]["loc"].shape[0]
+    if config.train.batch_size > num:
+        raise ValueError(
+            f"train.batch_size: {config.train.batch_size} is larger than the number of "
+            f"training samples ({num})"
+        )
+    return out
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything built from a config: data, model functions, optimizer, mesh, jitted fns."""
+
+    config: RunConfig
+    data: dict
+    model: Any
+    apply: Any
+    init_fn: Any
+    optimizer: optax.GradientTransformation
+    steps_per_epoch: int
+    devices: int
+    mesh: Any
+    num_params: int = 0
+
+    def init_state(self) -> TrainState:
+        """The stacked initial state of all seeds, replicated over the mesh."""
+        state = init_state(self.init_fn, self.optimizer, self.config.train.seeds)
+        return parallel.replicate(state, self.mesh)
+
+    @functools.cached_property
+    def constrain(self):
+        return parallel.batch_constraint(self.mesh)
+
+    @functools.cached_property
+    def eval_chunk(self) -> int:
+        c, d = self.config.train.eval_batch_size, self.devices
+        return -(-c // d) * d
+
+    @functools.cached_property
+    def epoch_fn(self):
+        """``(state, train_data) -> (state, losses [seeds, batches], applied)``, state donated."""
+        fn = functools.partial(
+            train_epoch,
+            apply=self.apply,
+            optimizer=self.optimizer,
+            batch_size=self.config.train.batch_size,
+            threshold=self.config.train.explosion_threshold,
+            constrain=self.constrain,
+        )
+        rep = parallel.replicated(self.mesh)
+        return jax.jit(jax.vmap(fn, in_axes=(0, None)), donate_argnums=0, out_shardings=rep)
+
+    @functools.cached_property
+    def eval_fn(self):
+        """``(params, batch_stats, split) -> per-sample MSE [seeds, samples]``."""
+        fn = lambda p, bs, d: split_errors(
+            self.apply, p, bs, d, chunk=self.eval_chunk, constrain=self.constrain
+        )
+        return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)))
+
+    @functools.cached_property
+    def update_best_fn(self):
+        """``(state, val [seeds], epoch) -> (state, improved [seeds])``, state donated."""
+        rep = parallel.replicated(self.mesh)
+        return jax.jit(jax.vmap(_update_best, in_axes=(0, 0, None)), donate_argnums=0,
+                       out_shardings=rep)
+
+    def rte_fn(self, draws: int, translation_scale: float):
+        """``(params, batch_stats, split, key) -> errors`` (see ``evaluate.rte_errors``)."""
+        fn = lambda p, bs, d, k: rte_errors(
+            self.apply, p, bs, d, k, draws=draws, translation_scale=translation_scale,
+            chunk=self.eval_chunk, constrain=self.constrain,
+        )
+        return jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None)))
+
+
+def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
+    improved = jnp.isfinite(val) & (val < state.best_val)
+    pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, old)
+    state = state._replace(
+        best_params=pick(state.params, state.best_params),
+        best_batch_stats=pick(state.batch_stats, state.best_batch_stats),
+        best_val=jnp.where(improved, val.astype(jnp.float32), state.best_val),
+        best_epoch=jnp.where(improved, epoch.astype(jnp.int32), state.best_epoch),
+    )
+    return state, improved
+
+
+def _make_apply(model):
+    def apply(params, batch_stats, batch, training):
+        variables = {"params": params, "batch_stats": batch_stats}
+        args = (batch["loc"], batch["vel"], batch["charges"], batch.get("mask"))
+        if training:
+            pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
+            return pred, updates.get("batch_stats", batch_stats)
+        return model.apply(variables, *args, training=False), batch_stats
+
+    return apply
+
+
+def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -> Setup:
+    """Validate ``config``, load the data, build model and optimizer (``ValueError`` if bad)."""
+    validate(config)
+    model = build_model(config.model)  # cheap checks first: unknown norm, bad place
+    data = load_data(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    t = config.train
+    devices = parallel.choose_devices(t.devices, t.batch_size)
+    mesh = parallel.make_mesh(devices)
+    data = {k: parallel.replicate(v, mesh) for k, v in data.items()}
+    steps = data["train"]["loc"].shape[0] // t.batch_size
+    optimizer = make_optimizer(config.optimizer, steps, t.epochs)
+    apply = _make_apply(model)
+    sample = {k: v[: min(t.batch_size, 4)] for k, v in data["train"].items()}
+
+    def init_fn(key):
+        args = (sample["loc"], sample["vel"], sample["charges"], sample.get("mask"))
+        return model.init(key, *args, training=False)
+
+    try:  # shape problems of the norm/place surface here, before any file is written
+        variables = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"model: cannot initialise {config.model.norm!r} at place "
+                         f"{norm_place(config.model)!r}: {e}") from None
+    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+    return Setup(config, data, model, apply, init_fn, optimizer, steps, devices, mesh, num_params)

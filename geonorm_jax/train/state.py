@@ -1,0 +1,97 @@
+"""The train state: one explicit pytree per seed, stacked on a leading ``[seeds]`` axis.
+
+Everything a run needs to continue bit-for-bit lives here (and therefore in the checkpoint):
+parameters, running statistics, optimizer state, the step counter, the data-order key,
+explosion bookkeeping and the best-validation parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+__all__ = ["TrainState", "init_state", "init_seed_state", "seed_key", "num_seeds", "unstack"]
+
+
+class TrainState(NamedTuple):
+    """Per-seed train state (a pytree; stacked states carry a leading ``[seeds]`` axis).
+
+    Attributes:
+      params: model parameters (the ``"params"`` collection).
+      batch_stats: running statistics (the ``"batch_stats"`` collection; ``{}`` if none).
+      opt_state: optax state.
+      step: number of optimizer steps taken so far, int32 ``[]``.
+      key: raw ``uint32[2]`` PRNG key; split once per epoch for that epoch's data order.
+      exploded: bool ``[]``, True once a batch loss was NaN/inf/above threshold or a gradient
+        was non-finite. From then on the seed's parameters and optimizer state are frozen.
+      exploded_at: int32 ``[]``, the step at which it exploded (-1 if never).
+      best_params: parameters at the best validation MSE so far.
+      best_batch_stats: running statistics at the best validation MSE so far.
+      best_val: float32 ``[]``, best validation MSE so far (inf before the first evaluation).
+      best_epoch: int32 ``[]``, the epoch of ``best_val`` (-1 before the first evaluation).
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+    exploded: jax.Array
+    exploded_at: jax.Array
+    best_params: Any
+    best_batch_stats: Any
+    best_val: jax.Array
+    best_epoch: jax.Array
+
+
+def seed_key(seed: int) -> jax.Array:
+    """The raw ``uint32[2]`` root key of a seed."""
+    return jax.random.PRNGKey(seed)
+
+
+def init_seed_state(
+    init_fn, optimizer: optax.GradientTransformation, key: jax.Array
+) -> TrainState:
+    """One seed's initial state.
+
+    Args:
+      init_fn: ``init_fn(key) -> variables`` (``{"params": ..., "batch_stats": ...}``).
+      optimizer: the optax transformation.
+      key: the seed's root key; split into (init, data order).
+    """
+    init_key, data_key = jax.random.split(key)
+    variables = init_fn(init_key)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    return TrainState(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        key=data_key,
+        exploded=jnp.zeros((), bool),
+        exploded_at=jnp.full((), -1, jnp.int32),
+        best_params=params,
+        best_batch_stats=batch_stats,
+        best_val=jnp.full((), jnp.inf, jnp.float32),
+        best_epoch=jnp.full((), -1, jnp.int32),
+    )
+
+
+def init_state(init_fn, optimizer: optax.GradientTransformation, seeds) -> TrainState:
+    """The stacked state of all ``seeds`` (``jax.vmap`` over the seed keys, one program)."""
+    keys = jnp.stack([seed_key(int(s)) for s in seeds])
+    return jax.jit(jax.vmap(lambda k: init_seed_state(init_fn, optimizer, k)))(keys)
+
+
+def num_seeds(state: TrainState) -> int:
+    """Size of the leading seed axis."""
+    return int(state.step.shape[0])
+
+
+def unstack(state: TrainState, index: int) -> TrainState:
+    """Seed ``index``'s state (no seed axis)."""
+    return jax.tree.map(lambda x: x[index], state)
