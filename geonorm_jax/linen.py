@@ -16,10 +16,10 @@ into a Linen module::
   would be called without keeping it).
 
 Convenience classes take Flax's argument names (:class:`BatchNorm`, :class:`LayerNorm`,
-:class:`GroupNorm`); :func:`norm_layer` builds a ``NormLayer`` for any catalogue name
-(``norm_layer("geo_norm", sigma="system")``). :class:`NormalizedDense` is a Dense layer
-whose kernel passes through a weights-kind ``Norm`` (WeightNorm, SpectralNorm, scaled
-weight standardization).
+:class:`GroupNorm`, :class:`GeoNorm`); :func:`norm_layer` builds a ``NormLayer`` for any
+catalogue name (``norm_layer("geo_norm", sigma="system")``). :class:`NormalizedDense` is a
+Dense layer whose kernel passes through a weights-kind ``Norm`` (WeightNorm, SpectralNorm,
+scaled weight standardization).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ __all__ = [
     "BatchNorm",
     "LayerNorm",
     "GroupNorm",
+    "GeoNorm",
     "NormalizedDense",
     "norm_layer",
 ]
@@ -166,6 +167,21 @@ class GroupNorm(NormLayer):
             use_scale=self.use_scale,
             use_bias=self.use_bias,
         )
+
+
+class GeoNorm(NormLayer):
+    """:func:`geonorm_jax.norms.geo_norm` on coordinates ``[batch, nodes, 3]`` (GeoNorm, Eq. 5).
+
+    ``sigma`` picks the reading (``"particle"``: Eq. 5, one scale per particle;
+    ``"system"``: statistics over all nodes and the 3 coordinates, the Figure 3 caption).
+    Other options: ``norm_layer("geo_norm", ...)``. Call with ``mu0=`` in the context.
+    """
+
+    sigma: str = "particle"
+    epsilon: float = 1e-6
+
+    def make_norm(self) -> Norm:
+        return catalog.make("geo_norm", sigma=self.sigma, epsilon=self.epsilon)
 
 
 def norm_layer(name: str, **kwargs) -> NormLayer:

@@ -98,6 +98,24 @@ def test_flax_named_convenience_classes_and_catalog_helper():
         linen.NormLayer().init(jax.random.key(0), x)
 
 
+@pytest.mark.parametrize("sigma", ["particle", "system"])
+def test_geo_norm_layer_equals_pure_function_with_context(sigma):
+    from geonorm_jax.norms import catalog
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(B, N, 3)), jnp.float32)
+    mu0 = jnp.asarray(rng.normal(size=(B, 3)), jnp.float32)
+    _, mask = data()
+    layer = linen.GeoNorm(sigma=sigma)
+    variables = layer.init(jax.random.key(0), x, mask=mask, mu0=mu0)
+    pure = catalog.make("geo_norm", sigma=sigma)
+    params = variables["params"]["norm"]
+    params = jax.tree_util.tree_map(lambda p: p + 0.25, params)
+    y = layer.apply({"params": {"norm": params}}, x, mask=mask, mu0=mu0)
+    np.testing.assert_array_equal(y, pure.apply(params, {}, x, mask=mask, mu0=mu0)[0])
+    assert y.shape == x.shape and y.dtype == jnp.float32
+
+
 def test_norm_layer_inside_a_model_under_jit():
     class Model(nn.Module):
         @nn.compact

@@ -36,7 +36,7 @@ def _mu0(seed=1, dtype=jnp.float64):
 def _random_params(params, seed=3):
     """Non-trivial params: every leaf perturbed, so per-particle g_i (and b_i) are distinct."""
     leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))
+    keys = jax.random.split(jax.random.PRNGKey(seed), max(len(leaves), 1))[: len(leaves)]
     new = [
         leaf + 0.5 * jax.random.normal(k, jnp.shape(leaf), leaf.dtype)
         for leaf, k in zip(leaves, keys, strict=True)
@@ -368,13 +368,14 @@ def test_no_recompilation_when_only_values_change():
 # ------------------------------------------------------------------------------------------
 
 
-def _assert_finite_value_and_grads(norm, params, state, x, mu0, mask=None):
+def _assert_finite_value_and_grads(norm, params, state, x, mu0, mask=None, jit=False):
     def loss(params, x):
         y = norm.apply(params, state, x, mask=mask, mu0=mu0)[0]
-        return jnp.sum(y**2)
+        return jnp.sum(y**2), y
 
-    y = norm.apply(params, state, x, mask=mask, mu0=mu0)[0]
-    gp, gx = jax.grad(loss, argnums=(0, 1))(params, x)
+    (_, y), (gp, gx) = (jax.jit if jit else lambda f: f)(
+        jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
+    )(params, x)
     assert np.all(np.isfinite(np.asarray(y)))
     for g in jax.tree.leaves((gp, gx)):
         assert np.all(np.isfinite(np.asarray(g)))
@@ -388,7 +389,8 @@ def test_geo_norm_at_mu_equal_mu0_is_finite_and_bias_vanishes(name, dtype):
     norm, params, state = _setup(name, x)
     params = jax.tree.map(lambda p: p.astype(dtype), params)
     mu0 = geometry.centroid(x)  # exactly the centroid of this layer's input
-    y, gp, _ = _assert_finite_value_and_grads(norm, params, state, x, mu0)
+    # jitted: mu is then computed by XLA, mu0 eagerly; they may differ by rounding only.
+    y, gp, _ = _assert_finite_value_and_grads(norm, params, state, x, mu0, jit=True)
     np.testing.assert_array_equal(np.asarray(gp["bias"]), 0.0)  # direction defined as 0
     mu, sigma = coords.geo_statistics(x, sigma=ALL[name].kwargs["sigma"], epsilon=1e-6)
     g = params["scale"] if params["scale"].ndim == 2 else params["scale"][None, None]
@@ -401,6 +403,21 @@ def test_geo_norm_at_mu_equal_mu0_is_finite_and_bias_vanishes(name, dtype):
 
     grads = jax.grad(loss, argnums=(0, 1))(params, x)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_centroid_moved_only_by_rounding_counts_as_unmoved(dtype):
+    x = _x(dtype=dtype)
+    norm, params, state = _setup("geo_norm_shared", x)
+    ulp = jnp.finfo(dtype).eps
+    mu0 = geometry.centroid(x) + 2 * ulp * jnp.array([1.0, -1.0, 1.0], dtype)
+    y = norm.apply(params, state, x, mu0=mu0)[0]
+    mu, sigma = coords.geo_statistics(x, sigma="system", epsilon=1e-6)
+    np.testing.assert_allclose(y, params["scale"] * (x - mu[:, None]) / sigma + mu0[:, None])
+    # a real move (1e-3) is not rounding: the bias enters with a unit direction
+    y_moved = norm.apply(params, state, x, mu0=mu0 + 1e-3)[0]
+    shift = np.asarray(y_moved - y - 1e-3)
+    np.testing.assert_allclose(np.linalg.norm(shift[:, 0], axis=-1), abs(params["bias"]), rtol=1e-3)
 
 
 def test_bias_direction_unit_or_zero():

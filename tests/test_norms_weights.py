@@ -86,7 +86,7 @@ def test_finite_value_and_grad_for_zero_and_rank_one_kernels(name):
               jnp.ones((1, FAN_OUT), jnp.float32)):      # fan_in = 1
         params, state = norm.init(jax.random.key(0), w)
 
-        def loss(params, w):
+        def loss(params, w, state=state):
             w_bar, _ = norm.apply(params, state, w, training=True)
             return jnp.sum(w_bar * jnp.arange(w_bar.size).reshape(w_bar.shape))
 

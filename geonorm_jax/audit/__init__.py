@@ -11,7 +11,7 @@ numerically (probes in :mod:`geonorm_jax.audit.probes`) and compares them with a
     rows = gj.audit.audit_table(task="nbody-dynamics")   # the whole catalogue
 """
 
-from geonorm_jax.audit.core import AuditResult, audit, audit_table
+from geonorm_jax.audit.core import AuditResult, audit, audit_table, judge
 from geonorm_jax.audit.probes import (
     BROKEN_TOL,
     CONTEXT_BUILDERS,
@@ -23,6 +23,8 @@ from geonorm_jax.audit.probes import (
     ProbeResult,
     make_case,
     perturb_like_trained,
+    radial_factors,
+    rng_from_key,
     run_probe,
 )
 from geonorm_jax.audit.report import to_json, to_markdown, to_text
@@ -32,6 +34,7 @@ __all__ = [
     "AuditResult",
     "audit",
     "audit_table",
+    "judge",
     "Task",
     "TASKS",
     "get_task",
@@ -47,6 +50,8 @@ __all__ = [
     "make_case",
     "perturb_like_trained",
     "run_probe",
+    "radial_factors",
+    "rng_from_key",
     "to_markdown",
     "to_json",
     "to_text",

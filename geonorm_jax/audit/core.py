@@ -8,10 +8,11 @@ from collections.abc import Iterable, Sequence
 
 import jax
 
+from geonorm_jax.audit import probes as probes_mod
 from geonorm_jax.audit.probes import PROBES, ProbeResult, make_case, run_probe
 from geonorm_jax.audit.tasks import Task, check_match, get_task
 
-__all__ = ["AuditResult", "audit", "audit_table"]
+__all__ = ["AuditResult", "audit", "audit_table", "judge"]
 
 
 @dataclasses.dataclass
@@ -23,8 +24,10 @@ class AuditResult:
       kind: the input kind probed.
       properties: ``{probe name: ProbeResult}``.
       task: the task name, or None.
-      matched: True/False against ``task`` (Definition 3), None without a task.
+      matched: True/False against ``task`` (Definition 3); None without a task or when the
+        task does not judge this kind (weights; coordinates for an image task).
       violations: the violated conditions, each with the measured number.
+      violated: the probe names behind ``violations`` (``"SO3"``, ``"batch"``, ``"radial"``).
       info: the catalogue entry (``NormInfo``) when audited from the catalogue, else None.
     """
 
@@ -34,6 +37,7 @@ class AuditResult:
     task: str | None = None
     matched: bool | None = None
     violations: list[str] = dataclasses.field(default_factory=list)
+    violated: list[str] = dataclasses.field(default_factory=list)
     info: object = None
 
     def to_dict(self) -> dict:
@@ -43,6 +47,7 @@ class AuditResult:
             "task": self.task,
             "matched": self.matched,
             "violations": list(self.violations),
+            "violated": list(self.violated),
             "properties": {k: v.to_dict() for k, v in self.properties.items()},
         }
         if self.info is not None:
@@ -139,14 +144,26 @@ def audit(
             name: run_probe(name, cases, jax.random.fold_in(kprobe, j), stateful=stateful)
             for j, name in enumerate(probes)
         }
+    probes_mod._JIT_CACHE.clear()
     name = info.name if info is not None else getattr(norm, "name", "custom")
     result = AuditResult(name, kind, props, info=info)
     if task is not None:
         t = get_task(task)
         result.task = t.name
-        result.violations = check_match(props, t)
-        result.matched = not result.violations
+        result = judge(result, t)
     return result
+
+
+def judge(result: AuditResult, task: Task | str) -> AuditResult:
+    """A copy of ``result`` judged against another ``task`` (no new measurement)."""
+    t = get_task(task)
+    if not t.applies_to(result.kind):
+        return dataclasses.replace(result, task=t.name, matched=None, violated=[],
+                                   violations=[f"not judged: {t.name} has no {result.kind}"])
+    pairs = check_match(result.properties, t)
+    return dataclasses.replace(
+        result, task=t.name, matched=not pairs,
+        violated=[k for k, _ in pairs], violations=[m for _, m in pairs])
 
 
 def audit_table(

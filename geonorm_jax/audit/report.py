@@ -15,6 +15,13 @@ _HEADERS = {
     "radial": "inv. radial",
 }
 
+_SHORT = {
+    "SO3": "SO(3)", "O3": "O(3)", "translation": "translation", "permutation": "permutation",
+    "batch": "batch-dependent", "padding": "padding-dependent",
+    "replication": "not size-consistent", "scale": "inv. scale", "shift": "inv. shift",
+    "node_scale": "inv. node scale", "radial": "inv. radial",
+}
+
 LEGEND = (
     f"Symmetry columns (SO(3) ... replication): ✓ holds (worst relative error < {HOLDS_TOL:g}), "
     f"✗ broken (> {BROKEN_TOL:g}), ≈ in between; ○ holds trivially (the input kind does not "
@@ -70,11 +77,12 @@ def to_markdown(results, *, task: str | None = None, formula: bool = False,
             row.append(f"`{f}`" if f else "")
         row += [cell(res.properties[p]) if p in res.properties else "" for p in probes]
         if task is not None:
-            if res.matched:
+            if res.matched is None:
+                row.append("n/a")
+            elif res.matched:
                 row.append("✓ matched")
             else:
-                short = "; ".join(v.split(":")[0] for v in res.violations)
-                row.append(f"✗ {short}")
+                row.append("✗ " + ", ".join(_SHORT.get(k, k) for k in res.violated))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -102,8 +110,8 @@ def to_text(results, *, task: str | None = None, probes=PROBES) -> str:
             cells.append(f"{s:>8.8}")
         line = f"{r.name:<{w}}  {r.kind:<11} " + " ".join(cells)
         if task is not None:
-            line += "  " + ("MATCH" if r.matched else "mismatch: " + "; ".join(
-                v.split(":")[0] for v in r.violations))
+            line += "  " + ("-" if r.matched is None else "MATCH" if r.matched else
+                            "mismatch: " + ", ".join(_SHORT.get(k, k) for k in r.violated))
         lines.append(line)
     lines.append(
         "ok = symmetry holds, X = broken, ~ = approximate, o = trivial, - = n/a; "

@@ -40,6 +40,9 @@ class Task:
       variable_size: graphs of different sizes share a padded batch.
       size_extensive: the target is extensive (a sum over atoms), so two non-interacting
         copies must give twice one copy: per-node outputs of a duplicated graph unchanged.
+      kinds: the input kinds a layer of this task acts on. Weight norms (``"weights"``) act on
+        parameters, not data, so they are never judged (their invariance to a scale of W is
+        a reparametrisation symmetry, not an invariance of the data).
       description: one line on the task.
       source: where the symmetry statement comes from.
     """
@@ -51,8 +54,13 @@ class Task:
     samples_independent: bool = True
     variable_size: bool = False
     size_extensive: bool = False
+    kinds: tuple[str, ...] = ("features", "vectors", "coordinates")
     description: str = ""
     source: str = ""
+
+    def applies_to(self, kind: str | None) -> bool:
+        """Whether a layer acting on ``kind`` can be judged for this task."""
+        return kind in self.kinds
 
     def __post_init__(self):
         for g in self.equivariant_to:
@@ -101,6 +109,7 @@ TASKS: dict[str, Task] = {
         Task(
             "image-style-transfer",
             invariant_to=("scale",),
+            kinds=("features",),
             depends_on=("node_scale",),
             description="stylise a content image (pixels = nodes, channels = colours)",
             source="survey Sec. 3: InstanceNorm is invariant to the content image's contrast, "
@@ -109,6 +118,7 @@ TASKS: dict[str, Task] = {
         Task(
             "set-prediction",
             equivariant_to=("permutation",),
+            kinds=("features",),
             depends_on=("node_scale",),
             variable_size=True,
             description="per-element prediction on sets (Deep Sets)",
@@ -135,12 +145,13 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.1e}"
 
 
-def check_match(props: dict, task: Task) -> list[str]:
-    """The violated conditions of Definition 3, one sentence each with the measured number.
+def check_match(props: dict, task: Task) -> list[tuple[str, str]]:
+    """The violated conditions of Definition 3 as ``(probe name, sentence with the measured
+    number)`` pairs; empty when the layer is matched.
 
     ``props`` maps probe names to :class:`~geonorm_jax.audit.probes.ProbeResult`.
     """
-    violations: list[str] = []
+    violations: list[tuple[str, str]] = []
 
     def broken(name: str) -> bool:
         r = props.get(name)
@@ -154,14 +165,14 @@ def check_match(props: dict, task: Task) -> list[str]:
 
     for g in task.equivariant_to:
         if broken(g):
-            violations.append(f"{g} equivariance broken: {why(g)}")
+            violations.append((g, f"{g} equivariance broken: {why(g)}"))
     for g in task.invariant_to:
         if g in GROUP_NAMES and g not in task.equivariant_to and broken(g):
             # an invariant task accepts an invariant layer too (translation: the shift probe
             # for coordinates measures translation invariance)
             alt = props.get("shift") if g == "translation" else None
             if alt is None or alt.verdict != "invariant":
-                violations.append(f"{g} equivariance/invariance broken: {why(g)}")
+                violations.append((g, f"{g} equivariance/invariance broken: {why(g)}"))
         elif g in ("scale", "shift"):
             r = props.get(g)
             if r is None or r.verdict in ("n/a", "error", "invariant"):
@@ -169,19 +180,21 @@ def check_match(props: dict, task: Task) -> list[str]:
             key = "homogeneous" if g == "scale" else "equivariant"
             other = r.extra.get(key)
             if other is None or other > 1e-4:
-                violations.append(
+                violations.append((g,
                     f"neither invariant nor equivariant to the task's {g} symmetry: "
-                    f"change {_fmt(r.value)}, {key} error {_fmt(other)}")
+                    f"change {_fmt(r.value)}, {key} error {_fmt(other)}"))
     if task.samples_independent and broken("batch"):
-        violations.append(f"batch dependence (Case 1): sample 0 changes by {why('batch')}")
+        violations.append(
+            ("batch", f"batch dependence (Case 1): sample 0 changes by {why('batch')}"))
     if task.variable_size and broken("padding"):
-        violations.append(f"depends on padding / graph size: {why('padding')}")
+        violations.append(("padding", f"depends on padding / graph size: {why('padding')}"))
     if task.size_extensive and broken("replication"):
-        violations.append(f"not size-consistent (duplicated graph): {why('replication')}")
+        violations.append(("replication",
+                           f"not size-consistent (duplicated graph): {why('replication')}"))
     for q in task.depends_on:
         r = props.get(q)
         if r is not None and r.verdict == "invariant":
-            violations.append(
+            violations.append((q,
                 f"introduces {q} invariance the task does not have: output changes by "
-                f"{_fmt(r.value)}")
+                f"{_fmt(r.value)}"))
     return violations

@@ -2,7 +2,7 @@
 
 from geonorm_jax.models.edges import fully_connected_edges, knn_graph
 from geonorm_jax.models.egnn import EGNN, PLACES, EGCLVel, count_params, make_egnn
-from geonorm_jax.models.layers import NormModule, TorchDense
+from geonorm_jax.models.layers import TorchDense
 
 __all__ = [
     "EGNN",
@@ -12,6 +12,5 @@ __all__ = [
     "count_params",
     "fully_connected_edges",
     "knn_graph",
-    "NormModule",
     "TorchDense",
 ]

@@ -34,7 +34,8 @@ def fully_connected_edges(
 
     Args:
       num_nodes: nodes per graph ``N``.
-      batch_size: if given, return per-graph arrays ``[batch, N (N - 1)]``; otherwise ``[N (N - 1)]``.
+      batch_size: if given, return per-graph arrays ``[batch, N (N - 1)]``; otherwise
+        ``[N (N - 1)]``.
 
     Returns:
       ``(senders, receivers, edge_mask)``: int32 indices in ``[0, N)`` and an all-True bool mask.

@@ -49,8 +49,9 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
+from geonorm_jax.linen import NormLayer
 from geonorm_jax.models import edges as edges_lib
-from geonorm_jax.models.layers import NormModule, TorchDense, torch_linear_init, xavier_uniform
+from geonorm_jax.models.layers import TorchDense, torch_linear_init, xavier_uniform
 from geonorm_jax.norms.base import Norm
 
 __all__ = ["EGNN", "EGCLVel", "make_egnn", "count_params", "PLACES"]
@@ -83,53 +84,115 @@ def _check_norm(norm: Any, place: str) -> None:
         )
 
 
-class _Dense:
-    """Gather/aggregate on the fully connected graph: edge tensors ``[B, N, N, C]``."""
-
-    def __init__(self, pair_mask):
-        self.pair_mask = pair_mask  # [B, N, N] in the compute dtype; 0 on the diagonal
-        self.count = jnp.sum(pair_mask, axis=2)[..., None]  # [B, N, 1]
-
-    def receiver(self, t):  # node [B, N, C] -> edge [B, N, 1, C] (broadcasts over j)
-        return t[:, :, None]
-
-    def sender(self, t):  # node [B, N, C] -> edge [B, 1, N, C]
-        return t[:, None, :]
-
-    def edge_scalar(self, s):  # [B, N, N] -> [B, N, N, 1]
-        return s[..., None]
-
-    def aggregate(self, e):  # edge [B, N, N, C] -> node [B, N, C], masked sum over j
-        return jnp.sum(e * self.pair_mask[..., None], axis=2)
+def _linear(p: dict, x: jax.Array) -> jax.Array:
+    """``x W (+ b)`` with the parameters cast to the dtype of ``x``."""
+    y = jnp.dot(x, p["kernel"].astype(x.dtype))
+    return y + p["bias"].astype(x.dtype) if "bias" in p else y
 
 
-class _EdgeList:
-    """Gather/aggregate on a flat edge list ``[E]`` over ``B * N`` nodes."""
+def _edge_messages(p: dict, pre, diff, emask, cfg):
+    """Per-edge part of a layer: ``pre`` = first edge layer before SiLU ``[..., H]``.
 
-    def __init__(self, senders, receivers, edge_mask, batch, nodes):
-        self.senders, self.receivers = senders, receivers
-        self.edge_mask = edge_mask  # [E] in the compute dtype
-        self.shape = (batch, nodes)
-        self.count = self._segment(edge_mask[:, None])  # [B, N, 1]
+    Returns the masked coordinate terms ``clip((x_i - x_j) phi_x(m_ij)) [..., 3]`` and the
+    masked messages ``m_ij [..., H]``; ``emask [...]`` is 1 for real edges, 0 otherwise.
+    """
+    silu = jax.nn.silu
+    m = silu(_linear(p["edge_mlp_out"], silu(pre)))
+    if cfg.attention:
+        m = m * jax.nn.sigmoid(_linear(p["attention"], m))
+    phi_x = _linear(p["coord_mlp_out"], silu(_linear(p["coord_mlp_hidden"], m)))
+    if cfg.tanh:
+        phi_x = cfg.coords_range * jnp.tanh(phi_x)
+    trans = jnp.clip(diff * phi_x, -CLAMP, CLAMP)
+    emask = emask[..., None]
+    return trans * emask, m * emask
 
-    def _flat(self, t):
-        return t.reshape((-1,) + t.shape[2:])
 
-    def _segment(self, e):
-        out = jax.ops.segment_sum(e, self.receivers, num_segments=self.shape[0] * self.shape[1])
-        return out.reshape(self.shape + e.shape[1:])
+def _edge_geometry(diff, cfg):
+    radial = jnp.sum(jnp.square(diff), axis=-1, keepdims=True)  # ||x_i - x_j||^2, [..., 1]
+    if cfg.norm_diff:
+        length = geometry.safe_norm(diff, axis=-1, keepdims=True)
+        diff = diff / (length + cfg.norm_diff_epsilon)
+    return diff, radial
 
-    def receiver(self, t):
-        return jnp.take(self._flat(t), self.receivers, axis=0)
 
-    def sender(self, t):
-        return jnp.take(self._flat(t), self.senders, axis=0)
+def _first_edge_layer(p, a_i, b_j, radial, edge_attr):
+    """``W [h_i; h_j; r_ij; e_ij] + b`` as ``a_i + b_j + r_ij w_r + e_ij W_e`` (factorised)."""
+    w_r, w_e = p["edge_w_radial"].astype(a_i.dtype), p["edge_w_attr"].astype(a_i.dtype)
+    pre = a_i + b_j + radial * w_r[0]
+    for c in range(EDGE_ATTR_DIM):
+        pre = pre + edge_attr[..., c : c + 1] * w_e[c]
+    return pre
 
-    def edge_scalar(self, s):  # [E] -> [E, 1]
-        return s[..., None]
 
-    def aggregate(self, e):
-        return self._segment(e * self.edge_mask[:, None])
+def _chunked(fn, xs, num_chunks: int):
+    """``fn(xs)`` summed/stacked over ``num_chunks`` chunks of the leading axis.
+
+    With one chunk this is ``fn(xs)``. Otherwise ``lax.map`` runs ``jax.checkpoint(fn)`` on
+    each chunk: the backward pass recomputes one chunk's edge tensors at a time, so memory
+    holds only one chunk of ``[edges, H]`` intermediates.
+    """
+    if num_chunks == 1:
+        return fn(xs)
+    split = lambda a: a.reshape((num_chunks, a.shape[0] // num_chunks) + a.shape[1:])
+    out = jax.lax.map(jax.checkpoint(fn), jax.tree_util.tree_map(split, xs))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+
+
+def _dense_edges(p, a, b, x, edge_attr, pair_mask, cfg):
+    """Fully connected graph: ``(sum_j trans_ij [B,N,3], sum_j m_ij [B,N,H])``.
+
+    Chunks over graphs: ``g`` graphs per chunk, the largest divisor of ``B`` with
+    ``g N^2 <= edge_chunk`` (at least 1).
+    """
+    batch, n = x.shape[:2]
+
+    def fn(xs):
+        a, b, x, edge_attr, pair_mask = xs
+        diff, radial = _edge_geometry(x[:, :, None] - x[:, None, :], cfg)  # [g, N, N, .]
+        pre = _first_edge_layer(p, a[:, :, None], b[:, None, :], radial, edge_attr)
+        trans, m = _edge_messages(p, pre, diff, pair_mask, cfg)
+        return jnp.sum(trans, axis=2), jnp.sum(m, axis=2)
+
+    per_chunk = max(1, (cfg.edge_chunk or batch * n * n) // (n * n))
+    g = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= per_chunk)
+    return _chunked(fn, (a, b, x, edge_attr, pair_mask), batch // g)
+
+
+def _list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg):
+    """Edge list (flat over ``B N`` nodes): segment sums over receivers, chunked over edges."""
+    batch, n = x.shape[:2]
+    flat = lambda t: t.reshape((batch * n,) + t.shape[2:])
+    a, b, x = flat(a), flat(b), flat(x)
+    num_edges = senders.shape[0]
+    chunk = min(cfg.edge_chunk or num_edges, num_edges)
+    num_chunks = -(-num_edges // chunk)
+    pad = num_chunks * chunk - num_edges
+    if pad:
+        padder = lambda t: jnp.pad(t, [(0, pad)] + [(0, 0)] * (t.ndim - 1))
+        senders, receivers, emask, edge_attr = map(padder, (senders, receivers, emask, edge_attr))
+
+    def fn(xs):
+        s, r, em, ea = xs
+        diff, radial = _edge_geometry(x[r] - x[s], cfg)  # [c, 3], [c, 1]
+        pre = _first_edge_layer(p, a[r], b[s], radial, ea)
+        trans, m = _edge_messages(p, pre, diff, em, cfg)
+        out = jnp.concatenate([trans, m], axis=-1)
+        return jax.ops.segment_sum(out, r, num_segments=batch * n)
+
+    xs = (senders, receivers, emask, edge_attr)
+    if num_chunks == 1:
+        total = fn(xs)
+    else:
+        split = lambda t: t.reshape((num_chunks, chunk) + t.shape[1:])
+        body = jax.checkpoint(fn)
+        total, _ = jax.lax.scan(
+            lambda acc, c: (acc + body(c), None),
+            jnp.zeros((batch * n, 3 + a.shape[-1]), x.dtype),
+            jax.tree_util.tree_map(split, xs),
+        )
+    total = total.reshape(batch, n, -1)
+    return total[..., :3], total[..., 3:]
 
 
 class EGCLVel(nn.Module):
@@ -152,7 +215,19 @@ class EGCLVel(nn.Module):
     apply_coord_norm: bool = True
     training: bool = False
     dense: bool = True
+    edge_chunk: int | None = None
     param_dtype: Any = jnp.float32
+
+    def _linear_params(self, name, fan_in, fan_out, use_bias=True, kernel_init=None):
+        def init(key):
+            k1, k2 = jax.random.split(key)
+            kinit = kernel_init or torch_linear_init(fan_in)
+            out = {"kernel": kinit(k1, (fan_in, fan_out), self.param_dtype)}
+            if use_bias:
+                out["bias"] = torch_linear_init(fan_in)(k2, (fan_out,), self.param_dtype)
+            return out
+
+        return self.param(name, init)
 
     @nn.compact
     def __call__(self, h, x, v, edge_attr, node_mask, edge_mask, mu0, senders, receivers):
@@ -162,70 +237,64 @@ class EGCLVel(nn.Module):
         with flat ``senders``/``receivers [E]``. ``node_mask [B,N]`` bool or None.
         """
         H, dtype = self.hidden, x.dtype
-        if self.dense:
-            ops = _Dense(edge_mask)
-        else:
-            ops = _EdgeList(senders, receivers, edge_mask, x.shape[0], x.shape[1])
-        silu = nn.silu
-        dense = lambda f, name, **kw: TorchDense(f, name=name, param_dtype=self.param_dtype, **kw)
-        norm_kw = dict(mask=node_mask, training=self.training, mu0=mu0)
-
-        # Geometry of the current positions.
-        diff = ops.receiver(x) - ops.sender(x)  # [..., 3] = x_i - x_j
-        radial = jnp.sum(jnp.square(diff), axis=-1, keepdims=True)  # [..., 1]
-        if self.norm_diff:
-            length = geometry.safe_norm(diff, axis=-1, keepdims=True)
-            diff = diff / (length + self.norm_diff_epsilon)
-
-        # phi_e with the factorised first layer (parameters of Linear(2H + 1 + 2, H)).
-        init = torch_linear_init(2 * H + 1 + EDGE_ATTR_DIM)
-        p = lambda name, shape: self.param(name, init, shape, self.param_dtype).astype(dtype)
-        w_i, w_j = p("edge_w_hi", (H, H)), p("edge_w_hj", (H, H))
-        w_r, w_e, b = p("edge_w_radial", (1, H)), p("edge_w_attr", (EDGE_ATTR_DIM, H)), p(
-            "edge_bias", (H,)
+        lin = self._linear_params
+        # phi_e's first layer: the parameters of Linear(2H + 1 + 2, H), stored by block.
+        fan_in = 2 * H + 1 + EDGE_ATTR_DIM
+        first = lambda name, shape: self.param(
+            name, torch_linear_init(fan_in), shape, self.param_dtype
         )
-        pre = ops.receiver(h @ w_i + b) + ops.sender(h @ w_j) + radial * w_r[0]
-        for c in range(EDGE_ATTR_DIM):
-            pre = pre + edge_attr[..., c : c + 1] * w_e[c]
-        m = silu(dense(H, "edge_mlp_out")(silu(pre)))  # [..., H]
+        p = {
+            "edge_w_hi": first("edge_w_hi", (H, H)),
+            "edge_w_hj": first("edge_w_hj", (H, H)),
+            "edge_w_radial": first("edge_w_radial", (1, H)),
+            "edge_w_attr": first("edge_w_attr", (EDGE_ATTR_DIM, H)),
+            "edge_bias": first("edge_bias", (H,)),
+            "edge_mlp_out": lin("edge_mlp_out", H, H),
+            "coord_mlp_hidden": lin("coord_mlp_hidden", H, H),
+            "coord_mlp_out": lin(
+                "coord_mlp_out", H, 1, use_bias=False, kernel_init=xavier_uniform(0.001)
+            ),
+        }
         if self.attention:
-            m = m * nn.sigmoid(dense(1, "attention")(m))
+            p["attention"] = lin("attention", H, 1)
+        norm_kw = dict(mask=node_mask, training=self.training, mu0=mu0)
+        silu = jax.nn.silu
 
-        # Coordinate update from the edges.
-        phi_x = dense(1, "coord_mlp_out", use_bias=False, kernel_init=xavier_uniform(0.001))(
-            silu(dense(H, "coord_mlp_hidden")(m))
-        )
-        if self.tanh:
-            phi_x = self.coords_range * jnp.tanh(phi_x)
-        trans = jnp.clip(diff * phi_x, -CLAMP, CLAMP)
-        update = ops.aggregate(trans)  # [B, N, 3]
+        a = h @ p["edge_w_hi"].astype(dtype) + p["edge_bias"].astype(dtype)  # [B, N, H]
+        b = h @ p["edge_w_hj"].astype(dtype)
+        if self.dense:
+            update, agg = _dense_edges(p, a, b, x, edge_attr, edge_mask, self)
+            count = jnp.sum(edge_mask, axis=2)[..., None]
+        else:
+            update, agg = _list_edges(p, a, b, x, edge_attr, senders, receivers, edge_mask, self)
+            count = jax.ops.segment_sum(edge_mask, receivers, num_segments=x.shape[0] * x.shape[1])
+            count = count.reshape(x.shape[:2] + (1,))
         if self.coords_agg == "mean":
-            update = update / jnp.maximum(ops.count, 1.0)
+            update = update / jnp.maximum(count, 1.0)
         if self.update_norm is not None:
             update = _apply_update_norm(self.update_norm, update, norm_kw)
         x = x + update
 
         # Velocity term: this layer's input h, the model's input v.
-        x = x + dense(1, "vel_mlp_out")(silu(dense(H, "vel_mlp_hidden")(h))) * v
+        vel_hidden, vel_out = lin("vel_mlp_hidden", H, H), lin("vel_mlp_out", H, 1)
+        x = x + _linear(vel_out, silu(_linear(vel_hidden, h))) * v
 
-        # Node update (recurrent / residual), messages aggregated by sum.
-        agg = ops.aggregate(m)
-        h = h + dense(H, "node_mlp_out")(silu(dense(H, "node_mlp_hidden")(
-            jnp.concatenate([h, agg], axis=-1)
-        )))
+        # Node update (recurrent / residual); messages were aggregated by sum.
+        node_hidden, node_out = lin("node_mlp_hidden", 2 * H, H), lin("node_mlp_out", H, H)
+        h = h + _linear(node_out, silu(_linear(node_hidden, jnp.concatenate([h, agg], -1))))
 
         if self.feature_norm is not None:
-            h = NormModule(self.feature_norm, name="feature_norm")(h, **norm_kw)
+            h = NormLayer(self.feature_norm, name="feature_norm")(h, **norm_kw)
         if self.coord_norm is not None and self.apply_coord_norm:
-            x = NormModule(self.coord_norm, name="coord_norm")(x, **norm_kw)
+            x = NormLayer(self.coord_norm, name="coord_norm")(x, **norm_kw)
         return h, x
 
 
 def _apply_update_norm(norm: Norm, update, norm_kw):
     if norm.kind == "vectors":  # [B, N, 3] -> [B, N, 1, 3] and back
-        out = NormModule(norm, name="update_norm")(update[:, :, None, :], **norm_kw)
+        out = NormLayer(norm, name="update_norm")(update[:, :, None, :], **norm_kw)
         return out[:, :, 0, :]
-    return NormModule(norm, name="update_norm")(update, **norm_kw)
+    return NormLayer(norm, name="update_norm")(update, **norm_kw)
 
 
 class EGNN(nn.Module):
@@ -278,6 +347,7 @@ class EGNN(nn.Module):
     attention: bool = False
     remat: bool = False
     graph: str = "dense"
+    edge_chunk: int | None = 16384
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
@@ -308,7 +378,7 @@ class EGNN(nn.Module):
         receivers: jax.Array | None = None,
         edge_mask: jax.Array | None = None,
     ) -> jax.Array:
-        """Predict positions ``[batch, nodes, 3]`` from ``x``, ``v`` ``[B,N,3]``, ``charges [B,N,1]``.
+        """Predict positions ``[batch, nodes, 3]`` from positions, velocities and charges.
 
         Args:
           x: input positions ``[batch, nodes, 3]``, float.
@@ -370,6 +440,7 @@ class EGNN(nn.Module):
                 apply_coord_norm=self.norm_last_layer or layer < self.num_layers - 1,
                 training=training,
                 dense=not use_edges,
+                edge_chunk=self.edge_chunk,
                 param_dtype=self.param_dtype,
                 name=f"layer_{layer}",
             )(h, x, v, edge_attr, mask, emask, mu0, senders, receivers)

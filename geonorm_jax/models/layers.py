@@ -1,4 +1,4 @@
-"""Building blocks for the EGNN: PyTorch-initialised dense layers and a ``Norm`` wrapper.
+"""Building blocks for the EGNN: dense layers initialised like PyTorch's ``nn.Linear``.
 
 ``TorchDense`` reproduces ``torch.nn.Linear``'s default initialisation (Kaiming-uniform with
 ``a = sqrt(5)``), which is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the kernel and the
@@ -15,9 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm
-
-__all__ = ["torch_linear_init", "xavier_uniform", "TorchDense", "NormModule"]
+__all__ = ["torch_linear_init", "xavier_uniform", "TorchDense"]
 
 
 def torch_linear_init(fan_in: int):
@@ -31,7 +29,7 @@ def torch_linear_init(fan_in: int):
 
 
 def xavier_uniform(gain: float = 1.0):
-    """``torch.nn.init.xavier_uniform_``: ``U(-a, a)``, ``a = gain sqrt(6 / (fan_in + fan_out))``."""
+    """``torch.nn.init.xavier_uniform_``: ``U(-a, a)``, ``a = gain sqrt(6/(fan_in + fan_out))``."""
     return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
 
 
@@ -56,29 +54,4 @@ class TorchDense(nn.Module):
         if self.use_bias:
             bias = self.param("bias", torch_linear_init(fan_in), (self.features,), self.param_dtype)
             y = y + bias.astype(x.dtype)
-        return y
-
-
-class NormModule(nn.Module):
-    """Wrap a pure ``Norm`` as a Linen module.
-
-    Parameters live in ``"params"`` (under ``"norm"``), running statistics in
-    ``"batch_stats"`` (under ``"norm"``). Running statistics are only written when
-    ``training=True`` and the module is not initializing; call ``apply`` with
-    ``mutable=["batch_stats"]`` when training a model with such a norm.
-    """
-
-    norm: Norm
-
-    @nn.compact
-    def __call__(self, x, *, mask=None, training: bool = False, **context):
-        params = self.param("norm", lambda key: self.norm.init(key, x, **context)[0])
-        state = self.variable(
-            "batch_stats", "norm", lambda: self.norm.init(jax.random.PRNGKey(0), x, **context)[1]
-        )
-        y, new_state = self.norm.apply(
-            params, state.value, x, mask=mask, training=training, **context
-        )
-        if training and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
-            state.value = new_state
         return y

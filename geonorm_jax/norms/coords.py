@@ -121,21 +121,37 @@ def geo_statistics(
     return mu, jnp.broadcast_to(jnp.sqrt(ms + epsilon), sq.shape)
 
 
-def bias_direction(mu: jax.Array, mu0: jax.Array) -> jax.Array:
+def bias_direction(mu: jax.Array, mu0: jax.Array, *, tol: jax.Array | float = 0.0) -> jax.Array:
     """GeoNorm's bias direction ``(mu - mu0) / ||mu - mu0||`` ``[batch, 3]``, defined everywhere.
 
     The paper leaves it undefined when the centroid has not moved (``mu == mu0``, e.g. a
-    GeoNorm applied to the input itself). Here the direction is the zero vector whenever
-    ``||mu - mu0|| <= sqrt(finfo(dtype).tiny)`` (about 1e-19 in float32, 1e-154 in float64),
-    so the bias term vanishes there. The norm is :func:`geonorm_jax.geometry.safe_norm`
-    (custom JVP), so value and gradient are finite everywhere: the gradient is 0 below the
-    threshold and at most ``1 / sqrt(tiny)`` just above it. No epsilon enters the value
-    above the threshold, so the direction is exactly a unit vector and exactly equivariant.
+    GeoNorm applied to the model's input itself). Here the direction is the zero vector
+    whenever ``||mu - mu0|| <= max(tol, sqrt(finfo(dtype).tiny))``, so the bias term vanishes
+    there. The norm is :func:`geonorm_jax.geometry.safe_norm` (custom JVP), so value and
+    gradient are finite everywhere: the gradient is 0 below the threshold and at most
+    ``1 / threshold`` just above it. No epsilon enters the value above the threshold, so
+    the direction is exactly a unit vector and exactly equivariant there.
+
+    Args:
+      mu: the centroid of the layer input ``[batch, 3]``.
+      mu0: the centroid of the model input ``[batch, 3]``.
+      tol: threshold ``[batch, 1]`` or scalar; :func:`geo_norm` passes a few ulps of the
+        coordinates' magnitude, so that a centroid that differs from ``mu0`` only by
+        rounding (the same mean computed twice in different order) counts as unmoved.
     """
     delta = mu - mu0
     n = geometry.safe_norm(delta, axis=-1, keepdims=True)
-    ok = n > jnp.sqrt(jnp.finfo(delta.dtype).tiny)
+    ok = n > jnp.maximum(tol, jnp.sqrt(jnp.finfo(delta.dtype).tiny))
     return jnp.where(ok, delta / jnp.where(ok, n, 1.0), 0.0)
+
+
+def _rounding_tol(x: jax.Array, mu0: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """``32 ulp * (mean_i ||x_i|| + ||mu0||)`` ``[batch, 1]``: the size of rounding noise in
+    a centroid. Rotation- and permutation-invariant; constant for gradients."""
+    x, mu0 = jax.lax.stop_gradient(x), jax.lax.stop_gradient(mu0)
+    radius = geometry.centroid(geometry.safe_norm(x, axis=-1, keepdims=True), mask)  # [B, 1]
+    scale = radius + geometry.safe_norm(mu0, axis=-1, keepdims=True)
+    return 32.0 * jnp.finfo(x.dtype).eps * scale
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,8 +288,11 @@ def geo_norm(
     never 0, so coincident particles and ``N = 1`` give finite values and gradients.
 
     Bias direction: undefined in the paper when ``mu == mu0``; here it is the zero vector
-    when ``||mu - mu0|| <= sqrt(finfo.tiny)`` (see :func:`bias_direction`), with a finite
-    gradient (0) there.
+    when ``||mu - mu0||`` is at most rounding noise, ``32 * finfo(dtype).eps *
+    (mean_i ||x_i|| + ||mu0||)`` (see :func:`bias_direction`), with a finite gradient (0)
+    there. The threshold is rotation- and permutation-invariant; only inside this band of
+    a few ulps (where the direction would be rounding noise anyway) does it depend on the
+    frame's origin.
 
     Args:
       sigma: ``"particle"`` or ``"system"`` (above).
@@ -332,7 +351,7 @@ def geo_norm(
         _check_per_particle_params(p, x, name)
         mu0 = mu0.astype(x.dtype)
         mu, sig = geo_statistics(x, mask=mask, sigma=sigma, epsilon=epsilon)
-        direction = bias_direction(mu, mu0)  # [B, 3]
+        direction = bias_direction(mu, mu0, tol=_rounding_tol(x, mu0, mask))  # [B, 3]
         g = _as_rows(p["scale"], x.dtype)
         b = _as_rows(p["bias"], x.dtype)
         y = g * (x - mu[:, None, :]) / sig + b * direction[:, None, :] + mu0[:, None, :]

@@ -92,8 +92,9 @@ def _affine(y: jax.Array, params: dict) -> jax.Array:
 # --------------------------------------------------------------------------- GraphNorm
 
 
-def graph_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True,
-               param_dtype=jnp.float32) -> Norm:
+def graph_norm(
+    *, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True, param_dtype=jnp.float32
+) -> Norm:
     r"""GraphNorm (Cai et al., ICML 2021, "GraphNorm: A Principled Approach to Accelerating
     Graph Neural Network Training").
 
@@ -230,8 +231,7 @@ def mean_subtraction_norm(*, reading: str = "paper") -> Norm:
 # --------------------------------------------------------------------------- MessageNorm
 
 
-def message_norm(*, learn_scale: bool = True, scale: float = 1.0,
-                 param_dtype=jnp.float32) -> Norm:
+def message_norm(*, learn_scale: bool = True, scale: float = 1.0, param_dtype=jnp.float32) -> Norm:
     r"""MessageNorm (Li et al., 2020, "DeeperGCN: All You Need to Train Deeper GCNs").
 
     .. math::
@@ -293,9 +293,16 @@ def message_norm(*, learn_scale: bool = True, scale: float = 1.0,
 # --------------------------------------------------------------------------- DiffGroupNorm
 
 
-def diff_group_norm(*, num_groups: int, lam: float = 0.01, epsilon: float = 1e-5,
-                    momentum: float = 0.9, use_scale: bool = True, use_bias: bool = True,
-                    param_dtype=jnp.float32) -> Norm:
+def diff_group_norm(
+    *,
+    num_groups: int,
+    lam: float = 0.01,
+    epsilon: float = 1e-5,
+    momentum: float = 0.9,
+    use_scale: bool = True,
+    use_bias: bool = True,
+    param_dtype=jnp.float32,
+) -> Norm:
     r"""Differentiable group normalization (Zhou et al., NeurIPS 2020, "Towards Deeper Graph
     Neural Networks with Differentiable Group Normalization").
 
@@ -336,9 +343,7 @@ def diff_group_norm(*, num_groups: int, lam: float = 0.01, epsilon: float = 1e-5
         del context
         _check(x, None, name)
         c = x.shape[-1]
-        params = {
-            "kernel": jax.nn.initializers.lecun_normal()(key, (c, num_groups), param_dtype)
-        }
+        params = {"kernel": jax.nn.initializers.lecun_normal()(key, (c, num_groups), param_dtype)}
         if use_scale:
             params["scale"] = jnp.ones((num_groups, c), param_dtype)
         if use_bias:
@@ -380,8 +385,14 @@ def diff_group_norm(*, num_groups: int, lam: float = 0.01, epsilon: float = 1e-5
 # --------------------------------------------------------------------------- SetNorm
 
 
-def set_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True,
-             reading: str = "paper", param_dtype=jnp.float32) -> Norm:
+def set_norm(
+    *,
+    epsilon: float = 1e-5,
+    use_scale: bool = True,
+    use_bias: bool = True,
+    reading: str = "paper",
+    param_dtype=jnp.float32,
+) -> Norm:
     r"""SetNorm (Zhang et al., ICML 2022, "Set Norm and Equivariant Skip Connections: Putting
     the Deep in Deep Sets").
 
@@ -449,8 +460,9 @@ def graph_size_norm(*, power: float = 0.5) -> Norm:
 # --------------------------------------------------------------------------- neighbour counts
 
 
-def neighbor_counts(x: jax.Array, mask: jax.Array | None = None, *,
-                    num_neighbors: Any = None, adjacency: Any = None) -> jax.Array:
+def neighbor_counts(
+    x: jax.Array, mask: jax.Array | None = None, *, num_neighbors: Any = None, adjacency: Any = None
+) -> jax.Array:
     """Number of neighbours of each node, ``[batch, nodes]`` (not clamped).
 
     In order of precedence: ``num_neighbors [batch, nodes]`` as given; the row sums of
@@ -512,8 +524,7 @@ def schnet_neighbor_norm() -> Norm:
     return Norm(init, apply, kind="features", name=name)
 
 
-def avg_num_neighbors_norm(*, avg_num_neighbors: float | None = None,
-                           power: float = 1.0) -> Norm:
+def avg_num_neighbors_norm(*, avg_num_neighbors: float | None = None, power: float = 1.0) -> Norm:
     r"""Average-number-of-neighbours normalization (MACE; NequIP / Allegro).
 
     .. math:: y = x / \bar N^{p}

@@ -121,8 +121,8 @@ def _masked_sum(v: jax.Array, mask: jax.Array | None, axes: tuple[int, ...]) -> 
 
 
 def _count(v: jax.Array, mask: jax.Array | None, axes: tuple[int, ...]) -> jax.Array:
-    ones = jnp.ones_like(v)
-    return _masked_sum(ones, mask, axes)
+    """Number of real entries of ``v`` over ``axes`` (keepdims), never below 1."""
+    return jnp.maximum(_masked_sum(jnp.ones_like(v), mask, axes), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,9 +263,9 @@ def vector_neuron_batch_norm(
     def block(params, state, v, mask, training):
         n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
         if training:
-            count = psum(_count(n, mask, (0, 1)))  # [1, 1, C]
-            mean = psum(_masked_sum(n, mask, (0, 1))) / jnp.maximum(count, 1.0)
-            var = psum(_masked_sum(jnp.square(n - mean), mask, (0, 1))) / jnp.maximum(count, 1.0)
+            count = jnp.maximum(psum(_masked_sum(jnp.ones_like(n), mask, (0, 1))), 1.0)
+            mean = psum(_masked_sum(n, mask, (0, 1))) / count  # [1, 1, C]
+            var = psum(_masked_sum(jnp.square(n - mean), mask, (0, 1))) / count
             mean, var = mean[0, 0], var[0, 0]  # [C]
             rdt = state["mean"].dtype
             new_state = {

@@ -140,6 +140,9 @@ def train(
     """
     stream = stream if stream is not None else sys.stderr
     run_dir = Path(run_dir)
+    if setup is not None and setup.config != config:
+        raise ValueError("train: setup.config differs from config: " + "; ".join(
+            diff(setup.config, config)))
     if resume:
         check_resume(run_dir, config)
     elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):

@@ -82,7 +82,7 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
             samples = data_lib.load_split(
                 path, split, frame_in=config.data.frame_in, frame_out=config.data.frame_out
             )
-        except (OSError, ValueError, EOFError, KeyError, IndexError) as e:
+        except Exception as e:  # noqa: BLE001 - any failure to read is "corrupt or missing"
             raise ValueError(f"data directory {str(path)!r}: cannot load split {split!r}: {e}") \
                 from None
         fields = samples._asdict() if hasattr(samples, "_asdict") else dict(samples)

@@ -1,0 +1,367 @@
+"""Tests for the velocity EGNN (geonorm_jax.models.egnn): reference fidelity and equivariance."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from geonorm_jax import geometry
+from geonorm_jax.models import EGNN, count_params, fully_connected_edges, make_egnn
+from geonorm_jax.norms import catalog
+from geonorm_jax.testing import assert_equivariant, equivariance_errors
+
+B, N = 3, 6
+KINDS = ("coordinates", "vectors", "features")  # x, v, charges
+OUT = ("coordinates",)
+
+
+def inputs(seed=0, dtype=jnp.float64, batch=B, nodes=N):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(batch, nodes, 3)) * 1.5, dtype)
+    v = jnp.asarray(rng.normal(size=(batch, nodes, 3)) * 0.5, dtype)
+    q = jnp.asarray(rng.choice([-1.0, 1.0], size=(batch, nodes, 1)), dtype)
+    return x, v, q
+
+
+def perturbed(variables, seed=1, scale=0.2):
+    """Move every parameter away from its initial value (e.g. GeoNorm's g_i = 1, b_i = 0 and
+    the 0.001-gain phi_x), so that symmetry-breaking terms are not hidden by the init."""
+    leaves, tree = jax.tree_util.tree_flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    leaves = [p + scale * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]
+    return {**variables, "params": jax.tree_util.tree_unflatten(tree, leaves)}
+
+
+def model_fn(model, dtype=jnp.float64, seed=0, **call_kw):
+    x, v, q = inputs(seed, dtype)
+    variables = perturbed(model.init(jax.random.key(0), x, v, q))
+    fn = jax.jit(lambda x, v, q: model.apply(variables, x, v, q, **call_kw))
+    return fn, (x, v, q), variables
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference fidelity
+# ---------------------------------------------------------------------------------------------
+
+
+def test_param_count_equals_reference_egnn_vel():
+    # Reference EGNN_vel(in_node_nf=1, in_edge_nf=2, hidden_nf=64, n_layers=4), PyTorch:
+    H = 64
+    embedding = 1 * H + H  # Linear(1, 64)                                  = 128
+    edge_mlp = (2 * H + 1 + 2) * H + H + H * H + H  # Linear(131, 64), Linear(64, 64) = 12608
+    node_mlp = (2 * H) * H + H + H * H + H  # Linear(128, 64), Linear(64, 64)       = 12416
+    coord_mlp = H * H + H + H * 1  # Linear(64, 64), Linear(64, 1, bias=False)     = 4224
+    coord_mlp_vel = H * H + H + H * 1 + 1  # Linear(64, 64), Linear(64, 1)        = 4225
+    per_layer = edge_mlp + node_mlp + coord_mlp + coord_mlp_vel  # 33473
+    reference = embedding + 4 * per_layer
+    assert reference == 134020
+    x, v, q = inputs(batch=1, nodes=3, dtype=jnp.float32)
+    shapes = jax.eval_shape(lambda: EGNN().init(jax.random.key(0), x, v, q))
+    assert count_params(shapes) == reference
+    # A norm adds exactly its own parameters: per-particle GeoNorm g, b [N, 1] on layers 0..2.
+    shapes = jax.eval_shape(lambda: make_egnn("geo_norm").init(jax.random.key(0), x, v, q))
+    assert count_params(shapes) == reference + 3 * 2 * 3
+
+
+def test_init_matches_pytorch_defaults():
+    H = 64
+    x, v, q = inputs(batch=1, nodes=3, dtype=jnp.float32)
+    params = EGNN().init(jax.random.key(0), x, v, q)["params"]
+    layer = params["layer_1"]
+
+    def check_uniform(a, bound):
+        a = np.asarray(a)
+        assert np.abs(a).max() <= bound
+        assert np.abs(a).max() > 0.9 * bound  # fills the interval: U(-bound, bound)
+        assert abs(a.std() - bound / np.sqrt(3)) < 0.1 * bound
+
+    edge_bound = 1 / np.sqrt(2 * H + 3)  # Linear(2H + 1 + 2, H): fan_in = 131
+    check_uniform(np.concatenate([layer["edge_w_hi"], layer["edge_w_hj"]]), edge_bound)
+    check_uniform(layer["edge_mlp_out"]["kernel"], 1 / np.sqrt(H))
+    check_uniform(layer["node_mlp_hidden"]["kernel"], 1 / np.sqrt(2 * H))
+    check_uniform(layer["node_mlp_hidden"]["bias"], 1 / np.sqrt(2 * H))
+    # last coord_mlp layer: xavier_uniform(gain=0.001), no bias
+    check_uniform(layer["coord_mlp_out"]["kernel"], 0.001 * np.sqrt(6 / (H + 1)))
+    assert set(layer["coord_mlp_out"]) == {"kernel"}
+    assert np.abs(params["embedding"]["kernel"]).max() <= 1.0  # fan_in 1
+
+
+def silu(a):
+    return a / (1 + np.exp(-a))
+
+
+def numpy_egnn_vel(params, x, v, q, num_layers):
+    """Reference EGNN_vel (gcl.py E_GCL_vel) with loops over edges i != j, float64 NumPy."""
+    P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    x, v, q = (np.asarray(a, np.float64) for a in (x, v, q))
+    lin = lambda p, a: a @ p["kernel"] + p.get("bias", 0.0)
+    out = []
+    for b in range(x.shape[0]):
+        n = x.shape[1]
+        xb, vb, qb = x[b].copy(), v[b], q[b, :, 0]
+        x0 = xb.copy()
+        h = lin(P["embedding"], np.linalg.norm(vb, axis=1, keepdims=True))
+        for layer in range(num_layers):
+            p = P[f"layer_{layer}"]
+            # Linear(2H + 1 + 2, H) with the stacked kernel [W_hi; W_hj; w_radial; W_attr]
+            w1 = np.concatenate([p["edge_w_hi"], p["edge_w_hj"], p["edge_w_radial"],
+                                 p["edge_w_attr"]])
+            trans_sum, m_sum = np.zeros((n, 3)), np.zeros((n, h.shape[1]))
+            for i in range(n):
+                for j in range(n):
+                    if i == j:
+                        continue
+                    diff = xb[i] - xb[j]
+                    radial = diff @ diff
+                    e_ij = [qb[i] * qb[j], np.sum((x0[i] - x0[j]) ** 2)]
+                    inp = np.concatenate([h[i], h[j], [radial], e_ij])
+                    m = silu(lin(p["edge_mlp_out"], silu(inp @ w1 + p["edge_bias"])))
+                    phi = lin(p["coord_mlp_out"], silu(lin(p["coord_mlp_hidden"], m)))
+                    trans_sum[i] += np.clip(diff * phi, -100, 100)
+                    m_sum[i] += m
+            xb = xb + trans_sum / (n - 1)  # coords_agg = "mean"
+            xb = xb + lin(p["vel_mlp_out"], silu(lin(p["vel_mlp_hidden"], h))) * vb
+            node_in = np.concatenate([h, m_sum], axis=1)
+            h = h + lin(p["node_mlp_out"], silu(lin(p["node_mlp_hidden"], node_in)))
+        out.append(xb)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("graph", ["dense", "edges"])
+def test_matches_numpy_reference(graph):
+    model = EGNN(hidden=8, num_layers=2)
+    x, v, q = inputs(batch=2, nodes=4)
+    variables = perturbed(model.init(jax.random.key(0), x, v, q), scale=0.5)
+    kw = {}
+    if graph == "edges":
+        s, r, e = fully_connected_edges(4, 2)
+        kw = dict(senders=s, receivers=r, edge_mask=e)
+    y = model.apply(variables, x, v, q, **kw)
+    y_ref = numpy_egnn_vel(variables["params"], x, v, q, 2)
+    np.testing.assert_allclose(np.asarray(y), y_ref, rtol=1e-10, atol=1e-10)
+    assert np.abs(y_ref - np.asarray(x)).max() > 0.1  # the model does move the particles
+
+
+# ---------------------------------------------------------------------------------------------
+# Equivariance (assert_equivariant with kinds x: coordinates, v: vectors, charges: features)
+# ---------------------------------------------------------------------------------------------
+
+EXACT = [  # (catalogue name or None, place)
+    (None, "coord"),
+    ("geo_norm_shared", "coord"),
+    ("geo_norm_system", "coord"),  # per-particle g, b: E(3) yes, permutation no (below)
+    ("geo_norm", "coord"),
+    ("layer_norm", "feature"),
+    ("quaternion_rms_norm", "update"),
+]
+
+
+@pytest.mark.parametrize("name,place", EXACT)
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-9), (jnp.float32, 1e-4)])
+def test_e3_equivariance(name, place, dtype, tol):
+    fn, args, _ = model_fn(make_egnn(name, place, hidden=16, num_layers=3), dtype)
+    assert fn(*args).dtype == dtype
+    assert_equivariant(fn, jax.random.key(3), *args, group="E3", kinds=KINDS, out_kinds=OUT,
+                       atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("name", [None, "geo_norm_shared"])
+def test_permutation_equivariance(name):
+    fn, args, _ = model_fn(make_egnn(name, hidden=16, num_layers=3))
+    assert_equivariant(fn, jax.random.key(4), *args, group=("permutation", "batch"),
+                       kinds=KINDS, out_kinds=OUT, atol=1e-9, rtol=1e-9)
+
+
+def _relative_errors(name, place="coord"):
+    fn, args, _ = model_fn(make_egnn(name, place, hidden=16, num_layers=3))
+    errs = equivariance_errors(fn, jax.random.key(5), *args, group="all", kinds=KINDS,
+                               out_kinds=OUT)
+    return {g: e / s for g, (e, s) in errs.items()}
+
+
+@pytest.mark.parametrize("name,broken,kept", [
+    # per-particle GeoNorm: particle i always gets g_i, b_i (the paper admits this)
+    ("geo_norm", {"permutation"}, {"SO3", "O3", "translation", "batch"}),
+    # ScaleNorm rescales about the frame's origin (Lemma 2)
+    ("scale_norm_l2", {"translation", "permutation"}, {"SO3", "O3", "batch"}),
+    # LayerNorm over the 3 coordinates (Lemma 1)
+    ("layer_norm_coords", {"SO3", "O3", "translation"}, {"batch"}),
+])
+def test_broken_symmetries(name, broken, kept):
+    rel = _relative_errors(name)
+    for g in broken:
+        assert rel[g] > 1e-3, (g, rel)
+    for g in kept:
+        assert rel[g] < 1e-9, (g, rel)
+
+
+@pytest.mark.parametrize("options", [
+    dict(norm_diff=True),
+    dict(norm_diff=True, norm_diff_epsilon=1e-8),
+    dict(tanh=True, coords_range=3.0),
+    dict(attention=True),
+    dict(coords_agg="sum"),
+])
+def test_options_keep_equivariance(options):
+    fn, args, variables = model_fn(EGNN(hidden=8, num_layers=2, **options))
+    assert_equivariant(fn, jax.random.key(6), *args, group="all", kinds=KINDS, out_kinds=OUT,
+                       atol=1e-9, rtol=1e-9)
+    plain = jax.jit(lambda *a: EGNN(hidden=8, num_layers=2).apply(variables, *a))
+    if "attention" not in options:  # same parameters, different function
+        assert np.abs(np.asarray(fn(*args) - plain(*args))).max() > 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# Padding, numerics, jit
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,place", [(None, "coord"), ("geo_norm_shared", "coord"),
+                                        ("layer_norm", "feature")])
+@pytest.mark.parametrize("graph", ["dense", "edges"])
+def test_padding_matches_unpadded_graphs(name, place, graph):
+    model = make_egnn(name, place, hidden=8, num_layers=2)
+    sizes, n_max = (3, 6, 4), 6
+    x, v, q = inputs(seed=2, batch=len(sizes), nodes=n_max)
+    mask = jnp.arange(n_max)[None, :] < jnp.asarray(sizes)[:, None]
+    # garbage (NaN) in the padding must not leak into real nodes
+    x, v, q = (jnp.where(mask[..., None], a, jnp.nan) for a in (x, v, q))
+    variables = perturbed(model.init(jax.random.key(0), x, v, q, mask))
+    kw = {}
+    if graph == "edges":
+        s, r, e = fully_connected_edges(n_max, len(sizes))
+        kw = dict(senders=s, receivers=r, edge_mask=e)
+    y = model.apply(variables, x, v, q, mask, **kw)
+    assert np.all(np.isfinite(np.asarray(y)))
+    for b, n in enumerate(sizes):
+        one = model.apply(variables, x[b:b + 1, :n], v[b:b + 1, :n], q[b:b + 1, :n])
+        np.testing.assert_allclose(np.asarray(y[b, :n]), np.asarray(one[0]), rtol=1e-10,
+                                   atol=1e-10)
+
+
+def test_gradients_finite_at_coincident_particles():
+    x, v, q = inputs(dtype=jnp.float32)
+    x = x.at[:, 1].set(x[:, 0]).at[2].set(0.0)  # a coincident pair; graph 2 all at one point
+    v = v.at[2, 0].set(0.0)  # and a zero velocity (||v|| has no gradient at 0)
+    for model in (EGNN(hidden=8, num_layers=2, norm_diff=True, norm_diff_epsilon=1e-8),
+                  make_egnn("geo_norm_shared", hidden=8, num_layers=2, norm_diff=True)):
+        variables = model.init(jax.random.key(0), x, v, q)
+
+        def loss(params, x, v):
+            y = model.apply({"params": params}, x, v, q)
+            return jnp.sum(y**2)
+
+        grads = jax.grad(loss, argnums=(0, 1, 2))(variables["params"], x, v)
+        for leaf in jax.tree_util.tree_leaves(grads):
+            assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_jit_matches_eager_and_no_recompilation():
+    model = EGNN(hidden=8, num_layers=2)
+    x, v, q = inputs(dtype=jnp.float32)
+    variables = model.init(jax.random.key(0), x, v, q)
+    traces = []
+
+    @jax.jit
+    def fn(variables, x, v, q):
+        traces.append(1)
+        return model.apply(variables, x, v, q)
+
+    chex.assert_trees_all_close(fn(variables, x, v, q), model.apply(variables, x, v, q),
+                                atol=1e-5, rtol=1e-5)
+    x2, v2, q2 = inputs(seed=7, dtype=jnp.float32)
+    fn(perturbed(variables), x2, v2, q2)
+    assert len(traces) == 1
+
+
+def test_remat_same_values_and_gradients():
+    x, v, q = inputs(dtype=jnp.float32)
+    variables = perturbed(EGNN(hidden=8, num_layers=2).init(jax.random.key(0), x, v, q))
+
+    def loss(params, remat):
+        y = EGNN(hidden=8, num_layers=2, remat=remat).apply({"params": params}, x, v, q)
+        return jnp.sum(jnp.sin(y))
+
+    g0 = jax.grad(loss)(variables["params"], False)
+    g1 = jax.grad(loss)(variables["params"], True)
+    chex.assert_trees_all_close(g0, g1, atol=1e-5, rtol=1e-5)
+
+
+def test_training_flag_updates_batch_stats():
+    model = make_egnn("batch_norm", "feature", hidden=8, num_layers=2)
+    x, v, q = inputs(dtype=jnp.float32)
+    variables = model.init(jax.random.key(0), x, v, q, training=True)
+    stats0 = variables["batch_stats"]
+    _, upd = model.apply(variables, x, v, q, training=True, mutable=["batch_stats"])
+    _, same = model.apply(variables, x, v, q, training=False, mutable=["batch_stats"])
+    changed = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), stats0,
+                                     upd["batch_stats"])
+    assert all(jax.tree_util.tree_leaves(changed))
+    chex.assert_trees_all_equal(stats0, same["batch_stats"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Construction and bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_make_egnn_places():
+    geo = catalog.make("geo_norm_shared")
+    assert make_egnn(geo).coord_norm is geo
+    assert make_egnn("scale_norm_l2", "update").update_norm.name == "scale_norm_l2"
+    assert make_egnn("layer_norm", "feature").feature_norm.name == "layer_norm"
+    assert make_egnn(None, num_layers=2).coord_norm is None
+    with pytest.raises(ValueError, match="place"):
+        make_egnn("geo_norm", "edges")
+    with pytest.raises(ValueError, match="unknown normalization"):
+        make_egnn("no_such_norm")
+
+
+@pytest.mark.parametrize("name,place", [
+    ("weight_norm", "coord"),
+    ("layer_norm", "coord"),
+    ("geo_norm", "feature"),
+    ("spectral_norm", "update"),
+    ("batch_norm", "update"),
+])
+def test_wrong_kind_of_norm_raises(name, place):
+    norm = catalog.make(name)
+    with pytest.raises(ValueError, match=f"of kind '{norm.kind}'"):
+        make_egnn(norm, place)
+
+
+def test_bad_inputs_raise_value_error():
+    model = EGNN(hidden=8, num_layers=1)
+    x, v, q = inputs(dtype=jnp.float32)
+    variables = model.init(jax.random.key(0), x, v, q)
+    apply = lambda *a, **k: model.apply(variables, *a, **k)
+    mask = jnp.ones((B, N), bool)
+    cases = [
+        ((x[..., :2], v[..., :2], q), r"x: expected coordinates \[batch, nodes, 3\].*\(3, 6, 2\)"),
+        ((x, v[:, :4], q), r"v: expected.*\(3, 4, 3\)"),
+        ((x, v, q[..., 0]), r"charges: expected.*\(3, 6\)"),
+        ((x, v, q, mask[:, :5]), r"mask: expected.*\(3, 5\)"),
+        ((x, v, q, mask.astype(jnp.float32)), r"mask: expected a bool"),
+        ((x[0], v[0], q[0]), r"x: expected coordinates.*\(6, 3\)"),
+    ]
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            apply(*args)
+    s, r, e = fully_connected_edges(N, B)
+    with pytest.raises(ValueError, match="senders"):
+        apply(x, v, q, senders=s)
+    with pytest.raises(ValueError, match="edge_mask"):
+        apply(x, v, q, senders=s, receivers=r, edge_mask=e[:, :3])
+    with pytest.raises(ValueError, match="graph='edges'"):
+        EGNN(hidden=8, num_layers=1, graph="edges").apply(variables, x, v, q)
+
+
+def test_centroid_context_is_input_centroid():
+    # GeoNorm's mu0 is the centroid of the *input* positions: a translation of the input moves
+    # mu0 with it, so the translated output is exactly the translated prediction.
+    fn, (x, v, q), _ = model_fn(make_egnn("geo_norm_system", hidden=8, num_layers=2))
+    t = jnp.asarray([[10.0, -3.0, 2.0]])[:, None, :]
+    np.testing.assert_allclose(np.asarray(fn(x + t, v, q)), np.asarray(fn(x, v, q) + t),
+                               rtol=1e-10, atol=1e-10)
+    assert geometry.centroid(x).shape == (B, 3)

@@ -1,0 +1,388 @@
+"""Trainer tests, in-process: config, optimizer, seeds in one program, explosion, resume after
+Ctrl-C, bad input, and rotation/translation errors (RTE).
+
+Everything runs on a tiny charged 5-body set (the ``test`` preset: 40 train, 20 valid, 20 test
+samples, short trajectories, hidden 16, 2 layers) cached in a temporary directory. The
+subprocess tests (CLI end to end, SIGKILL + resume, 4 devices) are in test_train_cli.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from geonorm_jax import cli
+from geonorm_jax.train import config as cfg
+from geonorm_jax.train import loop, setup, step
+from geonorm_jax.train.eval_run import evaluate_run
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("GEONORM_JAX_CACHE")
+    os.environ["GEONORM_JAX_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GEONORM_JAX_CACHE", None)
+    else:
+        os.environ["GEONORM_JAX_CACHE"] = old
+
+
+def tiny(**overrides) -> cfg.RunConfig:
+    """The test preset with 6 epochs, evaluation every 2, few checkpoints."""
+    base = {"train": {"epochs": 6, "eval_every": 2, "checkpoint_every": 3}}
+    config = cfg.merge(cfg.preset("test"), base)
+    return cfg.merge(config, overrides)
+
+
+@pytest.fixture(scope="module")
+def two_seed_setup(cache_dir):
+    return setup.build(tiny(train={"seeds": [30, 40]}), cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def one_seed_setup(cache_dir):
+    return setup.build(tiny(train={"seeds": [30]}), cache_dir=cache_dir)
+
+
+def with_seeds(s: setup.Setup, seeds) -> setup.Setup:
+    """The same compiled functions for another seed list of the same length."""
+    out = copy.copy(s)
+    out.config = cfg.merge(s.config, {"train": {"seeds": list(seeds)}})
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory, two_seed_setup, one_seed_setup):
+    """Uninterrupted runs: seeds (30, 40) together, and 30 and 40 alone."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name, s in (
+        ("both", two_seed_setup),
+        ("30", one_seed_setup),
+        ("40", with_seeds(one_seed_setup, [40])),
+    ):
+        summary = loop.train(s.config, root / name, setup=s, progress=False)
+        runs[name] = (root / name, summary)
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_config_json_round_trip(tmp_path):
+    config = tiny(train={"seeds": [1, 2]}, model={"norm": "scale_norm_l2"})
+    cfg.save_config(config, tmp_path / "config.json")
+    back = cfg.load_config(tmp_path / "config.json")
+    assert back == config
+    assert cfg.diff(back, config) == []
+    assert isinstance(back.train.seeds, tuple)
+    for name in cfg.PRESETS:
+        assert cfg.from_dict(cfg.RunConfig, cfg.to_dict(cfg.preset(name))) == cfg.preset(name)
+
+
+@pytest.mark.parametrize(
+    "data, needle",
+    [
+        ({"model": {"layrs": 3}}, "model.layrs"),
+        ({"optimiser": {}}, "optimiser"),
+        ({"model": {"layers": "four"}}, "model.layers"),
+        ({"train": {"seeds": [1, "b"]}}, "train.seeds[1]"),
+        ({"optimizer": {"schedule": "linear"}}, "optimizer.schedule"),
+        ({"train": {"epochs": 2.5}}, "train.epochs"),
+        ({"data": {"particles": "5"}}, "data.particles"),
+    ],
+)
+def test_config_unknown_key_or_bad_value_names_it(data, needle):
+    with pytest.raises(ValueError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        cfg.merge(cfg.RunConfig(), data)
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"model": {"layers": 0}}, "model.layers"),
+        ({"model": {"norm": "no_such_norm"}}, "no_such_norm"),
+        ({"train": {"batch_size": 41}}, "batch_size"),
+        ({"optimizer": {"lr": -1.0}}, "optimizer.lr"),
+        ({"train": {"seeds": [3, 3]}}, "train.seeds"),
+    ],
+)
+def test_validate_names_the_bad_value(overrides, needle):
+    with pytest.raises(ValueError, match=needle):
+        cfg.validate(tiny(**overrides))
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer and loss
+# ---------------------------------------------------------------------------------------------
+
+
+def torch_adam_l2(theta, grads_fn, lr, wd, steps, b1=0.9, b2=0.999, eps=1e-8):
+    """PyTorch ``Adam(weight_decay=wd)`` (L2 in the gradient) written out in NumPy."""
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    for t in range(1, steps + 1):
+        g = grads_fn(theta) + wd * theta
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
+        theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return theta
+
+
+def test_optimizer_matches_pytorch_adam_with_weight_decay():
+    target = np.array([1.0, -2.0, 3.0])
+    grad = lambda th: 2 * (th - target) * np.array([1.0, 10.0, 0.1])
+    theta0 = np.array([0.5, 0.5, 0.5])
+    opt = step.make_optimizer(cfg.OptimizerConfig(lr=0.05, weight_decay=0.3), 1, 1)
+    theta = jnp.asarray(theta0, jnp.float64)
+    state = opt.init(theta)
+    for _ in range(20):
+        updates, state = opt.update(jnp.asarray(grad(np.asarray(theta))), state, theta)
+        theta = optax.apply_updates(theta, updates)
+    expected = torch_adam_l2(theta0, grad, 0.05, 0.3, 20)
+    np.testing.assert_allclose(np.asarray(theta), expected, rtol=1e-10)
+    # AdamW (decoupled decay) would differ: the test can tell the two apart.
+    adamw = optax.adamw(0.05, weight_decay=0.3)
+    th, st = jnp.asarray(theta0), adamw.init(jnp.asarray(theta0))
+    for _ in range(20):
+        u, st = adamw.update(jnp.asarray(grad(np.asarray(th))), st, th)
+        th = optax.apply_updates(th, u)
+    assert np.max(np.abs(np.asarray(th) - expected)) > 1e-3
+
+
+def test_mse_is_mse_loss_mean_and_masked():
+    rng = np.random.default_rng(0)
+    pred, target = rng.normal(size=(2, 4, 3)), rng.normal(size=(2, 4, 3))
+    np.testing.assert_allclose(step.mse(pred, target), np.mean((pred - target) ** 2))
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    expected = np.sum(((pred - target) ** 2)[mask]) / (3 * mask.sum())
+    np.testing.assert_allclose(step.mse(pred, target, mask), expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seeds in one program
+# ---------------------------------------------------------------------------------------------
+
+
+def test_vmapped_seeds_equal_separate_runs(reference_runs):
+    both = loop.read_metrics(reference_runs["both"][0])
+    assert len(both) == 6
+    for i, name in enumerate(("30", "40")):
+        alone = loop.read_metrics(reference_runs[name][0])
+        for r_both, r_alone in zip(both, alone, strict=True):
+            for key in ("train_loss", "val_mse", "test_mse"):
+                if key in r_alone:
+                    np.testing.assert_allclose(
+                        r_both[key][i], r_alone[key][0], rtol=2e-6,
+                        err_msg=f"seed {name} {key} epoch {r_alone['epoch']}",
+                    )
+    # the two seeds really differ (no tautology)
+    assert both[-1]["train_loss"][0] != both[-1]["train_loss"][1]
+    summary = reference_runs["both"][1]
+    assert [p["seed"] for p in summary["seeds"]] == [30, 40]
+    for p in summary["seeds"]:
+        assert p["best_epoch"] in (2, 4, 6) and p["test_mse"] > 0 and not p["exploded"]
+
+
+def test_test_mse_is_reported_at_best_validation_epoch(reference_runs):
+    run_dir, summary = reference_runs["both"]
+    evals = [r for r in loop.read_metrics(run_dir) if "val_mse" in r]
+    for i, p in enumerate(summary["seeds"]):
+        best = min(evals, key=lambda r: r["val_mse"][i])
+        assert p["best_epoch"] == best["epoch"]
+        assert p["test_mse"] == best["test_mse"][i]
+    # the best checkpoint's parameters give that test MSE again
+    result = evaluate_run(run_dir)
+    np.testing.assert_allclose(result["test_mse"], [p["test_mse"] for p in summary["seeds"]],
+                               rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Explosion
+# ---------------------------------------------------------------------------------------------
+
+
+def test_explosion_is_detected_recorded_and_others_finish(two_seed_setup, reference_runs,
+                                                          tmp_path):
+    """Seed 40 starts from parameters scaled by 1e3 (a deliberately unstable model)."""
+    s = copy.copy(two_seed_setup)
+    clean_init = s.init_state
+
+    def poisoned_init():
+        state = clean_init()
+        params = jax.tree.map(lambda p: p.at[1].multiply(1e3), state.params)
+        return state._replace(params=params)
+
+    s.init_state = poisoned_init
+    summary = loop.train(s.config, tmp_path / "run", setup=s, progress=False)
+    seed30, seed40 = summary["seeds"]
+    assert seed40["exploded"] and seed40["exploded_step"] == 0 and seed40["exploded_epoch"] == 1
+    assert not seed30["exploded"] and summary["num_exploded"] == 1
+    records = loop.read_metrics(tmp_path / "run")
+    assert all(r["exploded"] == [False, True] for r in records)
+    assert all(r["train_loss"][1] is None for r in records)
+    # the exploded seed is frozen at its (poisoned) initial parameters
+    from geonorm_jax.train.checkpoint import RunCheckpoints
+
+    ck = RunCheckpoints(tmp_path / "run")
+    state, _ = ck.restore(poisoned_init())
+    ck.close()
+    start = poisoned_init()
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(start.params), strict=True):
+        np.testing.assert_array_equal(a[1], b[1])
+    # the other seed is unaffected: same losses as in the clean two-seed run
+    clean = loop.read_metrics(reference_runs["both"][0])
+    np.testing.assert_array_equal([r["train_loss"][0] for r in records],
+                                  [r["train_loss"][0] for r in clean])
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+
+
+def test_nan_loss_freezes_a_seed_in_the_step(one_seed_setup):
+    s = one_seed_setup
+    state = jax.tree.map(lambda x: x[0], s.init_state())
+    batch = {k: v[:10] for k, v in s.data["train"].items()}
+    batch["target"] = batch["target"].at[0, 0, 0].set(jnp.nan)
+    new, loss, applied = step.train_step(state, batch, apply=s.apply, optimizer=s.optimizer,
+                                         threshold=1e3)
+    assert not bool(applied) and bool(new.exploded) and int(new.exploded_at) == 0
+    assert not np.isfinite(float(loss))
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume
+# ---------------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_saves_and_resume_equals_uninterrupted(one_seed_setup, reference_runs, tmp_path):
+    run_dir = tmp_path / "run"
+
+    def interrupt_at_2(epoch, record):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    s = one_seed_setup
+    summary = loop.train(s.config, run_dir, setup=s, progress=False, on_epoch_end=interrupt_at_2)
+    assert summary["interrupted"] and summary["epochs_completed"] == 2
+    assert (run_dir / "checkpoints" / "interval" / "2").is_dir()
+    # resuming with a different configuration is refused, and changes nothing
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with pytest.raises(ValueError, match="model.layers"):
+        loop.train(cfg.merge(s.config, {"model": {"layers": 3}}), run_dir, resume=True)
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    summary = loop.train(s.config, run_dir, setup=s, resume=True, progress=False)
+    assert not summary["interrupted"] and summary["epochs_completed"] == 6
+    resumed = loop.read_metrics(run_dir)
+    reference = loop.read_metrics(reference_runs["30"][0])
+    assert [r["epoch"] for r in resumed] == list(range(1, 7))
+    for a, b in zip(resumed, reference, strict=True):
+        for key in ("train_loss", "val_mse", "test_mse", "best_epoch"):
+            assert a.get(key) == b.get(key), (key, a["epoch"])
+
+
+def test_existing_run_dir_is_refused(reference_runs):
+    run_dir, _ = reference_runs["30"]
+    with pytest.raises(ValueError, match="already exists"):
+        loop.train(tiny(), run_dir, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input through the CLI: clear error, no run directory
+# ---------------------------------------------------------------------------------------------
+
+
+def _corrupt_copy(src, dst):
+    dst.mkdir()
+    files = sorted(p for p in src.rglob("*") if p.is_file())
+    assert files, f"no dataset files in {src}"
+    for p in files:
+        target = dst / p.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(p.read_bytes()[: max(1, p.stat().st_size // 3)])
+    return dst
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--norm", "not_a_norm"], "not_a_norm"),
+        (["--layers", "0"], "model.layers"),
+        (["--batch-size", "41"], "batch_size"),
+        (["--data-dir", "MISSING"], "does not exist"),
+        (["--data-dir", "CORRUPT"], "cannot load"),
+        (["--config", "BADCONFIG"], "model.lyers"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_leaves_no_run_dir(flags, needle, tmp_path, cache_dir,
+                                                           one_seed_setup, capsys):
+    if "CORRUPT" in flags:
+        from geonorm_jax.data import get_dataset
+
+        good = get_dataset(one_seed_setup.config.data, cache_dir=cache_dir)
+        flags = [f if f != "CORRUPT" else str(_corrupt_copy(good, tmp_path / "bad")) for f in flags]
+    flags = [f if f != "MISSING" else str(tmp_path / "missing") for f in flags]
+    if "BADCONFIG" in flags:
+        (tmp_path / "bad.json").write_text(json.dumps({"model": {"lyers": 2}}))
+        flags = [f if f != "BADCONFIG" else str(tmp_path / "bad.json") for f in flags]
+    out = tmp_path / "run"
+    code = cli.main(["train", "--test", "--no-progress", "--out", str(out), *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "error" in err
+    assert not out.exists()
+
+
+def test_resume_of_a_non_run_dir_is_an_error(tmp_path, capsys):
+    code = cli.main(["train", "--resume", str(tmp_path)])
+    assert code == 2 and "config.json" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# RTE (GeoNorm paper Table 1) on briefly trained models
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "norm, rotation_exact, translation_exact",
+    [
+        (None, True, True),
+        ("geo_norm", True, True),
+        ("scale_norm_l2", True, False),
+        ("layer_norm_coords", False, False),
+    ],
+)
+def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, translation_exact,
+                                                   cache_dir):
+    from geonorm_jax.train.evaluate import summarize_rte
+
+    s = setup.build(tiny(model={"norm": norm}), cache_dir=cache_dir)
+    state = s.init_state()
+    for _ in range(2):  # briefly trained
+        state, losses, _ = s.epoch_fn(state, s.data["train"])
+    assert np.all(np.isfinite(np.asarray(losses)))
+    errors = s.rte_fn(2, 1.0)(state.params, state.batch_stats, s.data["test"],
+                              jax.random.PRNGKey(0))
+    row = {k: float(v[0]) for k, v in jax.vmap(summarize_rte)(errors).items()}
+    mse = row["mse"]
+    assert row["max_R_err"] >= row["median_R_err"] > 0
+    # float32 rounding: relative 1e-4 of the MSE is far above it and far below a real error
+    for delta, exact in ((row["delta_R_err"], rotation_exact),
+                         (row["delta_T_err"], translation_exact)):
+        if exact:
+            assert abs(delta) < 1e-4 * mse, row
+        else:
+            assert delta > 1e-2 * mse, row
