@@ -78,6 +78,9 @@ class Trajectory(NamedTuple):
     clipped: jax.Array
 
 
+_SAMPLE_BLOCK = 256
+
+
 def _sample_one(key, particles, loc_std, vel_norm):
     k_charge, k_loc, k_vel = jax.random.split(key, 3)
     positive = jax.random.bernoulli(k_charge, 0.5, (particles, 1))
@@ -125,9 +128,16 @@ def sample_initial_state(
             f"need num_trajectories >= 1 and particles >= 1, got {num_trajectories}, {particles}"
         )
     scaled_std = loc_std * (particles / 5.0) ** (1.0 / 3.0)
+    parts = []
     with jax.enable_x64(True):
-        indices = jnp.arange(start, start + num_trajectories, dtype=jnp.uint32)
-        loc, vel, charges = _sample_batch(key, indices, particles, scaled_std, vel_norm)
+        # Fixed-size blocks of trajectory indices: one compilation for any number of
+        # trajectories (compiling the vmapped threefry sampler takes seconds).
+        for first in range(start, start + num_trajectories, _SAMPLE_BLOCK):
+            count = min(_SAMPLE_BLOCK, start + num_trajectories - first)
+            indices = jnp.arange(first, first + _SAMPLE_BLOCK, dtype=jnp.uint32)
+            block = _sample_batch(key, indices, particles, scaled_std, vel_norm)
+            parts.append([a[:count] for a in block])
+        loc, vel, charges = (jnp.concatenate(a) for a in zip(*parts, strict=True))
     return InitialState(loc, vel, charges)
 
 
