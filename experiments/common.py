@@ -28,6 +28,20 @@ from typing import Any
 
 import numpy as np
 
+
+def _ensure_data_api() -> None:
+    """Work around an incomplete ``geonorm_jax.data`` package (names not yet re-exported)."""
+    import geonorm_jax.data as data
+
+    if not hasattr(data, "DataConfig"):
+        from geonorm_jax.data.config import DataConfig
+        from geonorm_jax.data.files import get_dataset, load_split
+
+        data.DataConfig, data.get_dataset, data.load_split = DataConfig, get_dataset, load_split
+
+
+_ensure_data_api()
+
 __all__ = [
     "ROOT",
     "RESULTS",
@@ -357,12 +371,12 @@ def make_config(*, particles: int, layers: int, norm: str | None = None,
 
     ``test_data`` uses the short trajectories of the ``test`` presets (:data:`TEST_DATA`).
     """
-    from geonorm_jax import train
+    from geonorm_jax import train as train_lib
 
     data = {"particles": particles, "train": train, "valid": valid, "test": test}
     if test_data:
         data.update(TEST_DATA)
-    return train.merge(train.RunConfig(), {
+    return train_lib.merge(train_lib.RunConfig(), {
         "data": data,
         "model": {"hidden": hidden, "layers": layers, "norm": norm, "norm_place": norm_place,
                   "norm_kwargs": dict(norm_kwargs or {}),

@@ -25,10 +25,11 @@ PRESETS = {
     "test": {"cells": [(5, 1), (5, 3)], "train": 20, "valid": 10, "test": 10, "epochs": 2,
              "batch_size": 10, "eval_every": 1, "seeds": [30], "lrs": [5e-3], "hidden": 8,
              "test_data": True},
-    # 2-core CPU: the paper's N and depths, 200 training samples, 25 epochs of 4 steps.
-    "cpu": {"cells": PAPER_CELLS, "train": 200, "valid": 100, "test": 100, "epochs": 25,
-            "batch_size": 50, "eval_every": 5, "seeds": [30, 40], "lrs": [5e-3],
-            "hidden": 64, "test_data": False},
+    # 2 loaded CPU cores: the paper's N and depths, 100 training samples, batch 25, 12 epochs
+    # (48 steps), hidden 32, the larger of the paper's learning rates.
+    "cpu": {"cells": PAPER_CELLS, "train": 100, "valid": 50, "test": 50, "epochs": 12,
+            "batch_size": 25, "eval_every": 3, "seeds": [30], "lrs": [5e-3],
+            "hidden": 32, "test_data": False},
     # The paper: 3000 training trajectories, 1000 epochs, batch 50, both learning rates.
     "paper": {"cells": PAPER_CELLS, "train": 3000, "valid": 2000, "test": 2000, "epochs": 1000,
               "batch_size": 50, "eval_every": 5, "seeds": [30, 40, 50, 60],

@@ -368,18 +368,23 @@ def test_no_recompilation_when_only_values_change():
 # ------------------------------------------------------------------------------------------
 
 
-def _assert_finite_value_and_grads(norm, params, state, x, mu0, mask=None, jit=False):
-    def loss(params, x):
+def _assert_finite_value_and_grads(norm, params, state, inputs):
+    """Value and gradients wrt params and x finite for each ``(x, mu0, mask)`` in ``inputs``.
+
+    Jitted (one compilation for inputs of one shape); returns the last ``(y, grads)``.
+    """
+
+    def loss(params, x, mu0, mask):
         y = norm.apply(params, state, x, mask=mask, mu0=mu0)[0]
         return jnp.sum(y**2), y
 
-    (_, y), (gp, gx) = (jax.jit if jit else lambda f: f)(
-        jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)
-    )(params, x)
-    assert np.all(np.isfinite(np.asarray(y)))
-    for g in jax.tree.leaves((gp, gx)):
-        assert np.all(np.isfinite(np.asarray(g)))
-    return y, gp, gx
+    value_and_grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    for x, mu0, mask in inputs:
+        (_, y), grads = value_and_grads(params, x, mu0, mask)
+        assert np.all(np.isfinite(np.asarray(y)))
+        for g in jax.tree.leaves(grads):
+            assert np.all(np.isfinite(np.asarray(g)))
+    return y, grads
 
 
 @pytest.mark.parametrize("name", GEO_NAMES)
@@ -390,7 +395,7 @@ def test_geo_norm_at_mu_equal_mu0_is_finite_and_bias_vanishes(name, dtype):
     params = jax.tree.map(lambda p: p.astype(dtype), params)
     mu0 = geometry.centroid(x)  # exactly the centroid of this layer's input
     # jitted: mu is then computed by XLA, mu0 eagerly; they may differ by rounding only.
-    y, gp, _ = _assert_finite_value_and_grads(norm, params, state, x, mu0, jit=True)
+    y, (gp, _) = _assert_finite_value_and_grads(norm, params, state, [(x, mu0, None)])
     np.testing.assert_array_equal(np.asarray(gp["bias"]), 0.0)  # direction defined as 0
     mu, sigma = coords.geo_statistics(x, sigma=ALL[name].kwargs["sigma"], epsilon=1e-6)
     g = params["scale"] if params["scale"].ndim == 2 else params["scale"][None, None]
@@ -401,8 +406,9 @@ def test_geo_norm_at_mu_equal_mu0_is_finite_and_bias_vanishes(name, dtype):
     def loss(params, x):
         return jnp.sum(norm.apply(params, state, x, mu0=geometry.centroid(x))[0] ** 2)
 
-    grads = jax.grad(loss, argnums=(0, 1))(params, x)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
     assert all(np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))
+    np.testing.assert_array_equal(np.asarray(grads[0]["bias"]), 0.0)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -433,7 +439,7 @@ def test_bias_direction_unit_or_zero():
 def test_single_particle_is_finite(name):
     x, mu0 = _x(shape=(2, 1, 3)), _mu0()[:2]
     norm, params, state = _setup(name, x)
-    _assert_finite_value_and_grads(norm, params, state, x, mu0)
+    _assert_finite_value_and_grads(norm, params, state, [(x, mu0, None)])
 
 
 @pytest.mark.parametrize("name", sorted(ALL))
@@ -443,9 +449,8 @@ def test_coincident_particles_are_finite(name):
     point = jnp.zeros(3) if name.startswith("scale_norm") else jnp.array([0.7, 0.7, 0.7])
     x = jnp.broadcast_to(point, (B, N, 3))
     norm, params, state = _setup(name, x)
-    _assert_finite_value_and_grads(norm, params, state, x, _mu0())
-    mask = jnp.zeros((B, N), bool)  # a fully masked graph too
-    _assert_finite_value_and_grads(norm, params, state, x, _mu0(), mask)
+    real, none = jnp.ones((B, N), bool), jnp.zeros((B, N), bool)  # and a fully masked graph
+    _assert_finite_value_and_grads(norm, params, state, [(x, _mu0(), real), (x, _mu0(), none)])
 
 
 # ------------------------------------------------------------------------------------------

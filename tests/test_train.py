@@ -238,7 +238,7 @@ def test_explosion_is_detected_recorded_and_others_finish(two_seed_setup, refere
     from geonorm_jax.train.checkpoint import RunCheckpoints
 
     ck = RunCheckpoints(tmp_path / "run")
-    state, _ = ck.restore(poisoned_init())
+    state, _ = ck.restore(s.abstract_state())
     ck.close()
     start = poisoned_init()
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(start.params), strict=True):
@@ -250,17 +250,22 @@ def test_explosion_is_detected_recorded_and_others_finish(two_seed_setup, refere
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
 
 
-def test_nan_loss_freezes_a_seed_in_the_step(one_seed_setup):
+def test_nan_loss_marks_the_step_and_freezes_the_seed(one_seed_setup):
     s = one_seed_setup
-    state = jax.tree.map(lambda x: x[0], s.init_state())
-    batch = {k: v[:10] for k, v in s.data["train"].items()}
-    batch["target"] = batch["target"].at[0, 0, 0].set(jnp.nan)
-    new, loss, applied = step.train_step(state, batch, apply=s.apply, optimizer=s.optimizer,
-                                         threshold=1e3)
-    assert not bool(applied) and bool(new.exploded) and int(new.exploded_at) == 0
-    assert not np.isfinite(float(loss))
-    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):
-        np.testing.assert_array_equal(a, b)
+    data = dict(s.data["train"])
+    data["target"] = data["target"].at[7, 0, 0].set(jnp.nan)  # one poisoned sample
+    state = s.init_state()
+    state, losses, applied = s.epoch_fn(state, data)
+    losses, applied = np.asarray(losses[0]), np.asarray(applied[0])
+    k = int(np.argmin(applied))  # the batch that holds sample 7
+    assert not applied[k] and applied[:k].all() and not applied[k:].any()
+    assert np.isnan(losses[k]) and np.isfinite(losses[:k]).all()
+    assert bool(state.exploded[0]) and int(state.exploded_at[0]) == k
+    frozen = np.asarray(state.params)
+    assert np.isfinite(frozen).all()
+    state, _, applied = s.epoch_fn(state, s.data["train"])  # clean data: still frozen
+    assert not np.asarray(applied).any()
+    np.testing.assert_array_equal(np.asarray(state.params), frozen)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -367,16 +372,17 @@ def test_resume_of_a_non_run_dir_is_an_error(tmp_path, capsys):
 )
 def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, translation_exact,
                                                    cache_dir):
-    from geonorm_jax.train.evaluate import summarize_rte
+    from geonorm_jax.train.evaluate import rte_errors, summarize_rte
 
     s = setup.build(tiny(model={"norm": norm}), cache_dir=cache_dir)
     state = s.init_state()
     for _ in range(2):  # briefly trained
         state, losses, _ = s.epoch_fn(state, s.data["train"])
     assert np.all(np.isfinite(np.asarray(losses)))
-    errors = s.rte_fn(2, 1.0)(state.params, state.batch_stats, s.data["test"],
-                              jax.random.PRNGKey(0))
-    row = {k: float(v[0]) for k, v in jax.vmap(summarize_rte)(errors).items()}
+    errors = rte_errors(lambda split: s.eval_fn(state.params, state.batch_stats, split),
+                        s.data["test"], jax.random.PRNGKey(0), draws=2, translation_scale=1.0,
+                        transforms=s.transforms_fn)
+    row = summarize_rte({k: v[0] for k, v in errors.items()})
     mse = row["mse"]
     assert row["max_R_err"] >= row["median_R_err"] > 0
     # float32 rounding: relative 1e-4 of the MSE is far above it and far below a real error

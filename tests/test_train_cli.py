@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,7 +155,7 @@ FOUR_DEVICES = textwrap.dedent(
         assert summary["devices"] == devices
         ck = RunCheckpoints(run_dir)
         from geonorm_jax.train.setup import build
-        state, _ = ck.restore(build(config).init_state())
+        state, _ = ck.restore(build(config).abstract_state())
         ck.close()
         out[devices] = {
             "metrics": loop.read_metrics(run_dir),

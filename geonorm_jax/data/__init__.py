@@ -1,0 +1,74 @@
+"""Charged N-body data (EGNN / GeoNorm): a float64 JAX simulator, cached files, a loader for the
+reference generator's files and static-shape batching.
+
+Typical use::
+
+    from geonorm_jax import data
+
+    config = data.DataConfig(particles=5)
+    path = data.get_dataset(config)                 # generated once, then cached
+    train = data.load_split(path, "train")          # Samples(loc, vel, charges, target)
+    for batch in data.iterate_batches(train, 100, key=key):
+        ...
+"""
+
+from geonorm_jax.data.batching import iterate_batches, num_batches
+from geonorm_jax.data.config import SPLITS, DataConfig
+from geonorm_jax.data.energy import energy_drift, total_energy
+from geonorm_jax.data.files import (
+    DataFileError,
+    default_cache_dir,
+    get_dataset,
+    load_split,
+    load_trajectories,
+    read_metadata,
+    verify_dataset,
+    write_dataset,
+)
+from geonorm_jax.data.generate import generate_split
+from geonorm_jax.data.reference import (
+    load_reference_split,
+    load_reference_trajectories,
+    reference_filename,
+)
+from geonorm_jax.data.samples import Samples, edge_attributes, select_frames
+from geonorm_jax.data.simulate import (
+    InitialState,
+    Trajectory,
+    coulomb_forces,
+    reflect_walls,
+    sample_initial_state,
+    simulate,
+    simulate_from_state,
+)
+
+__all__ = [
+    "SPLITS",
+    "DataConfig",
+    "DataFileError",
+    "InitialState",
+    "Samples",
+    "Trajectory",
+    "coulomb_forces",
+    "default_cache_dir",
+    "edge_attributes",
+    "energy_drift",
+    "generate_split",
+    "get_dataset",
+    "iterate_batches",
+    "load_reference_split",
+    "load_reference_trajectories",
+    "load_split",
+    "load_trajectories",
+    "num_batches",
+    "read_metadata",
+    "reference_filename",
+    "reflect_walls",
+    "sample_initial_state",
+    "select_frames",
+    "simulate",
+    "simulate_from_state",
+    "total_energy",
+    "verify_dataset",
+    "write_dataset",
+]

@@ -40,7 +40,8 @@ _GENERATION_FIELDS = (
 
 
 def canonical_split(split: str) -> str:
-    """Returns ``"train"``, ``"valid"`` or ``"test"``; ``"val"``/``"validation"`` map to ``"valid"``."""
+    """Returns ``"train"``, ``"valid"`` or ``"test"``; ``"val"`` and ``"validation"`` give
+    ``"valid"``."""
     name = {"val": "valid", "validation": "valid"}.get(split, split)
     if name not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS} (or 'val'), got {split!r}")
@@ -161,7 +162,9 @@ class DataConfig:
 def check_frames(frame_in: int, frame_out: int, num_frames: int) -> None:
     """Raises ValueError unless ``0 <= frame_in < frame_out < num_frames``."""
     if not (_is_int(frame_in) and _is_int(frame_out)):
-        raise ValueError(f"frames must be integers, got frame_in={frame_in!r}, frame_out={frame_out!r}")
+        raise ValueError(
+            f"frames must be integers, got frame_in={frame_in!r}, frame_out={frame_out!r}"
+        )
     if frame_in < 0:
         raise ValueError(f"frame_in must be >= 0, got {frame_in}")
     if frame_in >= frame_out:

@@ -40,7 +40,8 @@ def total_energy(loc, vel, charges, interaction_strength: float = 1.0) -> np.nda
 def energy_drift(loc, vel, charges, interaction_strength: float = 1.0) -> np.ndarray:
     """Relative energy drift of each trajectory over its saved frames.
 
-    .. math:: \\max_t |E_t - E_0| \\,/\\, \\big(K_0 + \\textstyle\\sum_{i<j} |k q_i q_j| / r_{ij,0}\\big)
+    .. math::
+        \\max_t |E_t - E_0| \\,/\\, \\big(K_0 + \\textstyle\\sum_{i<j} |k q_i q_j| / r_{ij,0}\\big)
 
     The denominator is the energy scale at frame 0 (kinetic energy plus the absolute pair
     energies) rather than :math:`|E_0|`, which can be close to 0 when attraction and repulsion

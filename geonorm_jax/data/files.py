@@ -243,7 +243,9 @@ def get_dataset(
     )
 
 
-def _read_split_file(directory: Path, split: str, metadata: dict[str, Any]) -> dict[str, np.ndarray]:
+def _read_split_file(
+    directory: Path, split: str, metadata: dict[str, Any]
+) -> dict[str, np.ndarray]:
     entry = metadata["splits"].get(split)
     if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
         raise DataFileError(f"{directory / METADATA}: no entry for split {split!r}")

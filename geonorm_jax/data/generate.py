@@ -60,7 +60,8 @@ def generate_split(
     chunk = int(chunk_size or default_chunk_size(n))
     if chunk < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    chunk = min(chunk, total)
+    # One chunk shape for every split of the config: one compilation serves all three.
+    chunk = min(chunk, max(config.split_sizes.values()))
     workers = int(workers or default_workers())
 
     state = sample_initial_state(

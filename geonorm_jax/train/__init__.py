@@ -25,7 +25,13 @@ from geonorm_jax.train.config import (
     validate,
 )
 from geonorm_jax.train.eval_run import evaluate_run, format_rte_table
-from geonorm_jax.train.evaluate import RTE_COLUMNS, rte_errors, split_errors, summarize_rte
+from geonorm_jax.train.evaluate import (
+    RTE_COLUMNS,
+    random_transforms,
+    rte_errors,
+    split_errors,
+    summarize_rte,
+)
 from geonorm_jax.train.loop import format_table, read_metrics, train
 from geonorm_jax.train.setup import Setup, build
 from geonorm_jax.train.state import TrainState, init_state
@@ -47,6 +53,7 @@ __all__ = [
     "evaluate_run",
     "format_rte_table",
     "RTE_COLUMNS",
+    "random_transforms",
     "rte_errors",
     "split_errors",
     "summarize_rte",

@@ -5,6 +5,9 @@ Layout of ``RUN_DIR/checkpoints/``::
     interval/<epoch>/   state (the whole stacked TrainState) + meta (JSON: epoch, wall time)
     best/<epoch>/       best (per-seed best params and batch_stats) + meta (best epochs/values)
 
+Parameters are stored as the state holds them: one flat float32 vector per seed,
+``[seeds, P]``; ``Setup.flat.to_tree(params)`` gives the Flax ``"params"`` tree.
+
 Both are ``orbax.checkpoint.CheckpointManager`` s, saving synchronously. Orbax writes each step
 to a temporary directory and renames it when complete, so a run killed mid-save leaves the
 previous checkpoint intact (incomplete temporaries are cleaned up on the next open).
@@ -24,7 +27,11 @@ __all__ = ["RunCheckpoints"]
 
 
 def _abstract(tree):
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    """Shape/dtype/sharding structs of ``tree`` (already-abstract leaves pass through)."""
+    return jax.tree.map(
+        lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(x),
+        tree,
+    )
 
 
 class RunCheckpoints:
@@ -73,7 +80,8 @@ class RunCheckpoints:
         return self.interval.latest_step()
 
     def restore(self, like: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
-        """``(state, meta)`` of ``epoch`` (default: latest), in the structure of ``like``."""
+        """``(state, meta)`` of ``epoch`` (default: latest), in the structure of ``like``
+        (a state or its ``jax.ShapeDtypeStruct`` s, e.g. ``Setup.abstract_state()``)."""
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError("no checkpoint found to resume from")

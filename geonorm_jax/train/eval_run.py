@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.train.checkpoint import RunCheckpoints
-from geonorm_jax.train.evaluate import RTE_COLUMNS, summarize_rte
+from geonorm_jax.train.evaluate import RTE_COLUMNS, rte_errors, summarize_rte
 from geonorm_jax.train.loop import check_resume
 from geonorm_jax.train.setup import Setup, build
 
@@ -27,7 +27,7 @@ RTE_SEED = 0  # the transforms are drawn from jax.random.PRNGKey(RTE_SEED)
 def best_variables(s: Setup, run_dir: str | Path) -> tuple[dict, dict]:
     """``({"params", "batch_stats"} stacked over seeds, meta)``: the best-validation checkpoint,
     or the newest interval checkpoint's best parameters if no evaluation happened yet."""
-    like_state = s.init_state()
+    like_state = s.abstract_state()
     ckpt = RunCheckpoints(run_dir, keep=s.config.train.keep_checkpoints)
     try:
         like = {"params": like_state.params, "batch_stats": like_state.batch_stats}
@@ -77,10 +77,11 @@ def evaluate_run(
         if draws < 1 or scale < 0:
             raise ValueError(f"--draws must be >= 1 and --translation-scale >= 0; got {draws}, "
                              f"{scale}")
-        errors = s.rte_fn(draws, scale)(p, bs, s.data["test"], jax.random.PRNGKey(RTE_SEED))
-        table = jax.vmap(summarize_rte)(errors)
+        errors = rte_errors(lambda split: s.eval_fn(p, bs, split), s.data["test"],
+                            jax.random.PRNGKey(RTE_SEED), draws=draws, translation_scale=scale,
+                            transforms=s.transforms_fn)
         out["rte"] = [
-            {k: float(np.asarray(v)[i]) for k, v in table.items()}
+            summarize_rte({k: v[i] for k, v in errors.items()})
             for i in range(len(config.train.seeds))
         ]
         out["rte_protocol"] = {

@@ -26,11 +26,19 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from geonorm_jax import geometry
 from geonorm_jax.train.step import per_sample_mse
 
-__all__ = ["split_errors", "transform_split", "rte_errors", "RTE_COLUMNS", "summarize_rte"]
+__all__ = [
+    "split_errors",
+    "transform_split",
+    "random_transforms",
+    "rte_errors",
+    "RTE_COLUMNS",
+    "summarize_rte",
+]
 
 RTE_COLUMNS = (
     "mean_R_err",
@@ -89,52 +97,68 @@ def transform_split(data: dict, rotation=None, translation=None) -> dict:
     return out
 
 
+def random_transforms(data: dict, key: jax.Array, translation_scale: float):
+    """One RTE draw: ``(rotated_split, translated_split)`` with per-sample random transforms.
+
+    Rotations are Haar-random (``e3nn.rand_matrix``); translations are ``N(0, tau^2 I_3)`` with
+    ``tau = translation_scale * std(data["loc"])``. Jittable.
+    """
+    num, dtype = data["loc"].shape[0], data["loc"].dtype
+    k_rot, k_trans = jax.random.split(key)
+    tau = translation_scale * jnp.std(data["loc"])
+    rotation = geometry.random_rotation(k_rot, (num,), dtype=dtype)
+    translation = geometry.random_translation(k_trans, (num,), scale=1.0, dtype=dtype) * tau
+    return transform_split(data, rotation=rotation), transform_split(data, translation=translation)
+
+
 def rte_errors(
-    apply: Callable,
-    params,
-    batch_stats,
+    errors_fn: Callable,
     data: dict,
     key: jax.Array,
     *,
     draws: int,
     translation_scale: float,
-    chunk: int,
-    constrain: Callable = lambda b: b,
+    transforms: Callable = random_transforms,
 ) -> dict:
-    """Per-(draw, sample) errors for RTE: ``plain [S]``, ``rotated [D, S]``, ``translated [D, S]``.
+    """Errors for RTE: ``plain [..., S]``, ``rotated [..., D, S]``, ``translated [..., D, S]``.
 
-    See the module docstring for the distributions. The same ``key`` gives the same transforms
-    for every seed's parameters (a paired comparison).
+    Args:
+      errors_fn: ``errors_fn(split) -> per-sample MSE [..., S]`` (e.g. the seed-vmapped
+        evaluation of the trained parameters; the leading axes are kept).
+      data: the split (dict of ``[S, ...]`` arrays).
+      key: draw ``d`` uses ``jax.random.split(key, draws)[d]``; the same key gives the same
+        transforms for every seed (a paired comparison).
+      draws: ``D``, transforms per sample.
+      translation_scale: translation std in units of ``std(data["loc"])``.
+      transforms: ``(data, key, translation_scale) -> (rotated, translated)`` (pass a jitted
+        :func:`random_transforms` to avoid op-by-op dispatch).
     """
-    num = data["loc"].shape[0]
-    tau = translation_scale * jnp.std(data["loc"])
-    run = lambda d: split_errors(apply, params, batch_stats, d, chunk=chunk, constrain=constrain)
-
-    def one_draw(_, k):
-        k_rot, k_trans = jax.random.split(k)
-        rotation = geometry.random_rotation(k_rot, (num,), dtype=data["loc"].dtype)
-        translation = geometry.random_translation(k_trans, (num,), scale=1.0,
-                                                  dtype=data["loc"].dtype) * tau
-        rotated = run(transform_split(data, rotation=rotation))
-        translated = run(transform_split(data, translation=translation))
-        return None, (rotated, translated)
-
-    _, (rotated, translated) = jax.lax.scan(one_draw, None, jax.random.split(key, draws))
-    return {"plain": run(data), "rotated": rotated, "translated": translated}
+    rotated, translated = [], []
+    for k in jax.random.split(key, draws):
+        rot_data, trans_data = transforms(data, k, translation_scale)
+        rotated.append(np.asarray(errors_fn(rot_data)))
+        translated.append(np.asarray(errors_fn(trans_data)))
+    return {
+        "plain": np.asarray(errors_fn(data)),
+        "rotated": np.stack(rotated, axis=-2),
+        "translated": np.stack(translated, axis=-2),
+    }
 
 
 def summarize_rte(errors: dict) -> dict:
-    """The 8 columns of the GeoNorm paper's Table 1 (plus ``mse``) from :func:`rte_errors`."""
-    plain = jnp.mean(errors["plain"])
-    rot, trans = errors["rotated"].reshape(-1), errors["translated"].reshape(-1)
+    """The 8 columns of the GeoNorm paper's Table 1 (plus ``mse``) from :func:`rte_errors`,
+    for one model (``plain [S]``, ``rotated``/``translated [D, S]``), in float64 NumPy."""
+    plain = float(np.mean(np.asarray(errors["plain"], np.float64)))
+    rot = np.asarray(errors["rotated"], np.float64).reshape(-1)
+    trans = np.asarray(errors["translated"], np.float64).reshape(-1)
     return {
         "mse": plain,
-        "mean_R_err": jnp.mean(rot),
-        "median_R_err": jnp.median(rot),
-        "max_R_err": jnp.max(rot),
-        "delta_R_err": jnp.mean(rot) - plain,
-        "mean_T_err": jnp.mean(trans),
-        "median_T_err": jnp.median(trans),
-        "max_T_err": jnp.max(trans),
-        "delta_T_err": jnp.mean(trans) - plain,
+        "mean_R_err": float(np.mean(rot)),
+        "median_R_err": float(np.median(rot)),
+        "max_R_err": float(np.max(rot)),
+        "delta_R_err": float(np.mean(rot)) - plain,
+        "mean_T_err": float(np.mean(trans)),
+        "median_T_err": float(np.median(trans)),
+        "max_T_err": float(np.max(trans)),
+        "delta_T_err": float(np.mean(trans)) - plain,
     }

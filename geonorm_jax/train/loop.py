@@ -153,33 +153,33 @@ def train(
     s = setup if setup is not None else build(
         config, data_dir=data_dir, cache_dir=cache_dir, progress=progress
     )
-    state = s.init_state()
+    state = None if resume else s.init_state()
 
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt = None
-    saved_any = False
     try:
         ckpt = RunCheckpoints(run_dir, keep=config.train.keep_checkpoints)
         start_epoch, wall0, records = 0, 0.0, []
         if resume and ckpt.latest_epoch() is not None:
-            state, meta = ckpt.restore(state)
+            state, meta = ckpt.restore(s.abstract_state())
             start_epoch, wall0 = int(meta["epoch"]), float(meta.get("wall_time", 0.0))
             records = [r for r in read_metrics(run_dir) if r["epoch"] <= start_epoch]
-            saved_any = True
         else:
+            if state is None:  # resuming a run that died before its first checkpoint
+                state = s.init_state()
             save_config(config, run_dir / "config.json")
             records = []
         _write_metrics(run_dir, records)
-        summary = _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
-                        stream, on_epoch_end)
-        saved_any = True
-        return summary
+        return _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
+                     stream, on_epoch_end)
     except BaseException:
+        # A run directory this call created is removed if it holds no checkpoint yet.
+        has_checkpoint = ckpt is not None and ckpt.latest_epoch() is not None
         if ckpt is not None:
             ckpt.close()
             ckpt = None
-        if created and not saved_any:
+        if created and not has_checkpoint:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
@@ -246,7 +246,7 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                     records.append(record)
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
-                    if epoch % t.checkpoint_every == 0 or epoch == t.epochs or stop.requested:
+                    if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
                         ckpt.save(epoch, state, meta(epoch))
                     live = [x for x in train_loss if x is not None]
                     vals = [x for x in record.get("val_mse", []) if x is not None]
@@ -257,6 +257,7 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                     if sleep:
                         time.sleep(sleep)
                     if stop.requested:
+                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
                         interrupted = True
                         break
             except KeyboardInterrupt:

@@ -20,11 +20,11 @@ import optax
 
 from geonorm_jax.train import parallel
 from geonorm_jax.train.config import ModelConfig, RunConfig, validate
-from geonorm_jax.train.evaluate import rte_errors, split_errors
-from geonorm_jax.train.state import TrainState, init_state
+from geonorm_jax.train.evaluate import random_transforms, split_errors
+from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 
-__all__ = ["Setup", "build", "build_model", "load_data", "norm_place", "SPLITS"]
+__all__ = ["Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "SPLITS"]
 
 SPLITS = ("train", "valid", "test")
 _FIELDS = ("loc", "vel", "charges", "target", "mask")
@@ -118,25 +118,86 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
     return out
 
 
+class FlatParams:
+    """Ravel a parameter tree into one vector ``[P]`` and back (static structure).
+
+    ``ravel``/``unravel`` work inside ``jit``; :meth:`to_tree` does the same on the host with
+    NumPy (no compilation). All leaves must share one dtype (the EGNN's are float32).
+    """
+
+    def __init__(self, abstract_tree):
+        leaves, self.treedef = jax.tree.flatten(abstract_tree)
+        self.shapes = [tuple(x.shape) for x in leaves]
+        self.sizes = [int(np.prod(sh)) for sh in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        dtypes = {jnp.dtype(x.dtype) for x in leaves}
+        if len(dtypes) > 1:
+            names = sorted(map(str, dtypes))
+            raise ValueError(f"model parameters: expected one dtype, got {names}")
+        self.dtype = dtypes.pop() if dtypes else jnp.dtype(jnp.float32)
+        self.size = int(self.offsets[-1])
+
+    def ravel(self, tree) -> jax.Array:
+        leaves = jax.tree.leaves(tree)
+        return jnp.concatenate([jnp.reshape(x, (-1,)) for x in leaves]) if leaves else \
+            jnp.zeros((0,), self.dtype)
+
+    def _split(self, flat, reshape):
+        parts = [reshape(flat[..., o : o + n], sh)
+                 for o, n, sh in zip(self.offsets[:-1], self.sizes, self.shapes, strict=True)]
+        return jax.tree.unflatten(self.treedef, parts)
+
+    def unravel(self, flat: jax.Array):
+        return self._split(flat, lambda a, sh: jnp.reshape(a, sh))
+
+    def to_tree(self, flat) -> Any:
+        """Host-side unravel; a leading ``[seeds]`` axis is kept."""
+        flat = np.asarray(flat)
+        lead = flat.shape[:-1]
+        return self._split(flat, lambda a, sh: np.reshape(a, lead + sh))
+
+
 @dataclasses.dataclass
 class Setup:
-    """Everything built from a config: data, model functions, optimizer, mesh, jitted fns."""
+    """Everything built from a config: data, model functions, optimizer, mesh, jitted fns.
+
+    ``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)`` and
+    ``init_fn(key) -> {"params": flat, "batch_stats": ...}`` work on flat parameters
+    (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree.
+    """
 
     config: RunConfig
     data: dict
     model: Any
     apply: Any
     init_fn: Any
+    flat: FlatParams
     optimizer: optax.GradientTransformation
     steps_per_epoch: int
     devices: int
     mesh: Any
-    num_params: int = 0
+
+    @property
+    def num_params(self) -> int:
+        return self.flat.size
+
+    @functools.cached_property
+    def init_one(self):
+        """Jitted ``key -> TrainState`` of one seed."""
+        return jax.jit(lambda key: init_seed_state(self.init_fn, self.optimizer, key))
 
     def init_state(self) -> TrainState:
         """The stacked initial state of all seeds, replicated over the mesh."""
-        state = init_state(self.init_fn, self.optimizer, self.config.train.seeds)
-        return parallel.replicate(state, self.mesh)
+        return parallel.replicate(init_state(self.init_one, self.config.train.seeds), self.mesh)
+
+    def abstract_state(self) -> TrainState:
+        """Shapes, dtypes and (replicated) shardings of :meth:`init_state`, computed without
+        running anything (the target structure for restoring a checkpoint)."""
+        one = jax.eval_shape(self.init_one, jax.random.PRNGKey(0))
+        n, sharding = len(self.config.train.seeds), parallel.replicated(self.mesh)
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct((n, *x.shape), x.dtype, sharding=sharding), one
+        )
 
     @functools.cached_property
     def constrain(self):
@@ -176,13 +237,10 @@ class Setup:
         return jax.jit(jax.vmap(_update_best, in_axes=(0, 0, None)), donate_argnums=0,
                        out_shardings=rep)
 
-    def rte_fn(self, draws: int, translation_scale: float):
-        """``(params, batch_stats, split, key) -> errors`` (see ``evaluate.rte_errors``)."""
-        fn = lambda p, bs, d, k: rte_errors(
-            self.apply, p, bs, d, k, draws=draws, translation_scale=translation_scale,
-            chunk=self.eval_chunk, constrain=self.constrain,
-        )
-        return jax.jit(jax.vmap(fn, in_axes=(0, 0, None, None)))
+    @functools.cached_property
+    def transforms_fn(self):
+        """Jitted :func:`~geonorm_jax.train.evaluate.random_transforms` (no model inside)."""
+        return jax.jit(random_transforms, static_argnums=2)
 
 
 def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
@@ -197,9 +255,9 @@ def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
     return state, improved
 
 
-def _make_apply(model):
+def _make_apply(model, flat: FlatParams):
     def apply(params, batch_stats, batch, training):
-        variables = {"params": params, "batch_stats": batch_stats}
+        variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
         args = (batch["loc"], batch["vel"], batch["charges"], batch.get("mask"))
         if training:
             pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
@@ -220,17 +278,22 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     data = {k: parallel.replicate(v, mesh) for k, v in data.items()}
     steps = data["train"]["loc"].shape[0] // t.batch_size
     optimizer = make_optimizer(config.optimizer, steps, t.epochs)
-    apply = _make_apply(model)
     sample = {k: v[: min(t.batch_size, 4)] for k, v in data["train"].items()}
 
-    def init_fn(key):
+    def tree_init(key):
         args = (sample["loc"], sample["vel"], sample["charges"], sample.get("mask"))
         return model.init(key, *args, training=False)
 
     try:  # shape problems of the norm/place surface here, before any file is written
-        variables = jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+        variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
     except (TypeError, ValueError) as e:
         raise ValueError(f"model: cannot initialise {config.model.norm!r} at place "
                          f"{norm_place(config.model)!r}: {e}") from None
-    num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
-    return Setup(config, data, model, apply, init_fn, optimizer, steps, devices, mesh, num_params)
+    flat = FlatParams(variables["params"])
+
+    def init_fn(key):
+        v = tree_init(key)
+        return {"params": flat.ravel(v["params"]), "batch_stats": v.get("batch_stats", {})}
+
+    return Setup(config, data, model, _make_apply(model, flat), init_fn, flat, optimizer, steps,
+                 devices, mesh)

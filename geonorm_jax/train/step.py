@@ -104,7 +104,7 @@ def train_step(
     updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
-    healthy = jnp.isfinite(loss) & (loss <= threshold) & jnp.isfinite(optax.global_norm(grads))
+    healthy = jnp.isfinite(loss) & (loss <= threshold) & jnp.isfinite(optax.tree.norm(grads))
     applied = healthy & ~state.exploded
     newly = ~healthy & ~state.exploded
 
