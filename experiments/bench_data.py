@@ -39,20 +39,21 @@ def _numpy_loop():
     return module.numpy_simulate
 
 
-def numpy_seconds_per_trajectory(particles: int, steps: int, repeats: int) -> float:
-    """Wall seconds per trajectory of the NumPy loop, scaled to 5000 steps."""
+def numpy_seconds_per_trajectory(particles: int, steps: int, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) seconds per trajectory of the NumPy loop, scaled to 5000 steps."""
     simulate = _numpy_loop()
     rng = np.random.default_rng(0)
-    best = float("inf")
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
         loc = rng.normal(size=(particles, 3)) * (particles / 5) ** (1 / 3)
         vel = rng.normal(size=(particles, 3))
         vel *= 0.5 / np.linalg.norm(vel, axis=-1, keepdims=True)
         charges = rng.choice([-1.0, 1.0], size=(particles, 1))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         simulate(loc, vel, charges, steps=steps, sample_freq=100)
         best = min(best, time.perf_counter() - start)
-    return best * 5000 / steps
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best * 5000 / steps, best_cpu * 5000 / steps
 
 
 def peak_rss_gb() -> float:
@@ -62,6 +63,7 @@ def peak_rss_gb() -> float:
 def run_one(args) -> dict:
     from geonorm_jax.data import DataConfig, energy_drift, load_trajectories, write_dataset
 
+    load_start = round(os.getloadavg()[0], 2)
     n = args.particles
     sizes = dict(train=args.train, valid=args.valid, test=args.test)
     full = sum(sizes.values())
@@ -72,7 +74,7 @@ def run_one(args) -> dict:
     generated = sum(sizes.values())
 
     np_steps = 5000 if n <= 20 else 500
-    np_sec = numpy_seconds_per_trajectory(n, np_steps, repeats=2 if n <= 20 else 1)
+    np_sec, np_cpu = numpy_seconds_per_trajectory(n, np_steps, repeats=2 if n <= 20 else 1)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -80,6 +82,7 @@ def run_one(args) -> dict:
         write_dataset(config, tmp, progress=True, workers=args.workers, chunk_size=args.chunk)
         wall = time.perf_counter() - start
         cpu = time.process_time() - cpu0
+        rss_generation = peak_rss_gb()
         drifts, clipped = [], []
         for split in ("train", "valid", "test"):
             a = load_trajectories(tmp, split)
@@ -99,6 +102,12 @@ def run_one(args) -> dict:
         "numpy_wall_s_per_trajectory": round(np_sec, 4),
         "numpy_steps_timed": np_steps,
         "throughput_ratio_jax_over_numpy": round(np_sec / per_traj, 1),
+        "numpy_cpu_s_per_trajectory": round(np_cpu, 4),
+        "jax_cpu_ms_per_trajectory": round(cpu / generated * 1e3, 3),
+        "cpu_time_ratio_numpy_over_jax": round(np_cpu / (cpu / generated), 1),
+        "full_splits_cpu_s": round(cpu / generated * full, 1),
+        "full_splits_wall_s_projected_idle_2_cores": round(cpu / generated * full / 2, 1),
+        "peak_rss_generation_gb": round(rss_generation, 3),
         "peak_rss_gb": round(peak_rss_gb(), 3),
         "clipped_fraction": round(float(clip.mean()), 3),
         "energy_drift_unclipped_median": float(np.median(drift[~clip])) if (~clip).any() else None,
@@ -106,6 +115,7 @@ def run_one(args) -> dict:
         if (~clip).any()
         else None,
         "energy_drift_all_median": float(np.median(drift)),
+        "load_average_1min_at_start": load_start,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
     }

@@ -59,6 +59,7 @@ __all__ = [
     "finite",
     "equivariance_errors",
     "make_config",
+    "source_args",
     "setup_matplotlib",
 ]
 
@@ -82,9 +83,27 @@ def parse_args(name: str, argv: list[str] | None, doc: str | None = None) -> arg
                         f"preset defaults to experiments/runs/test/{name}/results)")
     p.add_argument("--runs", default=None, help="training run directories (checkpoints)")
     p.add_argument("--cache", default=None, help="dataset cache directory")
+    p.add_argument("--budget-min", type=float, default=None,
+                   help="start no new cell after this many minutes (skipped cells are listed "
+                        "in results.json; run again to continue)")
+    p.add_argument("--only", default=None, metavar="TEXT",
+                   help="run only cells whose name contains TEXT (finished cells are still "
+                        "collected); lets several processes share one preset")
     p.add_argument("--fresh", action="store_true",
                    help="discard finished cells and run directories of this preset first")
     return p.parse_args(argv)
+
+
+def source_args(args: argparse.Namespace, name: str, preset: str) -> argparse.Namespace:
+    """Arguments locating another experiment's results and runs next to this one's.
+
+    With ``--out A/x`` and ``--runs B/x`` the source experiment ``name`` is read from
+    ``A/name`` and ``B/name``; otherwise from its default directories.
+    """
+    return argparse.Namespace(
+        preset=preset, cache=args.cache, fresh=False, budget_min=None, only=None,
+        out=str(Path(args.out).parent / name) if args.out else None,
+        runs=str(Path(args.runs).parent / name) if args.runs else None)
 
 
 def machine_info() -> dict:
@@ -170,6 +189,9 @@ class Experiment:
             self.out = RESULTS / name
         self.runs = Path(args.runs) if args.runs else RUNS / name / args.preset
         self.cache = args.cache
+        self.budget_s = None if args.budget_min is None else 60.0 * args.budget_min
+        self.only = getattr(args, "only", None)
+        self.skipped: list[str] = []
         self.cells_dir = self.out / "cells"
         if args.fresh:
             shutil.rmtree(self.cells_dir, ignore_errors=True)
@@ -183,8 +205,11 @@ class Experiment:
         """Where cell ``key`` of this preset is stored."""
         return self.cells_dir / f"{self.preset}__{key}.json"
 
-    def cell(self, key: str, fn) -> dict:
-        """The stored result of cell ``key``, or ``fn()`` (then stored atomically)."""
+    def cell(self, key: str, fn) -> dict | None:
+        """The stored result of cell ``key``, or ``fn()`` (then stored atomically).
+
+        Returns None (and records ``key`` as skipped) when the time budget is spent.
+        """
         path = self.cell_path(key)
         if path.exists():
             try:
@@ -193,6 +218,14 @@ class Experiment:
                 return out
             except json.JSONDecodeError:
                 pass
+        if self.only is not None and self.only not in key:
+            print(f"[{self.name}] {key}: not selected by --only", flush=True)
+            self.skipped.append(key)
+            return None
+        if self.budget_s is not None and time.perf_counter() - self.t0 > self.budget_s:
+            print(f"[{self.name}] {key}: skipped (time budget spent)", flush=True)
+            self.skipped.append(key)
+            return None
         t = time.perf_counter()
         out = fn()
         out = dict(out, cell=key, cell_wall_time_s=round(time.perf_counter() - t, 2))
@@ -216,6 +249,8 @@ class Experiment:
             "cells_wall_time_s": round(cell_wall, 2),
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
             "config": config,
+            "skipped_cells": list(self.skipped),
+            "complete": not self.skipped,
             "results": results,
             "plots": plots,
         }

@@ -57,10 +57,11 @@ PRESETS = {
     "test": {"particles": [5], "depth": 2, "norms": ["none", "geo_norm_particle", "scale_norm"],
              "lrs": [5e-3], "seeds": [30, 40], "train": 20, "valid": 10, "test": 10,
              "epochs": 2, "batch_size": 10, "eval_every": 1, "hidden": 8, "test_data": True},
-    # 2 loaded CPU cores: N = 20, depth 5, 100 training samples, batch 25, 10 epochs, hidden 32.
+    # 2 loaded CPU cores: N = 20, depth 5, 50 training samples, batch 10, 8 epochs (40 steps),
+    # hidden 32.
     "cpu": {"particles": [20], "depth": 5, "norms": list(NORMS), "lrs": [5e-3, 5e-4],
-            "seeds": [30, 40, 50, 60], "train": 100, "valid": 50, "test": 50, "epochs": 10,
-            "batch_size": 25, "eval_every": 2, "hidden": 32, "test_data": False},
+            "seeds": [30, 40, 50, 60], "train": 50, "valid": 40, "test": 40, "epochs": 8,
+            "batch_size": 10, "eval_every": 2, "hidden": 32, "test_data": False},
     "paper": {"particles": [50, 100], "depth": 5, "norms": list(NORMS), "lrs": [5e-3, 5e-4],
               "seeds": [30, 40, 50, 60], "train": 3000, "valid": 2000, "test": 2000,
               "epochs": 1000, "batch_size": 50, "eval_every": 5, "hidden": 64,
@@ -106,6 +107,8 @@ def run(args, argv) -> dict:
                 config = cell_config(p, n, norm, lr)
                 out = exp.cell(key, lambda c=config, k=key: common.run_cell(
                     c, run_dir(exp, k), cache=exp.cache))
+                if out is None:
+                    continue
                 out.update(particles=n, depth=p["depth"], norm=norm, lr=lr)
                 cells[key] = out
     rows = [row(c) for c in cells.values()]
@@ -174,7 +177,9 @@ def plot(exp, cells: dict, p: dict) -> list[str]:
                                  constrained_layout=True, squeeze=False)
         for j, lr in enumerate(p["lrs"]):
             for norm in p["norms"]:
-                c = cells[cell_key(n, p["depth"], norm, lr)]
+                c = cells.get(cell_key(n, p["depth"], norm, lr))
+                if c is None:
+                    continue
                 cur = c["curves"]
                 for i, seed in enumerate(cur["train_loss"]):
                     lab = norm if i == 0 else None

@@ -20,7 +20,7 @@ from geonorm_jax.data import (
 from geonorm_jax.data.files import default_cache_dir
 
 TINY = dict(
-    particles=4, train=6, valid=3, test=3, steps=500, sample_freq=100, frame_in=1, frame_out=3
+    particles=5, train=6, valid=3, test=3, steps=500, sample_freq=100, frame_in=1, frame_out=3
 )
 
 
@@ -38,9 +38,9 @@ def test_files_shapes_dtypes_and_metadata(tiny_dataset):
     assert metadata["package_version"] and len(metadata["splits"]["train"]["sha256"]) == 64
     assert metadata["num_frames"] == 4
     arrays = load_trajectories(path, "train")
-    assert arrays["loc"].shape == (6, 4, 4, 3) and arrays["loc"].dtype == np.float32
-    assert arrays["vel"].shape == (6, 4, 4, 3) and arrays["vel"].dtype == np.float32
-    assert arrays["charges"].shape == (6, 4, 1)
+    assert arrays["loc"].shape == (6, 4, 5, 3) and arrays["loc"].dtype == np.float32
+    assert arrays["vel"].shape == (6, 4, 5, 3) and arrays["vel"].dtype == np.float32
+    assert arrays["charges"].shape == (6, 5, 1)
     np.testing.assert_array_equal(arrays["edges"], edge_attributes(arrays["charges"]))
     assert load_trajectories(path, "val")["loc"].shape[0] == 3
 

@@ -120,7 +120,7 @@ def test_bad_batching_inputs():
 
 def test_cli_generate_and_info(tmp_path, capsys):
     out = tmp_path / "ds"
-    argv = ["data", "generate", "--particles", "3", "--train", "4", "--valid", "2", "--test"]
+    argv = ["data", "generate", "--particles", "5", "--train", "4", "--valid", "2", "--test"]
     argv += ["2", "--steps", "400", "--seed", "1", "--out", str(out)]
     assert main(argv) == 0
     captured = capsys.readouterr()
@@ -128,10 +128,10 @@ def test_cli_generate_and_info(tmp_path, capsys):
     assert main(argv) == 0
     assert "already generated" in capsys.readouterr().out
     samples = load_split(out, "train", 0, 2)
-    assert samples.loc.shape == (4, 3, 3)
+    assert samples.loc.shape == (4, 5, 3)
     assert main(["data", "info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "loc [4, 3, 3, 3] float32" in text and "energy drift" in text and '"seed": 1' in text
+    assert "loc [4, 3, 5, 3] float32" in text and "energy drift" in text and '"seed": 1' in text
 
 
 def test_cli_errors_are_reported(tmp_path, capsys):

@@ -387,7 +387,7 @@ def _assert_finite_value_and_grads(norm, params, state, inputs):
     return y, grads
 
 
-@pytest.mark.parametrize("name", GEO_NAMES)
+@pytest.mark.parametrize("name", ["geo_norm", "geo_norm_shared"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_geo_norm_at_mu_equal_mu0_is_finite_and_bias_vanishes(name, dtype):
     x = _x(dtype=dtype)
@@ -431,7 +431,7 @@ def test_bias_direction_unit_or_zero():
     mu0 = jnp.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     u = np.asarray(coords.bias_direction(mu, mu0))
     np.testing.assert_allclose(np.linalg.norm(u, axis=-1), [1.0, 0.0, 1.0])
-    jac = jax.jacobian(lambda m: coords.bias_direction(m, mu0))(mu)
+    jac = jax.jit(jax.jacobian(lambda m: coords.bias_direction(m, mu0)))(mu)
     assert np.all(np.isfinite(np.asarray(jac)))
 
 

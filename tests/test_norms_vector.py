@@ -6,6 +6,8 @@ NumPy references to 1e-10 (float64).
 
 from __future__ import annotations
 
+import functools
+
 import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
@@ -129,8 +131,14 @@ def np_reference(case, params, state, V, mask=None):
         return np_rms(V, p.get("scale"), kwargs.get("reduce"), 1e-8, mask)
     if cid.startswith("vn"):
         return np_vn_bn(
-            V, p["scale"], p["bias"], np.asarray(state["mean"]), np.asarray(state["var"]),
-            1e-5, training, mask,
+            V,
+            p["scale"],
+            p["bias"],
+            np.asarray(state["mean"]),
+            np.asarray(state["var"]),
+            1e-5,
+            training,
+            mask,
         )[0]
     return np_ev(V, p["beta"], p["scale"], p["bias"], 1e-5, mask)
 
@@ -349,9 +357,7 @@ def test_float32_preserved_jit_agrees_and_equivariant(case):
         params = jax.tree.map(lambda p: p.astype(jnp.float32), params)
         state = jax.tree.map(lambda p: p.astype(jnp.float32), state)
         y, new_state = norm.apply(params, state, x, training=training)
-        y_jit, _ = jax.jit(lambda p, s, x: norm.apply(p, s, x, training=training))(
-            params, state, x
-        )
+        y_jit, _ = jax.jit(functools.partial(norm.apply, training=training))(params, state, x)
         arr, arr_jit = (y.array, y_jit.array) if isinstance(y, e3nn.IrrepsArray) else (y, y_jit)
         assert arr.dtype == jnp.float32 and y.shape == x.shape
         assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(new_state))
@@ -385,8 +391,9 @@ def test_no_recompilation_when_only_values_change():
     assert len(traces) == 1
 
 
-@pytest.mark.parametrize("ctor", [vector.rms_vector_norm, vector.vector_neuron_batch_norm,
-                                  vector.ev_norm])
+@pytest.mark.parametrize(
+    "ctor", [vector.rms_vector_norm, vector.vector_neuron_batch_norm, vector.ev_norm]
+)
 @pytest.mark.parametrize("shape", [(B, N, C, 2), (B, N, 3), (B, N, C, 3, 1)])
 def test_bad_shapes_raise_naming_the_shape(ctor, shape):
     norm = ctor()
@@ -424,5 +431,9 @@ def test_context_is_ignored_and_catalogue_consistent():
         y, _ = norm.apply(params, state, x, mu0=jnp.zeros((B, 3)), edges=None)
         assert y.shape == x.shape
     names = {e.name for e in vector.CATALOG_ENTRIES}
-    assert names == {"quaternion_rms_norm", "gvp_vector_layer_norm", "vector_neuron_batch_norm",
-                     "ev_norm"}
+    assert names == {
+        "quaternion_rms_norm",
+        "gvp_vector_layer_norm",
+        "vector_neuron_batch_norm",
+        "ev_norm",
+    }

@@ -371,10 +371,21 @@ def test_resume_of_a_non_run_dir_is_an_error(tmp_path, capsys):
     ],
 )
 def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, translation_exact,
-                                                   cache_dir):
+                                                   cache_dir, one_seed_setup):
+    """Table 1 of the GeoNorm paper, on briefly trained models.
+
+    Exact (float32 rounding): |delta| < 1e-4 MSE and equivariance error < 1e-8 MSE.
+    Broken: equivariance error > 1e-3 MSE. For translations the error also grows
+    (delta_T > 1e-2 MSE): the shifted systems leave the data's distribution. For rotations of
+    this isotropic data the MSE change of a non-equivariant model has no fixed sign (see
+    geonorm_jax.train.evaluate), so only |delta_R| > 1e-3 MSE is required.
+    """
     from geonorm_jax.train.evaluate import rte_errors, summarize_rte
 
-    s = setup.build(tiny(model={"norm": norm}), cache_dir=cache_dir)
+    if norm == one_seed_setup.config.model.norm:  # already compiled
+        s = one_seed_setup
+    else:
+        s = setup.build(tiny(model={"norm": norm}), cache_dir=cache_dir)
     state = s.init_state()
     for _ in range(2):  # briefly trained
         state, losses, _ = s.epoch_fn(state, s.data["train"])
@@ -385,10 +396,13 @@ def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, transla
     row = summarize_rte({k: v[0] for k, v in errors.items()})
     mse = row["mse"]
     assert row["max_R_err"] >= row["median_R_err"] > 0
-    # float32 rounding: relative 1e-4 of the MSE is far above it and far below a real error
-    for delta, exact in ((row["delta_R_err"], rotation_exact),
-                         (row["delta_T_err"], translation_exact)):
+    for delta, equiv, exact, group in (
+        (row["delta_R_err"], row["R_equiv_err"], rotation_exact, "R"),
+        (row["delta_T_err"], row["T_equiv_err"], translation_exact, "T"),
+    ):
         if exact:
-            assert abs(delta) < 1e-4 * mse, row
+            assert abs(delta) < 1e-4 * mse and equiv < 1e-8 * mse, (group, row)
         else:
-            assert delta > 1e-2 * mse, row
+            assert equiv > 1e-3 * mse and abs(delta) > 1e-3 * mse, (group, row)
+            if group == "T":
+                assert delta > 1e-2 * mse, row

@@ -19,7 +19,7 @@ SPLITS = ("train", "valid", "test")
 
 # Bumped whenever the generator or the file layout changes in a way that changes file contents;
 # it is part of the cache key, so an old cache is never reused by a new generator.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Fields that determine the generated trajectories (and so the cache key). frame_in and
 # frame_out only choose which frames are sampled from the files.

@@ -22,9 +22,17 @@ def _kinetic_and_pairs(loc, vel, charges, interaction_strength):
     return kinetic, pair
 
 
+def _blocks(count: int, per_item: int, budget: int = 1 << 22):
+    """Slices over the first axis so that each block has about ``budget`` pair entries."""
+    step = max(1, budget // max(per_item, 1))
+    return [slice(i, min(count, i + step)) for i in range(0, count, step)]
+
+
 def total_energy(loc, vel, charges, interaction_strength: float = 1.0) -> np.ndarray:
     """Kinetic plus Coulomb energy, :math:`E = \\tfrac12 \\sum_i |v_i|^2 +
     \\sum_{i<j} k q_i q_j / |x_i - x_j|` (unit masses, as in the reference's ``_energy``).
+
+    Computed in blocks of trajectories, so the temporaries stay near 0.4 GB whatever S.
 
     Args:
       loc, vel: ``[S, N, 3]`` or ``[S, F, N, 3]``.
@@ -33,8 +41,12 @@ def total_energy(loc, vel, charges, interaction_strength: float = 1.0) -> np.nda
     Returns:
       float64 energies ``[S]`` or ``[S, F]``.
     """
-    kinetic, pair = _kinetic_and_pairs(loc, vel, charges, interaction_strength)
-    return kinetic + np.sum(pair, axis=(-2, -1))
+    per_item = int(np.prod(np.shape(loc)[1:-1])) * np.shape(loc)[-2]
+    parts = []
+    for b in _blocks(np.shape(loc)[0], per_item):
+        kinetic, pair = _kinetic_and_pairs(loc[b], vel[b], charges[b], interaction_strength)
+        parts.append(kinetic + np.sum(pair, axis=(-2, -1)))
+    return np.concatenate(parts)
 
 
 def energy_drift(loc, vel, charges, interaction_strength: float = 1.0) -> np.ndarray:
@@ -57,7 +69,7 @@ def energy_drift(loc, vel, charges, interaction_strength: float = 1.0) -> np.nda
     """
     if np.ndim(loc) != 4:
         raise ValueError(f"loc must be [S, F, N, 3], got shape {np.shape(loc)}")
-    kinetic, pair = _kinetic_and_pairs(loc, vel, charges, interaction_strength)
-    energy = kinetic + np.sum(pair, axis=(-2, -1))
-    scale = kinetic[:, 0] + np.sum(np.abs(pair[:, 0]), axis=(-2, -1))
+    energy = total_energy(loc, vel, charges, interaction_strength)  # [S, F]
+    kinetic, pair = _kinetic_and_pairs(loc[:, 0], vel[:, 0], charges, interaction_strength)
+    scale = kinetic + np.sum(np.abs(pair), axis=(-2, -1))
     return np.max(np.abs(energy - energy[:, :1]), axis=1) / scale

@@ -440,8 +440,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         params=("scale", "bias"),
         running_state=("mean", "var"),
         survey_row="Vector Neuron [22]",
-        notes="Running statistics per channel; direction V/(||V|| + 1e-6) as in the "
-        "authors' code.",
+        notes="Running statistics per channel; direction V/(||V|| + 1e-6) as in the authors' code.",
     ),
     NormInfo(
         name="ev_norm",

@@ -26,10 +26,11 @@ from geonorm_jax.train.config import (
 )
 from geonorm_jax.train.eval_run import evaluate_run, format_rte_table
 from geonorm_jax.train.evaluate import (
+    EQUIVARIANCE_COLUMNS,
     RTE_COLUMNS,
     random_transforms,
     rte_errors,
-    split_errors,
+    split_predictions,
     summarize_rte,
 )
 from geonorm_jax.train.loop import format_table, read_metrics, train
@@ -52,10 +53,11 @@ __all__ = [
     "validate",
     "evaluate_run",
     "format_rte_table",
+    "EQUIVARIANCE_COLUMNS",
     "RTE_COLUMNS",
     "random_transforms",
     "rte_errors",
-    "split_errors",
+    "split_predictions",
     "summarize_rte",
     "format_table",
     "read_metrics",

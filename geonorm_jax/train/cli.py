@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["add_parser", "config_from_args", "run_train", "run_eval", "run_plot"]
+__all__ = [
+    "add_parser",
+    "config_from_args",
+    "enable_compile_cache",
+    "run_train",
+    "run_eval",
+    "run_plot",
+]
 
 PRESET_HELP = (
     "quick (default: EGNN + GeoNorm on charged 5-body, about 3 minutes on 2 CPU cores), "
@@ -137,6 +145,25 @@ def add_parser(subparsers) -> None:
     pl.set_defaults(func=run_plot)
 
 
+def enable_compile_cache() -> None:
+    """Keep compiled XLA programs on disk so that resuming, evaluating or re-running the same
+    configuration skips compilation: ``$JAX_COMPILATION_CACHE_DIR`` if set (JAX reads it),
+    else ``<data cache>/xla`` (``$GEONORM_JAX_CACHE/xla`` or ``~/.cache/geonorm-jax/xla``).
+    ``GEONORM_JAX_NO_COMPILE_CACHE=1`` turns it off."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.environ.get(
+        "GEONORM_JAX_NO_COMPILE_CACHE"
+    ):
+        return
+    import jax
+
+    from geonorm_jax.data import default_cache_dir
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def _set(d: dict, dotted: str, value) -> None:
     *path, last = dotted.split(".")
     for key in path:
@@ -178,6 +205,7 @@ def run_train(args) -> int:
     from geonorm_jax.train.loop import format_table, train
 
     config, name = config_from_args(args)
+    enable_compile_cache()
     if args.resume:
         run_dir = Path(args.resume)
         if args.out and Path(args.out) != run_dir:
@@ -195,6 +223,7 @@ def run_train(args) -> int:
 def run_eval(args) -> int:
     from geonorm_jax.train.eval_run import evaluate_run, format_rte_table
 
+    enable_compile_cache()
     result = evaluate_run(args.run_dir, rte=args.rte, draws=args.draws,
                           translation_scale=args.translation_scale, data_dir=args.data_dir,
                           cache_dir=args.cache_dir)

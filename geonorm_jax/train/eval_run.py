@@ -15,7 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.train.checkpoint import RunCheckpoints
-from geonorm_jax.train.evaluate import RTE_COLUMNS, rte_errors, summarize_rte
+from geonorm_jax.train.evaluate import (
+    EQUIVARIANCE_COLUMNS,
+    RTE_COLUMNS,
+    rte_errors,
+    summarize_rte,
+)
 from geonorm_jax.train.loop import check_resume
 from geonorm_jax.train.setup import Setup, build
 
@@ -67,8 +72,8 @@ def evaluate_run(
         "run_dir": str(run_dir),
         "seeds": list(config.train.seeds),
         "best_epoch": meta.get("best_epoch"),
-        "val_mse": _means(s.eval_fn(p, bs, s.data["valid"])),
-        "test_mse": _means(s.eval_fn(p, bs, s.data["test"])),
+        "val_mse": _means(s.eval_fn(p, bs, s.data["valid"])[0]),
+        "test_mse": _means(s.eval_fn(p, bs, s.data["test"])[0]),
     }
     if rte:
         draws = config.train.rte_draws if draws is None else draws
@@ -100,11 +105,13 @@ def _means(errors) -> list[float]:
 
 
 def format_rte_table(result: dict) -> str:
-    """Per seed: test MSE and the 8 RTE columns (GeoNorm paper Table 1 order)."""
-    head = ("seed", "MSE", *RTE_COLUMNS)
+    """Per seed: test MSE, the 8 RTE columns (GeoNorm paper Table 1 order) and the two
+    equivariance errors (see :mod:`geonorm_jax.train.evaluate`)."""
+    columns = ("mse", *RTE_COLUMNS, *EQUIVARIANCE_COLUMNS)
+    head = ("seed", *columns)
     rows = [head]
     for seed, row in zip(result["seeds"], result["rte"], strict=True):
-        rows.append((str(seed), *(f"{row[k]:.4e}" for k in ("mse", *RTE_COLUMNS))))
+        rows.append((str(seed), *(f"{row[k]:.3e}" for k in columns)))
     widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

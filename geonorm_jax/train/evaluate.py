@@ -7,7 +7,8 @@ RTE protocol (the paper leaves the distributions open; these are our choices):
   :func:`geonorm_jax.geometry.random_rotation`) and, independently, a translation
   ``t_{sd} ~ N(0, tau^2 I_3)`` with ``tau = train.rte_translation_scale * std(x)``, where
   ``std(x)`` is the standard deviation of all input position components of the split
-  (default scale 1, so a translation is as large as the system's spread).
+  (default scale 1: a translation as large as the systems' spread). The transforms come from
+  ``PRNGKey(0)``, so every model is evaluated on the same transformed inputs.
 * Rotation: positions and velocities are rotated, ``x -> x R^T``, ``v -> v R^T``, and so is the
   target. Translation: positions and target are shifted by ``t``; velocities are unchanged.
 * ``R_err = MSE(f(x R^T, v R^T), y R^T)`` and ``T_err = MSE(f(x + t, v), y + t)`` per (sample,
@@ -15,6 +16,16 @@ RTE protocol (the paper leaves the distributions open; these are our choices):
   ``Delta R_err = mean R_err - MSE``, ``Delta T_err = mean T_err - MSE`` where ``MSE`` is the
   untransformed test MSE of the same parameters. An exactly SE(3)-equivariant model has
   ``Delta R_err = Delta T_err = 0`` up to floating-point rounding.
+
+A caveat, and two extra columns. The charged N-body inputs are isotropic (Gaussian positions
+and velocities), so a rotated test set has the same distribution as the original one: for
+*any* model, equivariant or not, ``E[Delta R_err] = 0``, and a non-equivariant model's
+``Delta R_err`` is a random quantity of either sign (its error simply changes per orientation).
+Translations do move the systems away from the origin the data is centred on, so
+``Delta T_err > 0`` reliably flags a translation-dependent model. To measure equivariance
+itself we also report ``R_equiv_err = mean MSE(f(x R^T, v R^T), f(x, v) R^T)`` and
+``T_equiv_err = mean MSE(f(x + t, v), f(x, v) + t)``, which are 0 exactly when the model is
+equivariant, whatever the data.
 
 All functions take the model as ``apply(params, batch_stats, batch, training)`` and run in
 evaluation mode (running statistics, no update).
@@ -32,11 +43,12 @@ from geonorm_jax import geometry
 from geonorm_jax.train.step import per_sample_mse
 
 __all__ = [
-    "split_errors",
+    "split_predictions",
     "transform_split",
     "random_transforms",
     "rte_errors",
     "RTE_COLUMNS",
+    "EQUIVARIANCE_COLUMNS",
     "summarize_rte",
 ]
 
@@ -50,9 +62,10 @@ RTE_COLUMNS = (
     "max_T_err",
     "delta_T_err",
 )
+EQUIVARIANCE_COLUMNS = ("R_equiv_err", "T_equiv_err")
 
 
-def split_errors(
+def split_predictions(
     apply: Callable,
     params,
     batch_stats,
@@ -60,12 +73,13 @@ def split_errors(
     *,
     chunk: int,
     constrain: Callable = lambda b: b,
-) -> jax.Array:
-    """Per-sample MSE ``[S]`` of ``data`` (dict of ``[S, ...]`` arrays) in eval mode.
+) -> tuple[jax.Array, jax.Array]:
+    """Per-sample MSE ``[S]`` and predictions ``[S, N, 3]`` of ``data`` in eval mode.
 
-    The split is processed in chunks of ``chunk`` samples with ``lax.map``; the last chunk is
-    padded by repeating samples, and the padding is cut off, so results do not depend on
-    ``chunk``.
+    ``data`` is a dict of ``[S, ...]`` arrays (``loc, vel, charges, target``, optional
+    ``mask``). The split is processed in chunks of ``chunk`` samples with ``lax.map``; the last
+    chunk is padded by repeating samples and the padding is cut off, so results do not depend
+    on ``chunk``.
     """
     num = data["loc"].shape[0]
     chunk = max(1, min(chunk, num))
@@ -75,9 +89,10 @@ def split_errors(
     def one(idx):
         batch = constrain({k: jnp.take(v, idx, axis=0) for k, v in data.items()})
         pred, _ = apply(params, batch_stats, batch, False)
-        return per_sample_mse(pred, batch["target"], batch.get("mask"))
+        return per_sample_mse(pred, batch["target"], batch.get("mask")), pred
 
-    return jax.lax.map(one, index).reshape(-1)[:num]
+    errors, preds = jax.lax.map(one, index)
+    return errors.reshape(-1)[:num], preds.reshape(-1, *preds.shape[2:])[:num]
 
 
 def transform_split(data: dict, rotation=None, translation=None) -> dict:
@@ -98,7 +113,7 @@ def transform_split(data: dict, rotation=None, translation=None) -> dict:
 
 
 def random_transforms(data: dict, key: jax.Array, translation_scale: float):
-    """One RTE draw: ``(rotated_split, translated_split)`` with per-sample random transforms.
+    """One RTE draw: ``(rotated_split, translated_split, rotation [S,3,3], translation [S,3])``.
 
     Rotations are Haar-random (``e3nn.rand_matrix``); translations are ``N(0, tau^2 I_3)`` with
     ``tau = translation_scale * std(data["loc"])``. Jittable.
@@ -108,11 +123,16 @@ def random_transforms(data: dict, key: jax.Array, translation_scale: float):
     tau = translation_scale * jnp.std(data["loc"])
     rotation = geometry.random_rotation(k_rot, (num,), dtype=dtype)
     translation = geometry.random_translation(k_trans, (num,), scale=1.0, dtype=dtype) * tau
-    return transform_split(data, rotation=rotation), transform_split(data, translation=translation)
+    return (
+        transform_split(data, rotation=rotation),
+        transform_split(data, translation=translation),
+        rotation,
+        translation,
+    )
 
 
 def rte_errors(
-    errors_fn: Callable,
+    predict_fn: Callable,
     data: dict,
     key: jax.Array,
     *,
@@ -120,35 +140,46 @@ def rte_errors(
     translation_scale: float,
     transforms: Callable = random_transforms,
 ) -> dict:
-    """Errors for RTE: ``plain [..., S]``, ``rotated [..., D, S]``, ``translated [..., D, S]``.
+    """Per-(draw, sample) errors for RTE, as float64 NumPy arrays.
 
     Args:
-      errors_fn: ``errors_fn(split) -> per-sample MSE [..., S]`` (e.g. the seed-vmapped
-        evaluation of the trained parameters; the leading axes are kept).
+      predict_fn: ``predict_fn(split) -> (per-sample MSE [..., S], predictions [..., S, N, 3])``
+        (e.g. the seed-vmapped evaluation of trained parameters; leading axes are kept).
       data: the split (dict of ``[S, ...]`` arrays).
       key: draw ``d`` uses ``jax.random.split(key, draws)[d]``; the same key gives the same
         transforms for every seed (a paired comparison).
       draws: ``D``, transforms per sample.
       translation_scale: translation std in units of ``std(data["loc"])``.
-      transforms: ``(data, key, translation_scale) -> (rotated, translated)`` (pass a jitted
-        :func:`random_transforms` to avoid op-by-op dispatch).
+      transforms: ``(data, key, translation_scale) -> (rotated, translated, R, t)`` (pass a
+        jitted :func:`random_transforms` to avoid op-by-op dispatch).
+
+    Returns:
+      ``plain [..., S]``; ``rotated``, ``translated``, ``rotated_equiv``, ``translated_equiv``
+      ``[..., D, S]`` (the last two against the transformed prediction, see module docstring).
     """
-    rotated, translated = [], []
+    plain, pred = (np.asarray(a, np.float64) for a in predict_fn(data))
+    out = {"rotated": [], "translated": [], "rotated_equiv": [], "translated_equiv": []}
     for k in jax.random.split(key, draws):
-        rot_data, trans_data = transforms(data, k, translation_scale)
-        rotated.append(np.asarray(errors_fn(rot_data)))
-        translated.append(np.asarray(errors_fn(trans_data)))
-    return {
-        "plain": np.asarray(errors_fn(data)),
-        "rotated": np.stack(rotated, axis=-2),
-        "translated": np.stack(translated, axis=-2),
-    }
+        rot_data, trans_data, rotation, translation = transforms(data, k, translation_scale)
+        rotation, translation = np.asarray(rotation, np.float64), np.asarray(translation,
+                                                                             np.float64)
+        err_r, pred_r = (np.asarray(a, np.float64) for a in predict_fn(rot_data))
+        err_t, pred_t = (np.asarray(a, np.float64) for a in predict_fn(trans_data))
+        expected_r = np.einsum("...snj,sij->...sni", pred, rotation)
+        expected_t = pred + translation[:, None, :]
+        out["rotated"].append(err_r)
+        out["translated"].append(err_t)
+        out["rotated_equiv"].append(np.mean((pred_r - expected_r) ** 2, axis=(-2, -1)))
+        out["translated_equiv"].append(np.mean((pred_t - expected_t) ** 2, axis=(-2, -1)))
+    result = {k: np.stack(v, axis=-2) for k, v in out.items()}
+    result["plain"] = plain
+    return result
 
 
 def summarize_rte(errors: dict) -> dict:
-    """The 8 columns of the GeoNorm paper's Table 1 (plus ``mse``) from :func:`rte_errors`,
-    for one model (``plain [S]``, ``rotated``/``translated [D, S]``), in float64 NumPy."""
-    plain = float(np.mean(np.asarray(errors["plain"], np.float64)))
+    """The 8 columns of the GeoNorm paper's Table 1, plus ``mse`` and the two equivariance
+    errors, for one model (``plain [S]``, the others ``[D, S]``)."""
+    plain = float(np.mean(errors["plain"]))
     rot = np.asarray(errors["rotated"], np.float64).reshape(-1)
     trans = np.asarray(errors["translated"], np.float64).reshape(-1)
     return {
@@ -161,4 +192,6 @@ def summarize_rte(errors: dict) -> dict:
         "median_T_err": float(np.median(trans)),
         "max_T_err": float(np.max(trans)),
         "delta_T_err": float(np.mean(trans)) - plain,
+        "R_equiv_err": float(np.mean(errors["rotated_equiv"])),
+        "T_equiv_err": float(np.mean(errors["translated_equiv"])),
     }

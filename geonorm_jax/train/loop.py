@@ -226,8 +226,8 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                         "exploded_at": [int(x) for x in np.asarray(state.exploded_at)],
                     }
                     if epoch % t.eval_every == 0 or epoch == t.epochs:
-                        val = s.eval_fn(state.params, state.batch_stats, data["valid"])
-                        test = s.eval_fn(state.params, state.batch_stats, data["test"])
+                        val, _ = s.eval_fn(state.params, state.batch_stats, data["valid"])
+                        test, _ = s.eval_fn(state.params, state.batch_stats, data["test"])
                         val_mse = jnp.mean(val, axis=1)
                         state, improved = s.update_best_fn(
                             state, val_mse, jnp.asarray(epoch, jnp.int32)

@@ -20,7 +20,7 @@ import optax
 
 from geonorm_jax.train import parallel
 from geonorm_jax.train.config import ModelConfig, RunConfig, validate
-from geonorm_jax.train.evaluate import random_transforms, split_errors
+from geonorm_jax.train.evaluate import random_transforms, split_predictions
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 
@@ -181,10 +181,16 @@ class Setup:
     def num_params(self) -> int:
         return self.flat.size
 
+    def jit(self, fn, **kwargs):
+        """``jax.jit`` with this run's compiler options (``train.fast_compile``)."""
+        if self.config.train.fast_compile:
+            kwargs["compiler_options"] = {"xla_backend_optimization_level": 0}
+        return jax.jit(fn, **kwargs)
+
     @functools.cached_property
     def init_one(self):
         """Jitted ``key -> TrainState`` of one seed."""
-        return jax.jit(lambda key: init_seed_state(self.init_fn, self.optimizer, key))
+        return self.jit(lambda key: init_seed_state(self.init_fn, self.optimizer, key))
 
     def init_state(self) -> TrainState:
         """The stacked initial state of all seeds, replicated over the mesh."""
@@ -220,27 +226,27 @@ class Setup:
             constrain=self.constrain,
         )
         rep = parallel.replicated(self.mesh)
-        return jax.jit(jax.vmap(fn, in_axes=(0, None)), donate_argnums=0, out_shardings=rep)
+        return self.jit(jax.vmap(fn, in_axes=(0, None)), donate_argnums=0, out_shardings=rep)
 
     @functools.cached_property
     def eval_fn(self):
-        """``(params, batch_stats, split) -> per-sample MSE [seeds, samples]``."""
-        fn = lambda p, bs, d: split_errors(
+        """``(params, batch_stats, split) -> (MSE [seeds, S], predictions [seeds, S, N, 3])``."""
+        fn = lambda p, bs, d: split_predictions(
             self.apply, p, bs, d, chunk=self.eval_chunk, constrain=self.constrain
         )
-        return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)))
+        return self.jit(jax.vmap(fn, in_axes=(0, 0, None)))
 
     @functools.cached_property
     def update_best_fn(self):
         """``(state, val [seeds], epoch) -> (state, improved [seeds])``, state donated."""
         rep = parallel.replicated(self.mesh)
-        return jax.jit(jax.vmap(_update_best, in_axes=(0, 0, None)), donate_argnums=0,
-                       out_shardings=rep)
+        return self.jit(jax.vmap(_update_best, in_axes=(0, 0, None)), donate_argnums=0,
+                        out_shardings=rep)
 
     @functools.cached_property
     def transforms_fn(self):
         """Jitted :func:`~geonorm_jax.train.evaluate.random_transforms` (no model inside)."""
-        return jax.jit(random_transforms, static_argnums=2)
+        return self.jit(random_transforms, static_argnums=2)
 
 
 def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):

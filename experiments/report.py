@@ -1,0 +1,294 @@
+"""Generate the results section of ``experiments/README.md`` from the results JSON files.
+
+The section lies between ``<!-- results:begin -->`` and ``<!-- results:end -->``; everything
+in it is written by :func:`render` from ``experiments/results/<name>/results.json``, with the
+papers' numbers beside ours. ``tests/test_experiments.py`` checks that the committed section
+equals the generator's output.
+
+Usage::
+
+    python -m experiments.report            # rewrite the section
+    python -m experiments.report --check    # exit 1 if the README is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from experiments.common import RESULTS, ROOT, finite
+
+BEGIN = "<!-- results:begin -->"
+END = "<!-- results:end -->"
+README = ROOT / "experiments" / "README.md"
+EXPERIMENTS = ("egnn_5body", "instability", "norm_comparison", "rte_table", "norm_zoo",
+               "beyond")
+
+
+def _load(results: Path, name: str) -> dict | None:
+    path = results / name / "results.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def _f(x, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if not finite(x):
+        return "—"
+    if x == 0:
+        return "0"
+    if abs(x) < 1e-3 or abs(x) >= 1e4:
+        return f"{x:.{max(1, digits - 2)}e}"
+    return f"{x:.{digits}g}"
+
+
+def _ms(d: dict) -> str:
+    if not d or d.get("mean") is None:
+        return "—"
+    return f"{_f(d['mean'])} ± {_f(d['std'], 2)}"
+
+
+def _meta(doc: dict) -> str:
+    m = doc["machine"]
+    skipped = doc.get("skipped_cells") or []
+    line = (f"*Preset `{doc['preset']}`, `{doc['command']}`, geonorm-jax {doc['version']}, "
+            f"{doc['device']} ({m['cpu_count']} cores, {', '.join(m['jax_devices'])}), "
+            f"wall time {doc['wall_time_s'] / 60:.1f} min (training cells "
+            f"{doc.get('cells_wall_time_s', 0) / 60:.1f} min).*")
+    if skipped:
+        line += (f" **Incomplete:** {len(skipped)} cell(s) skipped by the time budget: "
+                 f"{', '.join(f'`{s}`' for s in skipped)}.")
+    return line
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _missing(name: str) -> list[str]:
+    return [f"Not run yet: `python -m experiments.{name} --preset cpu`.", ""]
+
+
+def egnn_5body(doc: dict | None) -> list[str]:
+    """EGNN paper anchor section."""
+    out = ["### 1. `egnn_5body`: EGNN paper, charged 5-body", ""]
+    if doc is None:
+        return out + _missing("egnn_5body")
+    c = doc["config"]
+    out += [_meta(doc), "",
+            f"Split {c['train']}/{c['valid']}/{c['test']}, hidden {c['hidden']}, "
+            f"{c['layers']} layers, batch {c['batch_size']}, lr 5e-4, "
+            f"{c['epochs']} epochs (paper: 10000).", ""]
+    rows = [[r["model"], str(r["seed"]), _f(r["test_mse_at_best_val"]), str(r["best_epoch"]),
+             str(r["epochs"]), "0.0071", "reproduced" if r["reached_paper"] else
+             "not reproduced"] for r in doc["results"]["rows"]]
+    out += _table(["model", "seed", "test MSE @ best val", "best epoch", "epochs",
+                   "paper", "≤ 0.0071?"], rows)
+    return out + [""]
+
+
+def instability(doc: dict | None) -> list[str]:
+    """GeoNorm paper Figure 2 section."""
+    out = ["### 2. `instability`: GeoNorm paper Figure 2 (vanilla EGNN explodes)", ""]
+    if doc is None:
+        return out + _missing("instability")
+    c = doc["config"]
+    out += [_meta(doc), "",
+            f"{c['train']} training samples, batch {c['batch_size']}, {c['epochs']} epochs, "
+            f"hidden {c['hidden']}, lr {', '.join(f'{x:g}' for x in c['lrs'])}, "
+            f"seeds {c['seeds']}; explosion = batch loss NaN/inf or > 1e3.", "",
+            "Paper: " + doc["results"]["paper"]["text"], ""]
+    claimed = {tuple(x) for x in doc["results"]["paper"]["explodes"]}
+    rows = [[str(r["particles"]), str(r["depth"]), f"{r['lr']:g}",
+             "explodes" if (r["particles"], r["depth"]) in claimed else "stable",
+             f"{r['exploded_seeds']}/{r['seeds']}",
+             ", ".join(map(str, r["exploded_epochs"])) or "—",
+             _ms(r["test_mse_at_best_val"]), _f(r["max_train_loss"])]
+            for r in doc["results"]["rows"]]
+    out += _table(["N", "depth", "lr", "paper", "exploded seeds (ours)", "explosion epoch",
+                   "test MSE @ best val", "max train loss"], rows)
+    v = doc["results"]["verdicts"]
+    out += ["", f"**Verdict: {v['status']}.** Paper explosions seen: "
+            f"{v['claimed_explosions_seen'] or 'none'}; missing: "
+            f"{v['claimed_explosions_missing'] or 'none'}; unexpected: "
+            f"{v['unexpected_explosions'] or 'none'}.", ""]
+    return out
+
+
+def norm_comparison(doc: dict | None) -> list[str]:
+    """GeoNorm paper Figure 5 section."""
+    out = ["### 3. `norm_comparison`: GeoNorm paper Figure 5", ""]
+    if doc is None:
+        return out + _missing("norm_comparison")
+    c = doc["config"]
+    out += [_meta(doc), "",
+            f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
+            f"{c['train']} training samples, batch {c['batch_size']}, {c['epochs']} epochs, "
+            f"seeds {c['seeds']} (vmapped). Final test MSE excludes exploded seeds.", "",
+            "Paper: " + doc["results"]["paper"]["text"], ""]
+    rows = [[r["norm"], str(r["particles"]), f"{r['lr']:g}", _ms(r["final_test_mse"]),
+             _ms(r["best_test_mse"]), _ms(r["test_mse_at_best_val"]),
+             f"{r['exploded_seeds']}/{len(r['seeds'])}"] for r in doc["results"]["rows"]]
+    out += _table(["norm", "N", "lr", "final test MSE", "best test MSE",
+                   "test MSE @ best val", "exploded"], rows)
+    out += [""]
+    for k, v in doc["results"]["verdicts"].items():
+        extra = ", ".join(f"{a}: {b}" for a, b in v.items() if a != "status")
+        out.append(f"- `{k}`: **{v['status']}** ({extra})")
+    return out + [""]
+
+
+def rte_table(doc: dict | None) -> list[str]:
+    """GeoNorm paper Table 1 section."""
+    out = ["### 4. `rte_table`: GeoNorm paper Table 1 (rotation/translation errors)", ""]
+    if doc is None:
+        return out + _missing("rte_table")
+    cols = doc["results"]["paper_columns"]
+    short = ["mean R", "median R", "max R", "ΔR", "mean T", "median T", "max T", "ΔT"]
+    out += [_meta(doc), "", "Paper: " + doc["results"]["paper"]["text"], "",
+            "Ours (MSE units; Δ = mean error under the transform − untransformed test MSE):", ""]
+    rows = [[r["norm"], f"N{r['particles']} L{r['depth']}", str(r["seed"]), f"{r['lr']:g}",
+             _f(r["mse"])] + [_f(r[k]) for k in cols] for r in doc["results"]["rows"]]
+    out += _table(["norm", "cell", "seed", "lr", "test MSE", *short], rows)
+    if doc["results"].get("missing_models"):
+        out += ["", "Models missing (norm_comparison cells not run): "
+                + ", ".join(doc["results"]["missing_models"])]
+    out += ["", "Paper (copied from the seed text; its units are as printed there):", ""]
+    prow = []
+    for cell, norms in doc["results"]["paper_table"].items():
+        for norm, vals in norms.items():
+            prow.append([norm, cell] + [_f(v) for v in vals])
+    out += _table(["norm", "cell", *short], prow)
+    out += [""]
+    for k, v in doc["results"]["verdicts"].items():
+        extra = ", ".join(f"{a}: {b}" for a, b in v.items() if a != "status")
+        out.append(f"- `{k}`: **{v['status']}** ({extra})")
+    return out + [""]
+
+
+def norm_zoo(doc: dict | None) -> list[str]:
+    """Survey Section 4 question over the whole catalogue."""
+    out = ["### 5. `norm_zoo`: does geometric match predict which layers train well?", ""]
+    if doc is None:
+        return out + _missing("norm_zoo")
+    c = doc["config"]
+    out += [_meta(doc), "",
+            f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
+            f"{c['train']} training samples, {c['epochs']} epochs, seeds {c['seeds']}. "
+            "Equivariance errors are relative RMS output errors of the trained model.", ""]
+    rows = [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—",
+             {True: "match", False: "mismatch: " + ", ".join(r["violated"]),
+              None: "n/a"}[r["matched"]],
+             _ms(r["test_mse"]), str(r["exploded_seeds"]), _f(r["equiv_rot"], 2),
+             _f(r["equiv_trans"], 2), _f(r["equiv_perm"], 2),
+             (r["error"] or "")[:60]] for r in doc["results"]["rows"]]
+    out += _table(["layer", "kind", "place", "nbody-dynamics audit", "test MSE", "exploded",
+                   "rot err", "trans err", "perm err", "error"], rows)
+    a = doc["results"]["analysis"]
+    out += ["", f"Matched layers: {a['matched_n']} (median test MSE "
+            f"{_f(a['matched_median_mse'])}); mismatched: {a['mismatched_n']} (median "
+            f"{_f(a['mismatched_median_mse'])}); no normalization: {_f(a['none_mse'])}."]
+    if "matched_better_pair_fraction" in a:
+        counter = a["counterexamples_mismatched_beating_median_matched"]
+        out.append(f"A matched layer beats a mismatched one in "
+                   f"{a['matched_better_pair_fraction']:.0%} of (matched, mismatched) pairs; "
+                   f"mismatched layers below the matched median: "
+                   f"{', '.join(counter) or 'none'}.")
+    return out + [""]
+
+
+def beyond(doc: dict | None) -> list[str]:
+    """Beyond-the-paper section."""
+    out = ["### 6. `beyond`: GeoNorm's stated limits", ""]
+    if doc is None:
+        return out + _missing("beyond")
+    res = doc["results"]
+    out += [_meta(doc), "", "Equivariance errors of the trained `norm_comparison` models "
+            "(max over seeds; relative RMS):", ""]
+    out += _table(["cell", "rot", "trans", "perm"],
+                  [[e["cell"], _f(e["rot"], 2), _f(e["trans"], 2), _f(e["perm"], 2)]
+                   for e in res["equivariance"]])
+    b = res["best_variant"]
+    if b.get("answer"):
+        w = b["answer"]
+        out += ["", f"Stable (no exploded seed) with the lowest best test MSE at the largest N "
+                f"of `norm_comparison` (N = {b['largest_n']}): **{w['norm']}** at lr "
+                f"{w['lr']:g}, {_ms(w['best_test_mse'])}."]
+    c = doc["config"]
+    out += ["", f"N = {c['particles']} with the edge-list EGNN (k = {c['knn']} nearest "
+            f"neighbours, depth {c['layers']}, hidden {c['hidden']}, {c['train']} training "
+            f"samples, {c['epochs']} epochs, batch {c['batch_size']}):", ""]
+    out += _table(["variant", "test MSE @ best val", "best epoch", "exploded", "train time (s)"],
+                  [[r["variant"], _f(r["test_mse_at_best_val"]), str(r["best_epoch"]),
+                    f"epoch {r['exploded_epoch']}" if r["exploded"] else "no",
+                    _f(r["train_time_s"])] for r in res["large_n"]])
+    return out + [""]
+
+
+def render(results: Path = RESULTS) -> str:
+    """The whole generated section (without the markers)."""
+    results = Path(results)
+    lines = ["## Results", "",
+             "Generated by `python -m experiments.report` from "
+             "`experiments/results/*/results.json`; do not edit by hand. The `cpu` presets "
+             "are far smaller than the papers' runs (sizes in each section), so a "
+             "'not reproduced' here can mean 'not reached at this budget'.", ""]
+    sections = {"egnn_5body": egnn_5body, "instability": instability,
+                "norm_comparison": norm_comparison, "rte_table": rte_table,
+                "norm_zoo": norm_zoo, "beyond": beyond}
+    for name in EXPERIMENTS:
+        lines += sections[name](_load(results, name))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def splice(text: str, section: str) -> str:
+    """``text`` with the part between the markers replaced by ``section``."""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+    else:
+        head, tail = text.rstrip() + "\n\n", "\n"
+    return f"{head}{BEGIN}\n{section}{END}{tail}"
+
+
+def current(readme: Path = README) -> str | None:
+    """The section currently between the markers of ``readme`` (None if absent)."""
+    if not readme.exists():
+        return None
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        return None
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].lstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or ``--check``) the results section of ``experiments/README.md``."""
+    p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__)
+    p.add_argument("--check", action="store_true", help="exit 1 if the README is stale")
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--readme", default=str(README))
+    args = p.parse_args(argv)
+    section = render(Path(args.results))
+    readme = Path(args.readme)
+    if args.check:
+        ok = current(readme) == section
+        print("README results section is " + ("up to date" if ok else "STALE"))
+        return 0 if ok else 1
+    text = readme.read_text() if readme.exists() else ""
+    readme.write_text(splice(text, section))
+    print(f"wrote the results section of {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
