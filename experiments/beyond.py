@@ -146,7 +146,10 @@ def run(args, argv) -> dict:
     src = common.Experiment(norm_comparison.NAME, src_args, [])
     # 1. equivariance (incl. permutation) of every finished norm_comparison model
     equiv = []
-    for path in sorted(src.cells_dir.glob(f"{p['source']}__*.json")):
+    first = ("none", "geo_norm_particle", "geo_norm_shared", "scale_norm")
+    paths = sorted(src.cells_dir.glob(f"{p['source']}__*.json"),
+                   key=lambda q: (not any(f"_{n}_lr" in q.name for n in first), q.name))
+    for path in paths:
         cell = common.read_json(path)
         key = cell["cell"]
         run_dir = norm_comparison.run_dir(src, key)

@@ -213,9 +213,8 @@ def plain_output():
 
 
 @pytest.mark.parametrize("options", [
-    dict(norm_diff=True, norm_diff_epsilon=1e-8),
-    dict(tanh=True, coords_range=3.0, coords_agg="sum"),
-    dict(attention=True),
+    dict(norm_diff=True, norm_diff_epsilon=1e-8, tanh=True, coords_range=3.0),
+    dict(attention=True, coords_agg="sum"),  # (sum with tanh * 3 reaches the +-100 clamp)
 ])
 def test_options_keep_equivariance(options):
     fn, args, variables = model_fn(EGNN(hidden=8, num_layers=2, **options))

@@ -141,8 +141,7 @@ FOUR_DEVICES = textwrap.dedent(
     """
     import json, sys
     import jax, numpy as np
-    from geonorm_jax.train import config as cfg, loop
-    from geonorm_jax.train.checkpoint import RunCheckpoints
+    from geonorm_jax.train import config as cfg, loop, setup, step
     assert len(jax.devices()) == 4, jax.devices()
     out = {}
     for devices in (1, 4):
@@ -150,17 +149,25 @@ FOUR_DEVICES = textwrap.dedent(
             "model": {"norm": "batch_norm", "norm_place": "feature"},
             "train": {"epochs": 3, "eval_every": 1, "devices": devices, "batch_size": 8,
                       "eval_batch_size": 12}})
-        run_dir = sys.argv[1] + f"/d{devices}"
-        summary = loop.train(config, run_dir, progress=False)
-        assert summary["devices"] == devices
-        ck = RunCheckpoints(run_dir)
-        from geonorm_jax.train.setup import build
-        state, _ = ck.restore(build(config).abstract_state())
-        ck.close()
+        s = setup.build(config)
+        # one gradient evaluation from the same initial state on the same batch
+        state = jax.tree.map(lambda x: x[0], s.init_state())
+        batch = {k: v[:8] for k, v in s.data["train"].items()}
+        def loss(params):
+            pred, stats = s.apply(params, state.batch_stats, s.constrain(batch), True)
+            return step.mse(pred, batch["target"]), stats
+        grad_fn = s.jit(jax.value_and_grad(loss, has_aux=True))
+        (value, stats), grads = grad_fn(state.params)
+        hlo = grad_fn.lower(state.params).compile().as_text()
+        # a whole run
+        summary = loop.train(config, sys.argv[1] + f"/d{devices}", setup=s, progress=False)
         out[devices] = {
-            "metrics": loop.read_metrics(run_dir),
-            "stats": [np.asarray(x).tolist() for x in jax.tree.leaves(state.batch_stats)],
-            "params": [np.asarray(x).tolist() for x in jax.tree.leaves(state.params)],
+            "devices": summary["devices"],
+            "all_reduce": "all-reduce" in hlo,
+            "loss": float(value),
+            "grads": np.asarray(grads).tolist(),
+            "stats": [np.asarray(x).tolist() for x in jax.tree.leaves(stats)],
+            "metrics": loop.read_metrics(sys.argv[1] + f"/d{devices}"),
         }
     print(json.dumps(out))
     """
@@ -168,6 +175,15 @@ FOUR_DEVICES = textwrap.dedent(
 
 
 def test_four_devices_equal_one_device(tmp_path, cache_dir):
+    """Data parallel over 4 virtual CPU devices equals 1 device.
+
+    One step: loss, gradients and the updated BatchNorm running statistics agree to float32
+    rounding (statistics computed per device would differ by far more: 2 samples vs 8).
+    Whole runs: the train losses agree to 1e-5. Validation MSE uses the running statistics
+    and parameters that Adam moved along directions with zero gradient (a bias before
+    BatchNorm): there Adam's ``g / sqrt(v)`` turns summation-order noise into steps of size
+    ``lr``, so it only agrees to 1e-2.
+    """
     env = _env(cache_dir, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", FOUR_DEVICES, str(tmp_path)], env=env,
@@ -175,13 +191,17 @@ def test_four_devices_equal_one_device(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     one, four = out["1"], out["4"]
-    assert len(one["stats"]) > 0  # BatchNorm running statistics exist and were compared
+    assert (one["devices"], four["devices"]) == (1, 4)
+    assert four["all_reduce"] and not one["all_reduce"]  # really split across devices
+    np.testing.assert_allclose(one["loss"], four["loss"], rtol=1e-6)
+    g1, g4 = np.asarray(one["grads"]), np.asarray(four["grads"])
+    np.testing.assert_allclose(g1, g4, rtol=1e-4, atol=1e-6 * np.abs(g1).max())
+    assert len(one["stats"]) > 0
+    for a, b in zip(one["stats"], four["stats"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    # the statistics moved away from their initial values (mean 0, var 1)
+    assert all(np.abs(np.asarray(s) - round(float(np.mean(s)))).max() > 1e-3
+               for s in one["stats"])
     for a, b in zip(one["metrics"], four["metrics"], strict=True):
-        for key in ("train_loss", "val_mse", "test_mse"):
-            if key in a:
-                np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
-    for name in ("stats", "params"):
-        for a, b in zip(one[name], four[name], strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=name)
-    # the statistics moved away from their initial values (the comparison is not vacuous)
-    assert any(np.any(np.asarray(s) != 0) and np.any(np.asarray(s) != 1) for s in one["stats"])
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(a["val_mse"], b["val_mse"], rtol=1e-2)
