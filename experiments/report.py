@@ -64,7 +64,7 @@ def _meta(doc: dict) -> str:
             f"wall time {doc['wall_time_s'] / 60:.1f} min (training cells "
             f"{doc.get('cells_wall_time_s', 0) / 60:.1f} min).*")
     if skipped:
-        line += (f" **Incomplete:** {len(skipped)} cell(s) skipped by the time budget: "
+        line += (f" **Incomplete:** {len(skipped)} cell(s) not run (time budget or `--only`): "
                  f"{', '.join(f'`{s}`' for s in skipped)}.")
     return line
 

@@ -5,7 +5,9 @@ Tests that check float32 behaviour create float32 arrays explicitly.
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+# Tests compile many small programs; XLA backend optimisation level 0 cuts compile time by
+# about a quarter and does not change results beyond float rounding.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import jax  # noqa: E402
 
