@@ -39,10 +39,10 @@ PRESETS = {
 }
 
 PAPER_CLAIMS = {
-    "explodes": [[50, 5], [50, 10], [100, 3]],
-    "text": "Vanilla EGNN training becomes unstable (numerical explosion) at N = 50 with depth 5 "
-            "(and depth 10, off the chart), and at N = 100 already with depth 3; N = 20 and "
-            "shallow models train.",
+    "explodes": [[20, 10], [50, 5], [50, 10], [100, 3]],
+    "text": "Vanilla EGNN training becomes unstable (numerical explosion) as depth grows from 1 "
+            "to 10 at N = 20 and 50; at N = 50 already with depth 5 (depth 10 is off the "
+            "chart), and at N = 100 already with depth 3.",
 }
 
 

@@ -108,7 +108,9 @@ def summarize(out: dict) -> dict:
     eq = out.get("equivariance") or []
     mx = lambda k: max((e[k] for e in eq if common.finite(e[k])), default=None)
     return {
-        "layer": out["layer"], "kind": out.get("kind"), "place": out.get("place"),
+        "layer": out["layer"], "kind": out.get("kind"),
+        "place": out.get("place") or {"coordinates": "coord", "vectors": "update",
+                                      "features": "feature"}.get(out.get("kind")),
         "matched": out["audit"].get("matched"), "violated": out["audit"].get("violated", []),
         "test_mse": common.mean_std([s["test_mse_at_best_val"] for s in ps]),
         "exploded_seeds": sum(bool(s["exploded"]) for s in ps),

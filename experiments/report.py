@@ -61,8 +61,8 @@ def _meta(doc: dict) -> str:
     skipped = doc.get("skipped_cells") or []
     line = (f"*Preset `{doc['preset']}`, `{doc['command']}`, geonorm-jax {doc['version']}, "
             f"{doc['device']} ({m['cpu_count']} cores, {', '.join(m['jax_devices'])}), "
-            f"wall time {doc['wall_time_s'] / 60:.1f} min (training cells "
-            f"{doc.get('cells_wall_time_s', 0) / 60:.1f} min).*")
+            f"sum of the cells' wall times {doc.get('cells_wall_time_s', 0) / 60:.1f} min "
+            f"(this invocation {doc['wall_time_s'] / 60:.1f} min; cells are cached).*")
     if skipped:
         line += (f" **Incomplete:** {len(skipped)} cell(s) not run (time budget or `--only`): "
                  f"{', '.join(f'`{s}`' for s in skipped)}.")
