@@ -280,6 +280,14 @@ def curves(records: list[dict], seeds: list[int]) -> dict:
     return out
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (results carry no machine paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return Path(path).name
+
+
 def run_cell(config, run_dir: Path, *, cache=None) -> dict:
     """Train ``config`` into ``run_dir`` (resuming a checkpoint there) and collect its numbers.
 
@@ -333,7 +341,7 @@ def run_cell(config, run_dir: Path, *, cache=None) -> dict:
         })
     return {
         "config": train.to_dict(config),
-        "run_dir": str(run_dir),
+        "run_dir": _portable(run_dir),
         "summary": {k: v for k, v in summary.items() if k != "seeds"},
         "curves": cur,
         "per_seed": per_seed,
