@@ -22,7 +22,8 @@ PRESET_HELP = (
     "quick (default: EGNN + GeoNorm on charged 5-body, about 3 minutes on 2 CPU cores), "
     "egnn-5body (the EGNN paper's protocol: 3000 train samples, batch 100, lr 5e-4, 10000 "
     "epochs, no normalization), geonorm-paper (the GeoNorm paper's Section 5: N=50, 5 layers, "
-    "batch 50, 1000 epochs, seeds 30 40 50 60, GeoNorm), test (tiny, seconds)"
+    "batch 50, 1000 epochs, seeds 30 40 50 60, GeoNorm), knn-500 (N=500 on a kNN edge list, "
+    "k=32, shared GeoNorm, a short run), test (tiny, seconds)"
 )
 
 # flag dest -> dotted config key
@@ -32,6 +33,8 @@ _OVERRIDES = {
     "hidden": "model.hidden",
     "norm": "model.norm",
     "norm_place": "model.norm_place",
+    "graph": "model.graph",
+    "neighbors": "model.neighbors",
     "lr": "optimizer.lr",
     "weight_decay": "optimizer.weight_decay",
     "clip_norm": "optimizer.clip_norm",
@@ -63,7 +66,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("run")
-    g.add_argument("--preset", choices=["quick", "egnn-5body", "geonorm-paper", "test"],
+    g.add_argument("--preset", choices=["quick", "egnn-5body", "geonorm-paper", "knn-500", "test"],
                    default=None, help=f"named configuration: {PRESET_HELP}")
     g.add_argument("--test", action="store_true",
                    help="the tiny 'test' preset (same as --preset test)")
@@ -90,6 +93,10 @@ def add_parser(subparsers) -> None:
     g.add_argument("--norm-place", choices=["coord", "update", "feature"],
                    help="where the norm goes (default: from its kind: coordinates -> coord, "
                         "vectors -> update, features -> feature)")
+    g.add_argument("--graph", choices=["dense", "knn"],
+                   help="dense (fully connected, the papers') or knn (edge list, O(N k); "
+                        "for large N)")
+    g.add_argument("--neighbors", type=int, help="k of the kNN graph (--graph knn)")
     g = p.add_argument_group("optimization")
     g.add_argument("--lr", type=float, help="learning rate (Adam)")
     g.add_argument("--weight-decay", type=float, help="L2 weight decay, PyTorch-Adam style")

@@ -24,7 +24,10 @@ from geonorm_jax.train.evaluate import random_transforms, split_predictions
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 
-__all__ = ["Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "SPLITS"]
+__all__ = [
+    "Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "graph_kwargs",
+    "SPLITS",
+]
 
 SPLITS = ("train", "valid", "test")
 _FIELDS = ("loc", "vel", "charges", "target", "mask")
@@ -54,6 +57,8 @@ def build_model(model: ModelConfig):
 
     place = norm_place(model)
     kwargs = dict(hidden=model.hidden, num_layers=model.layers, **model.model_kwargs)
+    if model.graph == "knn":
+        kwargs.setdefault("graph", "edges")
     try:
         if place is None:
             return make_egnn(None, **kwargs)
@@ -261,14 +266,35 @@ def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
     return state, improved
 
 
-def _make_apply(model, flat: FlatParams):
+def graph_kwargs(model_config: ModelConfig, batch: dict) -> dict:
+    """The edge list for ``batch`` (``{}`` for the dense graph).
+
+    ``graph="knn"``: :func:`geonorm_jax.models.knn_graph` of the input positions
+    ``batch["loc"] [B, N, 3]`` with ``neighbors`` per node (``[B, N k]`` edges), built inside
+    the jitted step. It depends only on distances, so it is unchanged by the rotations,
+    translations and permutations that the equivariance checks apply (up to ties).
+    """
+    if model_config.graph != "knn":
+        return {}
+    from geonorm_jax.models import knn_graph
+
+    senders, receivers, edge_mask = knn_graph(
+        batch["loc"], model_config.neighbors, batch.get("mask"), model_config.cutoff
+    )
+    return dict(senders=senders, receivers=receivers, edge_mask=edge_mask)
+
+
+def _make_apply(model, flat: FlatParams, model_config: ModelConfig):
     def apply(params, batch_stats, batch, training):
         variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
         args = (batch["loc"], batch["vel"], batch["charges"], batch.get("mask"))
+        edges = graph_kwargs(model_config, batch)
         if training:
-            pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
+            pred, updates = model.apply(
+                variables, *args, training=True, mutable=["batch_stats"], **edges
+            )
             return pred, updates.get("batch_stats", batch_stats)
-        return model.apply(variables, *args, training=False), batch_stats
+        return model.apply(variables, *args, training=False, **edges), batch_stats
 
     return apply
 
@@ -288,7 +314,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
 
     def tree_init(key):
         args = (sample["loc"], sample["vel"], sample["charges"], sample.get("mask"))
-        return model.init(key, *args, training=False)
+        return model.init(key, *args, training=False, **graph_kwargs(config.model, sample))
 
     try:  # shape problems of the norm/place surface here, before any file is written
         variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
@@ -301,5 +327,5 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
         v = tree_init(key)
         return {"params": flat.ravel(v["params"]), "batch_stats": v.get("batch_stats", {})}
 
-    return Setup(config, data, model, _make_apply(model, flat), init_fn, flat, optimizer, steps,
-                 devices, mesh)
+    apply = _make_apply(model, flat, config.model)
+    return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh)
