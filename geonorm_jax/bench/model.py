@@ -1,0 +1,240 @@
+r"""One jitted EGNN training step (forward, backward, Adam): time, FLOP rate and memory.
+
+A :class:`ModelCase` names the graph (``dense``: fully connected, ``O(B N^2)`` edges; ``knn``:
+edge list of the ``k`` nearest neighbours, ``O(B N k)`` edges), the sizes and whether layers
+are rematerialised. :func:`run_case` builds the step for random inputs drawn like the N-body
+generator's initial state (positions ``N(0, ((N/5)^{1/3})^2)``, speeds 0.5, charges
+:math:`\pm 1`), compiles it and times it, interleaving square matmuls
+(:class:`~geonorm_jax.bench.machine.MatmulTimer`) so the step's achieved FLOP rate is compared
+with the matmul rate *measured in the same process at the same time*.
+
+FLOPs counted (matrix products only; element-wise work is not counted). A dense layer
+``[.., a] x [a, b]`` costs ``2ab`` per row. With hidden size ``H``, ``E`` real edges
+(``B N (N-1)`` dense, ``B N k`` kNN) and ``B N`` nodes, one layer's forward pass costs
+
+* per edge: second ``phi_e`` layer ``2H^2``, hidden ``phi_x`` layer ``2H^2``, its output
+  ``2H`` (the first ``phi_e`` layer is factorised into per-node products): ``4H^2 + 2H``;
+* per node: factorised first ``phi_e`` layer ``2 x 2H^2``, ``phi_v`` ``2H^2 + 2H``,
+  ``phi_h`` ``2(2H)H + 2H^2``: ``12H^2 + 2H``;
+
+plus the embedding ``2H`` per node once. A training step counts as three forward passes
+(the backward pass of a product costs two products of its size):
+``FLOPs = 3 [L (E (4H^2 + 2H) + B N (12H^2 + 2H)) + 2 B N H]``. Recomputation (``remat``,
+the chunked edge block) is work the step does but is not counted, so the fraction is a lower
+bound on the hardware's utilisation.
+
+The kNN graph is built once, outside the timed step (as a data pipeline would); its build
+time is reported separately (``graph_ms``: ``O(B N^2)`` distances and ``lax.top_k``).
+
+Memory: ``peak_rss_gb`` is the process's peak resident memory (``ru_maxrss``, compilation
+included; meaningful per case because the suite runs each case in a fresh process);
+``xla_*_gb`` are XLA's compiled-memory figures for the step (``Compiled.memory_analysis()``:
+temporaries, arguments, outputs); ``device_peak_gb`` the accelerator's peak bytes in use
+(GPU/TPU only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+__all__ = ["ModelCase", "step_flops", "run_case", "build_step", "case_inputs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCase:
+    """One benchmarked configuration.
+
+    Attributes:
+      name: row label, e.g. ``"dense-n100-b50-l5"``.
+      nodes, batch, layers, hidden: ``N``, ``B``, ``L``, ``H``.
+      graph: ``"dense"`` or ``"knn"``.
+      neighbors: ``k`` for ``"knn"`` (capped at ``N - 1``).
+      remat: rematerialise each layer in the backward pass.
+      edge_chunk: the EGNN's edge chunk (edges processed together).
+      norm, norm_place: a catalogue normalization and its place (``None``: vanilla EGNN).
+      group: ``"scaling"`` (the N sweep), ``"target"`` (a configuration named by a target).
+      seconds: time budget for the timed steps (at least 2 steps, at most ``max_repeats``).
+      max_repeats: most timed steps.
+    """
+
+    name: str
+    nodes: int
+    batch: int
+    layers: int
+    graph: str = "dense"
+    neighbors: int | None = None
+    hidden: int = 64
+    remat: bool = False
+    edge_chunk: int | None = 16384
+    norm: str | None = None
+    norm_place: str | None = None
+    group: str = "scaling"
+    seconds: float = 10.0
+    max_repeats: int = 20
+
+    def __post_init__(self):
+        if self.graph not in ("dense", "knn"):
+            raise ValueError(f"graph: expected 'dense' or 'knn'; received {self.graph!r}")
+        if self.graph == "knn" and not (self.neighbors and self.neighbors >= 1):
+            raise ValueError(f"graph='knn': expected neighbors >= 1; received {self.neighbors}")
+        for field in ("nodes", "batch", "layers", "hidden"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field}: expected >= 1; received {getattr(self, field)}")
+
+    @property
+    def k(self) -> int | None:
+        """Neighbours per node actually used (``min(neighbors, N - 1)``), None for dense."""
+        return None if self.graph == "dense" else min(self.neighbors, self.nodes - 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def step_flops(case: ModelCase) -> float:
+    """Matrix-product FLOPs of one training step (see the module docstring)."""
+    n, b, h, L = case.nodes, case.batch, case.hidden, case.layers
+    per_node = case.k if case.graph == "knn" else n - 1
+    edges, nodes = b * n * per_node, b * n
+    forward = L * (edges * (4 * h * h + 2 * h) + nodes * (12 * h * h + 2 * h)) + 2 * nodes * h
+    return 3.0 * forward
+
+
+def case_inputs(case: ModelCase, key=None) -> dict:
+    """Inputs drawn like the generator's initial state, float32: x, v, q, target."""
+    import jax
+    import jax.numpy as jnp
+
+    key = jax.random.key(0) if key is None else key
+    kx, kv, kq, kt = jax.random.split(key, 4)
+    b, n = case.batch, case.nodes
+    x = (n / 5) ** (1 / 3) * jax.random.normal(kx, (b, n, 3), jnp.float32)
+    v = jax.random.normal(kv, (b, n, 3), jnp.float32)
+    v = 0.5 * v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+    q = jnp.where(jax.random.bernoulli(kq, 0.5, (b, n, 1)), 1.0, -1.0).astype(jnp.float32)
+    target = x + 0.1 * jax.random.normal(kt, (b, n, 3), jnp.float32)
+    return dict(x=x, v=v, q=q, target=target)
+
+
+def build_step(case: ModelCase, inputs: dict):
+    """``(step, params, opt_state, edges, graph_ms)``: a jitted Adam step on the MSE loss.
+
+    ``step(params, opt_state, x, v, q, target, edges) -> (params, opt_state, loss)``; params
+    and optimizer state are donated. Raises ``ValueError`` if the norm cannot be placed.
+    """
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from geonorm_jax.models import knn_graph, make_egnn
+    from geonorm_jax.train.config import ModelConfig
+    from geonorm_jax.train.setup import norm_place
+
+    x, v, q = inputs["x"], inputs["v"], inputs["q"]
+    edges, graph_ms = {}, None
+    if case.graph == "knn":
+        build = jax.jit(knn_graph, static_argnums=1)
+        jax.block_until_ready(build(x, case.k))
+        t = time.perf_counter()
+        s, r, e = jax.block_until_ready(build(x, case.k))
+        graph_ms = 1e3 * (time.perf_counter() - t)
+        edges = dict(senders=s, receivers=r, edge_mask=e)
+    kwargs = dict(hidden=case.hidden, num_layers=case.layers, remat=case.remat,
+                  edge_chunk=case.edge_chunk, graph="edges" if edges else "dense")
+    if case.norm is None:
+        model = make_egnn(None, **kwargs)
+    else:
+        place = case.norm_place or norm_place(ModelConfig(norm=case.norm))
+        model = make_egnn(case.norm, place=place, **kwargs)
+    variables = jax.jit(lambda key: model.init(key, x, v, q, **edges))(jax.random.key(1))
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    tx = optax.adam(5e-4)
+    opt_state = (tx.init(params), batch_stats)
+
+    def loss_fn(params, batch_stats, x, v, q, target, edges):
+        pred, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, v, q,
+                                    training=True, mutable=["batch_stats"], **edges)
+        return jnp.mean(jnp.square(pred - target)), updates.get("batch_stats", batch_stats)
+
+    def step(params, opt_state, x, v, q, target, edges):
+        adam_state, batch_stats = opt_state
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch_stats, x, v, q, target, edges)
+        updates, adam_state = tx.update(grads, adam_state, params)
+        return optax.apply_updates(params, updates), (adam_state, batch_stats), loss
+
+    return jax.jit(step, donate_argnums=(0, 1)), params, opt_state, edges, graph_ms
+
+
+def _memory(compiled) -> dict[str, Any]:
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        ma = None
+    if ma is None:
+        return {}
+    get = lambda name: getattr(ma, name, None)
+    out = {}
+    for key, attr in (("xla_temp_gb", "temp_size_in_bytes"),
+                      ("xla_argument_gb", "argument_size_in_bytes"),
+                      ("xla_output_gb", "output_size_in_bytes")):
+        if get(attr) is not None:
+            out[key] = get(attr) / 1e9
+    return out
+
+
+def run_case(case: ModelCase, matmul=None) -> dict:
+    """Compile and time ``case``; returns a row of plain JSON values (see module docstring).
+
+    ``matmul``: a :class:`~geonorm_jax.bench.machine.MatmulTimer` to sample between steps
+    (one is made if None).
+    """
+    import jax
+
+    from geonorm_jax.bench.machine import MatmulTimer, device_peak_gb, peak_rss_gb
+
+    matmul = matmul or MatmulTimer()
+    inputs = case_inputs(case)
+    step, params, opt_state, edges, graph_ms = build_step(case, inputs)
+    args = (inputs["x"], inputs["v"], inputs["q"], inputs["target"], edges)
+    t = time.perf_counter()
+    compiled = step.lower(params, opt_state, *args).compile()
+    compile_s = time.perf_counter() - t
+    memory = _memory(compiled)
+
+    t = time.perf_counter()
+    params, opt_state, loss = compiled(params, opt_state, *args)
+    loss.block_until_ready()
+    first = time.perf_counter() - t
+    repeats = int(min(case.max_repeats, max(2, case.seconds // max(first, 1e-6))))
+    times = []
+    for _ in range(repeats):
+        matmul.sample(2)
+        t = time.perf_counter()
+        params, opt_state, loss = compiled(params, opt_state, *args)
+        loss.block_until_ready()
+        times.append(time.perf_counter() - t)
+    matmul.sample(2)
+    flops = step_flops(case)
+    best = min(times)
+    times.sort()
+    return {
+        **case.to_dict(),
+        "k": case.k,
+        "edges": case.batch * case.nodes * (case.k if case.k is not None else case.nodes - 1),
+        "step_ms_best": 1e3 * best,
+        "step_ms_median": 1e3 * times[len(times) // 2],
+        "repeats": repeats,
+        "compile_s": compile_s,
+        "graph_ms": graph_ms,
+        "step_gflop": flops / 1e9,
+        "step_gflops_per_s": flops / best / 1e9,
+        "matmul_gflops_per_s": matmul.rate / 1e9,
+        "fraction_of_matmul": flops / best / matmul.rate,
+        "peak_rss_gb": peak_rss_gb(),
+        "device_peak_gb": device_peak_gb(),
+        **memory,
+        "loss": float(loss),
+        "finite": bool(jax.numpy.isfinite(loss)),
+    }
