@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fully_connected_edges", "knn_graph", "flatten_edges"]
+__all__ = ["fully_connected_edges", "knn_graph", "knn_rows", "flatten_edges"]
 
 
 def fully_connected_edges(
@@ -52,7 +52,11 @@ def fully_connected_edges(
 
 
 def knn_graph(
-    x: jax.Array, k: int, mask: jax.Array | None = None, cutoff: float | None = None
+    x: jax.Array,
+    k: int,
+    mask: jax.Array | None = None,
+    cutoff: float | None = None,
+    row_chunk: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """The ``k`` nearest neighbours of every node as a per-graph edge list ``[batch, N k]``.
 
@@ -60,14 +64,22 @@ def knn_graph(
     ``x``, self excluded). With ``cutoff``, neighbours farther than ``cutoff`` are masked out,
     which makes this a radius graph with a static budget of ``k`` neighbours. Where fewer
     than ``k`` real neighbours exist (small or padded graphs), the extra edges are masked.
-    Receivers are sorted (``i`` major). The graph is built from values only: its indices
-    carry no gradient. Cost: ``O(B N^2)`` distances, then ``lax.top_k``.
+    Receivers are sorted (``i`` major): edges ``[i k, (i + 1) k)`` are those of receiver
+    ``i``. The graph is built from values only: its indices carry no gradient.
+
+    Cost: ``O(B N^2)`` distances, then ``lax.top_k`` per receiver row. Memory is
+    ``O(B N^2)`` (the ``[B, N, N]`` squared distances) unless ``row_chunk`` is given: then
+    ``lax.map`` computes the rows of ``row_chunk`` receivers at a time, ``[B, row_chunk, N]``,
+    so memory is ``O(B row_chunk N)``; the result is identical (each row's distances and
+    ``top_k`` are the same computation).
 
     Args:
       x: coordinates ``[batch, nodes, 3]``.
       k: static number of neighbours per node, ``1 <= k``; ``k > N - 1`` is allowed (masked).
       mask: node mask ``[batch, nodes]`` bool (True = real) or None.
       cutoff: optional radius; edges longer than it are masked.
+      row_chunk: receivers per block (``>= 1``), or None for one block of all ``N`` rows.
+        ``N`` need not be a multiple (the last block is padded and the padding dropped).
 
     Returns:
       ``(senders, receivers, edge_mask)``, each ``[batch, nodes * k]`` (int32, int32, bool).
@@ -79,26 +91,82 @@ def knn_graph(
         )
     if k < 1:
         raise ValueError(f"knn_graph: expected k >= 1; received k={k}")
+    if row_chunk is not None and row_chunk < 1:
+        raise ValueError(f"knn_graph: expected row_chunk >= 1 or None; received {row_chunk}")
+    if mask is not None and getattr(mask, "shape", None) != x.shape[:2]:
+        raise ValueError(
+            f"knn_graph: expected mask [batch, nodes] = {x.shape[:2]}; received shape "
+            f"{getattr(mask, 'shape', None)}"
+        )
     batch, n, _ = x.shape
     x = jax.lax.stop_gradient(x)
-    d2 = jnp.sum(jnp.square(x[:, :, None, :] - x[:, None, :, :]), axis=-1)  # [B, N, N]
-    valid = ~jnp.eye(n, dtype=bool)[None]
-    if mask is not None:
-        valid = valid & mask[:, :, None] & mask[:, None, :]
-    d2 = jnp.where(valid, d2, jnp.inf)
-    kk = min(k, n)
-    neg_d2, senders = jax.lax.top_k(-d2, kk)  # [B, N, kk], nearest first
-    edge_mask = jnp.isfinite(neg_d2)
-    if cutoff is not None:
-        edge_mask = edge_mask & (-neg_d2 <= cutoff**2)
-    if kk < k:  # pad the budget to N * k
-        pad = ((0, 0), (0, 0), (0, k - kk))
-        senders = jnp.pad(senders, pad)
-        edge_mask = jnp.pad(edge_mask, pad)
-    senders = jnp.where(edge_mask, senders, 0).astype(jnp.int32)
-    receivers = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[None, :, None], senders.shape)
+    rows = jnp.arange(n, dtype=jnp.int32)
+    senders, edge_mask = knn_rows(x, rows, x, mask, mask, k, cutoff, row_chunk)
+    receivers = jnp.broadcast_to(rows[None, :, None], senders.shape)
     flat = lambda a: a.reshape(batch, n * k)
     return flat(senders), flat(receivers), flat(edge_mask)
+
+
+def knn_rows(
+    x_rows: jax.Array,
+    rows: jax.Array,
+    x: jax.Array,
+    mask_rows: jax.Array | None,
+    mask: jax.Array | None,
+    k: int,
+    cutoff: float | None = None,
+    row_chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` nearest senders of the receivers ``rows`` (the kernel of :func:`knn_graph`).
+
+    Args:
+      x_rows: receiver coordinates ``[batch, R, 3]``; ``rows [R]`` their node indices in
+        ``[0, N)`` (used to exclude self-edges).
+      x: all coordinates ``[batch, N, 3]`` (the candidate senders).
+      mask_rows, mask: node masks ``[batch, R]`` and ``[batch, N]``, or both None.
+      k, cutoff, row_chunk: as in :func:`knn_graph`.
+
+    Returns:
+      ``(senders [batch, R, k] int32, edge_mask [batch, R, k] bool)``; masked edges have
+      sender 0. Used per node block by :func:`geonorm_jax.models.sharding.knn_graph`.
+    """
+    batch, r = x_rows.shape[:2]
+    n = x.shape[1]
+    if mask_rows is None:
+        mask_rows = jnp.ones((batch, r), bool)
+    if mask is None:
+        mask = jnp.ones((batch, n), bool)
+
+    def block(xs):
+        xr, ids, mr = xs  # [B, R', 3], [R'], [B, R']
+        d2 = jnp.sum(jnp.square(xr[:, :, None, :] - x[:, None, :, :]), axis=-1)  # [B, R', N]
+        valid = (ids[:, None] != jnp.arange(n, dtype=ids.dtype)[None, :])[None]
+        valid = valid & mr[:, :, None] & mask[:, None, :]
+        d2 = jnp.where(valid, d2, jnp.inf)
+        kk = min(k, n)
+        neg_d2, senders = jax.lax.top_k(-d2, kk)  # [B, R', kk], nearest first
+        emask = jnp.isfinite(neg_d2)
+        if cutoff is not None:
+            emask = emask & (-neg_d2 <= cutoff**2)
+        if kk < k:  # pad the budget to k per receiver
+            pad = ((0, 0), (0, 0), (0, k - kk))
+            senders = jnp.pad(senders, pad)
+            emask = jnp.pad(emask, pad)
+        return jnp.where(emask, senders, 0).astype(jnp.int32), emask
+
+    if row_chunk is None or row_chunk >= r:
+        return block((x_rows, rows, mask_rows))
+    num = -(-r // row_chunk)
+    pad = num * row_chunk - r
+    x_rows = jnp.pad(x_rows, ((0, 0), (0, pad), (0, 0)))
+    rows = jnp.pad(rows, (0, pad))
+    mask_rows = jnp.pad(mask_rows, ((0, 0), (0, pad)))
+    split = lambda a: jnp.moveaxis(a.reshape((batch, num, row_chunk) + a.shape[2:]), 1, 0)
+    senders, emask = jax.lax.map(
+        block, (split(x_rows), rows.reshape(num, row_chunk), split(mask_rows))
+    )  # [num, B, row_chunk, k]
+    merge = lambda a: jnp.moveaxis(a, 0, 1).reshape(batch, num * row_chunk, k)[:, :r]
+    return merge(senders), merge(emask)
 
 
 def flatten_edges(

@@ -38,6 +38,8 @@ Implementation notes:
   safe norm (finite gradient at coincident particles).
 * Padded nodes are excluded from every sum, mean and normalization statistic; their inputs are
   replaced by zeros on entry, so their outputs are finite whatever the padding holds.
+* ``node_sharding`` (edge list only) splits one system's nodes over devices; see
+  :mod:`geonorm_jax.models.sharding` for the layout and the collectives.
 """
 
 from __future__ import annotations
@@ -47,11 +49,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from geonorm_jax import geometry
 from geonorm_jax.linen import NormLayer
 from geonorm_jax.models import edges as edges_lib
+from geonorm_jax.models import sharding as sharding_lib
 from geonorm_jax.models.layers import TorchDense, torch_linear_init, xavier_uniform
+from geonorm_jax.models.sharding import NodeSharding
 from geonorm_jax.norms.base import Norm
 
 __all__ = ["EGNN", "EGCLVel", "make_egnn", "count_params", "PLACES"]
@@ -164,13 +170,6 @@ def _list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg):
     batch, n = x.shape[:2]
     flat = lambda t: t.reshape((batch * n,) + t.shape[2:])
     a, b, x = flat(a), flat(b), flat(x)
-    num_edges = senders.shape[0]
-    chunk = min(cfg.edge_chunk or num_edges, num_edges)
-    num_chunks = -(-num_edges // chunk)
-    pad = num_chunks * chunk - num_edges
-    if pad:
-        padder = lambda t: jnp.pad(t, [(0, pad)] + [(0, 0)] * (t.ndim - 1))
-        senders, receivers, emask, edge_attr = map(padder, (senders, receivers, emask, edge_attr))
 
     def fn(xs):
         s, r, em, ea = xs
@@ -181,18 +180,116 @@ def _list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg):
         return jax.ops.segment_sum(out, r, num_segments=batch * n)
 
     xs = (senders, receivers, emask, edge_attr)
-    if num_chunks == 1:
-        total = fn(xs)
-    else:
-        split = lambda t: t.reshape((num_chunks, chunk) + t.shape[1:])
-        body = jax.checkpoint(fn)
-        total, _ = jax.lax.scan(
-            lambda acc, c: (acc + body(c), None),
-            jnp.zeros((batch * n, 3 + a.shape[-1]), x.dtype),
-            jax.tree_util.tree_map(split, xs),
-        )
+    zeros = lambda: jnp.zeros((batch * n, 3 + a.shape[-1]), x.dtype)
+    total = _sum_edge_chunks(fn, xs, zeros, cfg.edge_chunk)
     total = total.reshape(batch, n, -1)
     return total[..., :3], total[..., 3:]
+
+
+def _sum_edge_chunks(fn, xs, zeros, edge_chunk):
+    """``sum_c fn(xs[c])`` over chunks of ``edge_chunk`` edges (the leading axis of ``xs``).
+
+    ``xs`` is padded with zeros (masked edges to node 0) to a whole number of chunks; with
+    more than one chunk, ``lax.scan`` accumulates ``jax.checkpoint(fn)`` from ``zeros()``, so
+    the backward pass holds one chunk of edge intermediates at a time.
+    """
+    num_edges = xs[0].shape[0]
+    chunk = min(edge_chunk or num_edges, num_edges)
+    num_chunks = -(-num_edges // chunk)
+    pad = num_chunks * chunk - num_edges
+    if pad:
+        xs = tuple(jnp.pad(t, [(0, pad)] + [(0, 0)] * (t.ndim - 1)) for t in xs)
+    if num_chunks == 1:
+        return fn(xs)
+    split = lambda t: t.reshape((num_chunks, chunk) + t.shape[1:])
+    body = jax.checkpoint(fn)
+    total, _ = jax.lax.scan(
+        lambda acc, c: (acc + body(c), None), zeros(), jax.tree_util.tree_map(split, xs)
+    )
+    return total
+
+
+def _sharded_list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg):
+    """Node-sharded edge list: ``(sum_j trans_ij, sum_j m_ij, count_i)``, sharded over nodes.
+
+    Node arrays ``a, b [B, N, H]``, ``x [B, N, 3]`` and per-graph edges ``[B, E]`` (``[B, E,
+    2]``) split over ``cfg.node_sharding`` (the layout of :mod:`geonorm_jax.models.sharding`).
+    Under ``jax.shard_map``, device ``d``:
+
+    1. all-gathers ``[b, x]`` (sender side, ``[B, N, H + 3]``), the only collective;
+    2. reads ``a_i``, ``x_i`` of its receivers from its own block ``[B, N/D, .]``;
+    3. runs the per-edge MLPs on its ``B E/D`` edges (chunked by ``edge_chunk`` as in
+       :func:`_list_edges`) and segment-sums ``[trans, m, edge_mask]`` into its local
+       receivers ``[B N/D, 3 + H + 1]``.
+
+    The parameters ``p`` enter replicated (``P()``); their gradients are summed (``psum``) over
+    devices by ``shard_map``'s transpose, and the all-gather's transpose reduce-scatters the
+    sender cotangents.
+    """
+    ns: NodeSharding = cfg.node_sharding
+    batch, n = x.shape[:2]
+    hidden = a.shape[-1]
+    block = n // ns.num_shards
+
+    def local(p, a, bx, ea, s, r, em):
+        # a [B, N/D, H], bx [B, N/D, H + 3]; ea [B, E/D, 2]; s, r, em [B, E/D]
+        full = sharding_lib.gather_nodes(bx, ns.axis).reshape(batch * n, hidden + 3)
+        b_all, x_all = full[:, :hidden], full[:, hidden:]
+        a_loc, x_loc = a.reshape(-1, hidden), bx[..., hidden:].reshape(-1, 3)
+        r_loc, em = sharding_lib.local_receivers(r, em, block, ns.axis)
+        s_all = (s + (jnp.arange(batch, dtype=s.dtype) * n)[:, None]).reshape(-1)
+
+        def fn(xs):
+            s, r, em, ea = xs
+            diff, radial = _edge_geometry(x_loc[r] - x_all[s], cfg)  # [c, 3], [c, 1]
+            pre = _first_edge_layer(p, a_loc[r], b_all[s], radial, ea)
+            trans, m = _edge_messages(p, pre, diff, em, cfg)
+            out = jnp.concatenate([trans, m, em[:, None]], axis=-1)
+            return jax.ops.segment_sum(out, r, num_segments=batch * block)
+
+        zeros = lambda: jax.lax.pcast(
+            jnp.zeros((batch * block, hidden + 4), x.dtype), ns.axis, to="varying"
+        )
+        xs = (s_all, r_loc, em.reshape(-1), ea.reshape(-1, ea.shape[-1]))
+        total = _sum_edge_chunks(fn, xs, zeros, cfg.edge_chunk)
+        return total.reshape(batch, block, hidden + 4)
+
+    spec = ns.spec
+    total = jax.shard_map(
+        local, mesh=ns.mesh, in_specs=(P(),) + (spec,) * 6, out_specs=spec
+    )(p, a, jnp.concatenate([b, x], axis=-1), edge_attr, senders, receivers, emask)
+    total = ns.constrain(total)
+    return total[..., :3], total[..., 3 : 3 + hidden], total[..., 3 + hidden :]
+
+
+def _sharded_edge_inputs(x, charges, mask, senders, receivers, edge_mask, ns: NodeSharding):
+    """Edge attributes ``[q_i q_j, ||x_i - x_j||^2] [B, E, 2]`` and the float edge mask ``[B, E]``.
+
+    The node-sharded counterpart of the edge-list branch of :meth:`EGNN.__call__`: under
+    ``shard_map`` each device all-gathers ``[x, q, mask] [B, N, 5]`` and computes its own
+    edge block; edges touching a padded node, or outside their node block, are masked.
+    """
+    batch, n = x.shape[:2]
+    block = n // ns.num_shards
+    dtype = x.dtype
+    node_mask = jnp.ones((batch, n), dtype) if mask is None else mask.astype(dtype)
+
+    def local(xqm, s, r, em):  # xqm [B, N/D, 5]; s, r, em [B, E/D]
+        full = sharding_lib.gather_nodes(xqm, ns.axis).reshape(batch * n, 5)
+        loc = xqm.reshape(-1, 5)
+        r_loc, em = sharding_lib.local_receivers(r, em, block, ns.axis)
+        s_all = (s + (jnp.arange(batch, dtype=s.dtype) * n)[:, None]).reshape(-1)
+        xi, xj = loc[r_loc], full[s_all]
+        em = em.reshape(-1).astype(dtype) * xi[:, 4] * xj[:, 4]
+        r0 = jnp.sum(jnp.square(xi[:, :3] - xj[:, :3]), axis=-1)
+        attr = jnp.stack([xi[:, 3] * xj[:, 3], r0], axis=-1)
+        return attr.reshape(batch, -1, 2), em.reshape(batch, -1)
+
+    spec = ns.spec
+    xqm = jnp.concatenate([x, charges, node_mask[..., None]], axis=-1)
+    return jax.shard_map(local, mesh=ns.mesh, in_specs=(spec,) * 4, out_specs=(spec, spec))(
+        xqm, senders, receivers, edge_mask
+    )
 
 
 class EGCLVel(nn.Module):
@@ -217,6 +314,7 @@ class EGCLVel(nn.Module):
     dense: bool = True
     edge_chunk: int | None = None
     param_dtype: Any = jnp.float32
+    node_sharding: NodeSharding | None = None
 
     def _linear_params(self, name, fan_in, fan_out, use_bias=True, kernel_init=None):
         def init(key):
@@ -262,7 +360,11 @@ class EGCLVel(nn.Module):
 
         a = h @ p["edge_w_hi"].astype(dtype) + p["edge_bias"].astype(dtype)  # [B, N, H]
         b = h @ p["edge_w_hj"].astype(dtype)
-        if self.dense:
+        if self.node_sharding is not None:  # per-graph edges [B, E], node-sharded
+            update, agg, count = _sharded_list_edges(
+                p, a, b, x, edge_attr, senders, receivers, edge_mask, self
+            )
+        elif self.dense:
             update, agg = _dense_edges(p, a, b, x, edge_attr, edge_mask, self)
             count = jnp.sum(edge_mask, axis=2)[..., None]
         else:
@@ -287,6 +389,8 @@ class EGCLVel(nn.Module):
             h = NormLayer(self.feature_norm, name="feature_norm")(h, **norm_kw)
         if self.coord_norm is not None and self.apply_coord_norm:
             x = NormLayer(self.coord_norm, name="coord_norm")(x, **norm_kw)
+        if self.node_sharding is not None:
+            h, x = self.node_sharding.constrain(h), self.node_sharding.constrain(x)
         return h, x
 
 
@@ -328,6 +432,15 @@ class EGNN(nn.Module):
         ``senders``/``receivers`` are required). Passing ``senders`` selects the edge list in
         either case.
       param_dtype: dtype of the parameters (computation runs in the dtype of ``x``).
+      node_sharding: a :class:`~geonorm_jax.models.sharding.NodeSharding` (mesh + axis) to
+        split one large system over devices along the node axis (edge-list graph only;
+        ValueError for the dense graph). Inputs are per-graph edges ``[batch, E]`` in the
+        node-block layout (:func:`~geonorm_jax.models.sharding.partition_edges`, or a kNN
+        graph with ``D | N``); ``D`` must divide ``N`` and ``E``
+        (:func:`~geonorm_jax.models.sharding.shard_graph` pads and places everything). The
+        per-edge work runs under ``jax.shard_map`` (one all-gather of ``[h W_2, x]`` per
+        layer), the rest is GSPMD-partitioned; the output ``[batch, N, 3]`` is sharded over
+        nodes. None (default): one device, unchanged.
 
     Note: a per-particle GeoNorm (``params="particle"``) has parameters ``[N, 1]`` fixed at
     initialisation, so such a model only runs at the ``N`` it was initialised with.
@@ -349,6 +462,7 @@ class EGNN(nn.Module):
     graph: str = "dense"
     edge_chunk: int | None = 16384
     param_dtype: Any = jnp.float32
+    node_sharding: NodeSharding | None = None
 
     def __post_init__(self):
         _check_norm(self.coord_norm, "coord")
@@ -358,6 +472,11 @@ class EGNN(nn.Module):
             raise ValueError(f"coords_agg: expected 'mean' or 'sum'; received {self.coords_agg!r}")
         if self.graph not in ("dense", "edges"):
             raise ValueError(f"graph: expected 'dense' or 'edges'; received {self.graph!r}")
+        if self.node_sharding is not None and not isinstance(self.node_sharding, NodeSharding):
+            raise ValueError(
+                f"node_sharding: expected a NodeSharding or None; received "
+                f"{type(self.node_sharding).__name__}"
+            )
         if self.num_layers < 1 or self.hidden < 1:
             raise ValueError(
                 f"expected num_layers >= 1 and hidden >= 1; received {self.num_layers}, "
@@ -402,7 +521,20 @@ class EGNN(nn.Module):
             x, v, charges = (jnp.where(real, a, 0.0) for a in (x, v, charges))
         mu0 = geometry.centroid(x, mask)  # [B, 3]
 
-        if use_edges:
+        if self.node_sharding is not None:
+            if not use_edges:
+                raise ValueError(
+                    "node_sharding: expected the edge-list graph (senders, receivers); the "
+                    "dense graph cannot be sharded over nodes"
+                )
+            ns = self.node_sharding
+            senders, receivers, emask = _prepare_sharded_edges(
+                senders, receivers, edge_mask, batch, n, ns
+            )
+            x, v, charges = ns.constrain(x), ns.constrain(v), ns.constrain(charges)
+            mask = None if mask is None else ns.constrain(mask)
+            edge_attr, emask = _sharded_edge_inputs(x, charges, mask, senders, receivers, emask, ns)
+        elif use_edges:
             senders, receivers, emask = _prepare_edges(senders, receivers, edge_mask, batch, n)
             if mask is not None:
                 flat_mask = mask.reshape(-1)
@@ -442,6 +574,7 @@ class EGNN(nn.Module):
                 dense=not use_edges,
                 edge_chunk=self.edge_chunk,
                 param_dtype=self.param_dtype,
+                node_sharding=self.node_sharding,
                 name=f"layer_{layer}",
             )(h, x, v, edge_attr, mask, emask, mu0, senders, receivers)
         return x
@@ -475,6 +608,41 @@ def _check_inputs(x, v, charges, mask) -> None:
 
 
 def _prepare_edges(senders, receivers, edge_mask, batch, n):
+    _check_edges(senders, receivers, edge_mask, batch)
+    return edges_lib.flatten_edges(senders, receivers, edge_mask, n)
+
+
+def _prepare_sharded_edges(senders, receivers, edge_mask, batch, n, ns: NodeSharding):
+    """Per-graph edges ``[B, E]`` for the node-sharded path (flat ``[E]`` only when ``B = 1``).
+
+    Checks ``D | N`` and ``D | E``; with concrete (not traced) receivers, also the node-block
+    layout (:func:`geonorm_jax.models.sharding.check_partition`). Under ``jit`` a wrong layout
+    cannot be detected: its out-of-block edges are masked out (dropped).
+    """
+    _check_edges(senders, receivers, edge_mask, batch)
+    if senders.ndim == 1:
+        if batch != 1:
+            raise ValueError(
+                f"node_sharding: expected per-graph edges [batch={batch}, edges] (flat edges "
+                f"only for batch 1); received flat shape {senders.shape}"
+            )
+        senders, receivers = senders[None], receivers[None]
+        edge_mask = None if edge_mask is None else edge_mask[None]
+    if edge_mask is None:
+        edge_mask = jnp.ones(senders.shape, bool)
+    shards = ns.num_shards
+    if n % shards or senders.shape[1] % shards:
+        raise ValueError(
+            f"node_sharding: expected nodes and edges per graph divisible by the number of "
+            f"shards {shards}; received {n} nodes and {senders.shape[1]} edges (pad with "
+            f"geonorm_jax.models.sharding.shard_graph)"
+        )
+    if not isinstance(receivers, jax.core.Tracer) and not isinstance(edge_mask, jax.core.Tracer):
+        sharding_lib.check_partition(np.asarray(receivers), np.asarray(edge_mask), n, shards)
+    return senders, receivers, edge_mask.astype(bool)
+
+
+def _check_edges(senders, receivers, edge_mask, batch):
     if senders is None or receivers is None:
         raise ValueError("senders and receivers: expected both or neither; received one")
     if _shape(senders) != _shape(receivers) or senders.ndim not in (1, 2):
@@ -494,7 +662,6 @@ def _prepare_edges(senders, receivers, edge_mask, batch, n):
             f"edge_mask: expected the shape of senders {senders.shape}; received "
             f"{_shape(edge_mask)}"
         )
-    return edges_lib.flatten_edges(senders, receivers, edge_mask, n)
 
 
 def make_egnn(
