@@ -41,7 +41,12 @@ def test_files_shapes_dtypes_and_metadata(tiny_dataset):
     assert arrays["loc"].shape == (6, 4, 5, 3) and arrays["loc"].dtype == np.float32
     assert arrays["vel"].shape == (6, 4, 5, 3) and arrays["vel"].dtype == np.float32
     assert arrays["charges"].shape == (6, 5, 1)
-    np.testing.assert_array_equal(arrays["edges"], edge_attributes(arrays["charges"]))
+    # format 3 stores no edges (q_i q_j is O(N^2)); they are derived from the charges
+    assert sorted(arrays) == ["charges", "clipped", "loc", "vel"]
+    with np.load(path / "train.npz") as npz:
+        assert sorted(npz.files) == ["charges", "clipped", "loc", "vel"]
+    q = arrays["charges"][..., 0]
+    np.testing.assert_array_equal(edge_attributes(arrays["charges"]), q[:, :, None] * q[:, None])
     assert load_trajectories(path, "val")["loc"].shape[0] == 3
 
 

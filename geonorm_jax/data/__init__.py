@@ -25,7 +25,7 @@ from geonorm_jax.data.files import (
     verify_dataset,
     write_dataset,
 )
-from geonorm_jax.data.generate import generate_split
+from geonorm_jax.data.generate import generate_split, generation_memory
 from geonorm_jax.data.reference import (
     load_reference_split,
     load_reference_trajectories,
@@ -54,6 +54,7 @@ __all__ = [
     "edge_attributes",
     "energy_drift",
     "generate_split",
+    "generation_memory",
     "get_dataset",
     "iterate_batches",
     "load_reference_split",

@@ -19,7 +19,8 @@ SPLITS = ("train", "valid", "test")
 
 # Bumped whenever the generator or the file layout changes in a way that changes file contents;
 # it is part of the cache key, so an old cache is never reused by a new generator.
-FORMAT_VERSION = 2
+# 3: the split files no longer store ``edges`` (q_i q_j, O(N^2) per trajectory).
+FORMAT_VERSION = 3
 
 # Fields that determine the generated trajectories (and so the cache key). frame_in and
 # frame_out only choose which frames are sampled from the files.

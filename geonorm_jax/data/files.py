@@ -2,19 +2,26 @@
 
 Layout of a data set directory::
 
-    train.npz  valid.npz  test.npz   loc, vel [S, F, N, 3] float32; charges [S, N, 1];
-                                     edges [S, N, N] (q_i q_j); clipped [S] bool
+    train.npz  valid.npz  test.npz   loc, vel [S, F, N, 3] float32; charges [S, N, 1] float32;
+                                     clipped [S] bool
     metadata.json                    parameters, seed, package version, SHA-256 of each file
+
+Every stored array is linear in N (``24 F N + 4 N + 1`` bytes per trajectory, 1.18 MB at
+N = 1000 with 49 frames). The edge attribute ``q_i q_j`` is not stored (format 3; format 2
+stored it as ``edges [S, N, N]``, 4 MB per trajectory at N = 1000): build it from ``charges``
+with :func:`geonorm_jax.data.samples.edge_attributes`. A format-2 file still loads (its
+``edges`` member is not read), but its cache key differs, so a cache is regenerated.
 
 Every file is first written under a temporary name in the same directory and then renamed, and
 ``metadata.json`` (which holds the hashes) is written last, so an interrupted generation never
-leaves a directory that loads. Loading checks each file's SHA-256 against the metadata.
+leaves a directory that loads. Loading checks each file's SHA-256 against the metadata; the
+file is hashed and parsed through one open handle, and ``np.savez`` / ``np.load`` copy in
+16 MiB blocks, so writing or loading a split holds its arrays once, not twice.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import sys
@@ -45,7 +52,7 @@ __all__ = [
 CACHE_ENV = "GEONORM_JAX_CACHE"
 METADATA = "metadata.json"
 _FORMAT = "geonorm-jax charged n-body"
-_ARRAYS = ("loc", "vel", "charges", "edges", "clipped")
+_ARRAYS = ("loc", "vel", "charges", "clipped")
 
 
 class DataFileError(ValueError):
@@ -64,12 +71,16 @@ def _package_version() -> str:
     return __version__
 
 
-def _sha256_file(path: Path) -> str:
+def _sha256_handle(f) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
+    for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return _sha256_handle(f)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -251,28 +262,31 @@ def _read_split_file(
         raise DataFileError(f"{directory / METADATA}: no entry for split {split!r}")
     path = directory / entry["file"]
     try:
-        data = path.read_bytes()
+        f = open(path, "rb")
     except OSError as e:
         raise DataFileError(f"{path}: cannot read split file ({e})") from e
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != entry["sha256"]:
-        raise DataFileError(
-            f"{path}: content hash {digest[:16]}... does not match the metadata's "
-            f"{str(entry['sha256'])[:16]}... (corrupted or truncated file; delete the directory "
-            "to regenerate it)"
-        )
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in _ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        raise DataFileError(f"{path}: unreadable split file ({e})") from e
+    with f:
+        # Hash and parse through the same handle: what is parsed is what was hashed (the
+        # writer only ever replaces a file by renaming), and the bytes are not held in memory.
+        digest = _sha256_handle(f)
+        if digest != entry["sha256"]:
+            raise DataFileError(
+                f"{path}: content hash {digest[:16]}... does not match the metadata's "
+                f"{str(entry['sha256'])[:16]}... (corrupted or truncated file; delete the "
+                "directory to regenerate it)"
+            )
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in _ARRAYS}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise DataFileError(f"{path}: unreadable split file ({e})") from e
     n, frames = metadata["config"]["particles"], metadata["num_frames"]
     s = entry["trajectories"]
     expected = {
         "loc": (s, frames, n, 3),
         "vel": (s, frames, n, 3),
         "charges": (s, n, 1),
-        "edges": (s, n, n),
         "clipped": (s,),
     }
     for name, shape in expected.items():
@@ -282,8 +296,12 @@ def _read_split_file(
 
 
 def load_trajectories(directory: str | os.PathLike, split: str) -> dict[str, np.ndarray]:
-    """All arrays of one split (``loc``, ``vel``, ``charges``, ``edges``, ``clipped``), after
-    checking the file's SHA-256 against the metadata.
+    """All arrays of one split, after checking the file's SHA-256 against the metadata.
+
+    Returns:
+      dict with ``loc``, ``vel`` (float32 ``[S, F, N, 3]``), ``charges`` (float32
+      ``[S, N, 1]``) and ``clipped`` (bool ``[S]``). There is no ``edges`` entry: use
+      ``edge_attributes(arrays["charges"])`` (``q_i q_j``, ``[S, N, N]``) where it is needed.
 
     Raises:
       DataFileError: naming the file, if it is missing, corrupted, truncated or mismatched.
