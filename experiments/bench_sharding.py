@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--edge-chunk", type=int, default=16384,
                     help="edges per chunk of the chunked configuration")
     ap.add_argument("--no-run", action="store_true", help="only compile (memory), no agreement")
+    ap.add_argument("--out", default="experiments/results/bench/sharding.json",
+                    help="results JSON (written atomically); '' for none")
     args = ap.parse_args(argv)
 
     os.environ["XLA_FLAGS"] = (
@@ -120,7 +122,18 @@ def main(argv: list[str] | None = None) -> int:
               f"{a['loss'][1]:.7g}; max |out_1 - out_{devices}| = {a['out_err']:.2e} "
               f"(max |out| {a['out_scale']:.2e}); max relative gradient difference "
               f"{a['grad_rel']:.2e}; output sharding {a['sharding']}")
-    print(f"\ncommand: {' '.join([os.path.basename(sys.executable), *sys.argv])}  "
+    command = " ".join(["python", *sys.argv])
+    if args.out:
+        from geonorm_jax._io import write_json_atomic
+
+        keep = ("chunk", "devices", "argument", "output", "temp", "compile_s")
+        write_json_atomic(args.out, {
+            "command": command, "nodes": n, "k": k, "hidden": hidden, "layers": layers,
+            "devices": devices, "same_graph": same_graph,
+            "memory_bytes": [{key: r[key] for key in keep} for r in rows],
+            "agreement": agreement, "jax": jax.__version__,
+        })
+    print(f"\ncommand: {command}  "
           f"(wall {time.time() - t_start:.0f} s; timings on forced host devices are not "
           f"speedups)")
     return 0

@@ -51,8 +51,8 @@ def run_bench(args) -> int:
     from geonorm_jax.bench.suite import format_tables, run_suite
 
     preset = args.preset or ("cpu" if jax.default_backend() == "cpu" else "gpu")
-    command = "geonorm-jax " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "bench" else "geonorm-jax bench"
+    extra = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []
+    command = " ".join(["geonorm-jax", "bench", *map(shlex.quote, extra)])
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
     results = run_suite(preset, sections=args.sections, out=args.out, plot=args.plot,
                         resume=args.resume, subprocesses=not args.in_process,
