@@ -27,7 +27,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="sizes: quick (seconds), cpu (about 15 min on 2 cores), gpu "
+                   help="sizes: quick (seconds), cpu (about 25 min on 2 cores), gpu "
                         "(default: gpu on an accelerator, cpu otherwise)")
     p.add_argument("--sections", nargs="+", choices=SECTIONS, default=None,
                    help="what to run (default: the preset's sections; 'epoch' needs the "

@@ -50,7 +50,7 @@ PRESETS: dict[str, dict] = {
         "data": dict(particles=(5,), seconds_per_n=0.2, steps=300),
         "epoch": dict(preset="test", overrides={}),
     },
-    # About 15 minutes on 2 CPU cores.
+    # About 25 minutes on 2 CPU cores.
     "cpu": {
         "sections": ("model", "norms", "data"),
         "scaling": dict(nodes=_SWEEP, batch=8, layers=4, hidden=64, neighbors=32,
