@@ -74,12 +74,14 @@ def test_targets_are_met_or_missed_by_the_numbers():
 
 
 def test_bench_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
-    """The quick preset in process: one model case and two norms; then --resume keeps them."""
+    """The quick preset in process: one model case, two norms and one trainer epoch (the
+    ``test`` preset); then --resume keeps them."""
     out = tmp_path / "bench" / "results.json"
     monkeypatch.setitem(PRESETS["quick"]["norms"], "names", ["geo_norm", "weight_norm"])
+    monkeypatch.setenv("GEONORM_JAX_CACHE", str(tmp_path / "cache"))
     logs = []
-    results = run_suite("quick", sections=["model", "norms"], out=out, subprocesses=False,
-                        only=["dense-n5-b2-l2"], log=logs.append)
+    results = run_suite("quick", sections=["model", "norms", "epoch"], out=out,
+                        subprocesses=False, only=["dense-n5-b2-l2"], log=logs.append)
     saved = json.loads(out.read_text())
     assert saved["preset"] == "quick" and saved["machine"]["versions"]["jax"]
     (row,) = saved["model"]
@@ -89,6 +91,8 @@ def test_bench_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     geo, weight = saved["norms"]
     assert geo["place"] == "coord" and math.isfinite(geo["cost_percent"])
     assert "no place in the EGNN" in weight["skipped"]
+    epoch = saved["epoch"]
+    assert epoch["finite"] and epoch["epoch_s"] > 0 and epoch["steps_per_epoch"] == 4, epoch
     assert (tmp_path / "bench" / "scaling.png").stat().st_size > 1000
     table = format_tables(results)
     assert "| dense-n5-b2-l2 | dense | 5 | 2 | 2 |" in table and "geo_norm" in table

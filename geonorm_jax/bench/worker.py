@@ -40,9 +40,9 @@ def _epoch(payload: dict) -> dict:
     return {
         "preset": payload["preset"], "overrides": payload.get("overrides", {}),
         "description": (f"{payload['preset']}: N={d.particles}, {m.layers} layers, norm "
-                        f"{m.norm}, {s.steps} steps of batch {tr.batch_size}, "
+                        f"{m.norm}, {s.steps_per_epoch} steps of batch {tr.batch_size}, "
                         f"{len(tr.seeds)} seeds vmapped"),
-        "steps_per_epoch": s.steps, "seeds": len(tr.seeds), "epoch_s": epoch_s,
+        "steps_per_epoch": s.steps_per_epoch, "seeds": len(tr.seeds), "epoch_s": epoch_s,
         "compile_s": first - epoch_s, "setup_s": build_s,
         "finite": bool(jax.numpy.all(jax.numpy.isfinite(losses))),
     }
