@@ -637,7 +637,11 @@ def _prepare_sharded_edges(senders, receivers, edge_mask, batch, n, ns: NodeShar
             f"shards {shards}; received {n} nodes and {senders.shape[1]} edges (pad with "
             f"geonorm_jax.models.sharding.shard_graph)"
         )
-    if not isinstance(receivers, jax.core.Tracer) and not isinstance(edge_mask, jax.core.Tracer):
+    pair = (receivers, edge_mask)
+    # across hosts a process cannot read the other processes' blocks: check only local arrays
+    if not any(isinstance(a, jax.core.Tracer) for a in pair) and all(
+        getattr(a, "is_fully_addressable", True) for a in pair
+    ):
         sharding_lib.check_partition(np.asarray(receivers), np.asarray(edge_mask), n, shards)
     return senders, receivers, edge_mask.astype(bool)
 

@@ -36,9 +36,11 @@ tensors dominate by a factor ``k``. Communication per layer is one all-gather of
 
 Across hosts: call ``jax.distributed.initialize()`` on every host first; ``jax.devices()``
 then lists the devices of all hosts, and ``node_sharding()`` builds the mesh over all of
-them. Each host must then create its *addressable* shards of the inputs (e.g. with
-``jax.make_array_from_callback`` and ``NodeSharding.nodes``) instead of :func:`shard_nodes`,
-which places a host array on every device from one process.
+them. :func:`shard_nodes`, :func:`shard_graph` and :func:`replicate` place arrays with
+``jax.make_array_from_callback``, so every process (running the same program with the same
+full host arrays) supplies only the blocks of its own devices; pass the resulting global
+arrays to jitted functions as arguments. ``tests/test_multihost.py`` checks this with two
+processes.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ __all__ = [
     "check_partition",
     "pad_nodes",
     "shard_nodes",
+    "replicate",
     "shard_graph",
     "knn_graph",
     "gather_nodes",
@@ -284,15 +287,32 @@ def pad_nodes(num_shards: int, x: Any, v: Any, charges: Any, mask: Any | None = 
     return x, v, charges, mask
 
 
-def shard_nodes(sharding: NodeSharding, *arrays: Any):
-    """``jax.device_put`` each array ``[batch, N, ...]`` (or edges ``[batch, E]``) split over nodes.
+def _place(a: Any, target: NamedSharding) -> jax.Array:
+    """A global array with sharding ``target`` from a full host (or device) copy of ``a``.
 
-    None passes through. Returns a tuple (one array for one argument).
+    ``jax.make_array_from_callback`` asks this process for its *addressable* shards only, so
+    the same call works in one process and across hosts (after
+    ``jax.distributed.initialize()``, every process passing the same full array).
     """
-    out = tuple(
-        None if a is None else jax.device_put(jnp.asarray(a), sharding.nodes) for a in arrays
-    )
+    host = np.asarray(a)
+    host = host.astype(jax.dtypes.canonicalize_dtype(host.dtype), copy=False)  # as jnp.asarray
+    return jax.make_array_from_callback(host.shape, target, lambda index: host[index])
+
+
+def shard_nodes(sharding: NodeSharding, *arrays: Any):
+    """Place each array ``[batch, N, ...]`` (or edges ``[batch, E]``) split over nodes.
+
+    Works across hosts: each process supplies the blocks of its own devices from its full copy
+    (see :func:`_place`). None passes through. Returns a tuple (one array for one argument).
+    """
+    out = tuple(None if a is None else _place(a, sharding.nodes) for a in arrays)
     return out[0] if len(out) == 1 else out
+
+
+def replicate(sharding: NodeSharding, tree: Any) -> Any:
+    """Every leaf of ``tree`` (e.g. the model variables) replicated on every device of the
+    mesh; works across hosts like :func:`shard_nodes`."""
+    return jax.tree_util.tree_map(lambda a: _place(a, sharding.replicated), tree)
 
 
 def shard_graph(
