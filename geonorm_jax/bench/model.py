@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-__all__ = ["ModelCase", "step_flops", "run_case", "build_step", "case_inputs"]
+__all__ = ["ModelCase", "CompiledCase", "step_flops", "run_case", "compile_case", "build_step",
+           "case_inputs"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,6 +186,35 @@ def _memory(compiled) -> dict[str, Any]:
     return out
 
 
+class CompiledCase(NamedTuple):
+    """A compiled step of one case and its state: ``run()`` does one step and returns
+    ``(seconds, loss)``; the parameters and optimizer state advance with every call."""
+
+    run: Callable[[], tuple[float, Any]]
+    compiled: Any
+    compile_s: float
+    graph_ms: float | None
+
+
+def compile_case(case: ModelCase) -> CompiledCase:
+    """Build inputs and the step of ``case``, compile it (timed) and hold its state."""
+    inputs = case_inputs(case)
+    step, params, opt_state, edges, graph_ms = build_step(case, inputs)
+    args = (inputs["x"], inputs["v"], inputs["q"], inputs["target"], edges)
+    t = time.perf_counter()
+    compiled = step.lower(params, opt_state, *args).compile()
+    compile_s = time.perf_counter() - t
+    state = [params, opt_state]
+
+    def run() -> tuple[float, Any]:
+        t = time.perf_counter()
+        state[0], state[1], loss = compiled(state[0], state[1], *args)
+        loss.block_until_ready()
+        return time.perf_counter() - t, loss
+
+    return CompiledCase(run, compiled, compile_s, graph_ms)
+
+
 def run_case(case: ModelCase, matmul=None) -> dict:
     """Compile and time ``case``; returns a row of plain JSON values (see module docstring).
 
@@ -195,26 +226,15 @@ def run_case(case: ModelCase, matmul=None) -> dict:
     from geonorm_jax.bench.machine import MatmulTimer, device_peak_gb, peak_rss_gb
 
     matmul = matmul or MatmulTimer()
-    inputs = case_inputs(case)
-    step, params, opt_state, edges, graph_ms = build_step(case, inputs)
-    args = (inputs["x"], inputs["v"], inputs["q"], inputs["target"], edges)
-    t = time.perf_counter()
-    compiled = step.lower(params, opt_state, *args).compile()
-    compile_s = time.perf_counter() - t
-    memory = _memory(compiled)
-
-    t = time.perf_counter()
-    params, opt_state, loss = compiled(params, opt_state, *args)
-    loss.block_until_ready()
-    first = time.perf_counter() - t
+    c = compile_case(case)
+    compile_s, graph_ms, memory = c.compile_s, c.graph_ms, _memory(c.compiled)
+    first, loss = c.run()
     repeats = int(min(case.max_repeats, max(2, case.seconds // max(first, 1e-6))))
     times = []
     for _ in range(repeats):
         matmul.sample(2)
-        t = time.perf_counter()
-        params, opt_state, loss = compiled(params, opt_state, *args)
-        loss.block_until_ready()
-        times.append(time.perf_counter() - t)
+        seconds, loss = c.run()
+        times.append(seconds)
     matmul.sample(2)
     flops = step_flops(case)
     best = min(times)

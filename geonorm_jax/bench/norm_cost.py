@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable
 
 __all__ = ["norm_cost", "placeable"]
@@ -36,24 +35,12 @@ def placeable(name: str) -> str | None:
 
 
 def _compiled(case):
-    from geonorm_jax.bench.model import build_step, case_inputs
+    """``(run, compile_s)``: ``run()`` does one warm step and returns its seconds."""
+    from geonorm_jax.bench.model import compile_case
 
-    inputs = case_inputs(case)
-    step, params, opt_state, edges, _ = build_step(case, inputs)
-    args = (inputs["x"], inputs["v"], inputs["q"], inputs["target"], edges)
-    t = time.perf_counter()
-    compiled = step.lower(params, opt_state, *args).compile()
-    compile_s = time.perf_counter() - t
-    state = [params, opt_state]
-
-    def run() -> float:
-        t = time.perf_counter()
-        state[0], state[1], loss = compiled(state[0], state[1], *args)
-        loss.block_until_ready()
-        return time.perf_counter() - t
-
-    run()  # warm
-    return run, compile_s
+    c = compile_case(case)
+    c.run()  # warm
+    return (lambda: c.run()[0]), c.compile_s
 
 
 def norm_cost(base, names: list[str] | None = None, *, pairs: int = 8,
