@@ -217,16 +217,12 @@ def plot(exp, large: list[dict], p: dict) -> list[str]:
     ax.set_ylabel("MSE")
     ax.set_title(f"N = {p['particles']}, edge list (k = {p['knn']}), depth {p['layers']}")
     ax.legend(fontsize=7)
-    fig.savefig(exp.out / "beyond_large_n.png", dpi=110)
-    plt.close(fig)
-    return ["beyond_large_n.png"]
+    return [common.save_figure(fig, exp, "beyond_large_n.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -440,3 +440,19 @@ def setup_matplotlib():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, exp: Experiment, name: str) -> str:
+    """Save ``fig`` as ``exp.out / name`` (110 dpi), close it and return ``name``."""
+    import matplotlib.pyplot as plt
+
+    fig.savefig(exp.out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def cli_main(name: str, run, doc: str | None, argv: list[str] | None) -> int:
+    """The command-line entry point of an experiment: parse ``argv`` and ``run(args, argv)``."""
+    run(parse_args(name, argv, doc), argv)
+    return 0
+

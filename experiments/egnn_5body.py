@@ -95,16 +95,12 @@ def plot(exp, cells: dict) -> list[str]:
     ax.set_ylabel("MSE")
     ax.set_title("charged 5-body (small split)")
     ax.legend(fontsize=7)
-    fig.savefig(exp.out / "egnn_5body.png", dpi=110)
-    plt.close(fig)
-    return ["egnn_5body.png"]
+    return [common.save_figure(fig, exp, "egnn_5body.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":

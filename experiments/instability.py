@@ -153,17 +153,13 @@ def plot(exp, cells: dict, p: dict) -> list[str]:
             ax.set_ylabel("train MSE")
             ax.legend(fontsize=8)
         name = f"instability_lr{lr:g}.png"
-        fig.savefig(exp.out / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+        names.append(common.save_figure(fig, exp, name))
     return names
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":

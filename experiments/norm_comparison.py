@@ -210,17 +210,13 @@ def plot(exp, cells: dict, p: dict) -> list[str]:
                 ax.set_title(f"N = {n}, depth {p['depth']}, lr {lr:g} (x: explosion)")
             axes[0][j].legend(fontsize=7)
         name = f"norm_comparison_N{n}.png"
-        fig.savefig(exp.out / name, dpi=110)
-        plt.close(fig)
-        names.append(name)
+        names.append(common.save_figure(fig, exp, name))
     return names
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -162,16 +162,12 @@ def plot(exp, rows: list[dict]) -> list[str]:
     ax.set_xlabel("measured SE(3) equivariance error of the trained model (relative)")
     ax.set_ylabel("test MSE at best validation epoch")
     ax.set_title("norm zoo: green = geometric match for nbody-dynamics, red = mismatch")
-    fig.savefig(exp.out / "norm_zoo.png", dpi=110)
-    plt.close(fig)
-    return ["norm_zoo.png"]
+    return [common.save_figure(fig, exp, "norm_zoo.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -180,16 +180,12 @@ def plot(exp, rows: list[dict]) -> list[str]:
     ax.axhline(ZERO_TOL, color="gray", ls="--", lw=0.8)
     ax.set_title("RTE increments relative to the test MSE (dashed: 'zero' tolerance)")
     ax.legend()
-    fig.savefig(exp.out / "rte_table.png", dpi=110)
-    plt.close(fig)
-    return ["rte_table.png"]
+    return [common.save_figure(fig, exp, "rte_table.png")]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    args = common.parse_args(NAME, argv, __doc__)
-    run(args, argv)
-    return 0
+    return common.cli_main(NAME, run, __doc__, argv)
 
 
 if __name__ == "__main__":
