@@ -1,0 +1,149 @@
+r"""SchNet (Schütt et al., NeurIPS 2017; J. Chem. Phys. 148, 241722, 2018) on the flat batch.
+
+Equations (``i`` the centre atom, ``j`` a neighbour, ``r_ij = |x_j - x_i|``)::
+
+    h_i^0       = Embed(Z_i)                                              [N, F]
+    W_ij^t      = Dense(ssp(Dense(e(r_ij)))) * f_cut(r_ij)                 [E, F]  filter network
+    c_i^t       = sum_j m_ij  (Dense_nobias(h^t)_j * W_ij^t)  / n_i^p     [N, F]  cf-convolution
+    h_i^{t+1}   = h_i^t + Dense(ssp(Dense(c_i^t)))                        [N, F]  interaction
+    e_i         = Dense_1(ssp(Dense_{F/2}(h_i^T)))                        [N]
+    E_g         = sum_{i in g} (sigma e_i + mu_{Z_i})                     [G]
+
+``e(r)`` is the Gaussian basis and ``f_cut`` the cosine cutoff (:mod:`.radial`), ``ssp`` the
+shifted softplus, ``m_ij`` the edge mask. The sum over ``j`` is a ``segment_sum`` over
+``receivers``; the final sum over atoms a ``segment_sum`` over ``graph_ids``.
+
+SchNet's normalization (the survey's Table 1 row "SchNet", ``A / N_v``): with
+``neighbor_normalization=True`` the convolution is divided by each atom's number of
+neighbours ``n_i = sum_j m_ij`` (clamped below at 1), i.e. a mean instead of a sum over
+neighbours (schnetpack's ``normalize_filter``); ``False`` keeps the plain sum. The
+per-species energy scale and shift (``species_scale``, ``species_shift``) are optional, as in
+schnetpack's atom-wise output with a mean and standard deviation; fit them with
+:class:`~geonorm_jax.models.target_norms.EnergyNormalization`.
+
+Normalization places (:data:`SCHNET_PLACEMENT`; any ``features`` norm of the catalogue):
+``feature_norm`` on ``h`` after each interaction, ``aggregate_norm`` on the convolution
+``c`` before the atom-wise layers (it receives ``num_neighbors [G, A]`` as context, so the
+catalogue's ``schnet_neighbor_norm`` there equals ``neighbor_normalization=True``). Norms
+see atom features as ``[G, A, F]`` with the atom mask ``[G, A]`` when the batch is block
+padded (:mod:`.molecular_graph`), else as ``[1, N, F]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax.models.molecular_graph import (
+    MolecularGraph,
+    apply_block_norm,
+    edge_vectors,
+    species_scale_shift,
+)
+from geonorm_jax.models.placement import NormPlace, NormPlacement
+from geonorm_jax.models.radial import cosine_cutoff, gaussian_rbf, shifted_softplus
+from geonorm_jax.norms.base import Norm
+
+__all__ = ["SchNet", "SCHNET_PLACEMENT"]
+
+SCHNET_PLACEMENT = NormPlacement(
+    "SchNet",
+    (
+        NormPlace("feature", ("features",), "atom features h [G, A, F] after each interaction"),
+        NormPlace(
+            "aggregate",
+            ("features",),
+            "the continuous-filter convolution c [G, A, F] (context num_neighbors [G, A])",
+        ),
+    ),
+    defaults=(("features", "feature"),),
+)
+
+
+class SchNet(nn.Module):
+    """SchNet energy model: :class:`MolecularGraph` -> molecular energies ``[G]``.
+
+    Attributes:
+      features: ``F``, width of atom features and filters (schnetpack: 128).
+      num_interactions: ``T`` (schnetpack: 3 to 6).
+      num_rbf: Gaussians in ``[0, cutoff]`` (width = spacing, schnetpack's default).
+      cutoff: ``r_c`` (Å) of the cosine cutoff; edges beyond it are dropped.
+      neighbor_normalization: divide the convolution by the neighbour count (see module).
+      species_scale: ``sigma``: a float, a tuple indexed by atomic number, or None (1).
+      species_shift: ``mu_Z``: a tuple indexed by atomic number, or None (0).
+      max_atomic_number: size of the embedding table minus one.
+      feature_norm, aggregate_norm: ``Norm`` of kind ``"features"`` or None.
+      training: passed to the norms (batch statistics).
+      activation: ``ssp`` by default.
+    """
+
+    features: int = 64
+    num_interactions: int = 3
+    num_rbf: int = 25
+    cutoff: float = 5.0
+    neighbor_normalization: bool = True
+    species_scale: float | tuple[float, ...] | None = None
+    species_shift: tuple[float, ...] | None = None
+    max_atomic_number: int = 118
+    feature_norm: Norm | None = None
+    aggregate_norm: Norm | None = None
+    training: bool = False
+    activation: Callable = shifted_softplus
+
+    def __post_init__(self):
+        SCHNET_PLACEMENT.check(self.feature_norm, "feature")
+        SCHNET_PLACEMENT.check(self.aggregate_norm, "aggregate")
+        if not (isinstance(self.features, int) and self.features >= 2):
+            raise ValueError(f"SchNet.features: expected an int >= 2; received {self.features!r}")
+        if not self.cutoff > 0:
+            raise ValueError(f"SchNet.cutoff: expected > 0 (Å); received {self.cutoff!r}")
+        super().__post_init__()
+
+    def atomic_energies(self, graph: MolecularGraph) -> jax.Array:
+        """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms)."""
+        graph.validate()
+        dtype = graph.positions.dtype
+        act = self.activation
+        n, f = graph.num_atoms, self.features
+        vec = edge_vectors(graph.positions, graph.senders, graph.receivers)  # [E, 3]
+        d2 = jnp.sum(jnp.square(vec), axis=-1)
+        emask = graph.edge_mask & (d2 < self.cutoff**2) & (graph.senders != graph.receivers)
+        r = jnp.sqrt(jnp.where(emask, d2, 1.0))  # padded edges: any positive distance
+        rbf = gaussian_rbf(r, 0.0, self.cutoff, self.num_rbf)  # [E, K]
+        fcut = (cosine_cutoff(r, self.cutoff) * emask).astype(dtype)[:, None]  # [E, 1]
+        counts = jax.ops.segment_sum(emask.astype(dtype), graph.receivers, num_segments=n)
+
+        h = nn.Embed(self.max_atomic_number + 1, f, name="embedding")(graph.species)
+        h = h.astype(dtype)
+        for t in range(self.num_interactions):
+            filt = nn.Dense(f, name=f"filter_{t}_0")(rbf)
+            filt = nn.Dense(f, name=f"filter_{t}_1")(act(filt)) * fcut  # [E, F]
+            x = nn.Dense(f, use_bias=False, name=f"in2f_{t}")(h)  # [N, F]
+            conv = jax.ops.segment_sum(x[graph.senders] * filt, graph.receivers, num_segments=n)
+            if self.neighbor_normalization:
+                conv = conv / jnp.maximum(counts, 1.0)[:, None]
+            if self.aggregate_norm is not None:
+                conv = apply_block_norm(
+                    self.aggregate_norm, conv, graph.atom_mask, graph.atoms_per_graph,
+                    name=f"aggregate_norm_{t}", training=self.training, num_neighbors=counts,
+                )
+            v = nn.Dense(f, name=f"f2out_{t}")(conv)
+            h = h + nn.Dense(f, name=f"dense_{t}")(act(v))
+            if self.feature_norm is not None:
+                h = apply_block_norm(
+                    self.feature_norm, h, graph.atom_mask, graph.atoms_per_graph,
+                    name=f"feature_norm_{t}", training=self.training,
+                )
+        e = nn.Dense(1, name="out_1")(act(nn.Dense(f // 2, name="out_0")(h)))[:, 0]
+        e = species_scale_shift(e, graph.species, self.species_scale, self.species_shift)
+        return jnp.where(graph.atom_mask, e, 0.0)
+
+    @nn.compact
+    def __call__(self, graph: MolecularGraph) -> jax.Array:
+        """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
+        ``graph_ids``."""
+        e = self.atomic_energies(graph)
+        return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
