@@ -1,0 +1,32 @@
+"""Reference molecule geometries for the molecular model tests (Allegro, SchNet).
+
+Ethanol (C2H5OH): RDKit ETKDG embedding (seed 7) relaxed with the MMFF94 force field;
+coordinates in Å, rounded to 1e-4 Å. Bond lengths: C-C 1.51, C-O 1.42, C-H 1.09-1.10,
+O-H 0.97 Å.
+"""
+
+import numpy as np
+
+_ETHANOL = (
+    (6, (-0.8544, 0.2235, 0.2418)),
+    (6, (0.3871, -0.3585, -0.4015)),
+    (8, (1.5316, 0.3843, -0.0073)),
+    (1, (-1.7476, -0.3278, -0.0651)),
+    (1, (-0.9749, 1.2758, -0.0359)),
+    (1, (-0.7771, 0.1892, 1.3335)),
+    (1, (0.5283, -1.4032, -0.1080)),
+    (1, (0.3103, -0.3138, -1.4917)),
+    (1, (1.5966, 0.3305, 0.9614)),
+)
+
+ETHANOL_Z = np.array([z for z, _ in _ETHANOL], np.int32)  # [9]
+ETHANOL_POS = np.array([p for _, p in _ETHANOL], np.float64)  # [9, 3] (Å)
+
+
+def ethanol_frames(num_frames: int = 2, amplitude: float = 0.05, seed: int = 0) -> np.ndarray:
+    """``[B, 9, 3]``: ethanol, frame 0 exact, the others displaced by ``amplitude`` Å noise
+    (like MD snapshots)."""
+    rng = np.random.default_rng(seed)
+    noise = amplitude * rng.standard_normal((num_frames, 9, 3))
+    noise[0] = 0.0
+    return ETHANOL_POS[None] + noise
