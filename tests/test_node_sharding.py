@@ -1,4 +1,5 @@
-"""Node-axis sharding of the edge-list EGNN (``geonorm_jax.models.sharding``).
+"""Node-axis sharding of the edge-list EGNN (``geonorm_jax.parallel.nodes`` for the layout,
+``geonorm_jax.models.sharding`` for the kernels).
 
 In-process (one device): the edge partition layout, its validation errors, the chunked kNN.
 One subprocess with 4 forced host devices (``XLA_FLAGS`` is read when JAX is imported, so it
@@ -21,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from geonorm_jax import parallel as sh
 from geonorm_jax.models import EGNN, knn_graph
-from geonorm_jax.models import sharding as sh
 
 
 def _random_edges(rng, batch, n, edges, masked=0.2):
@@ -183,8 +184,9 @@ FOUR_DEVICES = textwrap.dedent(
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
+    from geonorm_jax import parallel as sh
     from geonorm_jax.models import EGNN, knn_graph
-    from geonorm_jax.models import sharding as sh
+    from geonorm_jax.models import sharding as model_sharding
     from geonorm_jax.norms import catalog
 
     ns = sh.node_sharding()
@@ -279,7 +281,7 @@ FOUR_DEVICES = textwrap.dedent(
     out["padded"]["budget"] = int(inputs["senders"].shape[1])
 
     # kNN built per node block equals the single-device builder
-    got = sh.knn_graph(ns, args4[0], K, row_chunk=12)
+    got = model_sharding.knn_graph(ns, args4[0], K, row_chunk=12)
     out["knn_equal"] = all(bool(jnp.array_equal(a, b)) for a, b in zip(got, (s, r, e)))
     out["knn_spec"] = list(got[0].sharding.spec)
     print(json.dumps(out))

@@ -14,14 +14,32 @@ Shapes are static: a graph with fewer real edges than the budget is padded with 
 ``edge_mask`` is False (their indices must still be in range; the builders use 0). Edges
 that touch a padded node (node ``mask`` False) are ignored by the model whatever
 ``edge_mask`` says.
+
+The model's side of the graph is here too: :func:`check_inputs` and :func:`check_edges`
+(ValueError naming the expected and the received shape), :func:`prepare_edges` (checked, flat
+edges) and the edge inputs of the EGNN, :func:`list_edge_inputs` and
+:func:`dense_edge_inputs`: the edge attributes ``e_ij = [q_i q_j, ||x^0_i - x^0_j||^2]`` of
+the input positions and the float edge mask.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fully_connected_edges", "knn_graph", "knn_rows", "flatten_edges"]
+__all__ = [
+    "fully_connected_edges",
+    "knn_graph",
+    "knn_rows",
+    "flatten_edges",
+    "check_inputs",
+    "check_edges",
+    "prepare_edges",
+    "list_edge_inputs",
+    "dense_edge_inputs",
+]
 
 
 def fully_connected_edges(
@@ -187,3 +205,98 @@ def flatten_edges(
         (receivers + offset).reshape(-1),
         edge_mask.astype(bool).reshape(-1),
     )
+
+
+def _shape(a) -> Any:
+    return getattr(a, "shape", None)
+
+
+def check_inputs(x, v, charges, mask) -> None:
+    """ValueError unless ``x, v [batch, nodes, 3]`` (float), ``charges [batch, nodes, 1]`` and
+    ``mask`` None or bool ``[batch, nodes]``."""
+    if getattr(x, "ndim", None) != 3 or x.shape[-1] != 3:
+        raise ValueError(f"x: expected coordinates [batch, nodes, 3]; received shape {_shape(x)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x: expected a floating dtype; received {x.dtype} (shape {x.shape})")
+    batch, n, _ = x.shape
+    if _shape(v) != x.shape:
+        raise ValueError(
+            f"v: expected velocities [batch, nodes, 3] = {x.shape} like x; received shape "
+            f"{_shape(v)}"
+        )
+    if _shape(charges) != (batch, n, 1):
+        raise ValueError(
+            f"charges: expected [batch, nodes, 1] = {(batch, n, 1)}; received shape "
+            f"{_shape(charges)}"
+        )
+    if mask is not None and (_shape(mask) != (batch, n) or mask.dtype != jnp.bool_):
+        raise ValueError(
+            f"mask: expected a bool node mask [batch, nodes] = {(batch, n)}; received shape "
+            f"{_shape(mask)} with dtype {getattr(mask, 'dtype', None)}"
+        )
+
+
+def check_edges(senders, receivers, edge_mask, batch: int) -> None:
+    """ValueError unless ``senders``/``receivers`` are integer ``[edges]`` or
+    ``[batch, edges]`` of equal shape and ``edge_mask`` is None or of that shape."""
+    if senders is None or receivers is None:
+        raise ValueError("senders and receivers: expected both or neither; received one")
+    if _shape(senders) != _shape(receivers) or senders.ndim not in (1, 2):
+        raise ValueError(
+            f"senders, receivers: expected equal shapes [edges] or [batch, edges]; received "
+            f"{_shape(senders)} and {_shape(receivers)}"
+        )
+    if senders.ndim == 2 and senders.shape[0] != batch:
+        raise ValueError(
+            f"senders: expected per-graph edges [batch={batch}, edges]; received shape "
+            f"{senders.shape}"
+        )
+    if not jnp.issubdtype(senders.dtype, jnp.integer):
+        raise ValueError(f"senders: expected integer indices; received dtype {senders.dtype}")
+    if edge_mask is not None and _shape(edge_mask) != senders.shape:
+        raise ValueError(
+            f"edge_mask: expected the shape of senders {senders.shape}; received "
+            f"{_shape(edge_mask)}"
+        )
+
+
+def prepare_edges(senders, receivers, edge_mask, batch: int, n: int):
+    """:func:`check_edges`, then :func:`flatten_edges`: flat ``[E]`` indices into ``B N``."""
+    check_edges(senders, receivers, edge_mask, batch)
+    return flatten_edges(senders, receivers, edge_mask, n)
+
+
+def list_edge_inputs(x, charges, mask, senders, receivers, edge_mask):
+    """The EGNN's edge-list inputs from positions ``x [B, N, 3]``, ``charges [B, N, 1]``.
+
+    Returns ``(senders, receivers, edge_attr [E, 2], edge_mask [E])``: flat edges
+    (:func:`prepare_edges`), ``e_ij = [q_i q_j, ||x_i - x_j||^2]`` and the edge mask as
+    ``x.dtype``, zero for an edge that touches a padded node (``mask [B, N]`` False).
+    """
+    batch, n = x.shape[:2]
+    senders, receivers, emask = prepare_edges(senders, receivers, edge_mask, batch, n)
+    if mask is not None:
+        flat_mask = mask.reshape(-1)
+        emask = emask & flat_mask[senders] & flat_mask[receivers]
+    xf, qf = x.reshape(-1, 3), charges.reshape(-1)
+    r0 = jnp.sum(jnp.square(xf[receivers] - xf[senders]), axis=-1)
+    edge_attr = jnp.stack([qf[receivers] * qf[senders], r0], axis=-1)
+    return senders, receivers, edge_attr, emask.astype(x.dtype)
+
+
+def dense_edge_inputs(x, charges, mask):
+    """The EGNN's fully connected inputs: ``(edge_attr [B, N, N, 2], pair_mask [B, N, N])``.
+
+    ``pair_mask`` is 1 for ``i != j`` with both nodes real, 0 otherwise (``x.dtype``).
+    """
+    batch, n = x.shape[:2]
+    dtype = x.dtype
+    pair = 1.0 - jnp.eye(n, dtype=dtype)[None]
+    if mask is not None:
+        m = mask.astype(dtype)
+        pair = pair * m[:, :, None] * m[:, None, :]
+    emask = jnp.broadcast_to(pair, (batch, n, n))
+    r0 = jnp.sum(jnp.square(x[:, :, None] - x[:, None, :]), axis=-1)
+    q = charges[..., 0]
+    edge_attr = jnp.stack([q[:, :, None] * q[:, None, :], r0], axis=-1)
+    return edge_attr, emask
