@@ -1,0 +1,219 @@
+"""Allegro: O(3) x translation x permutation symmetry of energies and forces (float64, 1e-9),
+forces against finite differences, padding, the normalization switches, and the dataset
+statistics behind them (N̄, species shift, force RMS) against hand computations."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _molecules import ETHANOL_Z, ethanol_frames
+
+import geonorm_jax as gj
+from geonorm_jax.models import molecular_graph as mg
+from geonorm_jax.models import target_norms as tn
+from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, Allegro, env_factor
+
+CUTOFF = 3.0
+SMALL = dict(
+    num_layers=2,
+    latent_dim=8,
+    num_channels=2,
+    l_max=2,
+    num_bessel=4,
+    cutoff=CUTOFF,
+    embed_dim=4,
+    two_body_hidden=(8,),
+    latent_hidden=(8,),
+    edge_energy_hidden=(8,),
+    avg_num_neighbors=6.5,
+    species_scale=0.7,
+    species_shift=(0.0, -0.5, 0.0, 0.0, 0.0, 0.0, -38.0, 0.0, -75.0),
+    max_atomic_number=9,
+)
+
+
+def _frames_fn(model):
+    """``(positions [B, A, 3], species [B, A]) -> (energies [B], forces [B, A, 3])``, jitted."""
+
+    @jax.jit
+    def fn(variables, pos, z):
+        g = mg.batch_frames(pos, z, CUTOFF, atom_mask=z > 0)
+        e, f = mg.energy_and_forces(model, variables, g)
+        return e, f.reshape(pos.shape)
+
+    return fn
+
+
+@functools.cache
+def _setup(**overrides):
+    model = Allegro(**{**SMALL, **overrides})
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    return model, variables, _frames_fn(model)
+
+
+def _inputs(num_frames=2):
+    pos = jnp.asarray(ethanol_frames(num_frames))
+    z = jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+    return pos, z
+
+
+@pytest.mark.parametrize("with_norms", [False, True])
+def test_energy_invariant_forces_equivariant(with_norms):
+    kw = {}
+    if with_norms:
+        kw = dict(
+            latent_norm=gj.norms.make("layer_norm"),
+            tensor_norm=gj.norms.make("gvp_vector_layer_norm"),
+        )
+    model, variables, fn = _setup(**kw)
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    assert e.dtype == jnp.float64 and np.all(np.isfinite(e)) and float(jnp.abs(f).max()) > 1e-3
+    gj.assert_equivariant(
+        lambda p, s: fn(variables, p, s),
+        jax.random.key(1),
+        pos,
+        z,
+        group=("SO3", "O3", "translation", "permutation", "batch"),
+        kinds=("coordinates", "features"),
+        out_kinds=("global", "vectors"),
+        atol=1e-9,
+        rtol=1e-9,
+    )
+
+
+def test_forces_are_minus_energy_gradient_by_central_differences():
+    model, variables, fn = _setup()
+    pos, z = _inputs()
+    _, f = fn(variables, pos, z)
+    h = 1e-5
+    rng = np.random.default_rng(3)
+    for b, a, d in zip(rng.integers(0, 2, 4), rng.integers(0, 9, 4), rng.integers(0, 3, 4),
+                       strict=True):
+        step = jnp.zeros_like(pos).at[b, a, d].set(h)
+        ep = fn(variables, pos + step, z)[0][b]
+        em = fn(variables, pos - step, z)[0][b]
+        np.testing.assert_allclose(-(ep - em) / (2 * h), f[b, a, d], rtol=1e-6, atol=1e-8)
+
+
+def test_padded_atoms_and_padded_molecule_change_nothing():
+    model, variables, fn = _setup()
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    # two padding slots per frame placed within the cutoff of real atoms, plus one empty frame
+    pad_pos = jnp.concatenate([pos, pos[:, :2] + 0.3], axis=1)
+    pad_pos = jnp.concatenate([pad_pos, pad_pos[:1] + 1.0], axis=0)  # [3, 11, 3]
+    pad_z = jnp.concatenate([z, jnp.zeros((2, 2), z.dtype)], axis=1)
+    pad_z = jnp.concatenate([pad_z, jnp.zeros((1, 11), z.dtype)], axis=0)
+    e2, f2 = fn(variables, pad_pos, pad_z)
+    np.testing.assert_allclose(e2[:2], e, rtol=1e-12, atol=1e-12)
+    assert float(e2[2]) == 0.0
+    np.testing.assert_allclose(f2[:2, :9], f, atol=1e-12)
+    assert float(jnp.abs(f2[:, 9:]).max()) == 0.0 and float(jnp.abs(f2[2]).max()) == 0.0
+
+
+def test_env_normalization_divides_environment_sum():
+    """÷√N̄ and ÷N̄ change the layer-0 environment sum by exactly those factors."""
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    nbar = 6.5
+    envs, energies = {}, {}
+    base = Allegro(**{**SMALL, "env_normalization": "none"})
+    variables = jax.jit(base.init)(jax.random.key(0), g)
+    for mode in ("none", "sqrt", "mean"):
+        model = Allegro(**{**SMALL, "env_normalization": mode, "avg_num_neighbors": nbar})
+        e, inter = jax.jit(lambda v, g, m=model: m.apply(v, g, mutable=["intermediates"]))(
+            variables, g
+        )
+        envs[mode] = inter["intermediates"]["environment_0"][0]
+        energies[mode] = e
+    assert float(jnp.abs(envs["none"]).max()) > 1e-3
+    np.testing.assert_allclose(envs["sqrt"], envs["none"] / np.sqrt(nbar), rtol=1e-12)
+    np.testing.assert_allclose(envs["mean"], envs["none"] / nbar, rtol=1e-12)
+    assert not np.allclose(energies["sqrt"], energies["none"])
+    assert env_factor("sqrt", 4.0) == 0.5 and env_factor("mean", 4.0) == 0.25
+    assert env_factor("none", None) == 1.0
+
+
+def test_species_scale_and_shift_and_residual_switches():
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    plain = Allegro(**{**SMALL, "species_scale": None, "species_shift": None})
+    variables = jax.jit(plain.init)(jax.random.key(0), g)
+    e0 = jax.jit(plain.apply)(variables, g)
+    e1 = jax.jit(Allegro(**SMALL).apply)(variables, g)
+    shift = np.asarray(SMALL["species_shift"])
+    want = SMALL["species_scale"] * np.asarray(e0) + shift[ETHANOL_Z].sum()
+    np.testing.assert_allclose(e1, want, rtol=1e-12)
+    e2 = jax.jit(Allegro(**{**SMALL, "latent_resnet": False}).apply)(variables, g)
+    assert not np.allclose(e2, e1)
+
+
+def test_placement_and_argument_checks():
+    with pytest.raises(ValueError, match="latent_norm: expected a Norm of kind 'features'"):
+        Allegro(**{**SMALL, "latent_norm": gj.norms.make("gvp_vector_layer_norm")})
+    with pytest.raises(ValueError, match="tensor_norm: expected a Norm of kind 'vectors'"):
+        Allegro(**{**SMALL, "tensor_norm": gj.norms.make("layer_norm")})
+    with pytest.raises(ValueError, match="avg_num_neighbors: expected N̄ > 0"):
+        Allegro(**{**SMALL, "avg_num_neighbors": None})
+    with pytest.raises(ValueError, match="env_normalization: expected one of"):
+        Allegro(**{**SMALL, "env_normalization": "sum"})
+    assert ALLEGRO_PLACEMENT.default_place("vectors") == "tensor"
+
+
+# ------------------------------------------------------------------ dataset statistics
+
+
+def test_avg_num_neighbors_by_hand():
+    # a chain of 3 atoms 1 Å apart and an isolated pair 2.5 Å apart, cutoff 1.5 Å:
+    # chain counts 1, 2, 1; the pair 0, 0 -> 4 / 5. A padded slot is ignored.
+    chain = np.array([[[0, 0, 0], [1, 0, 0], [2, 0, 0], [0.5, 0, 0]]], float)
+    pair = np.array([[[0, 0, 0], [2.5, 0, 0], [9, 9, 9], [0.4, 0, 0]]], float)
+    pos = np.concatenate([chain, pair])
+    z = np.array([[1, 1, 1, 0], [1, 1, 1, 0]])
+    assert tn.avg_num_neighbors(pos, 1.5, atomic_numbers=z) == pytest.approx(4 / 6)
+    assert tn.avg_num_neighbors(pos[:1, :3], 1.5) == pytest.approx(4 / 3)
+    # also through the flat batch
+    g = mg.batch_frames(jnp.asarray(pos), z, 1.5)
+    counts = np.asarray(mg.neighbor_counts(g))
+    np.testing.assert_array_equal(counts, [1, 2, 1, 0, 0, 0, 0, 0])
+
+
+def test_fit_species_shift_by_hand():
+    # H2 (-1.0), H2O (-76.1), O2 (-150.2): shifts H = -0.5, O = -75.1 solve it exactly
+    z = np.array([[1, 1, 0], [1, 1, 8], [8, 8, 0]])
+    e = np.array([-1.0, -76.1, -150.2])
+    mu = tn.fit_species_shift(e, z)
+    assert len(mu) == 9 and mu[0] == 0.0
+    assert mu[1] == pytest.approx(-0.5) and mu[8] == pytest.approx(-75.1)
+    # one molecule repeated (MD): rank 1; minimum norm mu = n E̅ / |n|^2
+    eth = np.array([-10.0, -12.0])
+    mu = tn.fit_species_shift(eth, ETHANOL_Z)  # n = (H 6, C 2, O 1)
+    ebar, nn2 = -11.0, 36 + 4 + 1
+    assert mu[1] == pytest.approx(6 * ebar / nn2) and mu[6] == pytest.approx(2 * ebar / nn2)
+    assert mu[8] == pytest.approx(ebar / nn2)
+
+
+def test_force_rms_and_target_scaling_by_hand():
+    f = np.zeros((2, 2, 3))
+    f[0, 0] = [3.0, 0.0, 4.0]
+    f[1, 1] = [1.0, 2.0, 2.0]
+    f[1, 0] = [100.0, 0.0, 0.0]  # masked out
+    mask = np.array([[True, False], [False, True]])
+    assert tn.force_rms(f, mask) == pytest.approx(np.sqrt((25 + 9) / 6))
+    assert tn.force_rms(f[:1, :1]) == pytest.approx(np.sqrt(25 / 3))
+    with pytest.raises(ValueError, match=r"forces \[B, A, 3\]"):
+        tn.force_rms(np.zeros((4, 2)))
+    norm = tn.EnergyNormalization(shift=(0.0, -0.5, 0, 0, 0, 0, 0, 0, -75.0), scale=2.0)
+    z = np.array([[1, 1, 8], [1, 8, 0]])
+    e = np.array([-80.0, -77.0])
+    en, fn = norm.normalize_targets(e, f[:, :1].repeat(3, 1)[:, :3], z)
+    np.testing.assert_allclose(en, [(-80.0 + 76.0) / 2, (-77.0 + 75.5) / 2])
+    e_back, _ = norm.denormalize(en, fn, z)
+    np.testing.assert_allclose(e_back, e)
+    kw = tn.EnergyNormalization.fit(
+        np.array([-1.0, -76.4, -150.2]), f[:1].repeat(3, 0), np.array([[1, 1], [1, 8], [8, 8]])
+    ).model_kwargs()
+    assert set(kw) == {"species_shift", "species_scale"}
+    assert kw["species_scale"] == pytest.approx(np.sqrt(25 / 6))
