@@ -1,0 +1,126 @@
+"""SchNet: E(3) x permutation symmetry (float64, 1e-9), finite-difference forces, padding,
+its 1/N_neighbours normalization (against a hand rescaling and the catalogue layer), places."""
+
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _molecules import ETHANOL_Z, ethanol_frames
+
+import geonorm_jax as gj
+from geonorm_jax.models import molecular_graph as mg
+from geonorm_jax.models.schnet import SCHNET_PLACEMENT, SchNet
+
+CUTOFF = 3.0
+SMALL = dict(features=8, num_interactions=2, num_rbf=6, cutoff=CUTOFF, max_atomic_number=9)
+
+
+@functools.cache
+def _setup(**overrides):
+    model = SchNet(**{**SMALL, **overrides})
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+
+    @jax.jit
+    def fn(variables, pos, z):
+        g = mg.batch_frames(pos, z, CUTOFF, atom_mask=z > 0)
+        e, f = mg.energy_and_forces(model, variables, g)
+        return e, f.reshape(pos.shape)
+
+    return model, variables, fn
+
+
+def _inputs(num_frames=2):
+    pos = jnp.asarray(ethanol_frames(num_frames))
+    return pos, jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+
+
+@pytest.mark.parametrize("with_norm", [False, True])
+def test_energy_invariant_forces_equivariant(with_norm):
+    kw = {"feature_norm": gj.norms.make("layer_norm")} if with_norm else {}
+    _, variables, fn = _setup(**kw)
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    assert e.dtype == jnp.float64 and float(jnp.abs(f).max()) > 1e-4
+    gj.assert_equivariant(
+        lambda p, s: fn(variables, p, s),
+        jax.random.key(1),
+        pos,
+        z,
+        group=("SO3", "O3", "translation", "permutation", "batch"),
+        kinds=("coordinates", "features"),
+        out_kinds=("global", "vectors"),
+        atol=1e-9,
+        rtol=1e-9,
+    )
+
+
+def test_forces_by_central_differences_and_padding():
+    _, variables, fn = _setup()
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    h = 1e-5
+    for b, a, d in ((0, 2, 1), (1, 5, 0), (1, 0, 2)):
+        step = jnp.zeros_like(pos).at[b, a, d].set(h)
+        fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
+        np.testing.assert_allclose(fd, f[b, a, d], rtol=1e-6, atol=1e-9)
+    pad_pos = jnp.concatenate([pos, pos[:, :1] + 0.4], axis=1)
+    pad_pos = jnp.concatenate([pad_pos, pad_pos[:1]], axis=0)  # [3, 10, 3]
+    pad_z = jnp.concatenate([z, jnp.zeros((2, 1), z.dtype)], axis=1)
+    pad_z = jnp.concatenate([pad_z, jnp.zeros((1, 10), z.dtype)], axis=0)
+    e2, f2 = fn(variables, pad_pos, pad_z)
+    np.testing.assert_allclose(e2[:2], e, rtol=1e-12)
+    np.testing.assert_allclose(f2[:2, :9], f, atol=1e-12)
+    assert float(e2[2]) == 0.0 and float(jnp.abs(f2[:, 9]).max()) == 0.0
+
+
+def test_neighbor_normalization_is_division_by_neighbor_count():
+    """With a cutoff that keeps all 8 neighbours of every ethanol atom, dividing the
+    convolution by n_i = 8 equals dividing the (linear) in2f kernels by 8."""
+    big = 6.0
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, big)
+    assert np.all(np.asarray(mg.neighbor_counts(g)) == 8)
+    normed = SchNet(**{**SMALL, "cutoff": big, "neighbor_normalization": True})
+    summed = SchNet(**{**SMALL, "cutoff": big, "neighbor_normalization": False})
+    variables = jax.jit(normed.init)(jax.random.key(0), g)
+    e_norm = jax.jit(normed.apply)(variables, g)
+    e_sum = jax.jit(summed.apply)(variables, g)
+    assert not np.allclose(e_norm, e_sum)
+    params = flax.core.unfreeze(variables)["params"]
+    for t in range(SMALL["num_interactions"]):
+        params[f"in2f_{t}"]["kernel"] = params[f"in2f_{t}"]["kernel"] / 8.0
+    np.testing.assert_allclose(summed.apply({"params": params}, g), e_norm, rtol=1e-12)
+
+
+def test_catalogue_schnet_neighbor_norm_at_aggregate_place_matches_switch():
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    counts = np.asarray(mg.neighbor_counts(g))
+    assert len(set(counts.tolist())) > 1  # atoms with different neighbour counts
+    switch = SchNet(**SMALL, neighbor_normalization=True)
+    placed = SchNet(
+        **SMALL,
+        neighbor_normalization=False,
+        aggregate_norm=gj.norms.make("schnet_neighbor_norm"),
+    )
+    variables = jax.jit(placed.init)(jax.random.key(0), g)
+    np.testing.assert_allclose(
+        jax.jit(placed.apply)(variables, g), jax.jit(switch.apply)(variables, g), rtol=1e-12
+    )
+
+
+def test_species_scale_shift_and_checks():
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    plain = SchNet(**SMALL)
+    variables = jax.jit(plain.init)(jax.random.key(0), g)
+    shift = (0.0, -0.5) + (0.0,) * 4 + (-38.0, 0.0, -75.0)
+    scaled = SchNet(**SMALL, species_scale=2.5, species_shift=shift)
+    want = 2.5 * np.asarray(plain.apply(variables, g)) + np.asarray(shift)[ETHANOL_Z].sum()
+    np.testing.assert_allclose(scaled.apply(variables, g), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="feature_norm: expected a Norm of kind 'features'"):
+        SchNet(**SMALL, feature_norm=gj.norms.make("gvp_vector_layer_norm"))
+    with pytest.raises(ValueError, match="aggregate_norm"):
+        SchNet(**SMALL, aggregate_norm=gj.norms.make("geo_norm"))
+    assert SCHNET_PLACEMENT.default_place("features") == "feature"
