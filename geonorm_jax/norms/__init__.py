@@ -1,14 +1,18 @@
-"""Normalization layers as pure functions: ``Norm(init, apply)`` constructors, one file per family.
+"""Normalization layers as pure functions: ``Norm(init, apply)`` constructors, by family.
 
-See :mod:`geonorm_jax.norms.base` for the shape and :mod:`geonorm_jax.norms.catalog` for
-the list of every layer with its paper, formula and reduced axes.
+Families: ``vision`` (language/vision feature norms; code in ``vision_batch`` and
+``vision_sample``), ``weights``, ``graph`` (code in ``graph_stats`` and ``graph_scaling``),
+``vector`` and ``coords`` (the GeoNorm paper's Eqs. 3-5). See :mod:`geonorm_jax.norms.base`
+for the ``Norm`` shape and :mod:`geonorm_jax.norms.catalog` for the list of every layer of
+the survey (Aalto et al.) and the GeoNorm paper (Meng et al.) with its paper, formula and
+reduced axes.
 """
 
-# catalog first: the family modules import NormInfo from it while it imports them.
+# The family modules import only ``base``; ``catalog`` imports the families.
 from geonorm_jax.norms import catalog, coords, graph, vector, vision, weights  # noqa: F401
 from geonorm_jax.norms.base import *  # noqa: F403
 from geonorm_jax.norms.base import __all__ as _base_all
-from geonorm_jax.norms.catalog import CATALOG, NormInfo, get, make, names
+from geonorm_jax.norms.catalog import CATALOG, get, make, names
 from geonorm_jax.norms.coords import *  # noqa: F403
 from geonorm_jax.norms.graph import *  # noqa: F403
 from geonorm_jax.norms.vector import *  # noqa: F403
@@ -23,7 +27,6 @@ __all__ = [
     *vector.__all__,
     *coords.__all__,
     "CATALOG",
-    "NormInfo",
     "get",
     "make",
     "names",

@@ -8,7 +8,8 @@ and returns ``Norm(init, apply)``::
     params, state = norm.init(key, x, **context)           # pytrees
     y, state = norm.apply(params, state, x, mask=mask, training=True, **context)
 
-Tensor layouts (DESIGN.md):
+Tensor layouts, in the survey's letters (Aalto et al., Table 1: b = batch, x = nodes, v =
+channels, d = the 3 spatial components):
 
 ============================  ======================================================
 scalar node features          ``[batch, nodes, channels]``
@@ -21,10 +22,16 @@ weights                       ``[fan_in, fan_out]`` (a Dense kernel)
 
 Masking contract: padded nodes (``mask == False``) never change the statistics or the
 outputs of real nodes. Outputs at padded nodes are unspecified but finite.
+
+This module also holds :class:`NormInfo` (the metadata of one catalogue entry) and the small
+helpers the family modules share (affine maps, the statistics dtype, parameter-size checks,
+masked sums), so that ``catalog`` can import the families and the families import only
+``base``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -33,6 +40,7 @@ import jax.numpy as jnp
 
 __all__ = [
     "Norm",
+    "NormInfo",
     "KINDS",
     "check_features",
     "check_coordinates",
@@ -43,6 +51,13 @@ __all__ = [
     "masked_mean",
     "masked_var",
     "masked_count",
+    "masked_sum",
+    "check_node_features",
+    "check_choice",
+    "check_param_sizes",
+    "stat_dtype",
+    "affine_params",
+    "affine",
 ]
 
 KINDS = ("features", "vectors", "coordinates", "weights")
@@ -71,6 +86,47 @@ class Norm(NamedTuple):
     apply: Callable[..., tuple[Any, State]]
     kind: str | None = None
     name: str = "custom"
+
+
+@dataclasses.dataclass(frozen=True)
+class NormInfo:
+    """Metadata for one catalogue entry.
+
+    Attributes:
+      name: catalogue name (``"geo_norm"``), also accepted by the CLI.
+      constructor: ``constructor(**hyperparameters) -> Norm``.
+      kind: ``"features"``, ``"vectors"``, ``"coordinates"`` or ``"weights"``.
+      paper: the original paper (authors, year, venue).
+      formula: the formula of the survey (Aalto et al., Table 1) or of the GeoNorm paper
+        (Meng et al., Eqs. 3-5), in plain text.
+      reduced_axes: the axes the code reduces over, in the survey's letters
+        (b = batch, x = nodes, v = channels, d = the 3 spatial components).
+      params: names of learnable parameters.
+      running_state: names of running (non-trainable) state, empty if none.
+      family: ``"language/vision"``, ``"graph/geometric"`` or ``"geonorm paper"``.
+      context: keyword context ``apply`` needs beyond ``x`` (e.g. ``("mu0",)``).
+      kwargs: keyword arguments passed to ``constructor`` for this entry (variants).
+      survey_row: the row of the survey's Table 1 this implements, or "" if not in it.
+      notes: where the survey and the original paper differ, and the choice made.
+    """
+
+    name: str
+    constructor: Callable[..., Any]
+    kind: str
+    paper: str
+    formula: str
+    reduced_axes: str
+    params: tuple[str, ...] = ()
+    running_state: tuple[str, ...] = ()
+    family: str = "graph/geometric"
+    context: tuple[str, ...] = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    survey_row: str = ""
+    notes: str = ""
+
+    def make(self, **overrides):
+        """Build the ``Norm`` with this entry's kwargs, updated by ``overrides``."""
+        return self.constructor(**{**self.kwargs, **overrides})
 
 
 def _layout_error(what: str, expected: str, x: Any) -> ValueError:
@@ -166,3 +222,81 @@ def masked_var(
     if mean is None:
         mean = masked_mean(x, mask, axes)
     return masked_mean(jnp.square(x - mean), mask, axes)
+
+
+def masked_sum(x: jax.Array, mask: jax.Array | None, axes: Sequence[int]) -> jax.Array:
+    """Sum of ``x [batch, nodes, ...]`` over ``axes`` (keepdims) over real nodes only.
+
+    ``mask`` is ``[batch, nodes]`` (bool) and broadcasts over the trailing axes of ``x``.
+    """
+    if mask is not None:
+        x = jnp.where(_broadcast_mask(mask, x.ndim), x, 0.0)
+    return jnp.sum(x, axis=tuple(axes), keepdims=True)
+
+
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def check_node_features(x: Any, mask: Any = None, what: str = "features") -> None:
+    """:func:`check_features` on ``x [batch, nodes, channels]``, then :func:`check_mask`."""
+    check_features(x, what)
+    check_mask(mask, x.shape)
+
+
+def check_choice(value: Any, choices: tuple, what: str) -> None:
+    """Raise ``ValueError`` naming ``choices`` unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(f"{what}: expected one of {choices}; received {value!r}")
+
+
+def check_param_sizes(
+    tree: dict,
+    x: Any,
+    name: str,
+    keys: Sequence[str],
+    *,
+    unit: str = "channels",
+    holder: str = "the features have",
+    layout: str = "features [batch, nodes, {n}]",
+) -> None:
+    """Raise ``ValueError`` unless each ``tree[key]`` (for ``key`` in ``keys``) has as many
+    entries on its last axis as ``x`` has on its last axis.
+
+    Used for per-channel parameters and running statistics (``x [batch, nodes, channels]``)
+    and per-output-unit weight parameters (``x [fan_in, fan_out]``). The message says
+    ``"{name}: {key!r} has {k} {unit} but {holder} {x.shape[-1]}; expected {layout},
+    received shape {x.shape}"``, with ``{n}`` in ``layout`` replaced by ``k``.
+    """
+    size = x.shape[-1]
+    for key in keys:
+        if key in tree and tree[key].shape[-1] != size:
+            k = tree[key].shape[-1]
+            raise ValueError(
+                f"{name}: {key!r} has {k} {unit} but {holder} {size}; "
+                f"expected {layout.format(n=k)}, received shape {x.shape}"
+            )
+
+
+def stat_dtype(dtype) -> jnp.dtype:
+    """The dtype statistics are computed in: at least float32 (bfloat16/float16 upcast)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def affine_params(channels: int, use_scale: bool, use_bias: bool, dtype) -> dict:
+    """Per-channel affine parameters: ``scale`` (ones) and ``bias`` (zeros), ``[channels]``."""
+    params = {}
+    if use_scale:
+        params["scale"] = jnp.ones((channels,), dtype)
+    if use_bias:
+        params["bias"] = jnp.zeros((channels,), dtype)
+    return params
+
+
+def affine(y: jax.Array, params: dict) -> jax.Array:
+    """``y * params["scale"] + params["bias"]``, each term only if present (broadcast on the
+    last axis)."""
+    if "scale" in params:
+        y = y * params["scale"]
+    if "bias" in params:
+        y = y + params["bias"]
+    return y

@@ -3,60 +3,19 @@
 The CLI (``geonorm-jax norms``), the tests and the audit iterate over :data:`CATALOG`.
 Each family module (``vision``, ``weights``, ``graph``, ``vector``, ``coords``) exports
 ``CATALOG_ENTRIES``, a list of :class:`NormInfo`; this module concatenates them.
+:class:`NormInfo` itself lives in :mod:`geonorm_jax.norms.base` (re-exported here), so the
+family modules never import this one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from typing import Any
+from geonorm_jax.norms import coords, graph, vector, vision, weights
+from geonorm_jax.norms.base import NormInfo
 
 __all__ = ["NormInfo", "CATALOG", "get", "names", "make"]
 
 
-@dataclasses.dataclass(frozen=True)
-class NormInfo:
-    """Metadata for one catalogue entry.
-
-    Attributes:
-      name: catalogue name (``"geo_norm"``), also accepted by the CLI.
-      constructor: ``constructor(**hyperparameters) -> Norm``.
-      kind: ``"features"``, ``"vectors"``, ``"coordinates"`` or ``"weights"``.
-      paper: the original paper (authors, year, venue).
-      formula: the survey's (or GeoNorm paper's) formula, in plain text.
-      reduced_axes: the axes the code reduces over, in the survey's letters
-        (b = batch, x = nodes, v = channels, d = the 3 spatial components).
-      params: names of learnable parameters.
-      running_state: names of running (non-trainable) state, empty if none.
-      family: ``"language/vision"``, ``"graph/geometric"`` or ``"geonorm paper"``.
-      context: keyword context ``apply`` needs beyond ``x`` (e.g. ``("mu0",)``).
-      kwargs: keyword arguments passed to ``constructor`` for this entry (variants).
-      survey_row: the row of the survey's Table 1 this implements, or "" if not in it.
-      notes: where the survey and the original paper differ, and the choice made.
-    """
-
-    name: str
-    constructor: Callable[..., Any]
-    kind: str
-    paper: str
-    formula: str
-    reduced_axes: str
-    params: tuple[str, ...] = ()
-    running_state: tuple[str, ...] = ()
-    family: str = "graph/geometric"
-    context: tuple[str, ...] = ()
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    survey_row: str = ""
-    notes: str = ""
-
-    def make(self, **overrides):
-        """Build the ``Norm`` with this entry's kwargs, updated by ``overrides``."""
-        return self.constructor(**{**self.kwargs, **overrides})
-
-
 def _collect() -> tuple[NormInfo, ...]:
-    from geonorm_jax.norms import coords, graph, vector, vision, weights
-
     entries: list[NormInfo] = []
     for module in (vision, weights, graph, vector, coords):
         entries.extend(module.CATALOG_ENTRIES)

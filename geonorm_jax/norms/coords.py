@@ -2,7 +2,7 @@
 and Eq. 5 (GeoNorm, in both readings of its statistics).
 
 Paper: Meng, Zeng, Song, Xu, Zhao, King, *Towards Geometric Normalization Techniques in SE(3)
-Equivariant GNNs for Physical Dynamics Simulations* (seed 001), Section 4.
+Equivariant GNNs for Physical Dynamics Simulations* (the GeoNorm paper), Section 4.
 
 Every layer here acts on coordinates ``x [batch, nodes, 3]`` (``kind="coordinates"``) with an
 optional node mask ``[batch, nodes]`` (True = real particle). Padded particles are excluded
@@ -18,6 +18,11 @@ layer                  rotation  translation  permutation of particles
 ``scale_norm``         yes       no           only with ``per_particle=False``   Lemma 2
 ``geo_norm``           yes (O3)  yes          only with ``params="shared"``   Theorem 1
 =====================  ========  ===========  ===========================================
+
+The three layers stay in one module (a little over 400 lines) because they are one thing:
+Section 4 of the GeoNorm paper builds Eq. 5 from Eqs. 3 and 4, and the three share the
+per-particle parameter checks, the rule that padded particles are returned unchanged, and
+the table above, which the Lemmas compare side by side.
 """
 
 from __future__ import annotations
@@ -26,8 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
-from geonorm_jax.norms.base import Norm, check_coordinates, check_mask
-from geonorm_jax.norms.catalog import NormInfo
+from geonorm_jax.norms.base import Norm, NormInfo, check_coordinates, check_mask
 
 __all__ = [
     "layer_norm_coords",

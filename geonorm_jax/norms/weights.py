@@ -13,8 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm, check_weights
-from geonorm_jax.norms.catalog import NormInfo
+from geonorm_jax.norms.base import Norm, NormInfo, check_param_sizes, check_weights, stat_dtype
 
 __all__ = [
     "weight_norm",
@@ -28,18 +27,12 @@ def _fan_in_axes(w: jax.Array) -> tuple[int, ...]:
     return tuple(range(w.ndim - 1))
 
 
-def _stat_dtype(dtype) -> jnp.dtype:
-    return jnp.promote_types(dtype, jnp.float32)
-
-
 def _check_fan_out(tree: dict, w: jax.Array, name: str, keys: tuple[str, ...]) -> None:
-    for key in keys:
-        if key in tree and tree[key].shape[-1] != w.shape[-1]:
-            raise ValueError(
-                f"{name}: {key!r} has {tree[key].shape[-1]} output units but the kernel has "
-                f"{w.shape[-1]}; expected a kernel [fan_in, {tree[key].shape[-1]}], "
-                f"received shape {w.shape}"
-            )
+    """Per-output-unit entries of ``tree`` must match the kernel's ``fan_out``."""
+    check_param_sizes(
+        tree, w, name, keys,
+        unit="output units", holder="the kernel has", layout="a kernel [fan_in, {n}]",
+    )
 
 
 # ----------------------------------------------------------------------------- WeightNorm
@@ -64,7 +57,7 @@ def weight_norm(*, epsilon: float = 1e-12, use_scale: bool = True) -> Norm:
     """
 
     def _sq_norm(w):
-        ws = w.astype(_stat_dtype(w.dtype))
+        ws = w.astype(stat_dtype(w.dtype))
         return jnp.sum(jnp.square(ws), axis=_fan_in_axes(w))  # [fan_out]
 
     def init(key, x, **context):
@@ -77,7 +70,7 @@ def weight_norm(*, epsilon: float = 1e-12, use_scale: bool = True) -> Norm:
         del mask, training, context
         check_weights(x)
         _check_fan_out(params, x, "weight_norm", ("scale",))
-        w = x.astype(_stat_dtype(x.dtype)) * jax.lax.rsqrt(_sq_norm(x) + epsilon)
+        w = x.astype(stat_dtype(x.dtype)) * jax.lax.rsqrt(_sq_norm(x) + epsilon)
         if use_scale:
             w = w * params["scale"]
         return w.astype(x.dtype), state
@@ -128,7 +121,7 @@ def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
     def init(key, x, **context):
         del context
         check_weights(x)
-        dtype = _stat_dtype(x.dtype)
+        dtype = stat_dtype(x.dtype)
         u = jax.random.normal(key, (x.shape[-1],), dtype)
         return {}, {"u": u, "sigma": jnp.ones((), dtype)}
 
@@ -136,7 +129,7 @@ def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
         del params, mask, context
         check_weights(x)
         _check_fan_out(state, x, "spectral_norm", ("u",))
-        w = x.astype(_stat_dtype(x.dtype))
+        w = x.astype(stat_dtype(x.dtype))
         w2 = w.reshape(-1, w.shape[-1])  # [fan_in, fan_out]
         wsg = jax.lax.stop_gradient(w2)
         u = _normalize(state["u"].astype(w.dtype))
@@ -189,7 +182,7 @@ def scaled_weight_standardization(
         del mask, training, context
         check_weights(x)
         _check_fan_out(params, x, "scaled_weight_standardization", ("scale",))
-        w = x.astype(_stat_dtype(x.dtype))
+        w = x.astype(stat_dtype(x.dtype))
         axes = _fan_in_axes(w)
         fan_in = 1
         for a in axes:
