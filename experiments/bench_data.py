@@ -1,8 +1,9 @@
 """Speed benchmark of the charged N-body generator (prints figures; not a test).
 
-Compares the JAX generator with the NumPy loop of ``tests/test_data_simulate.py`` (written from
-the reference generator's loop), generates the full splits (3000/2000/2000 by default) and
-prints wall times, trajectories per second, the throughput ratio, peak RSS and energy drift.
+Compares the JAX generator with the reference generator's NumPy loop
+(:func:`geonorm_jax.data.reference.simulate_numpy`), generates the full splits (3000/2000/2000
+by default) and prints wall times, trajectories per second, the throughput ratio, peak RSS and
+energy drift.
 
     python experiments/bench_data.py                  # N = 5 and N = 100, full splits
     python experiments/bench_data.py --particles 5     # one N
@@ -15,7 +16,6 @@ Each N runs in its own process so that its peak RSS is its own.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import resource
@@ -27,21 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _numpy_loop():
-    spec = importlib.util.spec_from_file_location(
-        "_nbody_numpy", ROOT / "tests" / "test_data_simulate.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.numpy_simulate
-
 
 def numpy_seconds_per_trajectory(particles: int, steps: int, repeats: int) -> tuple[float, float]:
     """(wall, CPU) seconds per trajectory of the NumPy loop, scaled to 5000 steps."""
-    simulate = _numpy_loop()
+    from geonorm_jax.data.reference import simulate_numpy as simulate
+
     rng = np.random.default_rng(0)
     best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
@@ -158,7 +148,9 @@ def main() -> int:
         for key, value in r.items():
             print(f"  {key}: {value}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        from geonorm_jax._io import write_json_atomic
+
+        write_json_atomic(args.json, results, indent=2)
     return 0
 
 

@@ -5,7 +5,7 @@ parameters), it needs the stored initial centroid, it is less expressive, and it
 tried past N = 100. This experiment answers, from data:
 
 1. **Permutation and SE(3) errors of the trained norm_comparison models** (rotation,
-   translation, permutation; :func:`experiments.common.equivariance_errors`): per-particle
+   translation, permutation; :func:`experiments.training.equivariance_errors`): per-particle
    GeoNorm parameters break permutation equivariance, the shared-parameter variant does not.
 2. **Which variant is stable and reaches the lowest test MSE at the largest N we ran**, read
    from the ``norm_comparison`` results of the same preset.
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from experiments import common, norm_comparison
+from experiments import common, norm_comparison, training
 
 NAME = "beyond"
 
@@ -65,7 +65,7 @@ def train_edges(p: dict, variant: str, cache=None) -> dict:
     from geonorm_jax.train.step import per_sample_mse
 
     norm, place = VARIANTS[variant]
-    config = common.make_config(particles=p["particles"], layers=p["layers"], train=p["train"],
+    config = training.make_config(particles=p["particles"], layers=p["layers"], train=p["train"],
                                 valid=p["valid"], test=p["test"], batch_size=p["batch_size"],
                                 test_data=p["test_data"])
     if not p["test_data"]:  # frame 40 needs 4200 steps; the first 4200 steps are identical
@@ -155,7 +155,7 @@ def run(args, argv) -> dict:
         run_dir = norm_comparison.run_dir(src, key)
         if not (run_dir / "checkpoints").exists():
             continue
-        out = exp.cell(f"equiv_{key}", lambda d=run_dir: {"errors": common.equivariance_errors(
+        out = exp.cell(f"equiv_{key}", lambda d=run_dir: {"errors": training.equivariance_errors(
             d, cache=args.cache, samples=p["equiv_samples"])})
         if out is None:
             continue

@@ -1,4 +1,5 @@
-"""Shared plumbing of the experiments: presets, run directories, per-cell resume, results JSON.
+"""Shared plumbing of the experiments: command line, presets, output directories, per-cell
+resume, results JSON and figures. Training a cell and measuring it is :mod:`experiments.training`.
 
 Layout of one experiment ``NAME``::
 
@@ -28,48 +29,30 @@ from typing import Any
 
 import numpy as np
 
-
-def _ensure_data_api() -> None:
-    """Work around an incomplete ``geonorm_jax.data`` package (names not yet re-exported)."""
-    import geonorm_jax.data as data
-
-    if not hasattr(data, "DataConfig"):
-        from geonorm_jax.data.config import DataConfig
-        from geonorm_jax.data.files import get_dataset, load_split
-
-        data.DataConfig, data.get_dataset, data.load_split = DataConfig, get_dataset, load_split
-
-
-_ensure_data_api()
+from geonorm_jax._io import write_json_atomic
 
 __all__ = [
     "ROOT",
     "RESULTS",
     "RUNS",
     "PRESET_NAMES",
-    "TEST_DATA",
     "Experiment",
     "parse_args",
+    "source_args",
+    "cli_main",
     "machine_info",
     "write_json",
     "read_json",
-    "curves",
-    "run_cell",
     "mean_std",
     "finite",
-    "equivariance_errors",
-    "make_config",
-    "source_args",
     "setup_matplotlib",
+    "save_figure",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 RUNS = ROOT / "experiments" / "runs"
 PRESET_NAMES = ("test", "cpu", "paper")
-
-# Short trajectories for the ``test`` presets (seconds): 600 steps, frames 2 -> 4.
-TEST_DATA = {"steps": 600, "sample_freq": 100, "frame_in": 2, "frame_out": 4}
 
 
 def parse_args(name: str, argv: list[str] | None, doc: str | None = None) -> argparse.Namespace:
@@ -141,13 +124,9 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (temporary file + ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(obj), indent=1, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    """Write ``obj`` as indented JSON (``indent=1``) atomically, after :func:`_clean` (numpy
+    scalars to Python, NaN/inf to null); see :func:`geonorm_jax._io.write_json_atomic`."""
+    return write_json_atomic(path, _clean(obj), indent=1)
 
 
 def read_json(path: str | Path) -> Any:
@@ -257,179 +236,6 @@ class Experiment:
         write_json(self.out / "results.json", doc)
         print(f"[{self.name}] wrote {self.out / 'results.json'}", flush=True)
         return doc
-
-
-def curves(records: list[dict], seeds: list[int]) -> dict:
-    """Per-seed training curves from ``metrics.jsonl`` records.
-
-    Returns ``{"epoch": [...], "train_loss": {seed: [...]}, "eval_epoch": [...],
-    "val_mse": {seed: [...]}, "test_mse": {seed: [...]}}`` (``None`` after an explosion).
-    """
-    evals = [r for r in records if "val_mse" in r]
-    out = {
-        "epoch": [r["epoch"] for r in records],
-        "eval_epoch": [r["epoch"] for r in evals],
-        "train_loss": {},
-        "val_mse": {},
-        "test_mse": {},
-    }
-    for i, seed in enumerate(seeds):
-        out["train_loss"][str(seed)] = [r["train_loss"][i] for r in records]
-        out["val_mse"][str(seed)] = [r["val_mse"][i] for r in evals]
-        out["test_mse"][str(seed)] = [r["test_mse"][i] for r in evals]
-    return out
-
-
-def _portable(path: Path) -> str:
-    """``path`` relative to the repository root when inside it (results carry no machine paths)."""
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return Path(path).name
-
-
-def run_cell(config, run_dir: Path, *, cache=None) -> dict:
-    """Train ``config`` into ``run_dir`` (resuming a checkpoint there) and collect its numbers.
-
-    Returns ``{"config", "summary", "curves", "per_seed"}`` where ``per_seed`` lists for each
-    seed: best-validation test MSE, final and best (minimum) test MSE over evaluations,
-    explosion flag and epoch.
-    """
-    from geonorm_jax import train
-
-    run_dir = Path(run_dir)
-    summary = None
-    if (run_dir / "summary.json").exists():
-        try:
-            train.train  # noqa: B018 - keep the import used
-            saved = train.load_config(run_dir / "config.json")
-            if not train.config.diff(saved, config):
-                summary = read_json(run_dir / "summary.json")
-                if summary.get("epochs_completed") != config.train.epochs:
-                    summary = None
-        except (ValueError, json.JSONDecodeError):
-            summary = None
-    if summary is None:
-        resume = (run_dir / "config.json").exists() and (run_dir / "checkpoints").exists()
-        if resume:
-            try:
-                summary = train.train(config, run_dir, resume=True, cache_dir=cache,
-                                      progress=False)
-            except ValueError:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                resume = False
-        if not resume:
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            summary = train.train(config, run_dir, cache_dir=cache, progress=False)
-    seeds = list(config.train.seeds)
-    records = train.read_metrics(run_dir)
-    cur = curves(records, seeds)
-    per_seed = []
-    for i, s in enumerate(summary["seeds"]):
-        tests = [t for t in cur["test_mse"][str(seeds[i])] if finite(t)]
-        per_seed.append({
-            "seed": s["seed"],
-            "test_mse_at_best_val": s["test_mse"],
-            "best_val_mse": s["best_val_mse"],
-            "best_epoch": s["best_epoch"],
-            "final_test_mse": cur["test_mse"][str(seeds[i])][-1] if tests else None,
-            "best_test_mse": min(tests) if tests else None,
-            "final_train_loss": s["final_train_loss"],
-            "exploded": s["exploded"],
-            "exploded_epoch": s["exploded_epoch"],
-        })
-    return {
-        "config": train.to_dict(config),
-        "run_dir": _portable(run_dir),
-        "summary": {k: v for k, v in summary.items() if k != "seeds"},
-        "curves": cur,
-        "per_seed": per_seed,
-    }
-
-
-def equivariance_errors(run_dir: str | Path, *, cache=None, samples: int = 200,
-                        seed: int = 0) -> list[dict]:
-    """Measured equivariance error of the best-validation model of every seed of a run.
-
-    For ``samples`` test inputs we draw one Haar rotation ``R``, one translation ``t``
-    (std = std of the positions) and one node permutation ``P`` per sample and report, per
-    seed, the relative errors ``rms(f(g x) - g f(x)) / rms(f(x) - centroid(f(x)))`` for
-    ``g`` = rotation (``rot``), translation (``trans``) and permutation (``perm``).
-    An equivariant model gives ~1e-7 (float32 rounding).
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from geonorm_jax import geometry, train
-    from geonorm_jax.train.eval_run import best_variables
-
-    config = train.load_config(Path(run_dir) / "config.json")
-    s = train.build(config, cache_dir=cache)
-    best, _ = best_variables(s, run_dir)
-    data = {k: v[:samples] for k, v in s.data["test"].items()}
-    num, n = data["loc"].shape[:2]
-    key = jax.random.PRNGKey(seed)
-    k1, k2, k3 = jax.random.split(key, 3)
-    rot = geometry.random_rotation(k1, (num,), dtype=jnp.float32)
-    tau = jnp.std(data["loc"])
-    shift = jax.random.normal(k2, (num, 1, 3), jnp.float32) * tau
-    perm = jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(k3, num))
-
-    def rotate(a):
-        return jnp.einsum("snj,sij->sni", a, rot)
-
-    def permute(a):
-        return jnp.take_along_axis(a, perm.reshape(num, n, *([1] * (a.ndim - 2))), axis=1)
-
-    def one(params, batch_stats):
-        f = lambda d: s.apply(params, batch_stats, d, False)[0]
-        y = f(data)
-        scale = jnp.sqrt(jnp.mean(jnp.square(y - jnp.mean(y, axis=1, keepdims=True))))
-        rms = lambda a, b: jnp.sqrt(jnp.mean(jnp.square(a - b))) / scale
-        d_rot = dict(data, loc=rotate(data["loc"]), vel=rotate(data["vel"]))
-        d_tr = dict(data, loc=data["loc"] + shift)
-        d_perm = {k: permute(v) for k, v in data.items()}
-        return {
-            "rot": rms(f(d_rot), rotate(y)),
-            "trans": rms(f(d_tr), y + shift),
-            "perm": rms(f(d_perm), permute(y)),
-        }
-
-    errs = jax.jit(jax.vmap(one))(best["params"], best["batch_stats"])
-    errs = {k: np.asarray(v) for k, v in errs.items()}
-    return [
-        {"seed": seed_, **{k: float(v[i]) for k, v in errs.items()}}
-        for i, seed_ in enumerate(config.train.seeds)
-    ]
-
-
-def make_config(*, particles: int, layers: int, norm: str | None = None,
-                norm_place: str | None = None, norm_kwargs: dict | None = None,
-                model_kwargs: dict | None = None, lr: float = 5e-4, seeds=(30,),
-                epochs: int = 10, batch_size: int = 50, train: int = 100, valid: int = 50,
-                test: int = 50, eval_every: int = 5, hidden: int = 64, test_data: bool = False,
-                weight_decay: float = 1e-12, train_samples: int | None = None):
-    """A :class:`geonorm_jax.train.RunConfig` for one cell (checkpoint only at the end).
-
-    ``test_data`` uses the short trajectories of the ``test`` presets (:data:`TEST_DATA`).
-    """
-    from geonorm_jax import train as train_lib
-
-    data = {"particles": particles, "train": train, "valid": valid, "test": test}
-    if test_data:
-        data.update(TEST_DATA)
-    return train_lib.merge(train_lib.RunConfig(), {
-        "data": data,
-        "model": {"hidden": hidden, "layers": layers, "norm": norm, "norm_place": norm_place,
-                  "norm_kwargs": dict(norm_kwargs or {}),
-                  "model_kwargs": dict(model_kwargs or {})},
-        "optimizer": {"lr": lr, "weight_decay": weight_decay},
-        "train": {"epochs": epochs, "batch_size": batch_size, "seeds": list(seeds),
-                  "eval_every": eval_every, "checkpoint_every": epochs, "keep_checkpoints": 1,
-                  "train_samples": train_samples, "eval_batch_size": min(500, valid, test),
-                  "rte_draws": 3},
-    })
 
 
 def setup_matplotlib():

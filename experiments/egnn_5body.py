@@ -14,7 +14,7 @@ Usage::
 
 from __future__ import annotations
 
-from experiments import common
+from experiments import common, training
 
 NAME = "egnn_5body"
 PAPER_MSE = 0.0071
@@ -38,12 +38,12 @@ def run(args, argv) -> dict:
     exp = common.Experiment(NAME, args, argv)
     cells, rows = {}, []
     for name, norm in MODELS.items():
-        config = common.make_config(
+        config = training.make_config(
             particles=5, layers=p["layers"], norm=norm, lr=5e-4, seeds=p["seeds"],
             epochs=p["epochs"], batch_size=p["batch_size"], train=p["train"], valid=p["valid"],
             test=p["test"], eval_every=p["eval_every"], hidden=p["hidden"],
             test_data=p["test_data"], train_samples=p["train"])
-        out = exp.cell(name, lambda c=config, k=name: common.run_cell(
+        out = exp.cell(name, lambda c=config, k=name: training.run_cell(
             c, exp.runs / k, cache=exp.cache))
         if out is None:
             continue

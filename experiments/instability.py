@@ -13,7 +13,7 @@ Usage::
 
 from __future__ import annotations
 
-from experiments import common
+from experiments import common, training
 
 NAME = "instability"
 
@@ -59,12 +59,12 @@ def run(args, argv) -> dict:
     for lr in p["lrs"]:
         for n, depth in p["cells"]:
             key = cell_key(n, depth, lr)
-            config = common.make_config(
+            config = training.make_config(
                 particles=n, layers=depth, norm=None, lr=lr, seeds=p["seeds"],
                 epochs=p["epochs"], batch_size=p["batch_size"], train=p["train"],
                 valid=p["valid"], test=p["test"], eval_every=p["eval_every"],
                 hidden=p["hidden"], test_data=p["test_data"])
-            out = exp.cell(key, lambda c=config, k=key: common.run_cell(
+            out = exp.cell(key, lambda c=config, k=key: training.run_cell(
                 c, exp.runs / k, cache=exp.cache))
             if out is None:
                 continue

@@ -27,7 +27,7 @@ Usage::
 
 from __future__ import annotations
 
-from experiments import common
+from experiments import common, training
 
 NAME = "norm_comparison"
 
@@ -83,7 +83,7 @@ def cell_key(n: int, depth: int, norm: str, lr: float) -> str:
 def cell_config(p: dict, n: int, norm: str, lr: float):
     """The RunConfig of one cell of preset ``p``."""
     cat, place, model_kwargs = NORMS[norm]
-    return common.make_config(
+    return training.make_config(
         particles=n, layers=p["depth"], norm=cat, norm_place=place, model_kwargs=model_kwargs,
         lr=lr, seeds=p["seeds"], epochs=p["epochs"], batch_size=p["batch_size"],
         train=p["train"], valid=p["valid"], test=p["test"], eval_every=p["eval_every"],
@@ -105,7 +105,7 @@ def run(args, argv) -> dict:
             for norm in p["norms"]:
                 key = cell_key(n, p["depth"], norm, lr)
                 config = cell_config(p, n, norm, lr)
-                out = exp.cell(key, lambda c=config, k=key: common.run_cell(
+                out = exp.cell(key, lambda c=config, k=key: training.run_cell(
                     c, run_dir(exp, k), cache=exp.cache))
                 if out is None:
                     continue

@@ -6,7 +6,7 @@ invariant features (place ``feature``), the coordinates (``coord``) or the coord
 (``update``, vector layers), one at a time, plus no normalization. For each layer we report
 side by side: the test MSE at the best validation epoch, the measured equivariance error of the
 trained model (rotation, translation and permutation; see
-:func:`experiments.common.equivariance_errors`) and the layer's geometric-match verdict for
+:func:`experiments.training.equivariance_errors`) and the layer's geometric-match verdict for
 the ``nbody-dynamics`` task (:func:`geonorm_jax.audit.audit`, the survey's Definition 3).
 
 Usage::
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import traceback
 
-from experiments import common
+from experiments import common, training
 
 NAME = "norm_zoo"
 KINDS = ("features", "coordinates", "vectors")
@@ -65,7 +65,7 @@ def run(args, argv) -> dict:
     rows = []
     for info in entries:
         name = "none" if info is None else info.name
-        config = common.make_config(
+        config = training.make_config(
             particles=p["particles"], layers=p["depth"], norm=None if info is None else name,
             lr=p["lr"], seeds=p["seeds"], epochs=p["epochs"], batch_size=p["batch_size"],
             train=p["train"], valid=p["valid"], test=p["test"], eval_every=p["eval_every"],
@@ -83,10 +83,10 @@ def run(args, argv) -> dict:
             else:
                 out["audit"] = {"matched": True, "violated": [], "violations": []}
             try:
-                res = common.run_cell(c, exp.runs / k, cache=exp.cache)
+                res = training.run_cell(c, exp.runs / k, cache=exp.cache)
                 out.update(per_seed=res["per_seed"], curves=res["curves"],
                            summary=res["summary"], place=res["config"]["model"]["norm_place"])
-                out["equivariance"] = common.equivariance_errors(
+                out["equivariance"] = training.equivariance_errors(
                     exp.runs / k, cache=exp.cache, samples=p["equiv_samples"])
             except Exception as e:  # noqa: BLE001
                 out["error"] = f"{type(e).__name__}: {e}"

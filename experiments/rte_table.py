@@ -18,7 +18,7 @@ Usage::
 
 from __future__ import annotations
 
-from experiments import common, norm_comparison
+from experiments import common, norm_comparison, training
 
 NAME = "rte_table"
 
@@ -100,7 +100,7 @@ def run(args, argv) -> dict:
             key = norm_comparison.cell_key(n, depth, norm, lr)
             q = dict(nc_preset, particles=[n], depth=depth)
             config = norm_comparison.cell_config(q, n, norm, lr)
-            src.cell(key, lambda c=config, k=key: common.run_cell(
+            src.cell(key, lambda c=config, k=key: training.run_cell(
                 c, norm_comparison.run_dir(src, k), cache=args.cache))
 
             def evaluate(k=key):

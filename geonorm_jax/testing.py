@@ -23,6 +23,15 @@ element, so together with SO3 this covers O(3)), ``"translation"``, ``"permutati
 random node permutation), ``"batch"`` (sample 0's output must not change when the other
 samples change). Aliases: ``"SE3" = (SO3, translation)``, ``"E3" = (SO3, O3, translation)``,
 ``"all"`` = every group.
+
+Trained models on a data split (the N-body splits of :mod:`geonorm_jax.data`: dicts of
+``loc, vel, charges, target`` and optionally ``mask``, each ``[S, N, ...]``) are measured with
+one group element *per sample*: :func:`transform_split` applies per-sample rotations
+``[S, 3, 3]``, translations ``[S, 3]`` and node permutations ``[S, N]`` to a split,
+:func:`transform_positions` applies them to predictions ``[..., S, N, 3]``,
+:func:`equivariance_residual` is ``f(g.x) - g.f(x)``, and :func:`model_equivariance_errors`
+reduces it to relative RMS errors. The RTE evaluation of :mod:`geonorm_jax.train.evaluate`
+(the GeoNorm paper's Table 1) and the experiments' equivariance tables are built on these.
 """
 
 from __future__ import annotations
@@ -37,7 +46,17 @@ import numpy as np
 
 from geonorm_jax import geometry
 
-__all__ = ["GROUPS", "equivariance_errors", "assert_equivariant", "infer_kinds"]
+__all__ = [
+    "GROUPS",
+    "equivariance_errors",
+    "assert_equivariant",
+    "infer_kinds",
+    "transform_split",
+    "transform_positions",
+    "equivariance_residual",
+    "random_split_transforms",
+    "model_equivariance_errors",
+]
 
 GROUPS = ("SO3", "O3", "translation", "permutation", "batch")
 _ALIASES = {
@@ -260,3 +279,160 @@ def assert_equivariant(
                 f"not {g}-equivariant: max |f(g.x) - g.f(x)| = {err:.3e} "
                 f"(atol={atol:.1e}, rtol={rtol:.1e})"
             ) from e
+
+
+# --- trained models on a data split: one group element per sample --------------------------
+
+
+def _check_elements(num: int, num_nodes: int, rotation, translation, permutation) -> None:
+    for name, value, shape in (
+        ("rotation", rotation, (num, 3, 3)),
+        ("translation", translation, (num, 3)),
+        ("permutation", permutation, (num, num_nodes)),
+    ):
+        if value is not None and tuple(np.shape(value)) != shape:
+            raise ValueError(
+                f"{name}: expected shape {list(shape)} (one per sample); "
+                f"received {list(np.shape(value))}"
+            )
+
+
+def _rotate_samples(a, rotation):
+    """``a [..., S, N, 3] @ R_s^T`` for each sample ``s``; NumPy stays NumPy."""
+    xp = np if isinstance(a, np.ndarray) else jnp
+    return xp.einsum("...snj,sij->...sni", a, rotation.astype(a.dtype))
+
+
+def _permute_samples(a, permutation, node_axis: int = 1):
+    """``a[s, P_s[i]]`` along ``node_axis`` (the sample axis is the one before it)."""
+    xp = np if isinstance(a, np.ndarray) else jnp
+    lead = node_axis - 1
+    index = permutation.reshape(*([1] * lead), *permutation.shape,
+                                *([1] * (a.ndim - node_axis - 1)))
+    return xp.take_along_axis(a, index, axis=node_axis)
+
+
+def transform_positions(x, *, rotation=None, translation=None, permutation=None):
+    """One group element per sample acting on positions ``x [..., S, N, 3]``.
+
+    ``x_s -> (x_s R_s^T + t_s)[P_s]``: rotation ``R [S, 3, 3]``, translation ``t [S, 3]`` and
+    node permutation ``P [S, N]`` (``x'[s, i] = x[s, P_s[i]]``), each optional. Leading axes
+    (e.g. seeds) are kept; a NumPy ``x`` gives a NumPy result in its dtype (float64 stays
+    float64), a JAX array a JAX array.
+    """
+    num, num_nodes = np.shape(x)[-3], np.shape(x)[-2]
+    _check_elements(num, num_nodes, rotation, translation, permutation)
+    if rotation is not None:
+        x = _rotate_samples(x, rotation)
+    if translation is not None:
+        x = x + translation.astype(x.dtype)[:, None, :]
+    if permutation is not None:
+        x = _permute_samples(x, permutation, node_axis=x.ndim - 2)
+    return x
+
+
+def transform_split(data: dict, *, rotation=None, translation=None, permutation=None) -> dict:
+    """One group element per sample acting on a split ``{name: [S, N, ...]}``.
+
+    ``loc`` and ``target`` transform as positions (:func:`transform_positions`), ``vel`` as
+    vectors (rotated and permuted, not translated), every other entry (``charges [S, N, 1]``,
+    ``mask [S, N]``) as node features (permuted only).
+
+    Args:
+      data: the split; ``loc [S, N, 3]`` is required.
+      rotation: ``[S, 3, 3]`` or None.
+      translation: ``[S, 3]`` or None.
+      permutation: ``[S, N]`` integer node orders or None.
+
+    Returns:
+      A new dict with the same keys.
+    """
+    if "loc" not in data or np.ndim(data["loc"]) != 3 or np.shape(data["loc"])[-1] != 3:
+        shape = list(np.shape(data["loc"])) if "loc" in data else None
+        raise ValueError(f"data['loc']: expected shape [S, N, 3]; received {shape}")
+    num, num_nodes = np.shape(data["loc"])[:2]
+    _check_elements(num, num_nodes, rotation, translation, permutation)
+    out = dict(data)
+    if rotation is not None:
+        for name in ("loc", "vel", "target"):
+            if name in out:
+                out[name] = _rotate_samples(out[name], rotation)
+    if translation is not None:
+        for name in ("loc", "target"):
+            if name in out:
+                out[name] = out[name] + translation.astype(out[name].dtype)[:, None, :]
+    if permutation is not None:
+        out = {name: _permute_samples(a, permutation) for name, a in out.items()}
+    return out
+
+
+def equivariance_residual(prediction_of_transformed, prediction, **element):
+    """``f(g.x) - g.f(x)`` for predicted positions ``[..., S, N, 3]``.
+
+    Args:
+      prediction_of_transformed: ``f(g.x)``, the model's output on
+        ``transform_split(x, **element)``.
+      prediction: ``f(x)``.
+      **element: ``rotation``, ``translation``, ``permutation`` as in
+        :func:`transform_positions`.
+    """
+    return prediction_of_transformed - transform_positions(prediction, **element)
+
+
+def random_split_transforms(key: jax.Array, data: dict, *, translation_scale: float = 1.0,
+                            dtype=jnp.float32) -> dict:
+    """One random group element per sample of ``data``.
+
+    ``jax.random.split(key, 3)`` gives the keys of: a Haar-random rotation ``[S, 3, 3]``
+    (:func:`geonorm_jax.geometry.random_rotation`), a translation ``[S, 3]`` drawn from
+    ``N(0, tau^2 I_3)`` with ``tau = translation_scale * std(data["loc"])`` (all components),
+    and a uniformly random node permutation ``[S, N]`` per sample.
+
+    Returns:
+      ``{"rotation", "translation", "permutation"}``, the keyword arguments of
+      :func:`transform_split` and :func:`model_equivariance_errors`.
+    """
+    num, num_nodes = np.shape(data["loc"])[:2]
+    k_rot, k_trans, k_perm = jax.random.split(key, 3)
+    tau = translation_scale * jnp.std(data["loc"])
+    return {
+        "rotation": geometry.random_rotation(k_rot, (num,), dtype=dtype),
+        "translation": geometry.random_translation(k_trans, (num,), 1.0, dtype) * tau,
+        "permutation": jax.vmap(lambda k: geometry.random_permutation(k, num_nodes))(
+            jax.random.split(k_perm, num)
+        ),
+    }
+
+
+def model_equivariance_errors(predict: Callable, data: dict, *, rotation, translation,
+                              permutation) -> dict:
+    """Relative equivariance errors of a trained model on a split, one per group.
+
+    With ``y = predict(data)`` (predicted positions ``[S, N, 3]``) and
+    ``scale = rms(y - centroid(y))`` (over samples, nodes and the 3 axes), for ``g`` the
+    per-sample rotation (``"rot"``), translation (``"trans"``) and node permutation
+    (``"perm"``)::
+
+        error_g = rms(predict(g.data) - g.y) / scale
+
+    (:func:`equivariance_residual`). An equivariant model gives float rounding (about 1e-7
+    in float32). Jittable; ``jax.vmap`` it over stacked parameters to measure several seeds.
+
+    Args:
+      predict: ``data -> positions [S, N, 3]`` (evaluation mode).
+      data: the split (see :func:`transform_split`).
+      rotation, translation, permutation: one element per sample
+        (:func:`random_split_transforms`).
+
+    Returns:
+      ``{"rot", "trans", "perm"}`` scalar arrays.
+    """
+    y = predict(data)
+    scale = jnp.sqrt(jnp.mean(jnp.square(y - jnp.mean(y, axis=1, keepdims=True))))
+    out = {}
+    for name, element in (("rot", {"rotation": rotation}),
+                          ("trans", {"translation": translation}),
+                          ("perm", {"permutation": permutation})):
+        residual = equivariance_residual(predict(transform_split(data, **element)), y, **element)
+        out[name] = jnp.sqrt(jnp.mean(jnp.square(residual))) / scale
+    return out

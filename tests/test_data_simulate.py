@@ -15,46 +15,7 @@ from geonorm_jax.data import (
     simulate_from_state,
     total_energy,
 )
-
-
-def numpy_simulate(loc, vel, charges, steps=5000, sample_freq=100, dt=0.001, box_size=5.0, k=1.0):
-    """One trajectory, written from the reference's loop in its own [3, N] layout.
-
-    Args: loc, vel [N, 3]; charges [N, 1] (float64). Returns loc, vel [F, N, 3] where frame c
-    is the state recorded at step ``i`` with ``i % sample_freq == 0``, counter from 0.
-    """
-    x = np.array(loc, np.float64).T.copy()  # [3, N]
-    v = np.array(vel, np.float64).T.copy()
-    n = x.shape[1]
-    max_f = 0.1 / dt
-    if box_size is not None:
-        over = x > box_size
-        x[over] = 2 * box_size - x[over]
-        v[over] = -np.abs(v[over])
-        under = x < -box_size
-        x[under] = -2 * box_size - x[under]
-        v[under] = np.abs(v[under])
-    edges = charges @ charges.T
-
-    def force(x):
-        diff = np.stack([np.subtract.outer(x[a], x[a]) for a in range(3)])  # [3, N, N]
-        r2 = np.sum(diff**2, axis=0)
-        np.fill_diagonal(r2, 1.0)
-        size = k * edges / r2**1.5
-        np.fill_diagonal(size, 0.0)
-        return np.clip((size[None] * diff).sum(-1), -max_f, max_f)
-
-    frames = steps // sample_freq - 1
-    out_x, out_v = np.zeros((frames, 3, n)), np.zeros((frames, 3, n))
-    v += dt * force(x)
-    counter = 0
-    for i in range(1, steps):
-        x += dt * v
-        if i % sample_freq == 0:
-            out_x[counter], out_v[counter] = x, v
-            counter += 1
-        v += dt * force(x)
-    return out_x.transpose(0, 2, 1), out_v.transpose(0, 2, 1)
+from geonorm_jax.data.reference import simulate_numpy as numpy_simulate
 
 
 def _state(seed, s, n, scale=1.0):

@@ -1,7 +1,7 @@
 """Tests of ``experiments/``: every experiment's ``test`` preset end to end, and the README
 results section generated from the JSON files.
 
-The default tests replace the training step (``experiments.common.run_cell`` and friends) with
+The default tests replace the training step (``experiments.training.run_cell`` and friends) with
 a fast fake, so they check the experiment plumbing (cells, resume, results.json fields, plots,
 verdict logic, the report) in seconds. The ``slow`` tests run the real ``test`` presets
 end to end (real training, a few steps each).
@@ -28,6 +28,7 @@ from experiments import (  # noqa: E402
     norm_zoo,
     report,
     rte_table,
+    training,
 )
 
 MODULES = {
@@ -102,8 +103,8 @@ def fake_training(monkeypatch):
     import geonorm_jax.audit
     from geonorm_jax import train
 
-    monkeypatch.setattr(common, "run_cell", fake_run_cell)
-    monkeypatch.setattr(common, "equivariance_errors", fake_equivariance)
+    monkeypatch.setattr(training, "run_cell", fake_run_cell)
+    monkeypatch.setattr(training, "equivariance_errors", fake_equivariance)
     monkeypatch.setattr(train, "evaluate_run", fake_evaluate_run)
 
     class FakeAudit:
@@ -176,7 +177,7 @@ def test_rte_table_and_beyond_plumbing(tmp_path, fake_training):
 def test_cells_are_resumed_not_rerun(tmp_path, fake_training, monkeypatch):
     run_preset("instability", tmp_path)
     calls = []
-    monkeypatch.setattr(common, "run_cell", lambda *a, **k: calls.append(a) or 1 / 0)
+    monkeypatch.setattr(training, "run_cell", lambda *a, **k: calls.append(a) or 1 / 0)
     doc, _ = run_preset("instability", tmp_path)  # every cell cached: run_cell never called
     assert calls == []
     assert doc["complete"]
@@ -218,8 +219,8 @@ def test_mean_std_and_json_cleaning(tmp_path):
 def test_make_config_is_valid():
     from geonorm_jax import train
 
-    c = common.make_config(particles=20, layers=5, norm="geo_norm", lr=5e-3,
-                           seeds=[30, 40, 50, 60], epochs=8, batch_size=10, train=50)
+    c = training.make_config(particles=20, layers=5, norm="geo_norm", lr=5e-3,
+                             seeds=[30, 40, 50, 60], epochs=8, batch_size=10, train=50)
     train.validate(c)
     assert c.train.seeds == (30, 40, 50, 60) and c.model.layers == 5
     assert c.optimizer.weight_decay == 1e-12

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,8 @@ from geonorm_jax import cli
 from geonorm_jax.train import config as cfg
 from geonorm_jax.train import loop
 
+# ``python SLOW_EPOCHS SECONDS ARGS...``: the CLI with a pause after every epoch.
+SLOW_EPOCHS = Path(__file__).with_name("_slow_epochs.py")
 EPOCHS = "8"
 TRAIN_FLAGS = ["--test", "--epochs", EPOCHS, "--checkpoint-every", "1", "--no-progress"]
 
@@ -107,9 +110,9 @@ def test_help_is_complete_for_every_subcommand(capsys):
 
 def test_resume_after_sigkill_equals_uninterrupted_run(full_run, tmp_path, cache_dir):
     run_dir = tmp_path / "killed"
-    env = _env(cache_dir, **{loop.SLEEP_ENV: "0.4"})
-    proc = subprocess.Popen(_cli("train", *TRAIN_FLAGS, "--out", str(run_dir)), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    slow = [sys.executable, str(SLOW_EPOCHS), "0.4", "train", *TRAIN_FLAGS, "--out", str(run_dir)]
+    proc = subprocess.Popen(slow, env=_env(cache_dir), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     interval = run_dir / "checkpoints" / "interval"
     deadline = time.time() + 240
     try:

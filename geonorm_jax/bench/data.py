@@ -4,12 +4,13 @@ What is timed, for each N: one chunk of :func:`~geonorm_jax.data.generate.defaul
 trajectories per worker thread (``workers`` threads, default
 :func:`~geonorm_jax.data.generate.default_workers`, each with its own chunk, run concurrently as
 :func:`~geonorm_jax.data.generate.generate_split` runs them), through the same jitted
-``simulate._integrate`` with the same static arguments (float64 integration, frames cast to
-float32 as they are recorded), including the copy of the frames back to the host. The wall time
-from starting the threads until every chunk is on the host is ``seconds``. Not timed: the
-compilation (the function is compiled ahead of time with ``jit(...).lower(...).compile()``;
-its duration is reported as ``compile_s``; near 0 when the same executable was already
-compiled in this process), the sampling of initial states and the file writing.
+:func:`~geonorm_jax.data.simulate.integrate` with the same static arguments (float64
+integration, frames cast to float32 as they are recorded), including the copy of the frames
+back to the host. The wall time from starting the threads until every chunk is on the host is
+``seconds``. Not timed: the compilation (the function is compiled ahead of time with
+``jit(...).lower(...).compile()``; its duration is reported as ``compile_s``; near 0 when the
+same executable was already compiled in this process), the sampling of initial states and the
+file writing.
 
 How many steps: a trajectory of ``steps`` steps saves ``F = steps / sample_freq - 1`` frames
 and runs ``steps_run_full = F * sample_freq`` integration steps (the steps after the last saved
@@ -42,12 +43,12 @@ import numpy as np
 
 from geonorm_jax.data.config import DataConfig
 from geonorm_jax.data.generate import (
-    _integrate_statics,
     default_chunk_size,
     default_workers,
+    integrate_statics,
     split_key,
 )
-from geonorm_jax.data.simulate import _integrate, sample_initial_state
+from geonorm_jax.data.simulate import integrate, sample_initial_state
 
 __all__ = ["generation_throughput", "SWEEP"]
 
@@ -57,7 +58,7 @@ SWEEP = (5, 20, 50, 100, 200, 500, 1000)
 def _compile(args, statics):
     start = time.perf_counter()
     with jax.enable_x64(True):
-        compiled = _integrate.lower(*args, **statics).compile()
+        compiled = integrate.lower(*args, **statics).compile()
     return compiled, time.perf_counter() - start
 
 
@@ -86,13 +87,13 @@ def _one(n: int, seconds_per_n: float, steps: int, sample_freq: int, workers: in
     chunks = [[a[w * chunk : (w + 1) * chunk] for a in init] for w in range(workers)]
     full_frames = config.num_frames
 
-    probe, compile_s = _compile(chunks[0], _integrate_statics(config, num_frames=1))
+    probe, compile_s = _compile(chunks[0], integrate_statics(config, num_frames=1))
     probe_s, probe_cpu = _run_chunks(probe, chunks)
     frames = 1
     if probe_s < 0.5 * seconds_per_n:
         frames = int(min(full_frames, max(1, seconds_per_n // probe_s)))
     if frames > 1:
-        timed, more = _compile(chunks[0], _integrate_statics(config, num_frames=frames))
+        timed, more = _compile(chunks[0], integrate_statics(config, num_frames=frames))
         compile_s += more
         seconds, cpu_s = _run_chunks(timed, chunks)
     else:

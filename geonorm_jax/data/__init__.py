@@ -10,6 +10,11 @@ Typical use::
     train = data.load_split(path, "train")          # Samples(loc, vel, charges, target)
     for batch in data.iterate_batches(train, 100, key=key):
         ...
+
+Molecular energies and forces (MD17 style: GFN2-xTB Langevin trajectories, or the published
+MD17 / revised MD17 files) live in :mod:`geonorm_jax.data.molecules`; its main names are
+re-exported here (``MolecularData``, ``MoleculeConfig``, ``molecular_dataset``, ``load_md17``,
+``split_data``).
 """
 
 from geonorm_jax.data.batching import iterate_batches, num_batches
@@ -26,10 +31,20 @@ from geonorm_jax.data.files import (
     write_dataset,
 )
 from geonorm_jax.data.generate import generate_split, generation_memory
+from geonorm_jax.data.molecules import (
+    MolecularData,
+    MoleculeConfig,
+    get_molecular_dataset,
+    load_md17,
+    load_molecular_dataset,
+    molecular_dataset,
+    split_data,
+)
 from geonorm_jax.data.reference import (
     load_reference_split,
     load_reference_trajectories,
     reference_filename,
+    simulate_numpy,
 )
 from geonorm_jax.data.samples import Samples, edge_attributes, select_frames
 from geonorm_jax.data.simulate import (
@@ -47,6 +62,8 @@ __all__ = [
     "DataConfig",
     "DataFileError",
     "InitialState",
+    "MolecularData",
+    "MoleculeConfig",
     "Samples",
     "Trajectory",
     "coulomb_forces",
@@ -56,11 +73,15 @@ __all__ = [
     "generate_split",
     "generation_memory",
     "get_dataset",
+    "get_molecular_dataset",
     "iterate_batches",
+    "load_md17",
+    "load_molecular_dataset",
     "load_reference_split",
     "load_reference_trajectories",
     "load_split",
     "load_trajectories",
+    "molecular_dataset",
     "num_batches",
     "read_metadata",
     "reference_filename",
@@ -69,6 +90,8 @@ __all__ = [
     "select_frames",
     "simulate",
     "simulate_from_state",
+    "simulate_numpy",
+    "split_data",
     "total_energy",
     "verify_dataset",
     "write_dataset",

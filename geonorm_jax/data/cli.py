@@ -58,7 +58,7 @@ def add_parser(subparsers) -> None:
 
 def generate_command(args: argparse.Namespace) -> int:
     from geonorm_jax.data.config import DataConfig
-    from geonorm_jax.data.files import _is_complete, get_dataset, write_dataset
+    from geonorm_jax.data.files import get_dataset, is_complete, write_dataset
 
     config = DataConfig(
         particles=args.particles,
@@ -79,7 +79,7 @@ def generate_command(args: argparse.Namespace) -> int:
     )
     options = dict(progress=not args.no_progress, chunk_size=args.chunk_size, workers=args.workers)
     if args.out is not None:
-        if _is_complete(args.out, config):
+        if is_complete(args.out, config):
             print(f"already generated with these parameters: {args.out}")
             return 0
         directory = write_dataset(config, args.out, **options)

@@ -24,15 +24,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from geonorm_jax._io import atomic_write, atomic_write_text
 from geonorm_jax.data.config import FORMAT_VERSION, SPLITS, DataConfig, canonical_split
 from geonorm_jax.data.samples import Samples, select_frames
 
@@ -41,6 +41,7 @@ __all__ = [
     "CACHE_ENV",
     "METADATA",
     "default_cache_dir",
+    "is_complete",
     "get_dataset",
     "write_dataset",
     "read_metadata",
@@ -83,41 +84,15 @@ def _sha256_file(path: Path) -> str:
         return _sha256_handle(f)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Calls ``write(file)`` on a temporary file next to ``path``, then renames it to ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class _Progress:
-    """A minimal progress bar on stderr (no dependency)."""
-
-    def __init__(self, total: int, label: str, width: int = 30, stream=None):
-        self.total, self.label, self.width = total, label, width
-        self.stream = stream or sys.stderr
-        self.done, self.start = 0, time.perf_counter()
-        self._draw()
-
-    def update(self, n: int) -> None:
-        self.done = min(self.total, self.done + n)
-        self._draw()
-
-    def _draw(self) -> None:
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {elapsed:6.1f}s")
-        if self.done >= self.total:
-            self.stream.write("\n")
-        self.stream.flush()
+def _progress_bar(total: int, split: str) -> tqdm:
+    """Trajectories of one split: ``train [#####.....] 40/100 00:03<00:04, 12.1traj/s``
+    (``tqdm.auto``: a widget in Jupyter and Colab, text on stderr otherwise)."""
+    return tqdm(
+        total=total,
+        desc=f"{split:>5}",
+        unit="traj",
+        bar_format="{desc} [{bar}] {n_fmt}/{total_fmt} {elapsed}<{remaining}, {rate_fmt}",
+    )
 
 
 def write_dataset(
@@ -135,6 +110,10 @@ def write_dataset(
 
     Returns:
       The directory as a ``Path``.
+
+    Args:
+      progress: show one progress bar per split (``tqdm``) while generating.
+      chunk_size, workers: see :func:`geonorm_jax.data.generate.generate_split`.
     """
     from geonorm_jax.data.generate import generate_split
 
@@ -145,16 +124,20 @@ def write_dataset(
     splits: dict[str, Any] = {}
     for split in SPLITS:
         size = config.split_sizes[split]
-        bar = _Progress(size, f"{split:>5}") if progress else None
-        arrays = generate_split(
-            config,
-            split,
-            chunk_size=chunk_size,
-            workers=workers,
-            on_progress=bar.update if bar else None,
-        )
+        bar = _progress_bar(size, split) if progress else None
+        try:
+            arrays = generate_split(
+                config,
+                split,
+                chunk_size=chunk_size,
+                workers=workers,
+                on_progress=bar.update if bar else None,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
         path = directory / f"{split}.npz"
-        _atomic_write(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+        atomic_write(path, lambda f, arrays=arrays: np.savez(f, **arrays))
         splits[split] = {
             "file": path.name,
             "sha256": _sha256_file(path),
@@ -184,7 +167,7 @@ def write_dataset(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / METADATA, lambda f: f.write(text.encode()))
+    atomic_write_text(directory / METADATA, text)
     return directory
 
 
@@ -207,8 +190,14 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def _is_complete(directory: Path, config: DataConfig) -> bool:
-    """Cheap check (no hashing): matching metadata and files of the recorded sizes."""
+def is_complete(directory: str | os.PathLike, config: DataConfig) -> bool:
+    """True if ``directory`` holds the complete data set of ``config``.
+
+    A cheap check, no hashing: ``metadata.json`` is readable and records ``config``'s cache key
+    and generation parameters, and every split file exists with the recorded size. Loading
+    (:func:`load_trajectories`) still checks each file's SHA-256.
+    """
+    directory = Path(directory)
     try:
         metadata = read_metadata(directory)
     except DataFileError:
@@ -247,7 +236,7 @@ def get_dataset(
     config = config or DataConfig()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     directory = root / config.dataset_name()
-    if _is_complete(directory, config):
+    if is_complete(directory, config):
         return directory
     return write_dataset(
         config, directory, progress=progress, chunk_size=chunk_size, workers=workers

@@ -30,13 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.data.config import SPLITS, DataConfig, canonical_split
-from geonorm_jax.data.simulate import _default_unroll, _integrate, sample_initial_state
+from geonorm_jax.data.simulate import default_unroll, integrate, sample_initial_state
 
 __all__ = [
     "generate_split",
     "default_chunk_size",
     "default_workers",
     "generation_memory",
+    "integrate_statics",
     "split_key",
 ]
 
@@ -111,9 +112,11 @@ def generation_memory(
     return sizes
 
 
-def _integrate_statics(config: DataConfig, num_frames: int | None = None) -> dict:
-    """The static arguments of ``simulate._integrate`` for generating ``config``'s files
-    (shared with :mod:`geonorm_jax.bench.data`, which times the same compiled function)."""
+def integrate_statics(config: DataConfig, num_frames: int | None = None) -> dict:
+    """The static keyword arguments of :func:`geonorm_jax.data.simulate.integrate` for
+    generating ``config``'s files: ``num_frames`` (default ``config.num_frames``),
+    ``sample_freq``, ``dt``, ``box_size``, ``k``, ``max_force``, ``unroll`` and
+    ``out_dtype=float32`` (:mod:`geonorm_jax.bench.data` times the same compiled function)."""
     return dict(
         num_frames=int(config.num_frames if num_frames is None else num_frames),
         sample_freq=config.sample_freq,
@@ -121,7 +124,7 @@ def _integrate_statics(config: DataConfig, num_frames: int | None = None) -> dic
         box_size=float(config.box_size),
         k=float(config.interaction_strength),
         max_force=float(config.max_force),
-        unroll=_default_unroll(config.particles),
+        unroll=default_unroll(config.particles),
         out_dtype=jnp.float32,  # frames are cast as they are recorded: half the chunk memory
     )
 
@@ -180,7 +183,7 @@ def generate_split(
         "vel": np.empty((total, frames, n, 3), np.float32),
         "clipped": np.empty((total,), bool),
     }
-    statics = _integrate_statics(config)
+    statics = integrate_statics(config)
 
     def run(start: int) -> int:
         stop = min(start + chunk, total)
@@ -192,7 +195,7 @@ def generate_split(
                 part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
             args.append(part)
         with jax.enable_x64(True):  # thread-local: each worker turns it on for its own calls
-            xs, vs, clipped = _integrate(*args, **statics)
+            xs, vs, clipped = integrate(*args, **statics)
             xs, vs, clipped = jax.device_get((xs, vs, clipped))
         m = stop - start
         out["loc"][start:stop] = xs[:m]

@@ -58,6 +58,8 @@ __all__ = [
     "simulate_from_state",
     "simulate",
     "coulomb_forces",
+    "integrate",
+    "default_unroll",
 ]
 
 
@@ -207,7 +209,9 @@ def coulomb_forces(x, q, *, interaction_strength=1.0, max_force=100.0, unroll=1)
     return forces, clipped
 
 
-def _default_unroll(particles: int) -> int:
+def default_unroll(particles: int) -> int:
+    """Unrolling of the partner loop of :func:`coulomb_forces`: all ``N`` partners for
+    ``N <= 10``, else 5 (speed only; the arithmetic and its order are the same)."""
     return particles if particles <= 10 else 5
 
 
@@ -217,7 +221,7 @@ def _default_unroll(particles: int) -> int:
         "num_frames", "sample_freq", "dt", "box_size", "k", "max_force", "unroll", "out_dtype"
     ),
 )
-def _integrate(
+def integrate(
     loc,
     vel,
     charges,
@@ -231,10 +235,32 @@ def _integrate(
     unroll,
     out_dtype=jnp.float64,
 ):
-    # loc, vel: [S, N, 3]; charges: [S, N, 1]. Internally: tuples of [N, S]. Integration is in
-    # the input dtype (float64); each recorded frame is cast to out_dtype as it is recorded, so
-    # the frame buffers [F, N, S, 3] are float32 when generating files (half the memory; the
-    # cast rounds to nearest, as NumPy's astype does).
+    """The jitted integrator behind :func:`simulate_from_state` and the data set generator.
+
+    Reflects the initial state at the walls (unless ``box_size`` is None), then repeats
+    ``num_frames`` times: ``sample_freq`` kick-drift steps (``v += dt F(x); x += dt v``, the
+    reference's order, see the module docstring) and a record of ``(x, v)``.
+
+    Args:
+      loc, vel: initial positions and velocities ``[S, N, 3]``, already in the integration
+        dtype (float64 inside ``jax.enable_x64``, as the callers do).
+      charges: ``[S, N, 1]``.
+      num_frames: F, frames recorded (static).
+      sample_freq: steps between frames (static).
+      dt: step size (static float).
+      box_size: wall position for the one-time reflection, or None (static).
+      k: interaction strength (static float).
+      max_force: per-component force clip (static float; the reference uses ``0.1 / dt``).
+      unroll: unrolling of the partner loop (static; :func:`default_unroll`).
+      out_dtype: dtype of the recorded frames; each frame is cast as it is recorded, so
+        float32 halves the frame buffers ``[F, N, S, 3]`` (the cast rounds to nearest, as
+        NumPy's ``astype`` does). Integration stays in the input dtype.
+
+    Returns:
+      ``(loc [S, F, N, 3], vel [S, F, N, 3], clipped [S])`` with ``clipped`` True for a
+      trajectory in which any force component was clipped.
+    """
+    # Internally the state is a tuple of three [N, S] arrays per quantity.
     if box_size is not None:
         loc, vel = reflect_walls(loc, vel, box_size)
     x = tuple(loc[..., a].T for a in range(3))
@@ -325,7 +351,7 @@ def simulate_from_state(
     with jax.enable_x64(True):
         args = (jnp.asarray(a, jnp.float64) for a in (loc, vel, charges))
         loc, vel, charges = args
-        xs, vs, clipped = _integrate(
+        xs, vs, clipped = integrate(
             loc,
             vel,
             charges,
@@ -335,7 +361,7 @@ def simulate_from_state(
             box_size=None if box_size is None else float(box_size),
             k=float(interaction_strength),
             max_force=float(0.1 / dt if max_force is None else max_force),
-            unroll=unroll or _default_unroll(particles),
+            unroll=unroll or default_unroll(particles),
         )
     out = Trajectory(xs, vs, charges, clipped)
     return Trajectory(*(a[0] for a in out)) if single else out

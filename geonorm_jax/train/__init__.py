@@ -33,7 +33,8 @@ from geonorm_jax.train.evaluate import (
     split_predictions,
     summarize_rte,
 )
-from geonorm_jax.train.loop import format_table, read_metrics, train
+from geonorm_jax.train.loop import train
+from geonorm_jax.train.rundir import check_resume, format_table, read_metrics, summarize
 from geonorm_jax.train.setup import Setup, build
 from geonorm_jax.train.state import TrainState, init_state
 from geonorm_jax.train.step import make_optimizer, mse, train_epoch, train_step
@@ -59,8 +60,10 @@ __all__ = [
     "rte_errors",
     "split_predictions",
     "summarize_rte",
+    "check_resume",
     "format_table",
     "read_metrics",
+    "summarize",
     "train",
     "Setup",
     "build",

@@ -7,13 +7,13 @@ GeoNorm paper's 8 columns (see :mod:`geonorm_jax.train.evaluate` for the protoco
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geonorm_jax._io import write_json_atomic
 from geonorm_jax.train.checkpoint import RunCheckpoints
 from geonorm_jax.train.evaluate import (
     EQUIVARIANCE_COLUMNS,
@@ -21,7 +21,7 @@ from geonorm_jax.train.evaluate import (
     rte_errors,
     summarize_rte,
 )
-from geonorm_jax.train.loop import check_resume
+from geonorm_jax.train.rundir import check_resume
 from geonorm_jax.train.setup import Setup, build
 
 __all__ = ["evaluate_run", "best_variables", "format_rte_table", "RTE_SEED"]
@@ -96,7 +96,7 @@ def evaluate_run(
             "test_samples": int(s.data["test"]["loc"].shape[0]),
             "key": f"PRNGKey({RTE_SEED})",
         }
-        (run_dir / "rte.json").write_text(json.dumps(out, indent=2) + "\n")
+        write_json_atomic(run_dir / "rte.json", out, indent=2)
     return out
 
 

@@ -27,6 +27,11 @@ itself we also report ``R_equiv_err = mean MSE(f(x R^T, v R^T), f(x, v) R^T)`` a
 ``T_equiv_err = mean MSE(f(x + t, v), f(x, v) + t)``, which are 0 exactly when the model is
 equivariant, whatever the data.
 
+The transforms and the residual ``f(g.x) - g.f(x)`` are those of the library's equivariance
+kit (:func:`geonorm_jax.testing.transform_split`,
+:func:`geonorm_jax.testing.equivariance_residual`); this module adds the RTE draws and
+statistics.
+
 All functions take the model as ``apply(params, batch_stats, batch, training)`` and run in
 evaluation mode (running statistics, no update).
 """
@@ -40,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax import geometry
+from geonorm_jax.testing import equivariance_residual, transform_split
 from geonorm_jax.train.step import per_sample_mse
 
 __all__ = [
@@ -95,23 +101,6 @@ def split_predictions(
     return errors.reshape(-1)[:num], preds.reshape(-1, *preds.shape[2:])[:num]
 
 
-def transform_split(data: dict, rotation=None, translation=None) -> dict:
-    """Apply per-sample ``rotation [S, 3, 3]`` and/or ``translation [S, 3]`` to a split.
-
-    Positions and target: ``x R^T + t``; velocities: ``v R^T``; charges and mask unchanged.
-    """
-    out = dict(data)
-    if rotation is not None:
-        rot = lambda a: jnp.einsum("snj,sij->sni", a, rotation.astype(a.dtype))
-        out["loc"], out["vel"], out["target"] = rot(data["loc"]), rot(data["vel"]), rot(
-            data["target"]
-        )
-    if translation is not None:
-        shift = translation.astype(out["loc"].dtype)[:, None, :]
-        out["loc"], out["target"] = out["loc"] + shift, out["target"] + shift
-    return out
-
-
 def random_transforms(data: dict, key: jax.Array, translation_scale: float):
     """One RTE draw: ``(rotated_split, translated_split, rotation [S,3,3], translation [S,3])``.
 
@@ -165,12 +154,12 @@ def rte_errors(
                                                                              np.float64)
         err_r, pred_r = (np.asarray(a, np.float64) for a in predict_fn(rot_data))
         err_t, pred_t = (np.asarray(a, np.float64) for a in predict_fn(trans_data))
-        expected_r = np.einsum("...snj,sij->...sni", pred, rotation)
-        expected_t = pred + translation[:, None, :]
+        res_r = equivariance_residual(pred_r, pred, rotation=rotation)
+        res_t = equivariance_residual(pred_t, pred, translation=translation)
         out["rotated"].append(err_r)
         out["translated"].append(err_t)
-        out["rotated_equiv"].append(np.mean((pred_r - expected_r) ** 2, axis=(-2, -1)))
-        out["translated_equiv"].append(np.mean((pred_t - expected_t) ** 2, axis=(-2, -1)))
+        out["rotated_equiv"].append(np.mean(res_r**2, axis=(-2, -1)))
+        out["translated_equiv"].append(np.mean(res_t**2, axis=(-2, -1)))
     result = {k: np.stack(v, axis=-2) for k, v in out.items()}
     result["plain"] = plain
     return result

@@ -1,19 +1,16 @@
-"""The training loop: epochs, evaluation, checkpoints, resume, metrics and the run directory.
+"""The training loop: epochs, evaluation, checkpoints, resume and the run directory.
 
-Run directory::
-
-    config.json      the RunConfig (``geonorm_jax.train.config``)
-    metrics.jsonl    one JSON line per epoch: epoch, step, time, per-seed train_loss and
-                     exploded; on evaluation epochs also per-seed val_mse, test_mse, best_val,
-                     best_epoch
-    checkpoints/     orbax: interval/<epoch> (last k) and best/<epoch> (see checkpoint.py)
-    curves.png       log-scale train and validation loss, one line per seed, explosions marked
-    summary.json     per seed: best epoch, best val MSE, test MSE at the best val epoch,
-                     explosion; mean/std over seeds; wall time
+The run directory's files (``config.json``, ``metrics.jsonl``, ``checkpoints/``,
+``curves.png``, ``summary.json``) are described, read and summarised in
+:mod:`geonorm_jax.train.rundir`.
 
 Resume (``train(..., resume=True)``) restores the newest interval checkpoint (state, which holds
 the data-order key, and the epoch), drops later lines of ``metrics.jsonl`` and continues; the
 following epochs are then identical to an uninterrupted run.
+
+Progress: a ``tqdm`` bar (``tqdm.auto``: a widget in Jupyter and Colab, text on a terminal)
+with the epoch, the mean train loss over live seeds, the last mean validation MSE, the best
+validation MSE so far, the rate and the elapsed time and ETA.
 
 Ctrl-C: the first SIGINT lets the running epoch finish, saves a checkpoint and returns with
 ``summary["interrupted"] = True``; a second SIGINT aborts at once (after saving the last
@@ -24,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import sys
@@ -35,51 +31,28 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from geonorm_jax.train.checkpoint import RunCheckpoints
-from geonorm_jax.train.config import RunConfig, diff, load_config, save_config
-from geonorm_jax.train.progress import Progress
+from geonorm_jax.train.config import RunConfig, diff, save_config
+from geonorm_jax.train.rundir import (
+    check_resume,
+    format_table,
+    read_metrics,
+    summarize,
+    write_metrics,
+    write_summary,
+)
 from geonorm_jax.train.setup import Setup, build
 from geonorm_jax.train.state import TrainState
 
-__all__ = ["train", "read_metrics", "summarize", "format_table", "check_resume", "SLEEP_ENV"]
-
-# Test hook: seconds to sleep after each epoch (lets a test kill a run mid-training).
-SLEEP_ENV = "GEONORM_JAX_TEST_EPOCH_SLEEP"
+# read_metrics, summarize, format_table and check_resume live in rundir.py and are re-exported
+# here, where they were first defined.
+__all__ = ["train", "read_metrics", "summarize", "format_table", "check_resume"]
 
 
 def _floats(a) -> list:
     return [float(x) if math.isfinite(float(x)) else None for x in np.asarray(a).reshape(-1)]
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The records of ``metrics.jsonl`` (a torn last line from a killed run is skipped)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return out
-
-
-def check_resume(run_dir: str | Path, config: RunConfig | None) -> RunConfig:
-    """The config to resume ``run_dir`` with; ``ValueError`` if ``config`` differs from it."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ValueError(f"cannot resume {str(run_dir)!r}: no config.json (not a run directory)")
-    saved = load_config(run_dir / "config.json")
-    if config is not None:
-        changes = diff(saved, config)
-        if changes:
-            raise ValueError(
-                f"cannot resume {str(run_dir)!r} with a different configuration "
-                f"(saved != requested): {'; '.join(changes)}"
-            )
-    return saved
 
 
 class _StopRequest:
@@ -170,7 +143,7 @@ def train(
                 state = s.init_state()
             save_config(config, run_dir / "config.json")
             records = []
-        _write_metrics(run_dir, records)
+        write_metrics(run_dir, records)
         return _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                      stream, on_epoch_end)
     except BaseException:
@@ -187,18 +160,11 @@ def train(
             ckpt.close()
 
 
-def _write_metrics(run_dir: Path, records: list[dict]) -> None:
-    tmp = run_dir / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(tmp, run_dir / "metrics.jsonl")
-
-
 def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress, stream,
           on_epoch_end) -> dict:
     t = s.config.train
     data = s.data
-    sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
-    bar = Progress(t.epochs, start_epoch, stream=stream, enabled=progress)
+    bar = _EpochBar(t.epochs, start_epoch, stream, progress)
     t0 = time.perf_counter() - wall0
     interrupted = False
     epoch = start_epoch
@@ -248,14 +214,9 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                     metrics_file.flush()
                     if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
                         ckpt.save(epoch, state, meta(epoch))
-                    live = [x for x in train_loss if x is not None]
-                    vals = [x for x in record.get("val_mse", []) if x is not None]
-                    bar.update(epoch, float(np.mean(live)) if live else None,
-                               float(np.mean(vals)) if vals else None)
+                    bar.update(record)
                     if on_epoch_end is not None:
                         on_epoch_end(epoch, record)
-                    if sleep:
-                        time.sleep(sleep)
                     if stop.requested:
                         ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
                         interrupted = True
@@ -277,7 +238,7 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
     summary = summarize(s.config, records, wall_time=wall, devices=s.devices,
                         num_params=s.num_params, steps_per_epoch=s.steps_per_epoch)
     summary["interrupted"] = interrupted
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(run_dir, summary)
     try:
         from geonorm_jax.train.plot import plot_runs
 
@@ -290,56 +251,46 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
     return summary
 
 
-def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
-    """Per-seed results from the metrics records (test MSE at each seed's best val epoch)."""
-    seeds = list(config.train.seeds)
-    evals = [r for r in records if "val_mse" in r]
-    by_epoch = {r["epoch"]: r for r in evals}
-    steps = extra.get("steps_per_epoch") or 1
-    last = records[-1] if records else {}
-    per_seed = []
-    for i, seed in enumerate(seeds):
-        best_epoch = evals[-1]["best_epoch"][i] if evals else -1
-        best = by_epoch.get(best_epoch)
-        exploded = bool(last.get("exploded", [False] * len(seeds))[i])
-        exploded_step = int(last["exploded_at"][i]) if exploded else None
-        exploded_epoch = exploded_step // steps + 1 if exploded else None
-        losses = [r["train_loss"][i] for r in records if r["train_loss"][i] is not None]
-        per_seed.append({
-            "seed": seed,
-            "best_epoch": best_epoch if best is not None else None,
-            "best_val_mse": best["val_mse"][i] if best else None,
-            "test_mse": best["test_mse"][i] if best else None,
-            "final_train_loss": losses[-1] if losses else None,
-            "exploded": exploded,
-            "exploded_epoch": exploded_epoch,
-            "exploded_step": exploded_step,
-        })
-    tests = [p["test_mse"] for p in per_seed if p["test_mse"] is not None]
-    return {
-        "epochs_completed": last.get("epoch", 0),
-        "epochs": config.train.epochs,
-        "seeds": per_seed,
-        "test_mse_mean": float(np.mean(tests)) if tests else None,
-        "test_mse_std": float(np.std(tests)) if tests else None,
-        "num_exploded": sum(p["exploded"] for p in per_seed),
-        **{k: v for k, v in extra.items() if k != "steps_per_epoch"},
-        "steps_per_epoch": steps,
-    }
+class _EpochBar:
+    """The epoch bar on ``stream``, a ``tqdm.auto`` bar::
 
+        epoch 3/10 [#####.....] 30% loss=1.2e-02, val=1.5e-02, best=1.4e-02 1.2epoch/s 0:02<0:05
 
-def format_table(summary: dict) -> str:
-    """The short table printed at the end of a run."""
-    fmt = lambda x: f"{x:.4e}" if isinstance(x, float) else ("-" if x is None else str(x))
-    rows = [("seed", "best epoch", "val MSE", "test MSE", "exploded")]
-    for p in summary["seeds"]:
-        boom = f"epoch {p['exploded_epoch']}" if p["exploded"] else "no"
-        rows.append((str(p["seed"]), fmt(p["best_epoch"]), fmt(p["best_val_mse"]),
-                     fmt(p["test_mse"]), boom))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    if summary.get("test_mse_mean") is not None and len(summary["seeds"]) > 1:
-        lines.append(f"test MSE over seeds: {summary['test_mse_mean']:.4e} "
-                     f"+- {summary['test_mse_std']:.4e}")
-    return "\n".join(lines)
+    ``loss`` is the mean train loss of this epoch over live seeds, ``val`` the mean validation
+    MSE of the last evaluation, ``best`` the lowest ``best_val`` of any seed so far.
+    """
+
+    def __init__(self, total: int, start: int, stream, enabled: bool):
+        self.val: str | None = None
+        self.best: float | None = None
+        self.bar = tqdm(
+            total=total,
+            initial=start,
+            desc="epoch",
+            unit="epoch",
+            file=stream,
+            disable=not enabled,
+            dynamic_ncols=True,
+            bar_format="{desc} {n_fmt}/{total_fmt} [{bar}] {percentage:3.0f}%{postfix} "
+            "{rate_fmt} {elapsed}<{remaining}",
+        )
+
+    def update(self, record: dict) -> None:
+        """Advance by one epoch and show ``record``'s losses (a metrics.jsonl record)."""
+        live = [x for x in record["train_loss"] if x is not None]
+        vals = [x for x in record.get("val_mse", []) if x is not None]
+        bests = [x for x in record.get("best_val", []) if x is not None]
+        if vals:
+            self.val = f"{np.mean(vals):.3e}"
+        if bests:
+            self.best = min(bests) if self.best is None else min(self.best, *bests)
+        postfix = {"loss": f"{np.mean(live):.3e}" if live else "n/a"}
+        if self.val is not None:
+            postfix["val"] = self.val
+        if self.best is not None:
+            postfix["best"] = f"{self.best:.3e}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from geonorm_jax.train.rundir import read_metrics, read_seeds
+
 __all__ = ["plot_runs"]
 
 
@@ -20,8 +22,6 @@ def plot_runs(run_dirs, out: str | Path, *, title: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from geonorm_jax.train.loop import read_metrics
-
     run_dirs = [Path(d) for d in run_dirs]
     fig, (ax_train, ax_val) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -30,7 +30,7 @@ def plot_runs(run_dirs, out: str | Path, *, title: str | None = None) -> Path:
         records = read_metrics(run_dir)
         if not records:
             raise ValueError(f"{str(run_dir)!r}: no metrics.jsonl records to plot")
-        seeds = _seeds(run_dir, len(records[0]["train_loss"]))
+        seeds = read_seeds(run_dir, len(records[0]["train_loss"]))
         for i, seed in enumerate(seeds):
             color = colors[line % len(colors)]
             line += 1
@@ -61,14 +61,3 @@ def plot_runs(run_dirs, out: str | Path, *, title: str | None = None) -> Path:
     plt.close(fig)
     return out
 
-
-def _seeds(run_dir: Path, count: int) -> list:
-    import json
-
-    try:
-        seeds = json.loads((run_dir / "config.json").read_text())["train"]["seeds"]
-        if len(seeds) == count:
-            return seeds
-    except (OSError, KeyError, ValueError):
-        pass
-    return list(range(count))
