@@ -103,6 +103,32 @@ def test_velocity_verlet_conserves_energy(water):
     assert np.ptp(totals) < 0.01 * swing
 
 
+def test_langevin_thermostat_reaches_the_target_temperature(water):
+    from geonorm_jax.data.molecules.units import BOLTZMANN_EV_PER_K
+
+    z, x = water["atomic_numbers"], water["positions"]
+    xtb, masses = XTB(z), atomic_masses(z)
+    rng = np.random.default_rng(1)
+    energy, forces = xtb(x)
+    target = 500.0
+    state = MDState(x, np.zeros_like(x), energy, forces, 0)  # starts cold
+    kinetic = []
+    state = langevin_steps(state, xtb, masses, 200, 0.5, target, 0.05, rng)
+    langevin_steps(
+        state,
+        xtb,
+        masses,
+        3000,
+        0.5,
+        target,
+        0.05,
+        rng,
+        on_step=lambda s: kinetic.append(kinetic_energy(s.velocities, masses)),
+    )
+    temperature = 2 * np.mean(kinetic) / (3 * len(z) * BOLTZMANN_EV_PER_K)
+    assert temperature == pytest.approx(target, rel=0.15)
+
+
 def test_langevin_state_round_trip_continues_identically(water):
     z, x = water["atomic_numbers"], water["positions"]
     xtb, masses = XTB(z), atomic_masses(z)

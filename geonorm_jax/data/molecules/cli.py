@@ -28,7 +28,7 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--stride", type=int, default=d.stride, help=f"steps between frames ({d.stride})"
     )
-    g.add_argument("--friction", type=float, default=d.friction, help="1/fs (default 0.01)")
+    g.add_argument("--friction", type=float, default=d.friction, help="1/fs (default 0.02)")
     g.add_argument("--equilibration", type=int, default=d.equilibration, help="steps")
     g.add_argument("--trajectories", type=int, default=d.trajectories)
     g.add_argument("--method", choices=("GFN2-xTB", "GFN1-xTB"), default=d.method)

@@ -25,7 +25,7 @@ def energy_series(
     steps: int = 20000,
     dt: float = 0.5,
     temperature: float = 500.0,
-    friction: float = 0.01,
+    friction: float = 0.02,
     equilibration: int = 1000,
     seed: int = 0,
 ) -> np.ndarray:
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--dt", type=float, default=0.5, help="fs")
     p.add_argument("--temperature", type=float, default=500.0, help="K")
-    p.add_argument("--friction", type=float, default=0.01, help="1/fs")
+    p.add_argument("--friction", type=float, default=0.02, help="1/fs")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     t0 = time.perf_counter()
