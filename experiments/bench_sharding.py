@@ -48,14 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
+    from geonorm_jax import parallel
     from geonorm_jax.models import EGNN, knn_graph
-    from geonorm_jax.models import sharding as sh
+    from geonorm_jax.models import sharding as model_sharding
 
     t_start = time.time()
     n, k, hidden, layers, devices = args.nodes, args.k, args.hidden, args.layers, args.devices
     if len(jax.devices()) != devices:
         raise SystemExit(f"expected {devices} devices; JAX sees {len(jax.devices())}")
-    ns = sh.node_sharding()
+    ns = parallel.node_sharding()
     rng = np.random.default_rng(0)
     # a box of uniform density (about 1 particle per unit volume)
     x = jnp.asarray(rng.uniform(0.0, n ** (1 / 3), size=(1, n, 3)), jnp.float32)
@@ -63,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     q = jnp.asarray(rng.choice([-1.0, 1.0], size=(1, n, 1)), jnp.float32)
     target = x + 0.1 * v
     edges = jax.jit(lambda x: knn_graph(x, k, row_chunk=1024))(x)
-    placed = sh.shard_nodes(ns, x, v, q, target)
-    edges_sharded = sh.knn_graph(ns, placed[0], k, row_chunk=1024)
+    placed = parallel.shard_nodes(ns, x, v, q, target)
+    edges_sharded = model_sharding.knn_graph(ns, placed[0], k, row_chunk=1024)
     same_graph = all(bool(jnp.array_equal(a, b)) for a, b in zip(edges, edges_sharded, strict=True))
 
     def step(model):
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     params = EGNN(**base).init(jax.random.key(0), x[:, :64], v[:, :64], q[:, :64],
                                senders=jnp.zeros((1, 64), jnp.int32),
                                receivers=jnp.zeros((1, 64), jnp.int32))
-    params_rep = jax.device_put(params, ns.replicated)
+    params_rep = parallel.replicate(ns, params)
     one = (params, x, v, q, target) + tuple(edges)
     many = (params_rep,) + tuple(placed) + tuple(edges_sharded)
 

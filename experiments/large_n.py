@@ -1,4 +1,4 @@
-"""Large N: the kNN edge-list EGNN on charged N = 500 systems, a short run (issue: scale).
+"""Large N: the kNN edge-list EGNN on charged N = 500 systems, a short run.
 
 Trains the ``knn-500`` preset (N = 500, kNN k = 32, hidden 64, 4 layers, 100 training systems,
 batch 10, 30 epochs, lr 1e-3) with shared-parameter GeoNorm (``geo_norm_shared``: the best

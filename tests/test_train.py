@@ -97,7 +97,8 @@ def test_config_json_round_trip(tmp_path):
     [
         ({"model": {"layrs": 3}}, "model.layrs"),
         ({"optimiser": {}}, "optimiser"),
-        ({"model": {"layers": "four"}}, "model.layers"),
+        ({"model": {"layers": "four"}}, "model.num_layers"),  # the older key, renamed
+        ({"model": {"num_layers": "four"}}, "model.num_layers"),
         ({"train": {"seeds": [1, "b"]}}, "train.seeds[1]"),
         ({"optimizer": {"schedule": "linear"}}, "optimizer.schedule"),
         ({"train": {"epochs": 2.5}}, "train.epochs"),
@@ -112,7 +113,7 @@ def test_config_unknown_key_or_bad_value_names_it(data, needle):
 @pytest.mark.parametrize(
     "overrides, needle",
     [
-        ({"model": {"layers": 0}}, "model.layers"),
+        ({"model": {"num_layers": 0}}, "model.num_layers"),
         ({"model": {"norm": "no_such_norm"}}, "no_such_norm"),
         ({"train": {"batch_size": 41}}, "batch_size"),
         ({"optimizer": {"lr": -1.0}}, "optimizer.lr"),
@@ -286,8 +287,8 @@ def test_ctrl_c_saves_and_resume_equals_uninterrupted(one_seed_setup, reference_
     assert (run_dir / "checkpoints" / "interval" / "2").is_dir()
     # resuming with a different configuration is refused, and changes nothing
     before = sorted(p.name for p in run_dir.rglob("*"))
-    with pytest.raises(ValueError, match="model.layers"):
-        loop.train(cfg.merge(s.config, {"model": {"layers": 3}}), run_dir, resume=True)
+    with pytest.raises(ValueError, match="model.num_layers"):
+        loop.train(cfg.merge(s.config, {"model": {"num_layers": 3}}), run_dir, resume=True)
     assert sorted(p.name for p in run_dir.rglob("*")) == before
     summary = loop.train(s.config, run_dir, setup=s, resume=True, progress=False)
     assert not summary["interrupted"] and summary["epochs_completed"] == 6
@@ -325,7 +326,8 @@ def _corrupt_copy(src, dst):
     "flags, needle",
     [
         (["--norm", "not_a_norm"], "not_a_norm"),
-        (["--layers", "0"], "model.layers"),
+        (["--layers", "0"], "model.num_layers"),  # the older flag
+        (["--num-layers", "0"], "model.num_layers"),
         (["--batch-size", "41"], "batch_size"),
         (["--data-dir", "MISSING"], "does not exist"),
         (["--data-dir", "CORRUPT"], "cannot load"),

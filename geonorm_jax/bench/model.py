@@ -129,9 +129,8 @@ def build_step(case: ModelCase, inputs: dict):
     import jax.numpy as jnp
     import optax
 
-    from geonorm_jax.models import knn_graph, make_egnn
-    from geonorm_jax.train.config import ModelConfig
-    from geonorm_jax.train.setup import norm_place
+    from geonorm_jax.models import EGNN, knn_graph, make_egnn
+    from geonorm_jax.norms import catalog
 
     x, v, q = inputs["x"], inputs["v"], inputs["q"]
     edges, graph_ms = {}, None
@@ -147,7 +146,9 @@ def build_step(case: ModelCase, inputs: dict):
     if case.norm is None:
         model = make_egnn(None, **kwargs)
     else:
-        place = case.norm_place or norm_place(ModelConfig(norm=case.norm))
+        place = case.norm_place or EGNN.placement.default_place(
+            catalog.get(case.norm).kind, case.norm
+        )
         model = make_egnn(case.norm, place=place, **kwargs)
     variables = jax.jit(lambda key: model.init(key, x, v, q, **edges))(jax.random.key(1))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import typing
 from pathlib import Path
 
 __all__ = [
@@ -29,7 +30,7 @@ PRESET_HELP = (
 # flag dest -> dotted config key
 _OVERRIDES = {
     "particles": "data.particles",
-    "layers": "model.layers",
+    "num_layers": "model.num_layers",
     "hidden": "model.hidden",
     "norm": "model.norm",
     "norm_place": "model.norm_place",
@@ -51,7 +52,14 @@ _OVERRIDES = {
 
 
 def add_parser(subparsers) -> None:
-    """Register ``train``, ``eval`` and ``plot``."""
+    """Register ``train``, ``eval`` and ``plot``.
+
+    The model flags use the model's names (``--num-layers``, ``--graph``), and the choices of
+    ``--norm-place`` are the EGNN's places (:data:`geonorm_jax.models.EGNN_PLACEMENT`).
+    ``--layers`` is accepted as the older spelling of ``--num-layers`` (not listed).
+    """
+    from geonorm_jax.models import EGNN
+    from geonorm_jax.train.config import ModelConfig
     p = subparsers.add_parser(
         "train",
         help="train an EGNN on charged N-body (default: the quick GeoNorm job)",
@@ -86,14 +94,17 @@ def add_parser(subparsers) -> None:
     g.add_argument("--particles", type=int, help="number of particles N")
     g.add_argument("--train-samples", type=int,
                    help="use the first this many training simulations")
-    g.add_argument("--layers", type=int, help="number of EGNN layers (>= 1)")
+    g.add_argument("--num-layers", type=int,
+                   help="number of EGNN layers (>= 1); --layers is the older spelling")
+    g.add_argument("--layers", type=int, dest="num_layers", help=argparse.SUPPRESS)
     g.add_argument("--hidden", type=int, help="hidden width")
     g.add_argument("--norm", metavar="NAME",
                    help="normalization: a catalogue name (see `geonorm-jax norms`) or 'none'")
-    g.add_argument("--norm-place", choices=["coord", "update", "feature"],
-                   help="where the norm goes (default: from its kind: coordinates -> coord, "
-                        "vectors -> update, features -> feature)")
-    g.add_argument("--graph", choices=["dense", "knn"],
+    g.add_argument("--norm-place", choices=EGNN.placement.names(),
+                   help="where the norm goes (default: the EGNN's place for its kind: "
+                        + ", ".join(f"{kind} -> {place}" for kind, place in
+                                    EGNN.placement.defaults) + ")")
+    g.add_argument("--graph", choices=typing.get_args(typing.get_type_hints(ModelConfig)["graph"]),
                    help="dense (fully connected, the papers') or knn (edge list, O(N k); "
                         "for large N)")
     g.add_argument("--neighbors", type=int, help="k of the kNN graph (--graph knn)")

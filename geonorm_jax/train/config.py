@@ -8,8 +8,13 @@ A run is described by a :class:`RunConfig` with four sections::
               train=TrainConfig(...))      # epochs, batch, seeds, evaluation, checkpoints, RTE
 
 ``config.json`` in every run directory is ``to_dict(config)``; :func:`from_dict` reads it back
-and raises ``ValueError`` naming the offending key (``"model.layers: expected int >= 1, got 0"``,
-``"unknown key 'optimizer.learnig_rate'"``).
+and raises ``ValueError`` naming the offending key (``"model.num_layers: expected an integer >= 1,
+got 0"``, ``"unknown config key 'optimizer.learnig_rate'"``).
+
+The model section uses the model's own names (:class:`geonorm_jax.models.EGNN`): ``num_layers``,
+``graph``, ``neighbors``, ``cutoff``, and the places of
+:data:`geonorm_jax.models.EGNN_PLACEMENT` for ``norm_place``. Older ``config.json`` files
+spelled ``num_layers`` as ``layers``; they still load (:data:`OLD_KEYS`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geonorm_jax.data import DataConfig
+from geonorm_jax.models.placement import EGNN_PLACEMENT
 
 __all__ = [
     "ModelConfig",
@@ -38,9 +44,11 @@ __all__ = [
     "save_config",
     "validate",
     "diff",
+    "OLD_KEYS",
 ]
 
-NormPlace = Literal["coord", "update", "feature"]
+# The EGNN's places (coord, update, feature), as the model declares them.
+NormPlace = Literal[EGNN_PLACEMENT.names()]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,24 +57,27 @@ class ModelConfig:
 
     Attributes:
       hidden: width of every MLP (the papers use 64).
-      layers: number of EGNN layers (>= 1).
+      num_layers: number of EGNN layers (>= 1); ``layers`` in older config files.
       norm: a catalogue name (``geonorm-jax norms``) or ``None`` for vanilla EGNN.
-      norm_place: ``"coord"`` (coordinates after each layer, the GeoNorm paper's place),
-        ``"update"`` (the coordinate update) or ``"feature"`` (the invariant features ``h``).
-        ``None`` picks it from the catalogue entry's kind (coordinates -> coord,
-        vectors -> update, features -> feature).
+      norm_place: a place of the EGNN (:data:`geonorm_jax.models.EGNN_PLACEMENT`):
+        ``"coord"`` (coordinates after each layer, the GeoNorm paper's place), ``"update"``
+        (the coordinate update) or ``"feature"`` (the invariant features ``h``). ``None``
+        asks the model for the default place of the catalogue entry's kind (coordinates ->
+        coord, vectors -> update, features -> feature).
       norm_kwargs: hyperparameters passed to the norm's constructor.
       model_kwargs: extra keyword arguments for ``EGNN`` (e.g. ``{"tanh": true}``).
-      graph: ``"dense"`` (fully connected, the papers' setting, ``O(N^2)`` edges per system)
-        or ``"knn"`` (edge list of the ``neighbors`` nearest particles of the *input*
-        positions, built inside the jitted step: ``O(N k)`` edges, for large ``N``).
+      graph: the EGNN's ``graph``: ``"dense"`` (fully connected, the papers' setting,
+        ``O(N^2)`` edges per system) or ``"knn"`` (edge list of the ``neighbors`` nearest
+        particles of the *input* positions, built by the model inside the jitted step:
+        ``O(N k)`` edges, for large ``N``). The EGNN's third choice, ``"edges"`` (an edge
+        list given by the caller), has no source in a training run.
       neighbors: ``k`` of the kNN graph (``graph="knn"`` only); ``k >= N - 1`` gives the
         fully connected graph as an edge list.
       cutoff: optional radius for the kNN graph (longer edges are masked), or ``None``.
     """
 
     hidden: int = 64
-    layers: int = 4
+    num_layers: int = 4
     norm: str | None = "geo_norm"
     norm_place: NormPlace | None = None
     norm_kwargs: dict = dataclasses.field(default_factory=dict)
@@ -74,6 +85,11 @@ class ModelConfig:
     graph: Literal["dense", "knn"] = "dense"
     neighbors: int = 32
     cutoff: float | None = None
+
+    @property
+    def layers(self) -> int:
+        """``num_layers`` under its older name (read-only)."""
+        return self.num_layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # compilation (about 50 ms per step of 100 samples on CPU).
     "quick": {
         "data": {"particles": 5, "train": 3000, "valid": 2000, "test": 2000},
-        "model": {"hidden": 64, "layers": 4, "norm": "geo_norm"},
+        "model": {"hidden": 64, "num_layers": 4, "norm": "geo_norm"},
         "optimizer": {"lr": 5e-4},
         "train": {"epochs": 60, "batch_size": 100, "seeds": [30], "eval_every": 5,
                   "checkpoint_every": 10},
@@ -169,7 +185,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The EGNN paper's N-body protocol (Satorras et al. 2021; official main_nbody.py).
     "egnn-5body": {
         "data": {"particles": 5, "train": 3000, "valid": 2000, "test": 2000},
-        "model": {"hidden": 64, "layers": 4, "norm": None},
+        "model": {"hidden": 64, "num_layers": 4, "norm": None},
         "optimizer": {"lr": 5e-4, "weight_decay": 1e-12},
         "train": {"epochs": 10000, "batch_size": 100, "seeds": [1], "train_samples": 3000,
                   "eval_every": 5, "checkpoint_every": 50},
@@ -177,18 +193,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The GeoNorm paper's Section 5 (N = 50, depth 5, seeds 30/40/50/60, batch 50, 1000 epochs).
     "geonorm-paper": {
         "data": {"particles": 50, "train": 3000, "valid": 2000, "test": 2000},
-        "model": {"hidden": 64, "layers": 5, "norm": "geo_norm"},
+        "model": {"hidden": 64, "num_layers": 5, "norm": "geo_norm"},
         "optimizer": {"lr": 5e-4, "weight_decay": 1e-12},
         "train": {"epochs": 1000, "batch_size": 50, "seeds": [30, 40, 50, 60],
                   "eval_every": 5, "checkpoint_every": 25},
     },
-    # Large N (issue: scale): N = 500 on a kNN edge list (k = 32) with shared-parameter GeoNorm
+    # Large N: N = 500 on a kNN edge list (k = 32) with shared-parameter GeoNorm
     # (the best GeoNorm variant of experiments/norm_comparison, and the only one that is
     # permutation-equivariant and independent of N). A short run: 100 training systems of
     # 500 particles, batch 10, 30 epochs; lr 1e-3 because the run is short.
     "knn-500": {
         "data": {"particles": 500, "train": 100, "valid": 25, "test": 25},
-        "model": {"hidden": 64, "layers": 4, "norm": "geo_norm_shared", "graph": "knn",
+        "model": {"hidden": 64, "num_layers": 4, "norm": "geo_norm_shared", "graph": "knn",
                   "neighbors": 32},
         "optimizer": {"lr": 1e-3},
         "train": {"epochs": 30, "batch_size": 10, "seeds": [30], "eval_every": 5,
@@ -197,7 +213,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Tiny: for tests and smoke runs (seconds).
     "test": {
         "data": {"particles": 5, "train": 40, "valid": 20, "test": 20},
-        "model": {"hidden": 16, "layers": 2, "norm": "geo_norm"},
+        "model": {"hidden": 16, "num_layers": 2, "norm": "geo_norm"},
         "optimizer": {"lr": 1e-3},
         "train": {"epochs": 4, "batch_size": 10, "seeds": [30], "eval_every": 2,
                   "checkpoint_every": 1, "eval_batch_size": 20, "rte_draws": 2,
@@ -205,7 +221,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# Short trajectories for the test preset: only keys that DataConfig actually has are used.
+# Short trajectories for the test preset.
 _TEST_DATA_EXTRA = {"steps": 600, "sample_freq": 100, "frame_in": 2, "frame_out": 4}
 
 
@@ -215,9 +231,7 @@ def preset(name: str) -> RunConfig:
         raise ValueError(f"unknown preset {name!r}; expected one of: {', '.join(PRESETS)}")
     overrides = json.loads(json.dumps(PRESETS[name]))
     if name == "test":
-        data_fields = {f.name for f in dataclasses.fields(DataConfig)}
-        extra = {k: v for k, v in _TEST_DATA_EXTRA.items() if k in data_fields}
-        overrides["data"].update(extra)
+        overrides["data"].update(_TEST_DATA_EXTRA)
     return merge(RunConfig(), overrides)
 
 
@@ -247,6 +261,7 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
     """
     if not isinstance(data, dict):
         raise ValueError(f"{path or 'config'}: expected an object, got {type(data).__name__}")
+    data = _rename_old_keys(cls, data, path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -268,6 +283,7 @@ def from_dict(cls: type, data: dict, path: str = "") -> Any:
 def merge(config: Any, overrides: dict, path: str = "") -> Any:
     """``config`` with the (nested, partial) ``overrides`` dict applied, type-checked."""
     base = to_dict(config)
+    overrides = _rename_old_keys(type(config), overrides, path)
 
     def deep(a: dict, b: dict) -> dict:
         out = dict(a)
@@ -281,6 +297,36 @@ def merge(config: Any, overrides: dict, path: str = "") -> Any:
         return out
 
     return from_dict(type(config), deep(base, overrides), path)
+
+
+# Older names of config keys, per section: {section class: {old key: key}}. An old key is read
+# as the new one (``config.json`` files and override dicts written before the rename).
+OLD_KEYS: dict[type, dict[str, str]] = {ModelConfig: {"layers": "num_layers"}}
+
+
+def _rename_old_keys(cls: type, data: Any, path: str = "") -> Any:
+    """``data`` with the old keys of ``cls`` (and of its dataclass sections) renamed.
+
+    Raises:
+      ValueError: an old key and its new name both given.
+    """
+    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
+        return data
+    out = dict(data)
+    dotted = lambda key: f"{path}.{key}" if path else key
+    for old, new in OLD_KEYS.get(cls, {}).items():
+        if old in out:
+            if new in out:
+                raise ValueError(
+                    f"{dotted(old)} and {dotted(new)}: expected one of them ({old!r} is the "
+                    f"older name of {new!r}); received both"
+                )
+            out[new] = out.pop(old)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in out and dataclasses.is_dataclass(hints[f.name]):
+            out[f.name] = _rename_old_keys(hints[f.name], out[f.name], dotted(f.name))
+    return out
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -352,7 +398,7 @@ def validate(config: RunConfig) -> RunConfig:
         if not ok:
             raise ValueError(f"{key}: expected {what}, got {value!r}")
 
-    need(m.layers >= 1, "model.layers", "an integer >= 1", m.layers)
+    need(m.num_layers >= 1, "model.num_layers", "an integer >= 1", m.num_layers)
     need(m.hidden >= 1, "model.hidden", "an integer >= 1", m.hidden)
     need(m.neighbors >= 1, "model.neighbors", "an integer >= 1", m.neighbors)
     need(m.cutoff is None or (math.isfinite(m.cutoff) and m.cutoff > 0), "model.cutoff",
@@ -417,7 +463,7 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def diff(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ, as ``"model.layers: 4 != 2"``."""
+    """Dotted keys whose values differ, as ``"model.num_layers: 4 != 2"``."""
     out: list[str] = []
 
     def walk(x: Any, y: Any, prefix: str) -> None:

@@ -18,47 +18,43 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from geonorm_jax.train import parallel
+from geonorm_jax import parallel
+from geonorm_jax.data.config import SPLITS
 from geonorm_jax.train.config import ModelConfig, RunConfig, validate
 from geonorm_jax.train.evaluate import random_transforms, split_predictions
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 
-__all__ = [
-    "Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "graph_kwargs",
-    "SPLITS",
-]
-
-SPLITS = ("train", "valid", "test")
-_FIELDS = ("loc", "vel", "charges", "target", "mask")
+__all__ = ["Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "SPLITS"]
 
 
 def norm_place(model: ModelConfig) -> str | None:
-    """The place of ``model.norm``: explicit, or from its catalogue kind."""
+    """The place of ``model.norm``: explicit, or the model's default place for the norm's
+    catalogue kind (:data:`geonorm_jax.models.EGNN_PLACEMENT`; ValueError if it has none)."""
     if model.norm is None:
         return None
+    from geonorm_jax.models import EGNN
     from geonorm_jax.norms import catalog
 
     info = catalog.get(model.norm)
     if model.norm_place is not None:
         return model.norm_place
-    place = {"coordinates": "coord", "vectors": "update", "features": "feature"}.get(info.kind)
-    if place is None:
-        raise ValueError(
-            f"model.norm: {model.norm!r} is a {info.kind!r} normalization; the EGNN takes "
-            "coordinates, vectors or features norms (places coord, update, feature)"
-        )
-    return place
+    return EGNN.placement.default_place(info.kind, model.norm)
 
 
 def build_model(model: ModelConfig):
-    """The ``EGNN`` of ``model`` (``ValueError`` for an unknown norm or a wrong place)."""
+    """The ``EGNN`` of ``model`` (``ValueError`` for an unknown norm or a wrong place).
+
+    ``model.graph``, ``neighbors`` and ``cutoff`` are the EGNN's attributes of the same names:
+    with ``graph="knn"`` the model builds the kNN graph of its input positions inside the
+    jitted step.
+    """
     from geonorm_jax.models import make_egnn
 
     place = norm_place(model)
-    kwargs = dict(hidden=model.hidden, num_layers=model.layers, **model.model_kwargs)
-    if model.graph == "knn":
-        kwargs.setdefault("graph", "edges")
+    kwargs = dict(hidden=model.hidden, num_layers=model.num_layers, graph=model.graph,
+                  neighbors=model.neighbors, cutoff=model.cutoff)
+    kwargs.update(model.model_kwargs)
     try:
         if place is None:
             return make_egnn(None, **kwargs)
@@ -90,15 +86,12 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
         except Exception as e:  # noqa: BLE001 - any failure to read is "corrupt or missing"
             raise ValueError(f"data directory {str(path)!r}: cannot load split {split!r}: {e}") \
                 from None
-        fields = samples._asdict() if hasattr(samples, "_asdict") else dict(samples)
-        arrays = {k: v for k, v in fields.items() if k in _FIELDS and v is not None}
+        arrays = samples._asdict()  # loc, vel, charges, target
         for k, v in arrays.items():
-            if not np.all(np.isfinite(v)) and k != "mask":
+            if not np.all(np.isfinite(v)):
                 raise ValueError(f"data directory {str(path)!r}: split {split!r} field {k!r} "
                                  "has non-finite values (corrupt data?)")
-        out[split] = {
-            k: jnp.asarray(v, bool if k == "mask" else jnp.float32) for k, v in arrays.items()
-        }
+        out[split] = {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
     n = out["train"]["loc"].shape[1]
     if n != config.data.particles:
         raise ValueError(
@@ -199,7 +192,7 @@ class Setup:
 
     def init_state(self) -> TrainState:
         """The stacked initial state of all seeds, replicated over the mesh."""
-        return parallel.replicate(init_state(self.init_one, self.config.train.seeds), self.mesh)
+        return parallel.replicate(self.mesh, init_state(self.init_one, self.config.train.seeds))
 
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and (replicated) shardings of :meth:`init_state`, computed without
@@ -266,35 +259,21 @@ def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
     return state, improved
 
 
-def graph_kwargs(model_config: ModelConfig, batch: dict) -> dict:
-    """The edge list for ``batch`` (``{}`` for the dense graph).
+def _make_apply(model, flat: FlatParams):
+    """``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)``.
 
-    ``graph="knn"``: :func:`geonorm_jax.models.knn_graph` of the input positions
-    ``batch["loc"] [B, N, 3]`` with ``neighbors`` per node (``[B, N k]`` edges), built inside
-    the jitted step. It depends only on distances, so it is unchanged by the rotations,
-    translations and permutations that the equivariance checks apply (up to ties).
+    A kNN graph (``model.graph="knn"``) is built by the model from ``batch["loc"]``; it
+    depends only on distances, so it is unchanged by the rotations, translations and
+    permutations that the equivariance checks apply (up to ties).
     """
-    if model_config.graph != "knn":
-        return {}
-    from geonorm_jax.models import knn_graph
 
-    senders, receivers, edge_mask = knn_graph(
-        batch["loc"], model_config.neighbors, batch.get("mask"), model_config.cutoff
-    )
-    return dict(senders=senders, receivers=receivers, edge_mask=edge_mask)
-
-
-def _make_apply(model, flat: FlatParams, model_config: ModelConfig):
     def apply(params, batch_stats, batch, training):
         variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
-        args = (batch["loc"], batch["vel"], batch["charges"], batch.get("mask"))
-        edges = graph_kwargs(model_config, batch)
+        args = (batch["loc"], batch["vel"], batch["charges"])
         if training:
-            pred, updates = model.apply(
-                variables, *args, training=True, mutable=["batch_stats"], **edges
-            )
+            pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
             return pred, updates.get("batch_stats", batch_stats)
-        return model.apply(variables, *args, training=False, **edges), batch_stats
+        return model.apply(variables, *args, training=False), batch_stats
 
     return apply
 
@@ -307,14 +286,13 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     t = config.train
     devices = parallel.choose_devices(t.devices, t.batch_size)
     mesh = parallel.make_mesh(devices)
-    data = {k: parallel.replicate(v, mesh) for k, v in data.items()}
+    data = {k: parallel.replicate(mesh, v) for k, v in data.items()}
     steps = data["train"]["loc"].shape[0] // t.batch_size
     optimizer = make_optimizer(config.optimizer, steps, t.epochs)
     sample = {k: v[: min(t.batch_size, 4)] for k, v in data["train"].items()}
 
     def tree_init(key):
-        args = (sample["loc"], sample["vel"], sample["charges"], sample.get("mask"))
-        return model.init(key, *args, training=False, **graph_kwargs(config.model, sample))
+        return model.init(key, sample["loc"], sample["vel"], sample["charges"], training=False)
 
     try:  # shape problems of the norm/place surface here, before any file is written
         variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
@@ -327,5 +305,5 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
         v = tree_init(key)
         return {"params": flat.ravel(v["params"]), "batch_stats": v.get("batch_stats", {})}
 
-    apply = _make_apply(model, flat, config.model)
+    apply = _make_apply(model, flat)
     return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh)
