@@ -65,7 +65,7 @@ def test_energy_invariant_forces_equivariant(with_norms):
     kw = {}
     if with_norms:
         kw = dict(
-            latent_norm=gj.norms.make("layer_norm"),
+            latent_norm=gj.norms.make("layer_norm_graph"),  # per-graph statistics over edges
             tensor_norm=gj.norms.make("gvp_vector_layer_norm"),
         )
     model, variables, fn = _setup(**kw)
@@ -217,3 +217,44 @@ def test_force_rms_and_target_scaling_by_hand():
     ).model_kwargs()
     assert set(kw) == {"species_shift", "species_scale"}
     assert kw["species_scale"] == pytest.approx(np.sqrt(25 / 6))
+
+
+def test_float32_and_atomic_energies():
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2), jnp.float32), ETHANOL_Z, CUTOFF)
+    model = Allegro(**SMALL)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    e, f = jax.jit(lambda v, g: mg.energy_and_forces(model, v, g))(variables, g)
+    assert e.dtype == jnp.float32 and f.dtype == jnp.float32
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    e_atoms = jax.jit(lambda v, g: model.apply(v, g, method="atomic_energies"))(variables, g)
+    assert e_atoms.shape == (18,)
+    np.testing.assert_allclose(jax.ops.segment_sum(e_atoms, g.graph_ids, 2), e, rtol=1e-5)
+
+
+def _fitting(kind):
+    """Catalogue entries of ``kind`` whose context the model supplies (or can do without)."""
+    return [
+        e.name
+        for e in gj.norms.CATALOG
+        if e.kind == kind and set(e.context) <= {"num_neighbors", "adjacency"}
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "place,name",
+    [("latent", n) for n in _fitting("features")] + [("tensor", n) for n in _fitting("vectors")],
+)
+def test_every_fitting_catalogue_norm_at_each_place(place, name):
+    model = Allegro(**{**SMALL, f"{place}_norm": gj.norms.make(name)})
+    pos, z = _inputs()
+    g = mg.batch_frames(pos, ETHANOL_Z, CUTOFF)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    fn = _frames_fn(model)
+    e, f = fn(variables, pos, z)
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    gj.assert_equivariant(
+        lambda p, s: fn(variables, p, s), jax.random.key(1), pos, z,
+        group=("SO3", "O3", "translation"), kinds=("coordinates", "features"),
+        out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
+    )

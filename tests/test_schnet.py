@@ -124,3 +124,46 @@ def test_species_scale_shift_and_checks():
     with pytest.raises(ValueError, match="aggregate_norm"):
         SchNet(**SMALL, aggregate_norm=gj.norms.make("geo_norm"))
     assert SCHNET_PLACEMENT.default_place("features") == "feature"
+
+
+def test_float32_atomic_energies_and_batch_stats_in_training():
+    pos32 = jnp.asarray(ethanol_frames(2), jnp.float32)
+    g = mg.batch_frames(pos32, ETHANOL_Z, CUTOFF)
+    model = SchNet(**SMALL, feature_norm=gj.norms.make("batch_norm"), training=True)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    assert "batch_stats" in variables
+
+    @jax.jit
+    def step(variables, g):
+        return mg.energy_and_forces(model, variables, g, mutable=["batch_stats"])
+
+    e, f, updates = step(variables, g)
+    assert e.dtype == jnp.float32 and f.dtype == jnp.float32 and f.shape == (18, 3)
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    old, new = (jax.tree.leaves(v) for v in (variables["batch_stats"], updates["batch_stats"]))
+    assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
+    e_atoms = jax.jit(lambda v, g: model.apply(v, g, method="atomic_energies",
+                                               mutable=["batch_stats"])[0])(variables, g)
+    np.testing.assert_allclose(jax.ops.segment_sum(e_atoms, g.graph_ids, 2), e, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "place,name",
+    [
+        (place, e.name)
+        for place in ("feature", "aggregate")
+        for e in gj.norms.CATALOG
+        if e.kind == "features" and set(e.context) <= {"num_neighbors", "adjacency"}
+    ],
+)
+def test_every_fitting_catalogue_norm_at_each_place(place, name):
+    _, variables, fn = _setup(**{f"{place}_norm": gj.norms.make(name)})
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    gj.assert_equivariant(
+        lambda p, s: fn(variables, p, s), jax.random.key(1), pos, z,
+        group=("SO3", "O3", "translation"), kinds=("coordinates", "features"),
+        out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
+    )

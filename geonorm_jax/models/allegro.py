@@ -24,8 +24,11 @@ vector ``r̂_ij = (x_j - x_i) / r_ij``, ``α_L = sigmoid(a_L)`` a learned ratio 
 at initialization: ``α = 1/2``), the paper's variance-preserving residual latent update
 (``latent_resnet=False`` replaces it by ``x^L = MLP_L(...) u``). The last layer's tensor
 product keeps only scalars. MLPs have no biases and SiLU activations, as in the authors'
-code, so every edge quantity vanishes with ``u`` at the cutoff; ``ε_ij`` is multiplied by
-``u_ij`` once more so that this also holds with a latent norm in place.
+code, so every edge quantity vanishes with ``u`` at the cutoff. A norm's output does not
+(its statistics shift and rescale), so the output of a latent or tensor norm is multiplied
+by ``u_ij`` again, and ``ε_ij`` too: edges at or beyond ``r_c`` (and padded edges) then
+contribute nothing anywhere, and energies stay smooth as atoms cross the cutoff. The
+environment sum runs over the edges of the edge mask only.
 
 The normalizations of the survey's Section 4, each one argument:
 
@@ -184,8 +187,12 @@ class Allegro(nn.Module):
             )
         super().__post_init__()
 
+    @nn.compact
     def atomic_energies(self, graph: MolecularGraph) -> jax.Array:
-        """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms)."""
+        """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms).
+
+        ``model.apply(variables, graph, method="atomic_energies")``.
+        """
         graph.validate()
         dtype = graph.positions.dtype
         n, c = graph.num_atoms, self.num_channels
@@ -223,7 +230,8 @@ class Allegro(nn.Module):
             last = layer == self.num_layers - 1
             w = nn.Dense(c * n_sh, use_bias=False, name=f"env_weights_{layer}")(x)
             wy = _weighted_irreps(w.reshape(-1, c, n_sh), sh)  # [E, C, Y]
-            env = jax.ops.segment_sum(wy.array, graph.receivers, num_segments=n) * nu
+            wy = jnp.where(emask[:, None, None], wy.array, 0.0)  # neighbours within r_c only
+            env = jax.ops.segment_sum(wy, graph.receivers, num_segments=n) * nu
             self.sow("intermediates", f"environment_{layer}", env)  # [N, C, dim Y]
             env_i = e3nn.IrrepsArray(sh.irreps, env[graph.receivers])  # [E, C, Y]
             tp = e3nn.tensor_product(
@@ -243,17 +251,17 @@ class Allegro(nn.Module):
                 x = (x + alpha * new) / jnp.sqrt(1.0 + alpha**2)
             else:
                 x = new
-            if self.latent_norm is not None:
+            if self.latent_norm is not None:  # re-cut: x_ij stays 0 beyond r_c, smooth at r_c
                 x = apply_block_norm(
                     self.latent_norm, x, emask, per_edge,
                     name=f"latent_norm_{layer}", training=self.training,
-                )
+                ) * u[:, None]
             if self.tensor_norm is not None and not last:
                 vb = apply_block_norm(
                     self.tensor_norm, v.axis_to_mul(), emask, per_edge,
                     name=f"tensor_norm_{layer}", training=self.training,
                 )
-                v = vb.mul_to_axis(c)
+                v = vb.mul_to_axis(c) * u[:, None, None]
 
         eps = _MLP((*self.edge_energy_hidden, 1), name="edge_energy_mlp")(x)[:, 0] * u  # [E]
         e_atom = jax.ops.segment_sum(eps, graph.receivers, num_segments=n) * nu  # [N]
@@ -262,7 +270,6 @@ class Allegro(nn.Module):
         )
         return jnp.where(graph.atom_mask, e_atom, 0.0)
 
-    @nn.compact
     def __call__(self, graph: MolecularGraph) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
         ``graph_ids``."""

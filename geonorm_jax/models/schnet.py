@@ -102,8 +102,12 @@ class SchNet(nn.Module):
             raise ValueError(f"SchNet.cutoff: expected > 0 (Å); received {self.cutoff!r}")
         super().__post_init__()
 
+    @nn.compact
     def atomic_energies(self, graph: MolecularGraph) -> jax.Array:
-        """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms)."""
+        """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms).
+
+        ``model.apply(variables, graph, method="atomic_energies")``.
+        """
         graph.validate()
         dtype = graph.positions.dtype
         act = self.activation
@@ -141,7 +145,6 @@ class SchNet(nn.Module):
         e = species_scale_shift(e, graph.species, self.species_scale, self.species_shift)
         return jnp.where(graph.atom_mask, e, 0.0)
 
-    @nn.compact
     def __call__(self, graph: MolecularGraph) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
         ``graph_ids``."""
