@@ -163,7 +163,8 @@ def rte_table(doc: dict | None) -> list[str]:
     if doc["results"].get("missing_models"):
         out += ["", "Models missing (norm_comparison cells not run): "
                 + ", ".join(doc["results"]["missing_models"])]
-    out += ["", "Paper (copied from the seed text; its units are as printed there):", ""]
+    out += ["", "Paper (the GeoNorm paper's Table 1, Meng et al.; its units are as printed "
+            "there):", ""]
     prow = []
     for cell, norms in doc["results"]["paper_table"].items():
         for norm, vals in norms.items():

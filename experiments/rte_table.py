@@ -25,7 +25,7 @@ NAME = "rte_table"
 COLUMNS = ("mean_R_err", "median_R_err", "max_R_err", "delta_R_err",
            "mean_T_err", "median_T_err", "max_T_err", "delta_T_err")
 
-# GeoNorm paper Table 1 (copied from the seed text; LN/SN/GN = LayerNorm/ScaleNorm/GeoNorm).
+# The GeoNorm paper's Table 1 (Meng et al.; LN/SN/GN = LayerNorm/ScaleNorm/GeoNorm).
 PAPER_TABLE = {
     "N100_L5_seed30": {
         "layer_norm": [77.6337, 76.2877, 120.6114, 70.2623, 76.4022, 76.5329, 108.3657, 69.0064],

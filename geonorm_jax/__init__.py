@@ -1,9 +1,22 @@
 """geonorm-jax: normalization layers for equivariant graph neural networks in JAX/Flax.
 
-Every layer of the survey's Table 1 and of the GeoNorm paper as a pure ``Norm(init, apply)``
-(:mod:`geonorm_jax.norms`), Flax Linen wrappers (:mod:`geonorm_jax.linen`), geometry helpers
-and the equivariance test kit (:mod:`geonorm_jax.geometry`, :mod:`geonorm_jax.testing`).
+Every layer of the survey's Table 1 (Aalto et al., *Geometric Considerations for Normalization
+Layers in Equivariant Neural Networks*) and of the GeoNorm paper (Meng et al., *Towards
+Geometric Normalization Techniques in SE(3) Equivariant GNNs for Physical Dynamics
+Simulations*) as a pure ``Norm(init, apply)`` (:mod:`geonorm_jax.norms`), geometry helpers and
+the equivariance test kit (:mod:`geonorm_jax.geometry`, :mod:`geonorm_jax.testing`) are
+imported with the package.
+
+The other subpackages are imported on first use, so ``import geonorm_jax as gj`` stays light and
+``gj.audit.audit(...)``, ``gj.train.train(...)`` or ``gj.data.get_dataset(...)`` work without
+importing them first: :mod:`~geonorm_jax.audit` (the survey's geometric-match audit),
+:mod:`~geonorm_jax.data`, :mod:`~geonorm_jax.models`, :mod:`~geonorm_jax.linen`,
+:mod:`~geonorm_jax.train`, :mod:`~geonorm_jax.bench` and any other subpackage.
 """
+
+import importlib
+import importlib.util
+import pkgutil
 
 from geonorm_jax import geometry, norms, testing
 from geonorm_jax.norms import CATALOG, Norm, NormInfo
@@ -22,3 +35,15 @@ __all__ = [
     "assert_equivariant",
     "equivariance_errors",
 ]
+
+
+def __getattr__(name: str):
+    """``geonorm_jax.<subpackage>``: import the subpackage on first access (PEP 562)."""
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    lazy = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    return sorted(set(globals()) | set(lazy))

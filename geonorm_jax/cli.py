@@ -1,5 +1,6 @@
-"""The ``geonorm-jax`` command. Each subcommand lives next to the code it drives and registers
-itself through an ``add_parser(subparsers)`` function; this module only assembles them.
+"""The ``geonorm-jax`` command. Each subcommand lives in the ``cli`` module of the package it
+drives and registers itself through an ``add_parser(subparsers)`` function; this module only
+assembles them. A subcommand module that fails to import is an installation error and raises.
 """
 
 from __future__ import annotations
@@ -8,38 +9,40 @@ import argparse
 import importlib
 import sys
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "SUBCOMMAND_MODULES"]
 
-# (module, function) pairs that add one or more subcommands. Modules are imported lazily so
-# that `geonorm-jax norms` does not pay for importing the trainer.
-_SUBCOMMANDS = (
-    ("geonorm_jax.norms.cli", "add_parser"),
-    ("geonorm_jax.data.cli", "add_parser"),
-    ("geonorm_jax.train.cli", "add_parser"),
-    ("geonorm_jax.audit_cli", "add_parser"),
-    ("geonorm_jax.bench", "add_parser"),
+# Modules whose ``add_parser(subparsers)`` adds one or more subcommands. Each ``add_parser``
+# imports what it needs lazily, so that `geonorm-jax norms` does not pay for the trainer.
+SUBCOMMAND_MODULES = (
+    "geonorm_jax.norms.cli",
+    "geonorm_jax.data.cli",
+    "geonorm_jax.train.cli",
+    "geonorm_jax.audit.cli",
+    "geonorm_jax.bench.cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``geonorm-jax`` parser with every subcommand of :data:`SUBCOMMAND_MODULES`.
+
+    Raises:
+      ImportError: a subcommand module is missing or fails to import (a broken installation).
+    """
     parser = argparse.ArgumentParser(
         prog="geonorm-jax",
         description="Normalization layers for equivariant GNNs: catalogue, data, training, audit.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module_name, fn in _SUBCOMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # subcommand not built yet
-                continue
-            raise
-        getattr(module, fn)(sub)
+    for module_name in SUBCOMMAND_MODULES:
+        importlib.import_module(module_name).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``geonorm-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status:
+    the command's, 2 for a ``ValueError`` or ``FileNotFoundError`` (printed as one line), 130
+    on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,8 +1,8 @@
 """Geometry helpers: safe vector norms, centroids and random group elements.
 
-Every random transform acts on the layouts of DESIGN.md: coordinates ``[batch, nodes, 3]``,
+Every random transform acts on the package's array layouts: coordinates ``[batch, nodes, 3]``,
 vectors ``[batch, nodes, channels, 3]`` (or ``e3nn.IrrepsArray``), node-indexed arrays with
-the node axis at position 1.
+the node axis at position 1 (the layouts of :mod:`geonorm_jax.testing`'s kinds).
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def test_reports_render_every_probe():
 def test_cli_writes_json_and_markdown(tmp_path, capsys):
     import argparse
 
-    from geonorm_jax import audit_cli
+    from geonorm_jax.audit import cli as audit_cli
 
     parser = argparse.ArgumentParser()
     audit_cli.add_parser(parser.add_subparsers())
@@ -282,3 +282,38 @@ def test_survey_audit_experiment_smoke(tmp_path):
     assert "(A - mu_{b,x}) / sigma_{b,x}" in md and "nbody-dynamics" in md
     data = json.loads((tmp_path / "table.json").read_text())
     assert data["layers"][1]["verdicts"]["nbody-dynamics"]["matched"] is False
+
+
+def test_readme_audit_call_runs_after_import_geonorm_jax_as_gj():
+    """The README's one-line audit, exactly as written, in a fresh interpreter where only
+    ``import geonorm_jax as gj`` ran (the audit subpackage is imported on first use)."""
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    calls = re.findall(r"`(gj\.audit\.audit\([^`]*\))`", readme)
+    assert calls, "README.md no longer shows a gj.audit.audit(...) call"
+    norm = re.search(r"^norm = (gj\.norms\.[^#\n]*?)\s*(#.*)?$", readme, re.M)
+    assert norm, "README.md no longer builds `norm = gj.norms...` in its first example"
+    script = "\n".join([
+        "import sys",
+        "import geonorm_jax as gj",
+        "assert 'geonorm_jax.audit' not in sys.modules",
+        f"my_norm = {norm.group(1)}",
+        *(f"result = {call}" for call in calls),
+        "print(type(result).__name__, result.matched)",
+    ])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[0] == "AuditResult"
+
+
+def test_unknown_package_attribute_is_an_attribute_error():
+    import geonorm_jax as gj
+
+    with pytest.raises(AttributeError, match="no_such_module"):
+        gj.no_such_module  # noqa: B018
+    assert "audit" in dir(gj) and "train" in dir(gj)

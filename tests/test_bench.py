@@ -45,7 +45,7 @@ def test_model_case_rejects_bad_input():
         ModelCase("x", 0, 1, 1)
 
 
-def test_presets_cover_the_issue_sweep():
+def test_presets_cover_the_documented_sweep():
     cases = model_cases(PRESETS["cpu"])
     for graph in ("dense", "knn"):
         assert sorted(c.nodes for c in cases if c.graph == graph and c.group == "scaling") == [

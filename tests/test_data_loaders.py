@@ -9,6 +9,7 @@ from geonorm_jax.cli import main
 from geonorm_jax.data import (
     DataFileError,
     Samples,
+    batch_indices,
     edge_attributes,
     iterate_batches,
     load_reference_split,
@@ -102,6 +103,17 @@ def test_shuffling_is_seeded_and_keeps_samples_together():
     on_device = Samples(*(jnp.asarray(a) for a in _samples()))
     dev = [b.loc[:, 0, 0] for b in iterate_batches(on_device, 5, key=key)]
     np.testing.assert_array_equal(np.concatenate(dev), np.concatenate(first))
+
+
+def test_batch_indices_drop_the_remainder_and_iterate_batches_follows_them():
+    key = jax.random.PRNGKey(7)
+    order = np.asarray(batch_indices(key, 11, 4))
+    assert order.shape == (2, 4)  # 11 // 4 full batches, 3 samples dropped
+    assert len(set(order.reshape(-1).tolist())) == 8 and order.max() < 11
+    np.testing.assert_array_equal(order, jax.jit(batch_indices, static_argnums=(1, 2))(key, 11, 4))
+    samples = _samples(11)
+    batches = [b.loc[:, 0, 0] for b in iterate_batches(samples, 4, key=key)]
+    np.testing.assert_array_equal(np.stack(batches), samples.loc[order][..., 0, 0])
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.0, True])

@@ -37,7 +37,7 @@ def _parse(argv):
 
 def _verdict_matrix(results, tasks) -> str:
     from geonorm_jax.audit import judge
-    from geonorm_jax.audit.report import _SHORT
+    from geonorm_jax.audit.report import describe_violations
 
     head = ["layer"] + list(tasks)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -48,8 +48,7 @@ def _verdict_matrix(results, tasks) -> str:
             if j.matched is None:
                 row.append("n/a")
             else:
-                row.append("✓" if j.matched else "✗ " + ", ".join(_SHORT.get(k, k)
-                                                                 for k in j.violated))
+                row.append("✓" if j.matched else "✗ " + describe_violations(j.violated))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 

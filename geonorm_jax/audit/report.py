@@ -6,7 +6,15 @@ import json
 
 from geonorm_jax.audit.probes import BROKEN_TOL, HOLDS_TOL, INVARIANCE_PROBES, PROBES
 
-__all__ = ["cell", "to_markdown", "to_json", "to_text", "LEGEND"]
+__all__ = [
+    "cell",
+    "to_markdown",
+    "to_json",
+    "to_text",
+    "LEGEND",
+    "VIOLATION_LABELS",
+    "describe_violations",
+]
 
 _HEADERS = {
     "SO3": "SO(3)", "O3": "O(3)", "translation": "transl.", "permutation": "perm.",
@@ -15,12 +23,21 @@ _HEADERS = {
     "radial": "inv. radial",
 }
 
-_SHORT = {
+# How a violated condition of the survey's Definition 3 is named in a verdict cell: a broken
+# symmetry by its group, an introduced invariance by "inv. <quantity>".
+VIOLATION_LABELS = {
     "SO3": "SO(3)", "O3": "O(3)", "translation": "translation", "permutation": "permutation",
     "batch": "batch-dependent", "padding": "padding-dependent",
     "replication": "not size-consistent", "scale": "inv. scale", "shift": "inv. shift",
     "node_scale": "inv. node scale", "radial": "inv. radial",
 }
+_SHORT = VIOLATION_LABELS  # former private name, still read by notebooks/build.py
+
+
+def describe_violations(violated) -> str:
+    """The probe names in ``violated`` (e.g. ``AuditResult.violated``) as one comma-separated
+    label list, ``"SO(3), inv. scale"`` (:data:`VIOLATION_LABELS`; unknown names as given)."""
+    return ", ".join(VIOLATION_LABELS.get(k, k) for k in violated)
 
 LEGEND = (
     f"Symmetry columns (SO(3) ... replication): ✓ holds (worst relative error < {HOLDS_TOL:g}), "
@@ -82,7 +99,7 @@ def to_markdown(results, *, task: str | None = None, formula: bool = False,
             elif res.matched:
                 row.append("✓ matched")
             else:
-                row.append("✗ " + ", ".join(_SHORT.get(k, k) for k in res.violated))
+                row.append("✗ " + describe_violations(res.violated))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -111,7 +128,7 @@ def to_text(results, *, task: str | None = None, probes=PROBES) -> str:
         line = f"{r.name:<{w}}  {r.kind:<11} " + " ".join(cells)
         if task is not None:
             line += "  " + ("-" if r.matched is None else "MATCH" if r.matched else
-                            "mismatch: " + ", ".join(_SHORT.get(k, k) for k in r.violated))
+                            "mismatch: " + describe_violations(r.violated))
         lines.append(line)
     lines.append(
         "ok = symmetry holds, X = broken, ~ = approximate, o = trivial, - = n/a; "

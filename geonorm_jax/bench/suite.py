@@ -278,7 +278,9 @@ def _row(results: dict, name: str) -> dict | None:
 
 
 def evaluate_targets(results: dict) -> list[dict]:
-    """The issue's performance targets, each with the measured value and met/missed."""
+    """The benchmark's performance targets (listed in the README's bench section: matmul-rate
+    fraction and peak RSS of the dense N = 100 step, the kNN N = 1000 to dense N = 100 step
+    ratio, the 1000-epoch time on a GPU), each with the measured value and met/missed."""
     out = []
     backend = results["machine"]["backend"]
     n100 = _row(results, "target-dense-n100-b50-l5")

@@ -17,7 +17,7 @@ re-exported here (``MolecularData``, ``MoleculeConfig``, ``molecular_dataset``, 
 ``split_data``).
 """
 
-from geonorm_jax.data.batching import iterate_batches, num_batches
+from geonorm_jax.data.batching import batch_indices, iterate_batches, num_batches
 from geonorm_jax.data.config import SPLITS, DataConfig
 from geonorm_jax.data.energy import energy_drift, total_energy
 from geonorm_jax.data.files import (
@@ -66,6 +66,7 @@ __all__ = [
     "MoleculeConfig",
     "Samples",
     "Trajectory",
+    "batch_indices",
     "coulomb_forces",
     "default_cache_dir",
     "edge_attributes",

@@ -1,4 +1,10 @@
-"""Batches of N-body samples as JAX arrays with static shapes."""
+"""Batches of N-body samples as JAX arrays with static shapes.
+
+:func:`batch_indices` is the shuffled batch order, jittable (the trainer's jitted epoch,
+:func:`geonorm_jax.train.step.train_epoch`, gathers its batches with it);
+:func:`iterate_batches` yields the batches of a host-side split in that order (or in the stored
+order), for use outside a jitted loop.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,24 @@ import numpy as np
 
 from geonorm_jax.data.samples import Samples
 
-__all__ = ["iterate_batches", "num_batches"]
+__all__ = ["batch_indices", "iterate_batches", "num_batches"]
 
 
 def num_batches(num_samples: int, batch_size: int, drop_last: bool = True) -> int:
     """Number of batches :func:`iterate_batches` yields."""
     return num_samples // batch_size if drop_last else -(-num_samples // batch_size)
+
+
+def batch_indices(key: jax.Array, num_samples: int, batch_size: int) -> jax.Array:
+    """One epoch's shuffled batches as sample indices ``[num_samples // batch_size, batch_size]``.
+
+    ``jax.random.permutation(key, num_samples)`` cut into full batches; the remainder is dropped
+    (``drop_last=True``, as in the EGNN code). Jittable (``num_samples`` and ``batch_size`` are
+    static).
+    """
+    count = num_samples // batch_size
+    perm = jax.random.permutation(key, num_samples)
+    return perm[: count * batch_size].reshape(count, batch_size)
 
 
 def _check(samples: Samples, batch_size: int) -> int:
@@ -43,7 +61,8 @@ def iterate_batches(
       samples: the whole split (numpy or jax arrays).
       batch_size: samples per batch.
       key: if given, the order is ``jax.random.permutation(key, S)`` (fold the epoch into the
-        key for a new order each epoch); otherwise the stored order.
+        key for a new order each epoch); with ``drop_last`` the batches are the rows of
+        :func:`batch_indices`. Otherwise the stored order.
       drop_last: True for training (every batch full, one shape); False for evaluation: every
         sample is used and the last batch may be smaller (at most two shapes, so at most two
         compilations of a jitted step).
@@ -58,7 +77,12 @@ def iterate_batches(
             f"drop_last=True with {total} samples and batch_size={batch_size} yields no batch"
         )
     on_device = all(isinstance(a, jax.Array) for a in samples)
-    order = np.asarray(jax.random.permutation(key, total)) if key is not None else None
+    order = None
+    if key is not None:
+        order = np.asarray(
+            batch_indices(key, total, batch_size).reshape(-1) if drop_last
+            else jax.random.permutation(key, total)
+        )
     for b in range(num_batches(total, batch_size, drop_last)):
         index = slice(b * batch_size, min(total, (b + 1) * batch_size))
         if order is not None:

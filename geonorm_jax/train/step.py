@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from geonorm_jax.data.batching import batch_indices
 from geonorm_jax.train.config import OptimizerConfig
 from geonorm_jax.train.state import TrainState
 
-__all__ = ["make_optimizer", "mse", "per_sample_mse", "train_step", "train_epoch", "epoch_order"]
+__all__ = ["make_optimizer", "mse", "per_sample_mse", "train_step", "train_epoch"]
 
 
 def make_optimizer(
@@ -122,17 +123,6 @@ def train_step(
     return new_state, loss, applied
 
 
-def epoch_order(key: jax.Array, num_samples: int, batch_size: int) -> jax.Array:
-    """This epoch's batches as sample indices ``[num_batches, batch_size]``.
-
-    A random permutation of the samples, cut into full batches; the remainder is dropped
-    (``drop_last=True``, as in the EGNN code).
-    """
-    num_batches = num_samples // batch_size
-    perm = jax.random.permutation(key, num_samples)
-    return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
-
-
 def train_epoch(
     state: TrainState,
     data: dict,
@@ -145,7 +135,9 @@ def train_epoch(
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """One epoch for one seed as a single ``lax.scan`` over batches.
 
-    The seed's key is split into (next key, this epoch's order key); the batch is gathered
+    The seed's key is split into (next key, this epoch's order key); the order is
+    :func:`geonorm_jax.data.batching.batch_indices` (a random permutation cut into full
+    batches, the remainder dropped as in the EGNN code); the batch is gathered
     from ``data`` (the whole training split, ``[S, ...]`` per field) by index, then passed
     through ``constrain`` (the data-parallel sharding constraint, identity on one device).
 
@@ -153,7 +145,7 @@ def train_epoch(
       ``(new_state, losses [num_batches], applied [num_batches])``.
     """
     key, order_key = jax.random.split(state.key)
-    order = epoch_order(order_key, data["loc"].shape[0], batch_size)
+    order = batch_indices(order_key, data["loc"].shape[0], batch_size)
     state = state._replace(key=key)
 
     def body(st, idx):

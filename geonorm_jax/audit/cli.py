@@ -1,4 +1,5 @@
-"""``geonorm-jax audit``: the measured geometric-match table for the whole catalogue."""
+"""``geonorm-jax audit``: the measured geometric-match table (the survey's Definition 3) for the
+whole catalogue or selected layers; prints it and writes ``audit.md`` and ``audit.json``."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import argparse
 import pathlib
 import time
 
+from geonorm_jax._io import atomic_write_text
+
 __all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers) -> None:
+    """Register the ``audit`` subcommand on ``subparsers`` (an argparse subparsers action)."""
     from geonorm_jax.audit.tasks import TASKS
 
     p = subparsers.add_parser(
@@ -35,6 +39,11 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``geonorm-jax audit`` with parsed ``args``; returns the exit status (0).
+
+    Raises:
+      ValueError: ``--inputs`` below 1, or ``--only`` / ``--kind`` select no layer.
+    """
     import jax
 
     from geonorm_jax.audit import audit_table, to_json, to_markdown, to_text
@@ -59,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(results)} layers audited in {seconds:.1f} s (float64, {args.inputs} inputs)")
     if not args.no_write:
         out = pathlib.Path(args.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         md = to_markdown(results, task=args.task, formula=True) + "\n\n" + LEGEND + "\n"
-        (out / "audit.md").write_text(md)
+        atomic_write_text(out / "audit.md", md)
         meta = {"task": args.task, "seed": args.seed, "num_inputs": args.inputs,
                 "seconds": round(seconds, 2)}
-        (out / "audit.json").write_text(to_json(results, meta=meta))
+        atomic_write_text(out / "audit.json", to_json(results, meta=meta))
         print(f"wrote {out / 'audit.md'} and {out / 'audit.json'}")
     return 0
