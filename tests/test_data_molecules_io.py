@@ -10,6 +10,7 @@ from geonorm_jax.data.molecules import (
     detect_layout,
     load_md17,
     molecular_data,
+    read_index_file,
     split_data,
     split_indices,
 )
@@ -168,3 +169,13 @@ def test_molecule_config_validation_and_key():
         MoleculeConfig(friction=-1.0)
     with pytest.raises(ValueError, match="trajectories"):
         MoleculeConfig(frames=2, trajectories=3)
+
+
+def test_read_rmd17_index_file(tmp_path):
+    path = tmp_path / "index_train_01.csv"
+    path.write_text("12\n3\n\n7\n")
+    np.testing.assert_array_equal(read_index_file(path), [12, 3, 7])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1\nx2\n")
+    with pytest.raises(ValueError, match=r"bad.csv:2: expected a non-negative integer"):
+        read_index_file(bad)

@@ -28,7 +28,7 @@ from geonorm_jax.data.molecules.files import (
     read_molecular_metadata,
 )
 from geonorm_jax.data.molecules.md17 import detect_layout, load_md17
-from geonorm_jax.data.molecules.splits import split_data, split_indices
+from geonorm_jax.data.molecules.splits import read_index_file, split_data, split_indices
 from geonorm_jax.data.molecules.structures import MOLECULES
 from geonorm_jax.data.molecules.units import HARTREE_EV, KCAL_PER_MOL_EV
 
@@ -49,6 +49,7 @@ __all__ = [
     "load_molecular_dataset",
     "molecular_data",
     "molecular_dataset",
+    "read_index_file",
     "read_molecular_metadata",
     "select",
     "split_data",

@@ -10,13 +10,15 @@ held-out set for early stopping and learning-rate schedules, disjoint from the t
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from geonorm_jax.data.molecules.dataset import MolecularData, select
 
-__all__ = ["split_indices", "split_data", "TEST_CAP"]
+__all__ = ["split_indices", "split_data", "read_index_file", "TEST_CAP"]
 
 TEST_CAP = 1000
 """Largest default test set (the rMD17 split files hold 1000 test frames)."""
@@ -78,3 +80,24 @@ def split_data(data: MolecularData, **kwargs: Any) -> dict[str, MolecularData]:
         name: select(data, idx)._replace(meta=dict(data.meta, split=name, frames=int(idx.size)))
         for name, idx in indices.items()
     }
+
+
+def read_index_file(path: str | os.PathLike) -> np.ndarray:
+    """Frame indices (int64 ``[K]``) from a revised MD17 split file (``index_train_01.csv``,
+    ``index_test_01.csv``, ...: one integer per line). Pass them to
+    :func:`~geonorm_jax.data.molecules.md17.load_md17` (``indices=``) or
+    :func:`~geonorm_jax.data.molecules.dataset.select` to use the published splits.
+
+    Raises:
+      ValueError: naming the file and line, for a line that is not a non-negative integer.
+    """
+    path = Path(path)
+    indices = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = line.strip().strip(",")
+        if not text:
+            continue
+        if not text.isdigit():
+            raise ValueError(f"{path}:{number}: expected a non-negative integer, got {line!r}")
+        indices.append(int(text))
+    return np.asarray(indices, np.int64)
