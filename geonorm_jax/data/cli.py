@@ -16,16 +16,24 @@ def add_parser(subparsers) -> None:
     from geonorm_jax.data.config import DataConfig
 
     d = DataConfig()
-    data = subparsers.add_parser("data", help="generate and inspect charged N-body data")
+    data = subparsers.add_parser(
+        "data", help="generate and inspect charged N-body and md17-xtb molecular data"
+    )
     sub = data.add_subparsers(dest="data_command", metavar="{generate,info}")
     sub.required = True
 
     gen = sub.add_parser("generate", help="simulate the train/valid/test splits")
+    gen.add_argument(
+        "--dataset",
+        choices=("charged", "md17-xtb"),
+        default="charged",
+        help="charged N-body (default) or GFN2-xTB Langevin MD of a molecule (md17-xtb)",
+    )
     gen.add_argument("--particles", type=int, default=d.particles, help="N (default 5)")
     gen.add_argument("--train", type=int, default=d.train)
     gen.add_argument("--valid", type=int, default=d.valid)
     gen.add_argument("--test", type=int, default=d.test)
-    gen.add_argument("--seed", type=int, default=d.seed)
+    gen.add_argument("--seed", type=int, default=None, help="default 43 (charged), 0 (md17-xtb)")
     gen.add_argument("--steps", type=int, default=d.steps, help="T (default 5000)")
     gen.add_argument("--sample-freq", type=int, default=d.sample_freq)
     gen.add_argument("--dt", type=float, default=d.dt)
@@ -41,11 +49,23 @@ def add_parser(subparsers) -> None:
         help="cache root (default $GEONORM_JAX_CACHE or ~/.cache/geonorm-jax)",
     )
     gen.add_argument("--chunk-size", type=int, default=None, help="trajectories per jitted call")
-    gen.add_argument("--workers", type=int, default=None, help="threads (default: up to 2)")
+    gen.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="threads (charged) or processes (md17-xtb); default: up to 2",
+    )
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from geonorm_jax.data.molecules.cli import add_generate_arguments
+
+    add_generate_arguments(gen)
     gen.set_defaults(func=generate_command)
 
-    info = sub.add_parser("info", help="print shapes, parameters and energy drift of a data set")
+    info = sub.add_parser(
+        "info",
+        help="print shapes, parameters and energy drift (N-body) or molecule, units and "
+        "energy/force statistics (md17-xtb) of a data set",
+    )
     info.add_argument("directory", type=Path)
     info.add_argument(
         "--max-trajectories",
@@ -60,12 +80,16 @@ def generate_command(args: argparse.Namespace) -> int:
     from geonorm_jax.data.config import DataConfig
     from geonorm_jax.data.files import get_dataset, is_complete, write_dataset
 
+    if args.dataset == "md17-xtb":
+        from geonorm_jax.data.molecules.cli import generate_molecules
+
+        return generate_molecules(args)
     config = DataConfig(
         particles=args.particles,
         train=args.train,
         valid=args.valid,
         test=args.test,
-        seed=args.seed,
+        seed=DataConfig.seed if args.seed is None else args.seed,
         steps=args.steps,
         sample_freq=args.sample_freq,
         dt=args.dt,
@@ -100,7 +124,12 @@ def info_command(args: argparse.Namespace) -> int:
     from geonorm_jax.data.config import SPLITS
     from geonorm_jax.data.energy import energy_drift
     from geonorm_jax.data.files import load_trajectories, read_metadata
+    from geonorm_jax.data.molecules.files import is_molecular_dataset
 
+    if is_molecular_dataset(args.directory):
+        from geonorm_jax.data.molecules.cli import info_molecules
+
+        return info_molecules(args.directory)
     if args.max_trajectories < 1:
         raise ValueError(f"--max-trajectories must be positive, got {args.max_trajectories}")
     metadata = read_metadata(args.directory)
