@@ -22,13 +22,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import types
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 from geonorm_jax.data import DataConfig
 from geonorm_jax.models.placement import EGNN_PLACEMENT
+from geonorm_jax.train import typed_config
+from geonorm_jax.train.typed_config import diff, to_dict
 
 __all__ = [
     "ModelConfig",
@@ -236,153 +236,31 @@ def preset(name: str) -> RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dict / JSON round trip with type checking
+# Dict / JSON round trip with type checking (geonorm_jax.train.typed_config), older key names
 # ---------------------------------------------------------------------------------------------
-
-
-def to_dict(config: Any) -> dict:
-    """A JSON-ready nested dict (tuples become lists)."""
-    out = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            value = to_dict(value)
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[f.name] = value
-    return out
-
-
-def from_dict(cls: type, data: dict, path: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``, checking keys and value types.
-
-    Raises:
-      ValueError: naming the dotted key of an unknown key or a value of the wrong type.
-    """
-    if not isinstance(data, dict):
-        raise ValueError(f"{path or 'config'}: expected an object, got {type(data).__name__}")
-    data = _rename_old_keys(cls, data, path)
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            where = f"{path}.{key}" if path else key
-            raise ValueError(
-                f"unknown config key {where!r}; expected one of: {', '.join(fields)}"
-            )
-    kwargs = {}
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else key
-        kwargs[key] = _coerce(value, hints[key], where)
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path or 'config'}: {e}") from None
-
-
-def merge(config: Any, overrides: dict, path: str = "") -> Any:
-    """``config`` with the (nested, partial) ``overrides`` dict applied, type-checked."""
-    base = to_dict(config)
-    overrides = _rename_old_keys(type(config), overrides, path)
-
-    def deep(a: dict, b: dict) -> dict:
-        out = dict(a)
-        for k, v in b.items():
-            if isinstance(v, dict) and isinstance(a.get(k), dict) and k not in (
-                "norm_kwargs", "model_kwargs"
-            ):
-                out[k] = deep(a[k], v)
-            else:
-                out[k] = v
-        return out
-
-    return from_dict(type(config), deep(base, overrides), path)
-
 
 # Older names of config keys, per section: {section class: {old key: key}}. An old key is read
 # as the new one (``config.json`` files and override dicts written before the rename).
 OLD_KEYS: dict[type, dict[str, str]] = {ModelConfig: {"layers": "num_layers"}}
 
+# Dict-valued fields that an override replaces whole instead of merging into.
+_OPAQUE = ("norm_kwargs", "model_kwargs")
 
-def _rename_old_keys(cls: type, data: Any, path: str = "") -> Any:
-    """``data`` with the old keys of ``cls`` (and of its dataclass sections) renamed.
+
+def from_dict(cls: type, data: dict, path: str = "") -> Any:
+    """Build dataclass ``cls`` (a config section or :class:`RunConfig`) from ``data``, checking
+    keys and value types; older key names (:data:`OLD_KEYS`) are read as the new ones.
 
     Raises:
-      ValueError: an old key and its new name both given.
+      ValueError: naming the dotted key of an unknown key or a value of the wrong type.
     """
-    if not isinstance(data, dict) or not dataclasses.is_dataclass(cls):
-        return data
-    out = dict(data)
-    dotted = lambda key: f"{path}.{key}" if path else key
-    for old, new in OLD_KEYS.get(cls, {}).items():
-        if old in out:
-            if new in out:
-                raise ValueError(
-                    f"{dotted(old)} and {dotted(new)}: expected one of them ({old!r} is the "
-                    f"older name of {new!r}); received both"
-                )
-            out[new] = out.pop(old)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in out and dataclasses.is_dataclass(hints[f.name]):
-            out[f.name] = _rename_old_keys(hints[f.name], out[f.name], dotted(f.name))
-    return out
+    return typed_config.from_dict(cls, data, path, old_keys=OLD_KEYS)
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ValueError as e:
-                errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: bad value {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: expected a list, got {value!r}")
-        item = args[0] if args else Any
-        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: expected a string, got {value!r}")
-        return value
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected an object, got {value!r}")
-        return dict(value)
-    return value
+def merge(config: Any, overrides: dict, path: str = "") -> Any:
+    """``config`` with the (nested, partial) ``overrides`` dict applied, type-checked;
+    ``norm_kwargs`` and ``model_kwargs`` are replaced whole, not merged."""
+    return typed_config.merge(config, overrides, path, old_keys=OLD_KEYS, opaque=_OPAQUE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,18 +338,3 @@ def load_config(path: str | Path) -> RunConfig:
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     return merge(RunConfig(), data)
-
-
-def diff(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ, as ``"model.num_layers: 4 != 2"``."""
-    out: list[str] = []
-
-    def walk(x: Any, y: Any, prefix: str) -> None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in sorted(set(x) | set(y)):
-                walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
-        elif x != y:
-            out.append(f"{prefix}: {x!r} != {y!r}")
-
-    walk(to_dict(a), to_dict(b), "")
-    return out
