@@ -20,6 +20,8 @@ Convenience classes take Flax's argument names (:class:`BatchNorm`, :class:`Laye
 catalogue name (``norm_layer("geo_norm", sigma="system")``). :class:`NormalizedDense` is a
 Dense layer whose kernel passes through a weights-kind ``Norm`` (WeightNorm, SpectralNorm,
 scaled weight standardization).
+
+The same layers as Flax NNX modules (``nnx.Param`` / ``nnx.BatchStat``): :mod:`geonorm_jax.nnx`.
 """
 
 from __future__ import annotations
