@@ -2,7 +2,8 @@
 
 A layer is *geometrically matched* to a task when (1) it preserves every symmetry of the task
 and (2) it introduces no invariance the task does not have. :func:`audit` measures both
-numerically (probes in :mod:`geonorm_jax.audit.probes`) and compares them with a
+numerically (probes in :mod:`geonorm_jax.audit.probes` on the random cases of
+:mod:`geonorm_jax.audit.cases`) and compares them with a
 :class:`Task` (presets in :data:`TASKS`)::
 
     import geonorm_jax as gj
@@ -11,20 +12,22 @@ numerically (probes in :mod:`geonorm_jax.audit.probes`) and compares them with a
     rows = gj.audit.audit_table(task="nbody-dynamics")   # the whole catalogue
 """
 
+from geonorm_jax.audit.cases import (
+    CONTEXT_BUILDERS,
+    Case,
+    make_case,
+    perturb_like_trained,
+    rng_from_key,
+)
 from geonorm_jax.audit.core import AuditResult, audit, audit_table, judge
 from geonorm_jax.audit.probes import (
     BROKEN_TOL,
-    CONTEXT_BUILDERS,
     HOLDS_TOL,
     INVARIANCE_PROBES,
     PROBES,
     SYMMETRY_PROBES,
-    Case,
     ProbeResult,
-    make_case,
-    perturb_like_trained,
     radial_factors,
-    rng_from_key,
     run_probe,
 )
 from geonorm_jax.audit.report import to_json, to_markdown, to_text

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 
 import jax
 
-from geonorm_jax.audit import probes as probes_mod
-from geonorm_jax.audit.probes import PROBES, ProbeResult, make_case, run_probe
+from geonorm_jax.audit.cases import clear_jit_cache, make_case
+from geonorm_jax.audit.probes import PROBES, ProbeResult, run_probe
 from geonorm_jax.audit.tasks import Task, check_match, get_task
 
 __all__ = ["AuditResult", "audit", "audit_table", "judge"]
@@ -104,7 +104,7 @@ def audit(
 
     Each probe runs on ``num_inputs`` random inputs (batch 3, 6 nodes, 4 channels by default)
     with trained-like parameters (init, then perturbed: see
-    :func:`~geonorm_jax.audit.probes.perturb_like_trained`), in float64 (``x64=True``
+    :func:`~geonorm_jax.audit.cases.perturb_like_trained`), in float64 (``x64=True``
     enables it for the call) so that exact properties (~1e-15) separate from broken ones.
 
     Args:
@@ -120,7 +120,7 @@ def audit(
         eval mode for layers with running state).
       x64: run in float64.
       **case_kwargs: ``batch``, ``nodes``, ``channels``, ``noise``, ``context_builders``
-        for :func:`~geonorm_jax.audit.probes.make_case`.
+        for :func:`~geonorm_jax.audit.cases.make_case`.
 
     Returns:
       An :class:`AuditResult`.
@@ -144,7 +144,7 @@ def audit(
             name: run_probe(name, cases, jax.random.fold_in(kprobe, j), stateful=stateful)
             for j, name in enumerate(probes)
         }
-    probes_mod._JIT_CACHE.clear()
+    clear_jit_cache()
     name = info.name if info is not None else getattr(norm, "name", "custom")
     result = AuditResult(name, kind, props, info=info)
     if task is not None:

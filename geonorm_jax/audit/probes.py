@@ -3,7 +3,8 @@
 A probe takes a :class:`Case` (a ``Norm`` with trained-like parameters, one random input of its
 kind and the context it needs) and returns ``(error, scale)``; :func:`run_probe` repeats it on
 several random inputs and turns the worst relative error ``error / scale`` into a verdict at a
-stated tolerance.
+stated tolerance. The cases themselves (random inputs, context, trained-like parameters) are
+built by :mod:`geonorm_jax.audit.cases`.
 
 Two families of probes (the survey's Definition 3):
 
@@ -50,14 +51,19 @@ in use); layers with running state additionally get ``"batch"`` measured in eval
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax import geometry
+from geonorm_jax.audit.cases import (
+    Case,
+    make_case,  # noqa: F401  (its import path before cases.py)
+    normal,
+    rng_from_key,
+)
 from geonorm_jax.testing import equivariance_errors
 
 __all__ = [
@@ -66,13 +72,8 @@ __all__ = [
     "PROBES",
     "HOLDS_TOL",
     "BROKEN_TOL",
-    "Case",
     "ProbeResult",
-    "CONTEXT_BUILDERS",
-    "make_case",
-    "perturb_like_trained",
     "run_probe",
-    "rng_from_key",
     "radial_factors",
 ]
 
@@ -88,10 +89,6 @@ BROKEN_TOL = 1e-2
 
 # Verdicts. Symmetry probes: holds / approx / broken; invariance probes: invariant / partial /
 # sensitive; both: trivial (the input kind does not transform), n/a, error (the layer raised).
-_SYM_VERDICTS = ("holds", "approx", "broken")
-_INV_VERDICTS = ("invariant", "partial", "sensitive")
-
-
 @dataclasses.dataclass
 class ProbeResult:
     """One measured property.
@@ -123,166 +120,6 @@ class ProbeResult:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass
-class Case:
-    """A ``Norm`` ready to probe: parameters, state, one input ``x`` and its context.
-
-    Attributes:
-      norm: the layer.
-      kind: ``features | vectors | coordinates | weights``.
-      params, state: trained-like parameters and running state.
-      x: the input (layout of ``kind``).
-      context: ``{name: array}`` passed to ``apply`` as keywords.
-      context_kinds: ``{name: testing kind}`` (``"point"`` for ``mu0``, ``"features"`` for a
-        node-indexed message).
-      training: the ``training`` flag for ``apply``.
-    """
-
-    norm: Any
-    kind: str
-    params: Any
-    state: Any
-    x: jax.Array
-    context: dict
-    context_kinds: dict
-    training: bool = True
-    cache: dict = dataclasses.field(default_factory=dict, repr=False)
-    jit: bool = True
-
-    def apply(self, x, training: bool | None = None, mask=None, **context):
-        ctx = {**self.context, **context}
-        kw = {} if mask is None else {"mask": mask}
-        training = self.training if training is None else training
-        if self.jit:
-            fn = _jitted(self.norm.apply)
-            return fn(self.params, self.state, x, training=training, **kw, **ctx)
-        y, _ = self.norm.apply(self.params, self.state, x, training=training, **kw, **ctx)
-        return y
-
-
-_JIT_CACHE: dict = {}
-
-
-def _jitted(apply):
-    """``jax.jit`` of ``apply`` returning only ``y``, one per apply function (so the cases of
-    one layer share compilations)."""
-    fn = _JIT_CACHE.get(apply)
-    if fn is None:
-        fn = jax.jit(lambda p, s, x, **kw: apply(p, s, x, **kw)[0], static_argnames=("training",))
-        _JIT_CACHE[apply] = fn
-    return fn
-
-
-# ------------------------------------------------------------------------------- inputs
-# Random numbers come from NumPy (seeded from the JAX key): eager jax.random compiles once per
-# new shape, which would dominate the audit's run time on tiny arrays.
-
-def rng_from_key(key) -> np.random.Generator:
-    """A NumPy generator seeded by a JAX PRNG key (raw ``uint32[2]`` or typed)."""
-    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
-    return np.random.default_rng(np.asarray(key, np.uint32).ravel().tolist())
-
-
-def _normal(rng, shape, dtype):
-    return jnp.asarray(rng.standard_normal(shape), dtype)
-
-
-def _random_input(rng, kind: str, batch: int, nodes: int, channels: int, dtype):
-    if kind == "coordinates":  # a cloud of unit spread around a centroid away from the origin
-        return _normal(rng, (batch, nodes, 3), dtype) + 2.0 * _normal(rng, (batch, 1, 3), dtype)
-    if kind == "vectors":
-        return _normal(rng, (batch, nodes, channels, 3), dtype)
-    if kind == "features":  # per-channel offsets, so mean subtraction has something to remove
-        return (1.5 * _normal(rng, (batch, nodes, channels), dtype)
-                + _normal(rng, (1, 1, channels), dtype))
-    if kind == "weights":
-        return _normal(rng, (channels + 1, channels + 2), dtype) / np.sqrt(channels)
-    raise ValueError(
-        f"kind: expected one of features, vectors, coordinates, weights; received {kind!r}"
-    )
-
-
-def _mu0(rng, x):
-    """A reference centroid: the centroid of an earlier configuration, offset from mu(x)."""
-    return geometry.centroid(x) + _normal(rng, x.shape[:1] + (3,), x.dtype)
-
-
-def _message(rng, x):
-    return _normal(rng, x.shape[:3], x.dtype)
-
-
-#: Context the audit can build: ``name -> (testing kind, builder(rng, x) -> array)`` with
-#: ``rng`` a ``numpy.random.Generator``. Add an entry (or pass ``context_builders=`` to
-#: :func:`make_case`) for a layer of your own.
-CONTEXT_BUILDERS: dict[str, tuple[str, Callable]] = {
-    "mu0": ("point", _mu0),
-    "message": ("features", _message),
-}
-
-
-def perturb_like_trained(rng, tree, noise: float = 0.3):
-    """Trained-like values: positive leaves get ``p * exp(noise * n)`` (stay positive, e.g.
-    scales and variances), other float leaves ``p + noise * n``; integer leaves are kept.
-
-    ``rng`` is a ``numpy.random.Generator`` or a JAX key.
-    """
-    if not isinstance(rng, np.random.Generator):
-        rng = rng_from_key(rng)
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    out = []
-    for leaf in leaves:
-        arr = np.asarray(leaf)
-        if not np.issubdtype(arr.dtype, np.floating):
-            out.append(leaf)
-            continue
-        n = rng.standard_normal(arr.shape)
-        if arr.size and bool(np.all(arr > 0)):
-            new = arr * np.exp(noise * n)
-        else:
-            new = arr + noise * n
-        out.append(jnp.asarray(new, arr.dtype))
-    return jax.tree_util.tree_unflatten(treedef, out)
-
-
-def make_case(
-    norm,
-    kind: str,
-    key,
-    *,
-    batch: int = 3,
-    nodes: int = 6,
-    channels: int = 4,
-    context: Sequence[str] = (),
-    context_builders: dict | None = None,
-    training: bool = True,
-    noise: float = 0.3,
-    dtype=None,
-) -> Case:
-    """Build a :class:`Case`: a random input of ``kind``, its context, init + perturbed params.
-
-    ``context`` names the keywords ``apply`` needs (``mu0`` is always built for coordinates;
-    names without a builder are skipped, so optional context such as ``num_neighbors`` is left
-    to the layer's default).
-    """
-    dtype = dtype or (jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-    builders = {**CONTEXT_BUILDERS, **(context_builders or {})}
-    rng = rng_from_key(key)
-    x = _random_input(rng, kind, batch, nodes, channels, dtype)
-    names = list(dict.fromkeys(list(context) + (["mu0"] if kind == "coordinates" else [])))
-    ctx, ctx_kinds = {}, {}
-    for name in names:
-        if name not in builders:
-            continue
-        ckind, build = builders[name]
-        ctx[name] = build(rng, x)
-        ctx_kinds[name] = ckind
-    params, state = norm.init(key, x, **ctx)
-    params = perturb_like_trained(rng, params, noise)
-    state = perturb_like_trained(rng, state, noise)
-    return Case(norm, kind, params, state, x, ctx, ctx_kinds, training)
 
 
 # ------------------------------------------------------------------------------- measures
@@ -326,7 +163,7 @@ def _batch(case: Case, rng, training: bool | None = None):
         raise ValueError(f"batch probe: expected batch >= 2; received shape {case.x.shape}")
 
     def others(a):
-        noise = 3.0 * _normal(rng, a.shape, a.dtype) + 2.0
+        noise = 3.0 * normal(rng, a.shape, a.dtype) + 2.0
         return a.at[1:].set(noise[1:])
 
     ctx = {k: others(v) for k, v in case.context.items()}
@@ -335,7 +172,7 @@ def _batch(case: Case, rng, training: bool | None = None):
 
 
 def _pad_nodes(a, pad, rng):
-    noise = 3.0 * _normal(rng, (a.shape[0], pad) + a.shape[2:], a.dtype) + 2.0
+    noise = 3.0 * normal(rng, (a.shape[0], pad) + a.shape[2:], a.dtype) + 2.0
     return jnp.concatenate([a, noise], axis=1)
 
 
@@ -400,7 +237,7 @@ def _shift(case: Case, rng):
         shape = (x.shape[0], 1) + x.shape[2:]
     else:
         shape = (x.shape[0], 1, x.shape[2])
-    c = 2.0 * _normal(rng, shape, x.dtype)
+    c = 2.0 * normal(rng, shape, x.dtype)
     y, ys = case.apply(x), case.apply(x + c)
     err, scale = _err(ys, y)
     return err, scale, _err(ys, y + c)
