@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from geonorm_jax import linen
-from geonorm_jax.audit.probes import make_case
+from geonorm_jax.audit import make_case
 from geonorm_jax.nnx import NormModule, norm_module
 from geonorm_jax.norms import CATALOG, catalog, vector, vision
 
