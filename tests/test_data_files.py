@@ -36,6 +36,9 @@ def test_files_shapes_dtypes_and_metadata(tiny_dataset):
     metadata = read_metadata(path)
     assert metadata["config"] == config.generation_dict()
     assert metadata["package_version"] and len(metadata["splits"]["train"]["sha256"]) == 64
+    import geonorm_jax
+
+    assert metadata["package_version"] == geonorm_jax.__version__
     assert metadata["num_frames"] == 4
     arrays = load_trajectories(path, "train")
     assert arrays["loc"].shape == (6, 4, 5, 3) and arrays["loc"].dtype == np.float32

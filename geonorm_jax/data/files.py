@@ -22,6 +22,7 @@ file is hashed and parsed through one open handle, and ``np.savez`` / ``np.load`
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import time
@@ -67,9 +68,13 @@ def default_cache_dir() -> Path:
 
 
 def _package_version() -> str:
-    from geonorm_jax import __version__
-
-    return __version__
+    """The installed ``geonorm-jax`` distribution's version (``importlib.metadata``; the same
+    string as ``geonorm_jax.__version__``), recorded in ``metadata.json``. Read from the
+    distribution rather than the root package, which the data layer does not import."""
+    try:
+        return importlib.metadata.version("geonorm-jax")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (package not installed)"
 
 
 def _sha256_handle(f) -> str:
