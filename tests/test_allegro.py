@@ -219,6 +219,24 @@ def test_force_rms_and_target_scaling_by_hand():
     assert kw["species_scale"] == pytest.approx(np.sqrt(25 / 6))
 
 
+def test_per_species_force_rms_by_hand():
+    f = np.zeros((2, 3, 3))
+    f[0, 0] = [3.0, 0.0, 4.0]  # Z = 1
+    f[1, 0] = [0.0, 0.0, 1.0]  # Z = 1
+    f[0, 1] = [2.0, 2.0, 1.0]  # Z = 8
+    f[1, 2] = [50.0, 0.0, 0.0]  # padding
+    z = np.array([[1, 8, 0], [1, 8, 0]])
+    s = tn.per_species_force_rms(f, z)
+    assert len(s) == 9 and s[6] == 1.0
+    assert s[1] == pytest.approx(np.sqrt(26 / 6)) and s[8] == pytest.approx(np.sqrt(9 / 6))
+    norm = tn.EnergyNormalization.fit(np.array([-1.0, -2.0]), f, z, per_species_scale=True)
+    assert norm.model_kwargs()["species_scale"] == s
+    with pytest.raises(ValueError, match="one global scale"):
+        norm.normalize_targets(np.zeros(2), f, z)
+    glob = tn.EnergyNormalization.fit(np.array([-1.0, -2.0]), f, z)  # padding excluded
+    assert glob.scale == pytest.approx(np.sqrt(35 / 12))
+
+
 def test_float32_and_atomic_energies():
     g = mg.batch_frames(jnp.asarray(ethanol_frames(2), jnp.float32), ETHANOL_Z, CUTOFF)
     model = Allegro(**SMALL)

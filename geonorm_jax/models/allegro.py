@@ -67,7 +67,27 @@ from geonorm_jax.models.placement import NormPlace, NormPlacement
 from geonorm_jax.models.radial import bessel_basis, polynomial_envelope
 from geonorm_jax.norms.base import Norm
 
-__all__ = ["Allegro", "ALLEGRO_PLACEMENT", "ENV_NORMALIZATIONS", "env_factor"]
+__all__ = ["Allegro", "ALLEGRO_PLACEMENT", "ALLEGRO_TUTORIAL", "ENV_NORMALIZATIONS", "env_factor"]
+
+# The hyperparameters of the authors' tutorial configuration (mir-group/allegro,
+# configs/tutorial.yaml): r_c = 5 Å, 8 Bessels, p = 6, l_max = 1 with both parities
+# (o3_full), 2 layers, 64 scalar and 32 tensor features, two-body MLP of 2 hidden layers of
+# 64, latent MLPs of 2 hidden layers of 128, readout MLP of 1 hidden layer of 32. The
+# tutorial's 32-wide two-body embedding is the species-embedding width here.
+ALLEGRO_TUTORIAL = dict(
+    cutoff=5.0,
+    num_bessel=8,
+    envelope_p=6,
+    l_max=1,
+    tensor_irreps="0e+0o+1e+1o",
+    num_layers=2,
+    latent_dim=64,
+    num_channels=32,
+    embed_dim=32,
+    two_body_hidden=(64, 64),
+    latent_hidden=(128, 128),
+    edge_energy_hidden=(32,),
+)
 
 ALLEGRO_PLACEMENT = NormPlacement(
     "Allegro",

@@ -28,6 +28,7 @@ __all__ = [
     "species_counts",
     "fit_species_shift",
     "force_rms",
+    "per_species_force_rms",
     "EnergyNormalization",
 ]
 
@@ -165,8 +166,27 @@ def force_rms(forces, atom_mask=None) -> float:
     return float(np.sqrt(np.sum(m[..., None] * f**2) / denom))
 
 
+def per_species_force_rms(forces, atomic_numbers, atom_mask=None) -> tuple[float, ...]:
+    r"""``sigma_Z = sqrt(mean_{b, i: Z_i = Z, d} F_{b,i,d}^2)``, one RMS per species.
+
+    The per-type force RMS of the Allegro tutorial (``per_type_energy_scales``). ``forces``
+    ``[B, A, 3]``, ``atomic_numbers`` ``[A]`` or ``[B, A]``. Returns a tuple indexed by atomic
+    number (length ``max Z + 1``), 1.0 for absent species.
+    """
+    f = np.asarray(forces, np.float64)
+    if f.ndim != 3 or f.shape[-1] != 3:
+        raise ValueError(f"per_species_force_rms: expected forces [B, A, 3]; received {f.shape}")
+    _, z, mask = _frames_and_species(f, atomic_numbers, atom_mask)
+    present = np.unique(z[mask])
+    out = np.ones(int(present.max()) + 1)
+    for s in present:
+        out[s] = force_rms(f, mask & (z == s))
+    return tuple(float(v) for v in out)
+
+
 class EnergyNormalization(NamedTuple):
-    """Per-species shift ``mu_Z`` (tuple indexed by Z) and a global scale ``sigma`` (force RMS).
+    """Per-species shift ``mu_Z`` (tuple indexed by Z) and scale ``sigma`` (force RMS: one float,
+    or a tuple indexed by Z for the per-species RMS).
 
     Model side (NequIP / Allegro): ``E_i = sigma * E_i^net + mu_{Z_i}``. Target side (when
     training on scaled targets instead): ``E' = (E - sum_i mu_{Z_i}) / sigma``,
@@ -174,19 +194,36 @@ class EnergyNormalization(NamedTuple):
     """
 
     shift: tuple[float, ...]
-    scale: float
+    scale: float | tuple[float, ...]
 
     @classmethod
-    def fit(cls, energies, forces, atomic_numbers, atom_mask=None) -> EnergyNormalization:
-        """Shift by :func:`fit_species_shift`, scale by :func:`force_rms`."""
-        return cls(
-            shift=fit_species_shift(energies, atomic_numbers, atom_mask),
-            scale=force_rms(forces, atom_mask),
-        )
+    def fit(
+        cls, energies, forces, atomic_numbers, atom_mask=None, per_species_scale: bool = False
+    ) -> EnergyNormalization:
+        """Shift by :func:`fit_species_shift`; scale by :func:`force_rms` or, with
+        ``per_species_scale``, :func:`per_species_force_rms`."""
+        if per_species_scale:
+            scale = per_species_force_rms(forces, atomic_numbers, atom_mask)
+        else:
+            mask = atom_mask
+            if mask is None:
+                z = np.asarray(atomic_numbers)
+                mask = np.broadcast_to(z > 0, np.asarray(forces).shape[:-1])
+            scale = force_rms(forces, mask)
+        return cls(shift=fit_species_shift(energies, atomic_numbers, atom_mask), scale=scale)
 
     def model_kwargs(self) -> dict:
         """``{"species_shift": ..., "species_scale": ...}`` for ``Allegro`` / ``SchNet``."""
-        return {"species_shift": tuple(self.shift), "species_scale": float(self.scale)}
+        scale = self.scale if isinstance(self.scale, tuple) else float(self.scale)
+        return {"species_shift": tuple(self.shift), "species_scale": scale}
+
+    def _global_scale(self) -> float:
+        if not isinstance(self.scale, tuple):
+            return float(self.scale)
+        raise ValueError(
+            "EnergyNormalization: target scaling needs one global scale; received a per-species "
+            "scale (fit with per_species_scale=False for normalize_targets)"
+        )
 
     def reference_energy(self, atomic_numbers, atom_mask=None):
         """``sum_i mu_{Z_i}`` per frame: ``atomic_numbers [B, A]`` -> ``[B]`` (NumPy)."""
@@ -201,12 +238,14 @@ class EnergyNormalization(NamedTuple):
 
     def normalize_targets(self, energies, forces, atomic_numbers, atom_mask=None):
         """``(E - sum_i mu_{Z_i}) / sigma [B]`` and ``F / sigma [B, A, 3]``."""
+        scale = self._global_scale()
         ref = self.reference_energy(atomic_numbers, atom_mask)
-        e = (np.asarray(energies, np.float64) - ref) / self.scale
-        return e, np.asarray(forces, np.float64) / self.scale
+        e = (np.asarray(energies, np.float64) - ref) / scale
+        return e, np.asarray(forces, np.float64) / scale
 
     def denormalize(self, energies, forces, atomic_numbers, atom_mask=None):
         """Inverse of :meth:`normalize_targets`."""
+        scale = self._global_scale()
         ref = self.reference_energy(atomic_numbers, atom_mask)
-        e = np.asarray(energies, np.float64) * self.scale + ref
-        return e, np.asarray(forces, np.float64) * self.scale
+        e = np.asarray(energies, np.float64) * scale + ref
+        return e, np.asarray(forces, np.float64) * scale
