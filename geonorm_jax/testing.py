@@ -32,6 +32,9 @@ one group element *per sample*: :func:`transform_split` applies per-sample rotat
 :func:`equivariance_residual` is ``f(g.x) - g.f(x)``, and :func:`model_equivariance_errors`
 reduces it to relative RMS errors. The RTE evaluation of :mod:`geonorm_jax.train.evaluate`
 (the GeoNorm paper's Table 1) and the experiments' equivariance tables are built on these.
+
+The module is one thing, the package's single implementation of "apply a group element, compare
+``f(g.x)`` with ``g.f(x)``", for functions and for trained models; hence its length.
 """
 
 from __future__ import annotations

@@ -38,6 +38,9 @@ for N > 10) is the same arithmetic in the same order, bit for bit, and about 2x 
 no unrolling. At N >= 500 XLA:CPU splits each partner iteration's fusion across both cores
 (CPU time about twice the wall time), about 1 ns of wall time per pair and trajectory step
 on the 2-core development machine.
+
+The physics, the memory layout above and the jitted integrator are one piece (each constrains
+the others), so they stay in one module.
 """
 
 from __future__ import annotations
