@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-__all__ = ["TrainState", "init_state", "init_seed_state", "seed_key", "num_seeds", "unstack"]
+__all__ = ["TrainState", "init_state", "init_seed_state", "seed_key"]
 
 
 class TrainState(NamedTuple):
@@ -94,12 +94,3 @@ def init_state(init_one, seeds) -> TrainState:
     states = [jax.device_get(init_one(seed_key(int(s)))) for s in seeds]
     return jax.tree.map(lambda *xs: np.stack(xs), *states)
 
-
-def num_seeds(state: TrainState) -> int:
-    """Size of the leading seed axis."""
-    return int(state.step.shape[0])
-
-
-def unstack(state: TrainState, index: int) -> TrainState:
-    """Seed ``index``'s state (no seed axis)."""
-    return jax.tree.map(lambda x: x[index], state)
