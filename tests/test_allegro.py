@@ -276,3 +276,25 @@ def test_every_fitting_catalogue_norm_at_each_place(place, name):
         group=("SO3", "O3", "translation"), kinds=("coordinates", "features"),
         out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
     )
+
+
+@pytest.mark.parametrize("latent_norm", [None, "layer_norm"])
+def test_energy_continuous_when_an_atom_crosses_the_cutoff(latent_norm):
+    """A C-O pair: beyond r_c the energy is the isolated atoms' (the species shifts); below,
+    it approaches them as (r_c - r)^3, since u, u' and u'' vanish at r_c."""
+    kw = {} if latent_norm is None else {"latent_norm": gj.norms.make(latent_norm)}
+    model = Allegro(**{**SMALL, **kw})
+    z = jnp.asarray([[6, 8]])
+
+    def graph(dist):
+        pos = jnp.zeros((1, 2, 3)).at[0, 1].set(jnp.stack([dist * 0.6, dist * 0.8, 0.0]))
+        return mg.batch_frames(pos, z, CUTOFF)
+
+    variables = jax.jit(model.init)(jax.random.key(0), graph(1.2))
+    energy = jax.jit(lambda d: model.apply(variables, graph(d))[0])
+    isolated = SMALL["species_shift"][6] + SMALL["species_shift"][8]
+    assert float(energy(CUTOFF + 1e-3)) == isolated
+    far = abs(float(energy(CUTOFF - 0.5)) - isolated)
+    near = abs(float(energy(CUTOFF - 1e-2)) - isolated)
+    assert far > 1e-5  # the pair does interact inside the cutoff
+    assert near < 1e-3 * far  # (1e-2 / 0.5)^3 = 8e-6 for a pure cubic
