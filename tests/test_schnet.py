@@ -167,3 +167,17 @@ def test_every_fitting_catalogue_norm_at_each_place(place, name):
         group=("SO3", "O3", "translation"), kinds=("coordinates", "features"),
         out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
     )
+
+
+def test_packed_flat_graph_gives_the_same_energies_as_batch_frames():
+    frames = ethanol_frames(2)
+    g = mg.batch_frames(jnp.asarray(frames), ETHANOL_Z, CUTOFF)
+    # packed layout: molecule 1 first, then molecule 0, then 3 padding atoms
+    pos = np.concatenate([frames[1], frames[0], np.zeros((3, 3))])
+    z = np.concatenate([ETHANOL_Z, ETHANOL_Z, [0, 0, 0]])
+    gid = np.concatenate([np.ones(9), np.zeros(9), np.ones(3)]).astype(np.int32)
+    flat = mg.flat_graph(jnp.asarray(pos), z, gid, 2, CUTOFF, max_edges=200)
+    assert flat.atoms_per_graph is None and int(flat.edge_mask.sum()) == int(g.edge_mask.sum())
+    model, variables, _ = _setup()
+    np.testing.assert_allclose(model.apply(variables, flat), model.apply(variables, g),
+                               rtol=1e-12)

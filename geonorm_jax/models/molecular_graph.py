@@ -45,6 +45,7 @@ __all__ = [
     "MolecularGraph",
     "batch_frames",
     "radius_graph",
+    "flat_graph",
     "all_pairs",
     "cutoff_edge_mask",
     "edge_vectors",
@@ -242,9 +243,9 @@ def radius_graph(
 
     Edges are the ordered pairs ``(i, j)``, ``i != j``, of real atoms of the same molecule
     with ``|x_j - x_i| < cutoff``, sorted by receiver then sender, written into the first
-    rows of ``max_edges`` slots. The pair test is done row block by row block
-    (``lax.map``), so the working memory is ``O(N * rows_per_block)`` besides the
-    ``[max_edges]`` outputs.
+    rows of ``max_edges`` slots. The pair test runs one receiver row at a time
+    (``lax.map`` to count, ``lax.scan`` to fill), so the working memory is ``O(N)`` besides
+    the ``[max_edges]`` outputs (no ``[N, N]`` matrix).
 
     Args:
       positions: ``[N, 3]`` (Å).
@@ -312,6 +313,40 @@ def radius_graph(
             f"expected at most max_edges = {max_edges}"
         )
     return senders, receivers, mask, num_edges
+
+
+def flat_graph(
+    positions: jax.Array,
+    species: jax.Array,
+    graph_ids: jax.Array,
+    num_graphs: int,
+    cutoff: float,
+    max_edges: int,
+    atom_mask: jax.Array | None = None,
+) -> MolecularGraph:
+    """A :class:`MolecularGraph` from packed padded atoms, edges by :func:`radius_graph`.
+
+    ``positions [N, 3]``, ``species [N]`` (0 = padding), ``graph_ids [N]`` in ``[0, G)``,
+    ``atom_mask [N]`` (default ``species > 0``); ``num_graphs = G`` and ``max_edges = E``
+    static. Not block padded (``atoms_per_graph = edges_per_graph = None``). Raises the
+    budget ``ValueError`` of :func:`radius_graph` when called eagerly.
+    """
+    species = jnp.asarray(species, jnp.int32)
+    mask = species > 0 if atom_mask is None else jnp.asarray(atom_mask, bool)
+    graph_ids = jnp.asarray(graph_ids, jnp.int32)
+    senders, receivers, edge_mask, _ = radius_graph(
+        positions, graph_ids, mask, cutoff, max_edges
+    )
+    return MolecularGraph(
+        positions=jnp.asarray(positions),
+        species=jnp.where(mask, species, 0),
+        atom_mask=mask,
+        graph_ids=graph_ids,
+        senders=senders,
+        receivers=receivers,
+        edge_mask=edge_mask,
+        num_graphs=num_graphs,
+    ).validate()
 
 
 def neighbor_counts(graph: MolecularGraph) -> jax.Array:
