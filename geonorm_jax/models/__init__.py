@@ -1,7 +1,8 @@
 """Models: the velocity EGNN (Satorras et al., 2021) with pluggable normalization.
 
-* :mod:`~geonorm_jax.models.egnn`: :class:`EGNN`, :class:`EGCLVel` (one layer, configured by
-  one :class:`LayerSettings`), :func:`make_egnn`;
+* :mod:`~geonorm_jax.models.egnn`: :class:`EGNN` and :func:`make_egnn`;
+* :mod:`~geonorm_jax.models.egnn_layer`: :class:`EGCLVel`, one layer, configured by one
+  :class:`LayerSettings`;
 * :mod:`~geonorm_jax.models.egnn_kernels`: the pure per-edge kernels;
 * :mod:`~geonorm_jax.models.edges`: edge lists, kNN/radius graphs (row-chunked for large N),
   input checks and the EGNN's edge inputs;
