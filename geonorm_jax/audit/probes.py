@@ -58,12 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax import geometry
-from geonorm_jax.audit.cases import (
-    Case,
-    make_case,  # noqa: F401  (its import path before cases.py)
-    normal,
-    rng_from_key,
-)
+from geonorm_jax.audit.cases import Case, normal, rng_from_key
 from geonorm_jax.testing import equivariance_errors
 
 __all__ = [
