@@ -3,7 +3,7 @@
 ``python tests/_multihost_worker.py PROCESS_ID PORT DATA.npz OUT.json``: joins a 2-process JAX
 cluster on localhost (2 CPU devices per process, gloo collectives), runs the node-sharded
 EGNN forward and gradient over the 4 global devices with inputs placed by
-``sharding.shard_graph`` / ``sharding.replicate`` (each process supplies only its own
+``parallel.shard_graph`` / ``parallel.replicate`` (each process supplies only its own
 shards), and compares its addressable shards with the single-process reference in DATA.npz.
 """
 
@@ -24,16 +24,17 @@ def main() -> None:
     import numpy as np
     from flax import traverse_util
 
-    from geonorm_jax.models import make_egnn, sharding
+    from geonorm_jax import parallel
+    from geonorm_jax.models import make_egnn
 
     data = dict(np.load(data_path))
     params = traverse_util.unflatten_dict(
         {tuple(k[2:].split("/")): v for k, v in data.items() if k.startswith("p:")})
-    ns = sharding.node_sharding()
-    inputs = sharding.shard_graph(ns, data["x"], data["v"], data["q"], data["senders"],
+    ns = parallel.node_sharding()
+    inputs = parallel.shard_graph(ns, data["x"], data["v"], data["q"], data["senders"],
                                   data["receivers"], data["edge_mask"])
-    variables = sharding.replicate(ns, {"params": params})
-    target = sharding.shard_nodes(ns, data["target"])
+    variables = parallel.replicate(ns, {"params": params})
+    target = parallel.shard_nodes(ns, data["target"])
     model = make_egnn("geo_norm_shared", graph="edges", hidden=int(data["hidden"]),
                       num_layers=int(data["layers"]), node_sharding=ns)
 

@@ -168,6 +168,5 @@ def test_replicate_takes_where_first_for_both_meshes():
         assert out["a"].sharding == parallel.replicated(where)
     with pytest.raises(ValueError, match="Mesh or a NodeSharding; received dict"):
         parallel.replicate(tree, ns)
-    # the node-sharding names keep working from the model side
-    assert model_sharding.replicate is parallel.replicate
-    assert model_sharding.NodeSharding is parallel.NodeSharding
+    # one home: the model side holds only the kernels that need the EGNN
+    assert not hasattr(model_sharding, "replicate")

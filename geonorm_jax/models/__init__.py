@@ -1,4 +1,6 @@
-"""Models: the velocity EGNN (Satorras et al., 2021) with pluggable normalization.
+"""Models with pluggable normalization: the velocity EGNN (Satorras et al., 2021) for N-body
+dynamics, and Allegro (Musaelian et al., 2023) and SchNet (Schütt et al., 2018) for molecular
+energies and forces.
 
 * :mod:`~geonorm_jax.models.egnn`: :class:`EGNN` and :func:`make_egnn`;
 * :mod:`~geonorm_jax.models.egnn_layer`: :class:`EGCLVel`, one layer, configured by one
@@ -7,12 +9,18 @@
 * :mod:`~geonorm_jax.models.edges`: edge lists, kNN/radius graphs (row-chunked for large N),
   input checks and the EGNN's edge inputs;
 * :mod:`~geonorm_jax.models.placement`: where each kind of norm may go in a model
-  (:data:`EGNN_PLACEMENT`), the vocabulary shared with the trainer;
+  (:data:`EGNN_PLACEMENT`; Allegro and SchNet declare theirs with it), the vocabulary shared
+  with the trainer;
 * :mod:`~geonorm_jax.models.sharding`: the node-sharded EGNN kernels and kNN graph (the layout
-  and placement are in :mod:`geonorm_jax.parallel`; ``NodeSharding`` and the placement helpers
-  are re-exported here for older imports).
+  and placement of arrays are in :mod:`geonorm_jax.parallel`);
+* :mod:`~geonorm_jax.models.allegro`, :mod:`~geonorm_jax.models.schnet`: the molecular models
+  on the flat padded batch of :mod:`~geonorm_jax.models.molecular_graph`, with the radial
+  functions of :mod:`~geonorm_jax.models.radial` and the training-set statistics of
+  :mod:`~geonorm_jax.models.target_norms`.
 """
 
+from geonorm_jax.models import radial, target_norms
+from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, ALLEGRO_TUTORIAL, Allegro
 from geonorm_jax.models.edges import fully_connected_edges, knn_graph
 from geonorm_jax.models.egnn import (
     EGNN,
@@ -24,15 +32,15 @@ from geonorm_jax.models.egnn import (
     make_egnn,
 )
 from geonorm_jax.models.layers import TorchDense
-from geonorm_jax.models.placement import EGNN_PLACEMENT, NormPlace, NormPlacement
-from geonorm_jax.parallel.nodes import (
-    NodeSharding,
-    node_mesh,
-    node_sharding,
-    partition_edges,
-    shard_graph,
-    shard_nodes,
+from geonorm_jax.models.molecular_graph import (
+    MolecularGraph,
+    batch_frames,
+    energy_and_forces,
+    flat_graph,
+    radius_graph,
 )
+from geonorm_jax.models.placement import EGNN_PLACEMENT, NormPlace, NormPlacement
+from geonorm_jax.models.schnet import SCHNET_MD17, SCHNET_PLACEMENT, SchNet
 
 __all__ = [
     "EGNN",
@@ -48,10 +56,17 @@ __all__ = [
     "fully_connected_edges",
     "knn_graph",
     "TorchDense",
-    "NodeSharding",
-    "node_mesh",
-    "node_sharding",
-    "partition_edges",
-    "shard_graph",
-    "shard_nodes",
+    "Allegro",
+    "ALLEGRO_PLACEMENT",
+    "ALLEGRO_TUTORIAL",
+    "SchNet",
+    "SCHNET_PLACEMENT",
+    "SCHNET_MD17",
+    "MolecularGraph",
+    "batch_frames",
+    "energy_and_forces",
+    "flat_graph",
+    "radius_graph",
+    "radial",
+    "target_norms",
 ]

@@ -1,9 +1,9 @@
 """The node-sharded EGNN kernels and kNN graph: the model side of node-axis sharding.
 
 The layout (node blocks, edge blocks, the layout contract), :class:`NodeSharding` and the
-placement helpers are in :mod:`geonorm_jax.parallel.nodes` (re-exported here for older
-imports); this module holds what needs the EGNN's edge kernels
-(:mod:`geonorm_jax.models.egnn_kernels`) or the kNN builder (:mod:`geonorm_jax.models.edges`):
+placement helpers are in :mod:`geonorm_jax.parallel.nodes`; this module holds what needs the
+EGNN's edge kernels (:mod:`geonorm_jax.models.egnn_kernels`) or the kNN builder
+(:mod:`geonorm_jax.models.edges`):
 
 * :func:`sharded_list_edges`: one layer's per-edge work under ``jax.shard_map`` (one
   all-gather of ``[h W_2, x]`` per layer; see :mod:`geonorm_jax.parallel.nodes` for what runs
@@ -24,37 +24,13 @@ from geonorm_jax.models import edges as edges_lib
 from geonorm_jax.models import egnn_kernels as kernels
 from geonorm_jax.models.egnn_kernels import EdgeKernelConfig
 from geonorm_jax.parallel import nodes as nodes_lib
-from geonorm_jax.parallel.mesh import replicate
-from geonorm_jax.parallel.nodes import (
-    NodeSharding,
-    check_partition,
-    gather_nodes,
-    local_receivers,
-    node_mesh,
-    node_sharding,
-    pad_nodes,
-    partition_edges,
-    shard_graph,
-    shard_nodes,
-)
+from geonorm_jax.parallel.nodes import NodeSharding
 
 __all__ = [
     "sharded_list_edges",
     "sharded_edge_inputs",
     "prepare_sharded_edges",
     "knn_graph",
-    # re-exported from geonorm_jax.parallel (their home) for older imports
-    "NodeSharding",
-    "node_mesh",
-    "node_sharding",
-    "partition_edges",
-    "check_partition",
-    "pad_nodes",
-    "shard_nodes",
-    "replicate",
-    "shard_graph",
-    "gather_nodes",
-    "local_receivers",
 ]
 
 
