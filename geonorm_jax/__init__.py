@@ -10,7 +10,8 @@ imported with the package.
 The other subpackages are imported on first use, so ``import geonorm_jax as gj`` stays light and
 ``gj.audit.audit(...)``, ``gj.train.train(...)`` or ``gj.data.get_dataset(...)`` work without
 importing them first: :mod:`~geonorm_jax.audit` (the survey's geometric-match audit),
-:mod:`~geonorm_jax.data`, :mod:`~geonorm_jax.models`, :mod:`~geonorm_jax.linen`,
+:mod:`~geonorm_jax.data`, :mod:`~geonorm_jax.models`, :mod:`~geonorm_jax.linen` and
+:mod:`~geonorm_jax.nnx` (Flax Linen and NNX modules for any norm), :mod:`~geonorm_jax.parallel`,
 :mod:`~geonorm_jax.train`, :mod:`~geonorm_jax.bench` and any other subpackage.
 """
 

@@ -14,17 +14,31 @@ from __future__ import annotations
 import pathlib
 import sys
 import textwrap
+import tomllib
 
 import nbformat
 from nbformat import v4
 
 HERE = pathlib.Path(__file__).resolve().parent
-REPO = "geonorm-jax/geonorm-jax"
-INSTALL_SOURCE = f"geonorm-jax @ git+https://github.com/{REPO}"
+# The repository address lives in one place, pyproject.toml's [project.urls]; the install cell,
+# the Colab badges here and the README's badges (checked by tests/test_notebooks.py) follow it.
+REPOSITORY_URL = tomllib.loads((HERE.parent / "pyproject.toml").read_text())["project"]["urls"][
+    "Repository"
+]
+REPO = REPOSITORY_URL.removeprefix("https://github.com/")
+INSTALL_SOURCE = f"geonorm-jax @ git+{REPOSITORY_URL}"
 
 
 def colab_url(filename: str) -> str:
     return f"https://colab.research.google.com/github/{REPO}/blob/main/notebooks/{filename}"
+
+
+# How long each notebook takes with FAST off, stated in its first cell.
+RUNTIME = {
+    "01_normalization_catalogue.ipynb": "TODO",
+    "02_train_egnn_nbody.ipynb": "TODO",
+    "03_geometric_match.ipynb": "TODO",
+}
 
 
 def md(text: str):
@@ -40,12 +54,16 @@ def header(filename: str, title: str, intro: str) -> list:
         f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]"
         f"({colab_url(filename)})"
     )
-    return [md(f"# {title}\n\n{badge}\n\n" + textwrap.dedent(intro).strip("\n"))]
+    runtime = f"**Run time.** {RUNTIME[filename]}"
+    return [md(f"# {title}\n\n{badge}\n\n{runtime}\n\n" + textwrap.dedent(intro).strip("\n"))]
 
 
 INSTALL = code(
     f'''
-    # Colab only: install geonorm-jax from its git repository (does nothing elsewhere).
+    # Installs geonorm-jax only where it is missing: from the checkout this notebook sits in
+    # when there is one (pip install -e), otherwise on Colab from the git repository.
+    import importlib.util
+    import pathlib
     import subprocess
     import sys
 
@@ -55,10 +73,17 @@ INSTALL = code(
         IN_COLAB = True
     except ImportError:
         IN_COLAB = False
-    if IN_COLAB:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "{INSTALL_SOURCE}"], check=True
-        )
+    if importlib.util.find_spec("geonorm_jax") is None:
+        checkout = next((p for p in (pathlib.Path.cwd(), *pathlib.Path.cwd().parents)
+                         if (p / "pyproject.toml").is_file() and (p / "geonorm_jax").is_dir()),
+                        None)
+        if checkout is not None:
+            source = ["-e", str(checkout)]
+        elif IN_COLAB:
+            source = ["{INSTALL_SOURCE}"]
+        else:
+            raise ImportError("geonorm_jax is not installed: pip install '{INSTALL_SOURCE}'")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *source], check=True)
     '''
 )
 
@@ -574,7 +599,7 @@ def notebook_02() -> list:
             for label, (norm, run_dir) in runs.items():
                 config = run_config(norm)
                 setups[label] = train.build(config)   # generates (or loads) the data set once
-                summaries[label] = train.train(config, run_dir, setup=setups[label], progress=False)
+                summaries[label] = train.train(config, run_dir, setup=setups[label], progress=True)
                 print(f"== {label}: {summaries[label]['wall_time']:.1f} s")
                 print(train.format_table(summaries[label]))
 
@@ -871,7 +896,6 @@ def notebook_03() -> list:
         code(
             """
             tasks = ("nbody-dynamics", "molecular-energy")
-            short = audit.report._SHORT
             lines = ["| layer | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
             for r in results:
                 cells = []
@@ -882,7 +906,7 @@ def notebook_03() -> list:
                     elif j.matched:
                         cells.append("✓ matched")
                     else:
-                        cells.append("✗ " + ", ".join(short.get(k, k) for k in j.violated))
+                        cells.append("✗ " + audit.report.describe_violations(j.violated))
                 lines.append(f"| `{r.name}` | " + " | ".join(cells) + " |")
             display(Markdown("\\n".join(lines)))
             """
@@ -955,7 +979,7 @@ def notebook_03() -> list:
                         s = copy.copy(s)
                         s.data = {k: shifted(v) for k, v in s.data.items()}
                     run_dir = RUNS / f"{norm}_{frame.split()[0]}"
-                    summary = train.train(config, run_dir, setup=s, progress=False)
+                    summary = train.train(config, run_dir, setup=s, progress=True)
                     records = train.read_metrics(run_dir)
                     curves[label, frame] = (
                         [r["epoch"] for r in records],

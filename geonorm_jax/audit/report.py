@@ -31,7 +31,6 @@ VIOLATION_LABELS = {
     "replication": "not size-consistent", "scale": "inv. scale", "shift": "inv. shift",
     "node_scale": "inv. node scale", "radial": "inv. radial",
 }
-_SHORT = VIOLATION_LABELS  # former private name, still read by notebooks/build.py
 
 
 def describe_violations(violated) -> str:

@@ -206,7 +206,7 @@ def config_from_args(args):
             value = None
         _set(overrides, key, value)
     if args.resume and args.preset is None and args.config is None:
-        from geonorm_jax.train.loop import check_resume
+        from geonorm_jax.train.rundir import check_resume
 
         base = check_resume(args.resume, None)
         name = "resume"
@@ -220,7 +220,8 @@ def config_from_args(args):
 
 
 def run_train(args) -> int:
-    from geonorm_jax.train.loop import format_table, train
+    from geonorm_jax.train.loop import train  # looked up at call time (tests patch it)
+    from geonorm_jax.train.rundir import format_table
 
     config, name = config_from_args(args)
     enable_compile_cache()
