@@ -1,0 +1,338 @@
+"""Train-step time of geonorm-jax's Allegro and SchNet against the PyTorch reference
+implementations (nequip-allegro, schnetpack) at equal size, in one run.
+
+Run::
+
+    python experiments/bench_reference_models.py --torch-python PATH/TO/python
+
+``--torch-python`` (default: the environment variable ``GEONORM_TORCH_PYTHON``) is an
+interpreter with ``torch``, ``nequip``, ``nequip-allegro`` and ``schnetpack`` installed; the
+references are not dependencies of this package. The script stops with a message naming what
+is missing if they are not importable there.
+
+What is measured, per model: one training step on ``B = 8`` frames of uracil (the GFN2-xTB
+geometry plus seeded 0.05 Å displacements; :func:`geonorm_jax.bench.molecules.
+molecule_frames`), float32, CPU: energies, forces ``F = -dE/dx`` by automatic
+differentiation, the loss ``0.01 MSE(E) + 0.99 MSE(F)``, its gradient with respect to the
+parameters and one Adam step (learning rate 1e-3). The JAX step is one jitted function
+(:mod:`geonorm_jax.bench.molecules`); the torch step is eager PyTorch in training mode
+(``experiments/reference_models/torch_train_step.py``). Sizes: the published presets
+``ALLEGRO_TUTORIAL`` and ``SCHNET_MD17``, translated argument by argument into the
+references' constructors (layers, latent and tensor widths, ``l_max`` and parities, Bessel /
+Gaussian basis size, cutoff, MLP depths and widths).
+
+Method: both implementations run as servers in their own processes at the same time, each
+pinned to the same ``--threads`` CPUs with that many compute threads
+(``torch.set_num_threads``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=...
+intra_op_parallelism_threads=...``). After compilation / a first step, ``--rounds`` rounds
+each run ``--steps`` steps of one side then ``--steps`` of the other (the side that goes
+first alternates), so the two sides see the same machine load. Reported: per-step medians and
+best over all timed steps, ``ratio = torch median / JAX median`` and the median of the
+per-round ratios, parameter counts, edges, JAX compile time and XLA's compiled memory, and
+each process's peak RSS (``ru_maxrss``, building and compiling included).
+
+Results: ``experiments/results/bench_reference_models/results.json`` (written atomically),
+and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_SCRIPT = ROOT / "experiments" / "reference_models" / "torch_train_step.py"
+ENV_VAR = "GEONORM_TORCH_PYTHON"
+DEFAULT_OUT = Path("experiments") / "results" / "bench_reference_models" / "results.json"
+
+__all__ = ["REFERENCES", "check_references", "compare_model", "format_table", "main"]
+
+REFERENCES = {
+    "allegro": ("nequip-allegro", ("torch", "nequip", "allegro")),
+    "schnet": ("schnetpack", ("torch", "schnetpack")),
+}
+"""Model -> (reference package, modules it needs)."""
+
+# What the JAX model and the reference compute differently at equal sizes, per model.
+DIFFERENCES = {
+    "allegro": [
+        "geonorm-jax follows the Allegro paper (Musaelian et al. 2023) and the authors' "
+        "tutorial configuration; nequip-allegro 0.8 is a later revision of the architecture",
+        "two-body embedding: MLP_2b(Emb(Z_i) || Emb(Z_j) || B(r) u) (JAX) vs nequip-allegro's "
+        "(Emb_c(Z_i) || Emb_n(Z_j)) * Linear(B(r) u) product embedding, then the MLP",
+        "tensor-product layer: an e3nn Linear that mixes the C channels per irrep after a "
+        "channel-wise product (JAX: C x C weights per irrep) vs per-channel path weights "
+        "(nequip-allegro: C x paths), so JAX has more weights here",
+        "nequip-allegro projects the scalar latent to the environment weights of the first "
+        "layer through its own linear map, concatenates the tensor scalars of every layer "
+        "into the readout input, and has no residual mixing coefficient; the JAX latent "
+        "update is the paper's (x + a MLP) / sqrt(1 + a^2) with a learned a per layer",
+        "nequip keeps positions, edge lengths and the summed energies in float64 "
+        "(model_dtype float32 covers weights and features)",
+    ],
+    "schnet": [
+        "same layers and widths; parameter counts equal (embedding table of 100 species on "
+        "both sides)",
+        "Gaussian width: SCHNET_MD17 uses gamma = 10 / A^2 (the SchNet paper), schnetpack "
+        "the spacing (gamma = 50 / A^2); this changes no cost",
+    ],
+}
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def check_references(torch_python: str | None, models: list[str]) -> str | None:
+    """None if ``torch_python`` runs and imports every module the ``models`` need, else the
+    message to print."""
+    if not torch_python:
+        return (f"no torch interpreter: pass --torch-python or set {ENV_VAR} to a Python "
+                f"with torch, nequip-allegro and schnetpack installed")
+    modules = sorted({m for model in models for m in REFERENCES[model][1]})
+    code = ("import importlib, json, sys\nbad = []\n"
+            f"for m in {modules!r}:\n"
+            "    try:\n        importlib.import_module(m)\n"
+            "    except Exception as e:\n        bad.append(f'{m}: {type(e).__name__}: {e}')\n"
+            "print(json.dumps(bad))")
+    try:
+        proc = subprocess.run([torch_python, "-c", code], capture_output=True, text=True,
+                              timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot run the torch interpreter {torch_python!r}: {e}"
+    if proc.returncode != 0:
+        return f"{torch_python} failed: {proc.stderr[-800:]}"
+    bad = json.loads(proc.stdout.strip().splitlines()[-1])
+    if bad:
+        needed = ", ".join(REFERENCES[m][0] for m in models)
+        return (f"the reference implementations are not installed for {torch_python} "
+                f"(needs torch and {needed}): " + "; ".join(bad))
+    return None
+
+
+class _Server:
+    """One side's server process (the protocol of geonorm_jax.bench.molecules.serve)."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict):
+        self.name = name  # each server pins itself to its CPUs (its ``threads`` option)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=env, cwd=ROOT)
+
+    def expect(self, tag: str):
+        for line in self.proc.stdout:
+            if line.startswith(tag + " "):
+                return json.loads(line[len(tag) + 1:])
+            if line.startswith("MISSING "):
+                raise RuntimeError(f"{self.name}: missing {line[8:].strip()}")
+        err = self.proc.stderr.read()[-2000:]
+        raise RuntimeError(f"{self.name} exited (status {self.proc.wait()}) before {tag}: "
+                           f"{err}")
+
+    def send(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def run(self, steps: int) -> list[float]:
+        self.send(f"RUN {steps}")
+        return self.expect("TIMES")
+
+    def close(self) -> dict:
+        self.send("QUIT")
+        done = self.expect("DONE")
+        self.proc.wait(timeout=60)
+        return done
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _summary(times: list[float]) -> dict:
+    s = sorted(times)
+    return {"step_ms_median": 1e3 * statistics.median(s), "step_ms_best": 1e3 * s[0],
+            "step_ms_p90": 1e3 * s[int(0.9 * (len(s) - 1))], "steps_timed": len(s)}
+
+
+def compare_model(model: str, *, frames_path: str, size: str, batch: int, molecule: str,
+                  relax: bool, threads: int, rounds: int, steps: int, torch_python: str,
+                  torch_compile_mode: str = "eager", log=print) -> dict:
+    """Interleaved timing of one model, both sides; a result row (see the module doc)."""
+    from geonorm_jax.bench.molecules import FORCE_WEIGHT, LEARNING_RATE, model_kwargs
+
+    hyper = model_kwargs(model, size)
+    case = dict(model=model, size=size, molecule=molecule, batch=batch, relax=relax)
+    xla = (f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+           f"intra_op_parallelism_threads={threads}")
+    jax_env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + xla).strip()}
+    torch_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
+                 "MKL_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
+    jax_cfg = {"case": case, "frames": frames_path, "threads": threads}
+    torch_cfg = {"model": model, "hyper": hyper, "frames": frames_path, "threads": threads,
+                 "seed": 0, "learning_rate": LEARNING_RATE, "force_weight": FORCE_WEIGHT,
+                 "compile_mode": torch_compile_mode}
+    sides = {
+        "jax": _Server("geonorm-jax", [sys.executable, "-m", "geonorm_jax.bench.molecules",
+                                       "serve", json.dumps(jax_cfg)], jax_env),
+        "torch": _Server(REFERENCES[model][0], [torch_python, str(TORCH_SCRIPT),
+                                                json.dumps(torch_cfg)], torch_env),
+    }
+    try:
+        ready = {k: s.expect("READY") for k, s in sides.items()}
+        log(f"  {model}: ready (params JAX {ready['jax']['params']:,}, "
+            f"torch {ready['torch']['params']:,})")
+        times = {"jax": [], "torch": []}
+        round_ratios = []
+        for r in range(rounds):
+            order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
+            got = {k: sides[k].run(steps) for k in order}
+            for k in order:
+                times[k] += got[k]
+            round_ratios.append(statistics.median(got["torch"]) / statistics.median(got["jax"]))
+        done = {k: s.close() for k, s in sides.items()}
+    finally:
+        for s in sides.values():
+            s.kill()
+    res = {k: {**ready[k], **done[k], **_summary(times[k]), "times_s": times[k]}
+           for k in sides}
+    ratio = res["torch"]["step_ms_median"] / res["jax"]["step_ms_median"]
+    log(f"  {model}: JAX {res['jax']['step_ms_median']:.1f} ms, torch "
+        f"{res['torch']['step_ms_median']:.1f} ms, torch/JAX {ratio:.2f}")
+    return {
+        "model": model, "reference": REFERENCES[model][0], "size": size, "hyper": hyper,
+        "torch_mode": torch_compile_mode if model == "allegro" else "eager",
+        "jax": res["jax"], "torch": res["torch"], "ratio_torch_over_jax": ratio,
+        "ratio_per_round_median": statistics.median(round_ratios),
+        "ratio_per_round": round_ratios,
+        "params_relative_difference": (res["torch"]["params"] - res["jax"]["params"])
+        / res["jax"]["params"],
+        "differences": DIFFERENCES[model],
+    }
+
+
+def format_table(results: dict) -> str:
+    """Markdown table of a results dict."""
+    m = results["machine"]
+    lines = [f"Machine: {m['cpu']} ({m['cpu_count']} logical CPUs, shared), "
+             f"{results['threads']} thread(s) per side; {results['molecule']}, "
+             f"B = {results['batch']}, float32; {results['rounds']} rounds x "
+             f"{results['steps']} steps per side, interleaved.", "",
+             "| model | side | params | edges | step ms (median / best) | torch/JAX (medians; "
+             "per-round median) | peak RSS GB | JAX compile s | XLA temp MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["models"]:
+        if "error" in r:
+            err = " ".join(str(r["error"]).split())[-160:].replace("|", "/")
+            lines.append(f"| {r['model']} | failed: {err} |")
+            continue
+        for side, label in (("jax", "geonorm-jax"), ("torch", r["reference"])):
+            s = r[side]
+            ratio = (f"{r['ratio_torch_over_jax']:.2f}; {r['ratio_per_round_median']:.2f}"
+                     if side == "jax" else "")
+            temp = s.get("xla_temp_gb")
+            lines.append(
+                f"| {r['model']} | {label} | {s['params']:,} | {s['edges']} | "
+                f"{s['step_ms_median']:.1f} / {s['step_ms_best']:.1f} | {ratio} | "
+                f"{s['peak_rss_gb']:.2f} | "
+                f"{'' if 'compile_s' not in s else format(s['compile_s'], '.1f')} | "
+                f"{'' if temp is None else format(1e3 * temp, '.1f')} |")
+    return "\n".join(lines)
+
+
+def _public_args(argv: list[str]) -> list[str]:
+    """The arguments without the torch interpreter's path and without absolute paths (the
+    command recorded in the results names no machine paths)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            out.append("$" + ENV_VAR)
+        elif a == "--torch-python":
+            skip = True
+            out.append(a)
+        elif a.startswith("--torch-python="):
+            out.append("--torch-python=$" + ENV_VAR)
+        else:
+            out.append("PATH" if a.startswith("/") else a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--torch-python", default=os.environ.get(ENV_VAR),
+                    help=f"interpreter with the references (default: ${ENV_VAR})")
+    ap.add_argument("--models", nargs="+", default=["allegro", "schnet"],
+                    choices=sorted(REFERENCES))
+    ap.add_argument("--size", default="published", help="published or tiny")
+    ap.add_argument("--molecule", default="uracil")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--no-relax", action="store_true", help="skip the GFN2-xTB relaxation")
+    ap.add_argument("--threads", type=int, default=1, help="CPUs and compute threads per side")
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=5, help="steps per side per round")
+    ap.add_argument("--torch-compile-mode", default="eager", choices=["eager", "compile"],
+                    help="nequip's compile_mode for the Allegro reference (compile: PyTorch "
+                         ">= 2.6)")
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON; '' for none")
+    args = ap.parse_args(argv)
+
+    problem = check_references(args.torch_python, args.models)
+    if problem:
+        print(f"bench_reference_models: {problem}", file=sys.stderr)
+        return 2
+
+    import numpy as np
+
+    from geonorm_jax._io import write_json_atomic
+    from geonorm_jax.bench.machine import machine_info
+    from geonorm_jax.bench.molecules import molecule_frames
+
+    frames = molecule_frames(args.molecule, args.batch, relax=not args.no_relax)
+    command = "python experiments/bench_reference_models.py " + " ".join(
+        _public_args(argv if argv is not None else sys.argv[1:]))
+    results = {
+        "started": _now(), "finished": None, "command": command,
+        "machine": machine_info(), "molecule": args.molecule, "batch": args.batch,
+        "atoms": int(len(frames.atomic_numbers)), "relaxed": not args.no_relax,
+        "avg_num_neighbors": frames.avg_num_neighbors, "threads": args.threads,
+        "rounds": args.rounds, "steps": args.steps, "models": [],
+        "torch_compile_mode": args.torch_compile_mode,
+        "loss": "0.01 MSE(E) + 0.99 MSE(F), Adam lr 1e-3, seeded Gaussian targets",
+    }
+    print(f"{args.molecule}: {results['atoms']} atoms, B = {args.batch}, "
+          f"avg neighbours {frames.avg_num_neighbors:.2f}; {args.threads} thread(s) per side")
+    with tempfile.TemporaryDirectory() as tmp:
+        frames_path = str(Path(tmp) / "frames.npz")
+        np.savez(frames_path, **frames._asdict())
+        for model in args.models:
+            try:
+                row = compare_model(model, frames_path=frames_path, size=args.size,
+                                    batch=args.batch, molecule=args.molecule,
+                                    relax=not args.no_relax, threads=args.threads,
+                                    rounds=args.rounds, steps=args.steps,
+                                    torch_python=args.torch_python,
+                                    torch_compile_mode=args.torch_compile_mode)
+            except Exception as e:  # noqa: BLE001 - recorded in the results
+                row = {"model": model, "error": f"{type(e).__name__}: {e}"}
+                print(f"  {model}: failed: {row['error'][-500:]}")
+            results["models"].append(row)
+            if args.out:
+                write_json_atomic(args.out, results)
+    results["finished"] = _now()
+    if args.out:
+        write_json_atomic(args.out, results)
+    print(format_table(results))
+    return 0 if all("error" not in r for r in results["models"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""The train step of the PyTorch reference implementations (nequip-allegro's Allegro,
+schnetpack's SchNet), served on stdin/stdout for interleaved timing.
+
+Run with the interpreter that has torch, nequip, allegro and schnetpack installed (not this
+package's)::
+
+    python torch_train_step.py JSON
+
+``JSON``: ``model`` (``"allegro"`` or ``"schnet"``), ``hyper`` (the hyperparameters, see
+:func:`build_allegro` / :func:`build_schnet`), ``frames`` (a ``.npz`` with ``atomic_numbers
+[A]``, ``positions [B, A, 3]``, ``energies [B]``, ``forces [B, A, 3]``,
+``avg_num_neighbors``), ``threads``, ``seed``, ``learning_rate``, ``force_weight`` and, for
+Allegro, ``compile_mode`` (nequip's ``"eager"``, the default, or ``"compile"``: train-time
+``torch.compile``, which nequip allows from PyTorch 2.6 on).
+
+One step, as on the JAX side: energies ``E [B]`` and forces ``F = -dE/dx`` by autograd with
+``create_graph=True`` (the references' training mode), the loss
+``(1 - w) mean (E - E*)^2 + w mean (F - F*)^2``, ``backward()`` and one ``torch.optim.Adam``
+step. The neighbour lists (pairs within ``r_c``) are built once, outside the step. Float32
+weights and activations (nequip's ``model_dtype="float32"``; nequip keeps positions and the
+summed energies in float64, its design).
+
+Protocol (as :func:`geonorm_jax.bench.molecules.serve`): ``READY {json}`` after building and
+one untimed step; ``RUN k`` -> ``TIMES [seconds, ...]``; ``QUIT`` -> ``DONE {json}``.
+Prints ``MISSING {json}`` and exits with status 3 if a reference package is not importable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+__all__ = ["build_allegro", "build_schnet", "main"]
+
+
+def _count(model) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def build_allegro(hyper: dict, type_names: list[str], avg_num_neighbors: float, seed: int,
+                  compile_mode: str = "eager"):
+    """nequip-allegro's ``AllegroModel`` with the JAX model's sizes (``hyper`` holds the JAX
+    ``Allegro`` arguments): ``r_max = cutoff``, ``l_max``, ``parity=True`` (the tensor track
+    holds both parities up to ``l_max``), ``num_layers``, ``num_scalar_features =
+    latent_dim``, ``num_tensor_features = num_channels``, the two-body radial-chemical
+    embedding of ``embed_dim`` with ``num_bessel`` Bessels and envelope ``p``, the two-body,
+    latent and readout MLPs of the same depths and widths, ``avg_num_neighbors``.
+    ``compile_mode``: nequip's ``"eager"`` or ``"compile"`` (train-time ``torch.compile``)."""
+    from nequip.utils.global_state import set_global_state
+
+    set_global_state()
+    from allegro.model import AllegroModel
+
+    two, lat, out = hyper["two_body_hidden"], hyper["latent_hidden"], \
+        hyper["edge_energy_hidden"]
+    for name, widths in (("two_body_hidden", two), ("latent_hidden", lat),
+                         ("edge_energy_hidden", out)):
+        if len(set(widths)) != 1:
+            raise ValueError(f"{name}: nequip-allegro's MLPs have one hidden width; {widths}")
+    tensor_irreps = {ir.strip() for ir in hyper["tensor_irreps"].split("+")}
+    full = {f"{ell}{p}" for ell in range(hyper["l_max"] + 1) for p in "eo"}
+    if tensor_irreps != full:
+        raise ValueError(f"tensor_irreps {hyper['tensor_irreps']!r}: the reference holds "
+                         f"every l <= l_max of both parities")
+    return AllegroModel(
+        seed=seed, model_dtype="float32", compile_mode=compile_mode, type_names=type_names,
+        r_max=hyper["cutoff"],
+        l_max=hyper["l_max"], parity=True,
+        radial_chemical_embed=dict(_target_="allegro.nn.TwoBodyBesselScalarEmbed",
+                                   num_bessels=hyper["num_bessel"], bessel_trainable=False,
+                                   polynomial_cutoff_p=hyper["envelope_p"]),
+        radial_chemical_embed_dim=hyper["embed_dim"],
+        scalar_embed_mlp_hidden_layers_depth=len(two),
+        scalar_embed_mlp_hidden_layers_width=two[0],
+        num_layers=hyper["num_layers"], num_scalar_features=hyper["latent_dim"],
+        num_tensor_features=hyper["num_channels"],
+        allegro_mlp_hidden_layers_depth=len(lat), allegro_mlp_hidden_layers_width=lat[0],
+        readout_mlp_hidden_layers_depth=len(out), readout_mlp_hidden_layers_width=out[0],
+        avg_num_neighbors=avg_num_neighbors,
+    )
+
+
+def build_schnet(hyper: dict):
+    """schnetpack's ``SchNet`` representation (``n_atom_basis = n_filters = features``,
+    ``n_interactions``, ``GaussianRBF(num_rbf, cutoff)``, ``CosineCutoff(cutoff)``) with an
+    ``Atomwise`` energy head (``F -> F/2 -> 1``) and ``Forces``, in a
+    ``NeuralNetworkPotential``."""
+    import schnetpack as spk
+
+    rep = spk.representation.SchNet(
+        n_atom_basis=hyper["features"], n_interactions=hyper["num_interactions"],
+        radial_basis=spk.nn.GaussianRBF(n_rbf=hyper["num_rbf"], cutoff=hyper["cutoff"]),
+        cutoff_fn=spk.nn.CosineCutoff(hyper["cutoff"]), n_filters=hyper["features"])
+    return spk.model.NeuralNetworkPotential(
+        representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[spk.atomistic.Atomwise(n_in=hyper["features"], output_key="energy"),
+                        spk.atomistic.Forces(energy_key="energy", force_key="forces")])
+
+
+def _pairs(pos, cutoff):
+    """Ordered pairs ``(i, j)``, ``i != j``, ``|x_j - x_i| < cutoff`` of one frame."""
+    import numpy as np
+
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    i, j = np.nonzero((d < cutoff) & ~np.eye(len(pos), dtype=bool))
+    return i, j
+
+
+def _setup(config: dict):
+    """``(model, make_inputs, outputs, n_edges)``: ``outputs(model(make_inputs()))`` gives
+    ``(energies [B], forces [N, 3])``."""
+    import numpy as np
+    import torch
+
+    with np.load(config["frames"]) as f:
+        z, pos = f["atomic_numbers"], f["positions"]
+        avg = float(f["avg_num_neighbors"])
+    b, a, _ = pos.shape
+    hyper = config["hyper"]
+    cutoff = hyper["cutoff"]
+    torch.manual_seed(config.get("seed", 0))
+    if config["model"] == "allegro":
+        from nequip.data import AtomicDataDict, compute_neighborlist_, from_dict
+
+        species = sorted(set(int(x) for x in z))
+        symbols = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 16: "S"}
+        type_names = [symbols.get(s, f"Z{s}") for s in species]
+        types = np.array([species.index(int(x)) for x in z])
+        model = build_allegro(hyper, type_names, avg, config.get("seed", 0),
+                              config.get("compile_mode", "eager"))
+        frames = [compute_neighborlist_(from_dict({"pos": pos[k], "atom_types": types}), cutoff)
+                  for k in range(b)]
+        batch = AtomicDataDict.batched_from_list(frames)
+        n_edges = int(batch["edge_index"].shape[1])
+        make = lambda: dict(batch)
+        outputs = lambda out: (out["total_energy"].reshape(-1), out["forces"])
+    elif config["model"] == "schnet":
+        import schnetpack.properties as P
+
+        model = build_schnet(hyper)
+        ii, jj = [], []
+        for k in range(b):
+            i, j = _pairs(pos[k], cutoff)
+            ii.append(i + k * a)
+            jj.append(j + k * a)
+        idx_i = torch.as_tensor(np.concatenate(ii), dtype=torch.long)
+        idx_j = torch.as_tensor(np.concatenate(jj), dtype=torch.long)
+        n_edges = int(idx_i.shape[0])
+        base = {
+            P.Z: torch.as_tensor(np.tile(z, b), dtype=torch.long),
+            P.R: torch.as_tensor(pos.reshape(-1, 3), dtype=torch.float32),
+            P.idx_m: torch.repeat_interleave(torch.arange(b), a),
+            P.idx_i: idx_i, P.idx_j: idx_j,
+            P.offsets: torch.zeros((n_edges, 3), dtype=torch.float32),
+            P.n_atoms: torch.full((b,), a, dtype=torch.long),
+        }
+        make = lambda: {k: v.clone() for k, v in base.items()}
+        outputs = lambda out: (out["energy"].reshape(-1), out["forces"])
+    else:
+        raise ValueError(f"model: expected 'allegro' or 'schnet'; received {config['model']!r}")
+    return model, make, outputs, n_edges
+
+
+def serve(config: dict) -> None:
+    """The protocol loop (see the module docstring)."""
+    import numpy as np
+    import torch
+
+    threads = config.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+        torch.set_num_interop_threads(1)
+    model, make, outputs, n_edges = _setup(config)
+    with np.load(config["frames"]) as f:
+        e_ref64 = torch.as_tensor(f["energies"])
+        f_ref64 = torch.as_tensor(f["forces"].reshape(-1, 3))
+    w = float(config.get("force_weight", 0.99))
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=float(config.get("learning_rate", 1e-3)))
+    refs = {}
+
+    def step() -> tuple[float, float]:
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        e, f = outputs(model(make()))
+        if e.dtype not in refs:
+            refs[e.dtype] = (e_ref64.to(e.dtype), f_ref64.to(f.dtype))
+        e_ref, f_ref = refs[e.dtype]
+        loss = (1.0 - w) * torch.mean((e - e_ref) ** 2) + w * torch.mean((f - f_ref) ** 2)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t, float(loss.detach())
+
+    t = time.perf_counter()
+    step()
+    first = time.perf_counter() - t
+    e, f = outputs(model(make()))
+    say = lambda text: print(text, flush=True)
+    say("READY " + json.dumps({
+        "params": _count(model), "edges": n_edges, "edges_within_cutoff": n_edges,
+        "first_step_s": first, "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "energy_dtype": str(e.dtype),
+        "force_dtype": str(f.dtype),
+        "weight_dtypes": sorted({str(p.dtype) for p in model.parameters()})}))
+    loss = float("nan")
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "RUN":
+            times = []
+            for _ in range(int(cmd[1])):
+                seconds, loss = step()
+                times.append(seconds)
+            say("TIMES " + json.dumps(times))
+        elif cmd[0] == "QUIT":
+            break
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    say("DONE " + json.dumps({"peak_rss_gb": rss, "loss": loss}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python torch_train_step.py JSON", file=sys.stderr)
+        return 2
+    config = json.loads(argv[0])
+    threads = config.get("threads")
+    if threads:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: int(threads)])
+    missing = []
+    needed = ("torch", "nequip", "allegro") if config["model"] == "allegro" else \
+        ("torch", "schnetpack")
+    for name in needed:
+        try:
+            __import__(name)
+        except ImportError as e:
+            missing.append(f"{name}: {e}")
+    if missing:
+        print("MISSING " + json.dumps(missing), flush=True)
+        return 3
+    serve(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
