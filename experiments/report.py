@@ -236,6 +236,55 @@ def beyond(doc: dict | None) -> list[str]:
     return out + [""]
 
 
+def gpu_campaign(doc: dict | None, estimate: dict | None = None) -> list[str]:
+    """The paper-scale GPU campaign (``experiments/gpu_campaign.py``): visits, finished cells,
+    step times, and the estimated GPU time left. Absent when neither its ``results.json`` nor
+    its ``estimate.json`` exists."""
+    if doc is None and estimate is None:
+        return []
+    out = ["### 7. `gpu_campaign`: the GeoNorm paper's cells at the paper's scale", ""]
+    if doc is not None:
+        res = doc["results"]
+        kinds = sorted({v["device_kind"] for v in res["visits"]})
+        out += [f"*`{doc['command']}`, geonorm-jax {doc['version']}; {len(res['visits'])} "
+                f"visit(s) on {', '.join(kinds)}; cells finished {len(res['done'])}/"
+                f"{len(doc['config']['cells'])}, partial: "
+                + (", ".join(f"`{k}` (epoch {v['epochs_done']})"
+                             for k, v in res["partial"].items()) or "none") + ".*", ""]
+        out += _table(["visit", "device", "bench train step, best (ms)"],
+                      [[v["started"], v["device_kind"],
+                        "; ".join(f"{r['name']}: {_f(r.get('step_ms_best'))}"
+                                  for r in v["bench"])] for v in res["visits"]])
+        if res["rows"]:
+            out += [""]
+            out += _table(["cell", "phase", "exploded seeds", "explosion epoch",
+                           "test MSE @ best val", "best test MSE", "device"],
+                          [[r["cell"], r["phase"], f"{r['exploded_seeds']}/{r['seeds']}",
+                            ", ".join(map(str, r["exploded_epochs"])) or "—",
+                            _ms(r["test_mse_at_best_val"]), _ms(r["best_test_mse"]),
+                            r["device_kind"] or "—"] for r in res["rows"]])
+        if res.get("rte"):
+            out += ["", f"Table 1 rows (RTE) measured: {len(res['rte'])}."]
+        estimate = res["estimate"]
+        out += [""]
+    else:
+        out += ["Not run on a GPU yet: `python -m experiments.gpu_campaign --preset paper` "
+                "(one 11-minute visit per call; results accumulate).", ""]
+    rate = (f", assumed {estimate['assumed_gpu_tflops']:g} TFLOP/s sustained"
+            if estimate.get("assumed_gpu_tflops") else "")
+    out += [f"Estimated (not measured) time left, from {estimate['source_description']}"
+            f"{rate}; {estimate['budget_min']:g}-minute visits with "
+            f"{estimate['visit_overhead_min']:g} min overhead (method: "
+            "`experiments/gpu_campaign.py`):", ""]
+    out += _table(["phase", "cells", f"minutes in all ({estimate['device_kind']})"
+                   if estimate["source"] == "measured" else "GPU minutes in all",
+                   "minutes left", "visits left"],
+                  [[name, str(ph["cells"]), f"{ph['minutes']:.0f}",
+                    f"{ph['minutes_left']:.0f}", str(ph["visits_left"])]
+                   for name, ph in estimate["phases"].items()])
+    return out + [""]
+
+
 def render(results: Path = RESULTS) -> str:
     """The whole generated section (without the markers)."""
     results = Path(results)
@@ -249,6 +298,9 @@ def render(results: Path = RESULTS) -> str:
                 "norm_zoo": norm_zoo, "beyond": beyond}
     for name in EXPERIMENTS:
         lines += sections[name](_load(results, name))
+    est = results / "gpu_campaign" / "estimate.json"
+    lines += gpu_campaign(_load(results, "gpu_campaign"),
+                          json.loads(est.read_text()) if est.exists() else None)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -270,3 +270,44 @@ def test_rte_and_beyond_real_training(tmp_path):
     assert all(rte_table.is_zero(r, "delta_T_err") for r in geo)
     doc_b, out_b = run_preset("beyond", tmp_path)
     check_results(doc_b, out_b)
+
+
+def test_egnn_5body_paper_cpu_stops_resumes_and_reports(tmp_path, monkeypatch, capsys):
+    """The resumable ``paper-cpu`` preset at tiny size (real training): a zero budget trains
+    one epoch, checkpoints and writes partial results; the next invocation resumes from that
+    epoch; ``--status`` reports the progress."""
+    tiny = dict(egnn_5body.PRESETS["test"], epochs=3, models=["none"])
+    monkeypatch.setitem(egnn_5body.PRESETS, egnn_5body.RESUMABLE, tiny)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    argv = ["--preset", "paper-cpu", "--out", str(out), "--runs", str(runs),
+            "--cache", str(tmp_path / "cache"), "--budget-min", "0"]
+    assert egnn_5body.main(argv) == 0
+    doc = json.loads((out / "results.json").read_text())
+    prog = doc["results"]["progress"]
+    assert doc["complete"] is False and doc["skipped_cells"] == ["none"]
+    assert prog["epochs_done"] == 1 and prog["epochs"] == 3 and prog["state"] == "deadline"
+    assert (runs / "none" / "checkpoints" / "interval" / "1").is_dir()
+    assert (out / doc["plots"][0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    first = (runs / "none" / "metrics.jsonl").read_text().splitlines()
+
+    assert egnn_5body.main(argv) == 0
+    lines = (runs / "none" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and lines[0] == first[0]  # resumed at epoch 1, not restarted
+    capsys.readouterr()
+    assert egnn_5body.main(["--preset", "paper-cpu", "--out", str(out), "--runs", str(runs),
+                            "--status"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 2 / 3" in text and "s per epoch" in text and "egnn_5body_paper_cpu.png" in text
+
+    argv[-1] = "30"
+    assert egnn_5body.main(argv) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["complete"] is True and doc["results"]["progress"]["epochs_done"] == 3
+    assert (out / "cells" / "paper-cpu__none.json").exists()
+
+
+def test_egnn_5body_sparkline():
+    assert egnn_5body.sparkline([]) == ""
+    line = egnn_5body.sparkline([1.0, 0.1, 0.01] * 50, width=20)
+    assert len(line) == 20
+    assert egnn_5body.sparkline([1.0, 0.01]) == "@ "

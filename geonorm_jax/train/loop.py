@@ -15,6 +15,14 @@ validation MSE so far, the rate and the elapsed time and ETA.
 Ctrl-C: the first SIGINT lets the running epoch finish, saves a checkpoint and returns with
 ``summary["interrupted"] = True``; a second SIGINT aborts at once (after saving the last
 complete state if its buffers are still alive).
+
+Wall-clock stop: ``train(..., deadline=t)`` (``t`` in ``time.time()`` seconds) ends the run at
+the first epoch end at or past ``t``: it saves an interval checkpoint of that epoch whatever
+``checkpoint_every`` is, writes the metrics and ``summary.json``, and returns with
+``summary["stopped"] = "deadline"`` and ``summary["epochs_completed"] < summary["epochs"]``.
+``train(..., resume=True)`` then continues from that epoch exactly. A run that finishes has
+``summary["stopped"] = None`` (``"interrupt"`` after Ctrl-C). A process killed between
+checkpoints loses the epochs since the last interval checkpoint (``checkpoint_every``).
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ def train(
     stream=None,
     on_epoch_end=None,
     setup: Setup | None = None,
+    deadline: float | None = None,
 ) -> dict:
     """Train ``config`` into ``run_dir``; returns the summary (also written to summary.json).
 
@@ -106,6 +115,9 @@ def train(
       progress: show the progress bar on ``stream`` (default stderr).
       on_epoch_end: optional ``callback(epoch, record)`` (tests, notebooks).
       setup: a prebuilt :class:`Setup` (reuses compiled functions across calls).
+      deadline: wall-clock stop in ``time.time()`` seconds, or None: at the first epoch end at
+        or past it, save a checkpoint and return (``summary["stopped"] == "deadline"``); at
+        least one epoch runs per call.
 
     Raises:
       ValueError: bad configuration or data, existing run directory, resume mismatch. Nothing
@@ -145,7 +157,7 @@ def train(
             records = []
         write_metrics(run_dir, records)
         return _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
-                     stream, on_epoch_end)
+                     stream, on_epoch_end, deadline)
     except BaseException:
         # A run directory this call created is removed if it holds no checkpoint yet.
         has_checkpoint = ckpt is not None and ckpt.latest_epoch() is not None
@@ -161,12 +173,13 @@ def train(
 
 
 def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress, stream,
-          on_epoch_end) -> dict:
+          on_epoch_end, deadline=None) -> dict:
     t = s.config.train
     data = s.data
     bar = _EpochBar(t.epochs, start_epoch, stream, progress)
     t0 = time.perf_counter() - wall0
     interrupted = False
+    stopped = None
     epoch = start_epoch
 
     def meta(e):
@@ -220,6 +233,11 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                     if stop.requested:
                         ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
                         interrupted = True
+                        stopped = "interrupt"
+                        break
+                    if deadline is not None and epoch < t.epochs and time.time() >= deadline:
+                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
+                        stopped = "deadline"
                         break
             except KeyboardInterrupt:
                 bar.close()
@@ -238,6 +256,7 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
     summary = summarize(s.config, records, wall_time=wall, devices=s.devices,
                         num_params=s.num_params, steps_per_epoch=s.steps_per_epoch)
     summary["interrupted"] = interrupted
+    summary["stopped"] = stopped
     write_summary(run_dir, summary)
     try:
         from geonorm_jax.train.plot import plot_runs
@@ -247,6 +266,9 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
         stream.write(f"curves.png skipped: {e}\n")
     if interrupted:
         stream.write(f"interrupted: checkpoint saved at epoch {epoch}; resume with "
+                     f"geonorm-jax train --resume {run_dir}\n")
+    elif stopped == "deadline":
+        stream.write(f"deadline reached: checkpoint saved at epoch {epoch}; resume with "
                      f"geonorm-jax train --resume {run_dir}\n")
     return summary
 
