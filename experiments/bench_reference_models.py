@@ -29,7 +29,9 @@ each run ``--steps`` steps of one side then ``--steps`` of the other (the side t
 first alternates), so the two sides see the same machine load. Reported: per-step medians and
 best over all timed steps, ``ratio = torch median / JAX median`` and the median of the
 per-round ratios, parameter counts, edges, JAX compile time and XLA's compiled memory, and
-each process's peak RSS (``ru_maxrss``, building and compiling included).
+each process's peak RSS (``ru_maxrss``, building and compiling included), and for the JAX
+step XLA's count of its floating-point operations with the rate it reaches at the median
+step time, beside the rate of a 1024 x 1024 float32 matmul on the same threads.
 
 Results: ``experiments/results/bench_reference_models/results.json`` (written atomically),
 and a Markdown table on stdout.
@@ -70,18 +72,21 @@ DIFFERENCES = {
         "tensor-product layer: an e3nn Linear that mixes the C channels per irrep after a "
         "channel-wise product (JAX: C x C weights per irrep) vs per-channel path weights "
         "(nequip-allegro: C x paths), so JAX has more weights here",
-        "nequip-allegro projects the scalar latent to the environment weights of the first "
-        "layer through its own linear map, concatenates the tensor scalars of every layer "
-        "into the readout input, and has no residual mixing coefficient; the JAX latent "
-        "update is the paper's (x + a MLP) / sqrt(1 + a^2) with a learned a per layer",
+        "scalar track: nequip-allegro 0.8 is densely connected (each latent MLP reads the "
+        "two-body features and every earlier layer's latent, D (L + 1) + C inputs, and the "
+        "readout reads all of them, D (L_max + 1)); its latent MLPs also output the next "
+        "layer's environment weights, and a linear map projects the two-body features to "
+        "the first layer's. The JAX model (the paper) has the residual update "
+        "(x + a MLP) / sqrt(1 + a^2) with a learned a per layer, separate environment-weight "
+        "maps, and a readout of the last latent",
         "nequip keeps positions, edge lengths and the summed energies in float64 "
         "(model_dtype float32 covers weights and features)",
     ],
     "schnet": [
         "same layers and widths; parameter counts equal (embedding table of 100 species on "
         "both sides)",
-        "Gaussian width: SCHNET_MD17 uses gamma = 10 / A^2 (the SchNet paper), schnetpack "
-        "the spacing (gamma = 50 / A^2); this changes no cost",
+        "Gaussian width: SCHNET_MD17 uses gamma = 10 Å^-2 (the SchNet paper), schnetpack "
+        "the spacing (gamma = 50 Å^-2); this changes no cost",
     ],
 }
 
@@ -204,6 +209,9 @@ def compare_model(model: str, *, frames_path: str, size: str, batch: int, molecu
             s.kill()
     res = {k: {**ready[k], **done[k], **_summary(times[k]), "times_s": times[k]}
            for k in sides}
+    if "xla_gflop" in res["jax"]:
+        res["jax"]["gflops_per_s"] = res["jax"]["xla_gflop"] / (
+            res["jax"]["step_ms_median"] / 1e3)
     ratio = res["torch"]["step_ms_median"] / res["jax"]["step_ms_median"]
     log(f"  {model}: JAX {res['jax']['step_ms_median']:.1f} ms, torch "
         f"{res['torch']['step_ms_median']:.1f} ms, torch/JAX {ratio:.2f}")
@@ -227,8 +235,9 @@ def format_table(results: dict) -> str:
              f"B = {results['batch']}, float32; {results['rounds']} rounds x "
              f"{results['steps']} steps per side, interleaved.", "",
              "| model | side | params | edges | step ms (median / best) | torch/JAX (medians; "
-             "per-round median) | peak RSS GB | JAX compile s | XLA temp MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "per-round median) | peak RSS GB | JAX compile s | XLA temp MB | XLA GFLOP "
+             "(GFLOP/s; matmul GFLOP/s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         if "error" in r:
             err = " ".join(str(r["error"]).split())[-160:].replace("|", "/")
@@ -244,7 +253,9 @@ def format_table(results: dict) -> str:
                 f"{s['step_ms_median']:.1f} / {s['step_ms_best']:.1f} | {ratio} | "
                 f"{s['peak_rss_gb']:.2f} | "
                 f"{'' if 'compile_s' not in s else format(s['compile_s'], '.1f')} | "
-                f"{'' if temp is None else format(1e3 * temp, '.1f')} |")
+                f"{'' if temp is None else format(1e3 * temp, '.1f')} | "
+                + (f"{s['xla_gflop']:.2f} ({s['gflops_per_s']:.1f}; "
+                   f"{s['matmul_gflops_per_s']:.1f})" if "xla_gflop" in s else "") + " |")
     return "\n".join(lines)
 
 
@@ -306,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
         "avg_num_neighbors": frames.avg_num_neighbors, "threads": args.threads,
         "rounds": args.rounds, "steps": args.steps, "models": [],
         "torch_compile_mode": args.torch_compile_mode,
+        "thread_settings": {
+            "jax": f"CPU affinity {args.threads} CPU(s); XLA_FLAGS="
+                   f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
+                   f"intra_op_parallelism_threads={args.threads}",
+            "torch": f"CPU affinity {args.threads} CPU(s); torch.set_num_threads("
+                     f"{args.threads}), set_num_interop_threads(1), OMP_NUM_THREADS="
+                     f"{args.threads}"},
         "loss": "0.01 MSE(E) + 0.99 MSE(F), Adam lr 1e-3, seeded Gaussian targets",
     }
     print(f"{args.molecule}: {results['atoms']} atoms, B = {args.batch}, "

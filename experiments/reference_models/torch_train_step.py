@@ -40,6 +40,11 @@ def _count(model) -> int:
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
+def _groups(model) -> dict[str, int]:
+    """Trainable parameter count per parameter tensor, by its module path."""
+    return {name: int(p.numel()) for name, p in model.named_parameters() if p.requires_grad}
+
+
 def build_allegro(hyper: dict, type_names: list[str], avg_num_neighbors: float, seed: int,
                   compile_mode: str = "eager"):
     """nequip-allegro's ``AllegroModel`` with the JAX model's sizes (``hyper`` holds the JAX
@@ -200,7 +205,8 @@ def serve(config: dict) -> None:
     e, f = outputs(model(make()))
     say = lambda text: print(text, flush=True)
     say("READY " + json.dumps({
-        "params": _count(model), "edges": n_edges, "edges_within_cutoff": n_edges,
+        "params": _count(model), "param_groups": _groups(model), "edges": n_edges,
+        "edges_within_cutoff": n_edges,
         "first_step_s": first, "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "energy_dtype": str(e.dtype),
         "force_dtype": str(f.dtype),

@@ -39,7 +39,10 @@ sums over neighbours (``neighbor_normalization=False``, as schnetpack 2 does).
 Memory: ``peak_rss_gb`` is the process's peak resident memory (``ru_maxrss``, compilation
 included; a case's own when it runs in a fresh process, as :func:`run_molecules` does);
 ``xla_temp_gb``, ``xla_argument_gb``, ``xla_output_gb`` are XLA's compiled-memory figures of
-the step (``Compiled.memory_analysis()``), where the backend reports them.
+the step (``Compiled.memory_analysis()``), where the backend reports them. ``xla_gflop`` is
+XLA's own count of the step's floating-point operations (``Compiled.cost_analysis()``,
+second-order derivative included; no formula of this module), and ``gflops_per_s =
+xla_gflop / (step_ms_median / 1000)``.
 
 Step time: ``step_ms_best`` and ``step_ms_median`` over the timed repeats (after one untimed
 step following compilation); ``compile_s`` is the lowering and compilation of the step.
@@ -240,12 +243,21 @@ def _memory(compiled) -> dict[str, float]:
         value = getattr(ma, attr, None) if ma is not None else None
         if value is not None:
             out[key] = value / 1e9
+    try:
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops = cost.get("flops") if cost else None
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        flops = None
+    if flops is not None and flops > 0:
+        out["xla_gflop"] = flops / 1e9
     return out
 
 
 class CompiledStep(NamedTuple):
     """A compiled step and its state: ``run()`` does one step and returns ``(seconds, loss)``;
-    parameters and optimizer state advance with every call."""
+    parameters and optimizer state advance with every call. ``param_groups``: parameter count
+    per top-level submodule."""
 
     run: Callable[[], tuple[float, float]]
     compile_s: float
@@ -253,6 +265,7 @@ class CompiledStep(NamedTuple):
     edges: int
     edges_within_cutoff: int
     memory: dict
+    param_groups: dict
 
 
 def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledStep:
@@ -276,6 +289,7 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
     step, tx = build_train_step(model)
     opt_state = tx.init(params)
     n_params = int(sum(x.size for x in jax.tree.leaves(params)))
+    groups = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in params.items()}
     t = time.perf_counter()
     compiled = step.lower(params, opt_state, graph, e_ref, f_ref).compile()
     compile_s = time.perf_counter() - t
@@ -290,7 +304,7 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
     run()
     edges = int(graph.num_edges)
     within = int(jnp.sum(graph.edge_mask))
-    return CompiledStep(run, compile_s, n_params, edges, within, _memory(compiled))
+    return CompiledStep(run, compile_s, n_params, edges, within, _memory(compiled), groups)
 
 
 def run_molecule_case(case: MoleculeCase) -> dict:
@@ -309,6 +323,8 @@ def run_molecule_case(case: MoleculeCase) -> dict:
         "edges_within_cutoff": c.edges_within_cutoff,
         "step_ms_best": 1e3 * times[0], "step_ms_median": 1e3 * times[len(times) // 2],
         "repeats": repeats, "compile_s": c.compile_s, "peak_rss_gb": peak_rss_gb(),
+        "gflops_per_s": (c.memory["xla_gflop"] / (times[len(times) // 2])
+                         if "xla_gflop" in c.memory else None),
         **c.memory, "loss": loss, "finite": bool(np.isfinite(loss)),
         "backend": jax.default_backend(),
     }
@@ -383,7 +399,8 @@ def serve(config: dict, stdin=None, stdout=None) -> None:
     path with the :class:`Frames` fields). Prints ``READY {json}`` (parameters, edges,
     compile time, XLA memory) after compiling and one untimed step; then, for each input line
     ``RUN k``, does ``k`` steps and prints ``TIMES [seconds, ...]``; on ``QUIT`` prints
-    ``DONE {json}`` (peak RSS, last loss) and returns.
+    ``DONE {json}`` (peak RSS, last loss, and the best rate of five float32 1024 x 1024
+    matmuls on the same threads, measured after the peak RSS) and returns.
     """
     from geonorm_jax.bench.machine import peak_rss_gb
 
@@ -399,7 +416,8 @@ def serve(config: dict, stdin=None, stdout=None) -> None:
     say = lambda text: (stdout.write(text + "\n"), stdout.flush())
     say("READY " + json.dumps({"params": c.params, "edges": c.edges,
                                 "edges_within_cutoff": c.edges_within_cutoff,
-                                "compile_s": c.compile_s, **c.memory}))
+                                "compile_s": c.compile_s, **c.memory,
+                                "param_groups": c.param_groups}))
     loss = float("nan")
     for line in stdin:
         cmd = line.split()
@@ -413,7 +431,12 @@ def serve(config: dict, stdin=None, stdout=None) -> None:
             say("TIMES " + json.dumps(times))
         elif cmd[0] == "QUIT":
             break
-    say("DONE " + json.dumps({"peak_rss_gb": peak_rss_gb(), "loss": loss}))
+    from geonorm_jax.bench.machine import MatmulTimer
+
+    matmul = MatmulTimer(1024)
+    matmul.sample(5)
+    say("DONE " + json.dumps({"peak_rss_gb": peak_rss_gb(), "loss": loss,
+                               "matmul_gflops_per_s": matmul.rate / 1e9}))
 
 
 def main(argv: list[str] | None = None) -> int:
