@@ -366,7 +366,8 @@ def run_molecules(preset: str | list[MoleculeCase], *, subprocesses: bool = True
 def format_molecules(rows: list[dict]) -> str:
     """A Markdown table of :func:`run_molecules` rows."""
     lines = ["| case | params | edges (within r_c) | step ms (best / median) | compile s | "
-             "peak RSS GB | XLA temp MB |", "|---|---|---|---|---|---|---|"]
+             "peak RSS GB | XLA temp MB | XLA GFLOP (GFLOP/s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "step_ms_best" not in r:
             lines.append(f"| {r.get('name')} | failed: {str(r.get('error'))[-80:]} |")
@@ -375,7 +376,9 @@ def format_molecules(rows: list[dict]) -> str:
         lines.append(
             f"| {r['name']} | {r['params']:,} | {r['edges']} ({r['edges_within_cutoff']}) | "
             f"{r['step_ms_best']:.2f} / {r['step_ms_median']:.2f} | {r['compile_s']:.1f} | "
-            f"{r['peak_rss_gb']:.2f} | {'' if temp is None else f'{1e3 * temp:.1f}'} |")
+            f"{r['peak_rss_gb']:.2f} | {'' if temp is None else f'{1e3 * temp:.1f}'} | "
+            + (f"{r['xla_gflop']:.3f} ({r['gflops_per_s']:.1f})" if r.get("gflops_per_s")
+               else "") + " |")
     return "\n".join(lines)
 
 
