@@ -32,8 +32,11 @@ the visits (device, step times, cells advanced) and holds the estimate table. Fi
 are stored in ``cells/`` (:class:`experiments.common.Experiment`'s store); a partial cell lives
 only in its run directory, ``--runs DIR`` (default ``experiments/runs/gpu_campaign/<preset>``,
 not committed): on a GPU visit that directory must come back with the results, or the partial
-cell restarts from epoch 0. Datasets are cached in ``--cache`` (default the package's cache);
-a fresh machine regenerates them.
+cell restarts from epoch 0 (with ``--prune-checkpoints`` only partial cells keep checkpoints,
+about 11 MB each at the paper's size: 4 seeds x 134k parameters with Adam moments and the best
+parameters). Datasets are cached in ``--cache`` (default the package's cache); a fresh machine
+regenerates them (each visit records, per cell, ``setup_s``: the seconds outside the epochs,
+dataset generation included).
 
 Estimates (every minute figure printed before a cell runs, and ``--estimate``) are estimates,
 derived as follows. The time of one optimizer step of one seed at (N, depth, batch) is the
@@ -176,7 +179,8 @@ def cell_progress(run_dir: Path) -> dict:
     steps = sorted(b["time"] - a["time"] for a, b in zip(records, records[1:], strict=False)
                    if b["epoch"] == a["epoch"] + 1 and b["time"] > a["time"])
     return {"epochs_done": done,
-            "sec_per_epoch": steps[len(steps) // 2] if steps else None}
+            "sec_per_epoch": steps[len(steps) // 2] if steps else None,
+            "train_time_s": records[-1]["time"] if records else 0.0}
 
 
 # ------------------------------------------------------------------------------------------
@@ -372,6 +376,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="assumed sustained GPU rate for estimates without GPU step times")
     p.add_argument("--fresh", action="store_true",
                    help="discard this preset's finished cells and run directories first")
+    p.add_argument("--prune-checkpoints", action="store_true",
+                   help="delete a cell's checkpoints once it is finished and stored (keeps "
+                        "--runs small enough to carry between machines: only partial cells "
+                        "keep checkpoints)")
     args = p.parse_args(argv)
     args.only = None
     return args
@@ -506,7 +514,8 @@ class Campaign:
         config = cell_config(self.sizes, c)
         run_dir = self.exp.runs / c["key"]
         t = time.time()
-        before = cell_progress(run_dir)["epochs_done"]
+        start = cell_progress(run_dir)
+        before = start["epochs_done"]
         summary = None
         if (run_dir / "config.json").exists():
             try:
@@ -520,8 +529,13 @@ class Campaign:
             summary = train.train(config, run_dir, cache_dir=self.exp.cache, progress=False,
                                   deadline=deadline)
         after = summary["epochs_completed"]
+        wall = time.time() - t
+        trained = cell_progress(run_dir)["train_time_s"] - (start["train_time_s"] if before
+                                                             else 0.0)
+        # setup_s: dataset generation or loading, model build and restore, outside the epochs
         self.visit["cells"][c["key"]] = {"epochs_from": before, "epochs_to": after,
-                                         "wall_s": round(time.time() - t, 1)}
+                                         "wall_s": round(wall, 1),
+                                         "setup_s": round(max(wall - trained, 0.0), 1)}
         if after < config.train.epochs:
             print(f"[{NAME}] {c['key']}: stopped at epoch {after} (checkpointed)", flush=True)
             return
@@ -533,6 +547,8 @@ class Campaign:
             out["rte"] = {"seeds": res["seeds"], "rows": res["rte"],
                           "protocol": res.get("rte_protocol"), "best_epoch": res["best_epoch"]}
         common.write_json(self.exp.cell_path(c["key"]), dict(out, cell=c["key"]))
+        if self.args.prune_checkpoints:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         print(f"[{NAME}] {c['key']}: finished", flush=True)
 
 
