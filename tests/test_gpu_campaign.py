@@ -114,3 +114,19 @@ def test_test_preset_runs_to_the_end(tmp_path):
     assert {r["cell"] for r in res["rows"]} == {c["key"] for c in gc.cells(gc.PRESETS["test"])}
     assert res["rte"] and {r["norm"] for r in res["rte"]} == {"scale_norm"}
     assert res["rte"][0]["delta_T_err"] is not None
+
+
+def test_paper_cell_configs_are_valid_and_match_the_paper():
+    from geonorm_jax.bench.model import ModelCase
+    from geonorm_jax.train import config as cfg
+
+    preset = gc.PRESETS["paper"]
+    for c in gc.cells(preset):
+        config = gc.cell_config(preset["sizes"], c)
+        cfg.validate(config)
+        assert (config.data.particles, config.model.num_layers) == (c["particles"], c["depth"])
+        assert (config.data.train, config.data.valid, config.data.test) == (3000, 2000, 2000)
+        assert config.train.batch_size == 50 and config.model.hidden == 64
+        assert config.optimizer.lr == c["lr"] and config.optimizer.weight_decay == 1e-12
+        assert config.train.checkpoint_every == 10
+    assert [ModelCase(group="target", **b).nodes for b in preset["bench"]] == [5, 100]
