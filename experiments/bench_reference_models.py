@@ -33,6 +33,11 @@ each process's peak RSS (``ru_maxrss``, building and compiling included), and fo
 step XLA's count of its floating-point operations with the rate it reaches at the median
 step time, beside the rate of a 1024 x 1024 float32 matmul on the same threads.
 
+Threads: the default is one per side. On a machine whose cores are busy with other work, more
+threads than free cores make the torch step stall at OpenMP barriers (2 threads per side on 2
+shared cores under a load of about 7.5: 2.5 s per Allegro step instead of 0.26 s), which
+measures the oversubscription, not the implementations.
+
 Results: ``experiments/results/bench_reference_models/results.json`` (written atomically),
 and a Markdown table on stdout.
 """
