@@ -10,6 +10,8 @@ Sections (``--sections``):
 * ``epoch``: one epoch of the trainer on the GeoNorm paper's N = 100, depth 5 configuration
   (``geonorm-paper`` preset with ``particles=100, layers=5``), timed after compilation, and
   extrapolated to 1000 epochs (needs the N = 100 data set; generated and cached if missing).
+* ``molecules``: the energy-and-force train step of Allegro and SchNet on uracil, batch 8
+  (:mod:`geonorm_jax.bench.molecules`; each case in a fresh process).
 
 After every case the results file is rewritten atomically; ``--resume`` keeps the rows of an
 earlier run of the same preset whose configuration is unchanged, so an interrupted run
@@ -33,7 +35,7 @@ from geonorm_jax.bench.model import ModelCase
 __all__ = ["PRESETS", "SECTIONS", "model_cases", "run_suite", "evaluate_targets",
            "default_out", "format_tables"]
 
-SECTIONS = ("model", "norms", "data", "epoch")
+SECTIONS = ("model", "norms", "data", "epoch", "molecules")
 SCHEMA = 1
 
 _SWEEP = (5, 20, 50, 100, 200, 500, 1000)
@@ -52,7 +54,7 @@ PRESETS: dict[str, dict] = {
     },
     # About 25 minutes on 2 CPU cores.
     "cpu": {
-        "sections": ("model", "norms", "data"),
+        "sections": ("model", "norms", "data", "molecules"),
         "scaling": dict(nodes=_SWEEP, batch=8, layers=4, hidden=64, neighbors=32,
                         dense_max=1000, remat_from=500, seconds=8.0, max_repeats=20),
         "targets": [
@@ -68,7 +70,7 @@ PRESETS: dict[str, dict] = {
     },
     # An accelerator: the CPU sweep plus larger kNN systems, and the paper-preset epoch.
     "gpu": {
-        "sections": ("model", "norms", "data", "epoch"),
+        "sections": ("model", "norms", "data", "epoch", "molecules"),
         "scaling": dict(nodes=_SWEEP + (2000, 5000, 10000), batch=8, layers=4, hidden=64,
                         neighbors=32, dense_max=1000, remat_from=1000, seconds=5.0,
                         max_repeats=50),
@@ -184,6 +186,7 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
         "machine": machine_info(), "matmul_gflops_per_s": matmul_rate() / 1e9,
         "model": previous.get("model", []), "norms": previous.get("norms", []),
         "data": previous.get("data", []), "epoch": previous.get("epoch"),
+        "molecules": previous.get("molecules", []),
     }
     save = lambda: write_json_atomic(out, results)
     log(f"machine: {results['machine']['cpu']} ({results['machine']['cpu_count']} cores), "
@@ -253,6 +256,12 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
         rows = []
         err = call("epoch", preset["epoch"], rows.append)
         results["epoch"] = rows[0] if rows else {"error": err}
+        save()
+
+    if "molecules" in sections and not (resume and results.get("molecules")):
+        from geonorm_jax.bench.molecules import run_molecules
+
+        results["molecules"] = run_molecules(preset_name, subprocesses=subprocesses, log=log)
         save()
 
     results["scaling"] = scaling_fits(results["model"])
@@ -367,4 +376,8 @@ def format_tables(results: dict) -> str:
         for t in results["targets"]:
             met = "met" if t["met"] else "MISSED"
             lines.append(f"| {t['target']} | {t['value']:.3g} | {met} |")
+    if results.get("molecules"):
+        from geonorm_jax.bench.molecules import format_molecules
+
+        lines += ["", format_molecules(results["molecules"])]
     return "\n".join(lines)
