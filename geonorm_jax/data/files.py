@@ -67,6 +67,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "geonorm-jax"
 
 
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache root every generated data set lives under: ``cache_dir`` (``~`` expanded) or
+    :func:`default_cache_dir`."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
 def _package_version() -> str:
     """The installed ``geonorm-jax`` distribution's version (``importlib.metadata``; the same
     string as ``geonorm_jax.__version__``), recorded in ``metadata.json``. Read from the
@@ -239,7 +245,7 @@ def get_dataset(
       chunk_size, workers: see :func:`geonorm_jax.data.generate.generate_split`.
     """
     config = config or DataConfig()
-    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    root = cache_root(cache_dir)
     directory = root / config.dataset_name()
     if is_complete(directory, config):
         return directory

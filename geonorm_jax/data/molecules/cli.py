@@ -37,7 +37,8 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def generate_molecules(args: argparse.Namespace) -> int:
     """Runs ``data generate --dataset md17-xtb``; prints the directory and the rate."""
-    from geonorm_jax.data.molecules.files import _is_complete, generate_molecular_dataset
+    from geonorm_jax.data.files import cache_root
+    from geonorm_jax.data.molecules.files import generate_molecular_dataset, is_complete
 
     config = MoleculeConfig(
         molecule=args.molecule,
@@ -51,13 +52,11 @@ def generate_molecules(args: argparse.Namespace) -> int:
         trajectories=args.trajectories,
         method=args.method,
     )
-    from geonorm_jax.data.molecules.files import _cache_root
-
     if args.out is not None:
         directory = Path(args.out)
     else:
-        directory = _cache_root(args.cache_dir) / config.dataset_name()
-    if _is_complete(directory, config):
+        directory = cache_root(args.cache_dir) / config.dataset_name()
+    if is_complete(directory, config):
         print(f"already generated with these parameters: {directory}")
         return 0
     report = generate_molecular_dataset(

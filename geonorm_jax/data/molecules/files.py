@@ -64,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from geonorm_jax._io import atomic_write_bytes, write_json_atomic
+from geonorm_jax.data.files import cache_root
 from geonorm_jax.data.molecules.config import MOLECULE_FORMAT_VERSION, MoleculeConfig
 from geonorm_jax.data.molecules.dataset import MolecularData, molecular_data
 
@@ -75,6 +76,7 @@ __all__ = [
     "load_molecular_dataset",
     "molecular_dataset",
     "is_molecular_dataset",
+    "is_complete",
     "read_molecular_metadata",
     "describe_molecular_dataset",
     "GenerationReport",
@@ -94,12 +96,6 @@ _UNITS = {
 
 class MolecularDataError(ValueError):
     """A molecular data set file is missing, truncated, corrupted or does not match."""
-
-
-def _cache_root(cache_dir) -> Path:
-    from geonorm_jax.data.files import default_cache_dir
-
-    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
 
 
 def _npz_bytes(**arrays) -> bytes:
@@ -554,7 +550,10 @@ def load_molecular_dataset(directory: str | os.PathLike) -> MolecularData:
     )
 
 
-def _is_complete(directory: Path, config: MoleculeConfig) -> bool:
+def is_complete(directory: str | os.PathLike, config: MoleculeConfig) -> bool:
+    """Whether ``directory`` holds a finished data set of ``config``: its metadata loads, names
+    ``config``'s cache key, and the data file it lists exists with the recorded size."""
+    directory = Path(directory)
     try:
         metadata = read_molecular_metadata(directory)
     except MolecularDataError:
@@ -583,8 +582,8 @@ def get_molecular_dataset(
     that changes the files.
     """
     config = config or MoleculeConfig()
-    directory = _cache_root(cache_dir) / config.dataset_name()
-    if not _is_complete(directory, config):
+    directory = cache_root(cache_dir) / config.dataset_name()
+    if not is_complete(directory, config):
         generate_molecular_dataset(
             config, directory, progress=progress, workers=workers, chunk_frames=chunk_frames
         )
