@@ -50,6 +50,9 @@ step following compilation); ``compile_s`` is the lowering and compilation of th
 :func:`serve` runs one case as a line-protocol server on stdin/stdout, so that another
 process can interleave its steps with another implementation's (see
 ``experiments/bench_reference_models.py``).
+
+One module on purpose: the case definitions, the timed step, the worker process and the
+server share the same case record and results row.
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ Energies and forces: a model maps a :class:`MolecularGraph` to molecular energie
 (a ``segment_sum`` of atomic or edge energies over ``graph_ids``); :func:`energy_and_forces`
 returns them with ``F = -dE/dx [N, 3]`` (the gradient of the summed energies, molecules being
 independent), inside ``jit``.
+
+One module on purpose: the layout, its builders and the block views the norms see all encode
+the same indexing contract, and splitting them would scatter it.
 """
 
 from __future__ import annotations
