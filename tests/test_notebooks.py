@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -66,13 +67,32 @@ def test_matches_build_script(name):
 
 
 @pytest.mark.parametrize("name", EXPECTED)
-def test_first_cell_installs_only_in_colab(name):
+def test_first_cell_installs_only_where_missing(name):
     nb = _read(name)
     first_code = next(c for c in nb.cells if c.cell_type == "code")
     assert "google.colab" in first_code.source
-    assert "git+https://github.com/geonorm-jax/geonorm-jax" in first_code.source
+    assert f"git+{_load_build().REPOSITORY_URL}" in first_code.source
+    assert 'find_spec("geonorm_jax") is None' in first_code.source  # installed: nothing to do
+    assert '"-e", str(checkout)' in first_code.source  # a local checkout installs itself
     assert any('os.environ.get("GEONORM_JAX_FAST"' in c.source for c in nb.cells
                if c.cell_type == "code")
+
+
+def test_repository_address_in_one_place():
+    """The README's Colab badges and install line use pyproject's ``Repository`` address."""
+    build = _load_build()
+    readme = (ROOT / "README.md").read_text()
+    for name in EXPECTED:
+        assert build.colab_url(name) in readme, f"README lacks the badge address of {name}"
+    assert build.INSTALL_SOURCE in readme
+    repos = set(re.findall(r"github\.com/([\w.-]+/[\w.-]+)", readme))
+    assert repos == {build.REPO}, f"README names {repos}, pyproject.toml {build.REPO}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_states_run_time(name):
+    first = _read(name).cells[0].source
+    assert "**Run time.**" in first and "TODO" not in first
 
 
 @pytest.mark.parametrize("name", EXPECTED)
