@@ -30,3 +30,20 @@ def ethanol_frames(num_frames: int = 2, amplitude: float = 0.05, seed: int = 0) 
     noise = amplitude * rng.standard_normal((num_frames, 9, 3))
     noise[0] = 0.0
     return ETHANOL_POS[None] + noise
+
+
+FULL_GROUP = ("SO3", "O3", "translation", "permutation", "batch")
+
+
+def assert_energy_model_symmetric(fn, variables, pos, z, group=FULL_GROUP) -> None:
+    """Energies ``[B]`` invariant and forces ``[B, A, 3]`` equivariant under ``group`` at
+    1e-9 (float64): ``fn(variables, positions [B, A, 3], species [B, A]) -> (E, F)``."""
+    import jax
+
+    import geonorm_jax as gj
+
+    gj.assert_equivariant(
+        lambda p, s: fn(variables, p, s), jax.random.key(1), pos, z,
+        group=group, kinds=("coordinates", "features"),
+        out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
+    )
