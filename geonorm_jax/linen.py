@@ -33,6 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax import norms as _norms
 from geonorm_jax.norms import catalog
 from geonorm_jax.norms.base import Norm
 from geonorm_jax.norms.vision import batch_norm, group_norm, layer_norm
@@ -45,6 +46,22 @@ __all__ = [
     "GeoNorm",
     "NormalizedDense",
     "norm_layer",
+    "EquivariantLayerNorm",
+    "EquivariantLayerNormSH",
+    "EquivariantRMSNormSH",
+    "DegreeLayerScale",
+    "E3nnBatchNorm",
+    "NormActivation",
+    "SoftNormalization",
+    "NormSE3",
+    "VecLayerNorm",
+    "TensorNorm",
+    "MACEDensityNorm",
+    "SpeciesNeighborNorm",
+    "SE3CoordNorm",
+    "MVLayerNorm",
+    "GradeNorm",
+    "GATrLayerNorm",
 ]
 
 _COLLECTION = "batch_stats"
@@ -243,3 +260,196 @@ class NormalizedDense(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), dtype)
         return y
+
+
+# ------------------------------------------------------------------------------------------
+# The normalizations of today's equivariant models (norms.irreps, norms.molecular,
+# norms.clifford_norms), each with the pure constructor's arguments as attributes.
+# ------------------------------------------------------------------------------------------
+
+
+class EquivariantLayerNorm(NormLayer):
+    """:func:`geonorm_jax.norms.equivariant_layer_norm` (EquiformerV2, one RMS per degree) on an
+    IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch, nodes, channels, 3]``."""
+
+    normalization: str = "component"
+    epsilon: float = 1e-5
+    affine: bool = True
+
+    def make_norm(self) -> Norm:
+        return _norms.equivariant_layer_norm(normalization=self.normalization,
+                                             epsilon=self.epsilon, affine=self.affine)
+
+
+class EquivariantLayerNormSH(NormLayer):
+    """:func:`geonorm_jax.norms.equivariant_layer_norm_sh` (EquiformerV2: LayerNorm on l = 0,
+    one shared RMS for l > 0)."""
+
+    normalization: str = "component"
+    epsilon: float = 1e-5
+    affine: bool = True
+    std_balance_degrees: bool = True
+
+    def make_norm(self) -> Norm:
+        return _norms.equivariant_layer_norm_sh(
+            normalization=self.normalization, epsilon=self.epsilon, affine=self.affine,
+            std_balance_degrees=self.std_balance_degrees)
+
+
+class EquivariantRMSNormSH(NormLayer):
+    """:func:`geonorm_jax.norms.equivariant_rms_norm_sh` (EquiformerV2 / eSEN / UMA: one RMS
+    over all degrees, l = 0 centred)."""
+
+    normalization: str = "component"
+    epsilon: float = 1e-5
+    affine: bool = True
+    centering: bool = True
+    std_balance_degrees: bool = True
+
+    def make_norm(self) -> Norm:
+        return _norms.equivariant_rms_norm_sh(
+            normalization=self.normalization, epsilon=self.epsilon, affine=self.affine,
+            centering=self.centering, std_balance_degrees=self.std_balance_degrees)
+
+
+class DegreeLayerScale(NormLayer):
+    """:func:`geonorm_jax.norms.degree_layer_scale` (EquiformerV2's per-(l, channel) scale)."""
+
+    scale_factor: float = 2.0
+
+    def make_norm(self) -> Norm:
+        return _norms.degree_layer_scale(scale_factor=self.scale_factor)
+
+
+class E3nnBatchNorm(NormLayer):
+    """:func:`geonorm_jax.norms.e3nn_batch_norm` (e3nn BatchNorm; ``instance=True``: per-graph
+    instance norm). Running statistics live in ``"batch_stats"`` (batch mode only)."""
+
+    instance: bool = False
+    normalization: str = "component"
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    affine: bool = True
+
+    def make_norm(self) -> Norm:
+        return _norms.e3nn_batch_norm(
+            instance=self.instance, normalization=self.normalization, momentum=self.momentum,
+            epsilon=self.epsilon, affine=self.affine)
+
+
+class NormActivation(NormLayer):
+    """:func:`geonorm_jax.norms.norm_activation` (e3nn-jax: each field times phi(its norm))."""
+
+    activation: Any = "tanh"
+    normalization: str = "component"
+    scalars: str = "same"
+
+    def make_norm(self) -> Norm:
+        return _norms.norm_activation(activation=self.activation,
+                                      normalization=self.normalization, scalars=self.scalars)
+
+
+class SoftNormalization(NormLayer):
+    """:func:`geonorm_jax.norms.soft_normalization` (e3nn-jax)."""
+
+    max_component: float = 1.0
+
+    def make_norm(self) -> Norm:
+        return _norms.soft_normalization(max_component=self.max_component)
+
+
+class NormSE3(NormLayer):
+    """:func:`geonorm_jax.norms.norm_se3` (SE(3)-Transformer's NormSE3)."""
+
+    epsilon: float = 1e-5
+    norm_clamp: float = 2.0 ** -24
+    nonlinearity: Any = "relu"
+
+    def make_norm(self) -> Norm:
+        return _norms.norm_se3(epsilon=self.epsilon, norm_clamp=self.norm_clamp,
+                               nonlinearity=self.nonlinearity)
+
+
+class VecLayerNorm(NormLayer):
+    """:func:`geonorm_jax.norms.vec_layer_norm` (ViSNet; ``norm_type`` "max_min" or "rms")."""
+
+    norm_type: str = "max_min"
+    trainable: bool = True
+    epsilon: float = 1e-12
+
+    def make_norm(self) -> Norm:
+        return _norms.vec_layer_norm(norm_type=self.norm_type, trainable=self.trainable,
+                                     epsilon=self.epsilon)
+
+
+class TensorNorm(NormLayer):
+    """:func:`geonorm_jax.norms.tensor_norm` (TensorNet) on ``[batch, nodes, channels, 3, 3]``."""
+
+    def make_norm(self) -> Norm:
+        return _norms.tensor_norm()
+
+
+class MACEDensityNorm(NormLayer):
+    """:func:`geonorm_jax.norms.mace_density_norm`; call with ``positions=`` or
+    ``edge_features=`` (and optionally ``adjacency=``)."""
+
+    num_basis: int = 8
+    r_max: float = 5.0
+
+    def make_norm(self) -> Norm:
+        return _norms.mace_density_norm(num_basis=self.num_basis, r_max=self.r_max)
+
+
+class SpeciesNeighborNorm(NormLayer):
+    """:func:`geonorm_jax.norms.species_neighbor_norm` (NequIP ``AvgNumNeighborsNorm``); call
+    with ``species=`` when there are per-type values."""
+
+    avg_num_neighbors: Any = None
+    num_species: int = 1
+    power: float = 0.5
+
+    def make_norm(self) -> Norm:
+        avg = self.avg_num_neighbors
+        return _norms.species_neighbor_norm(
+            avg_num_neighbors=tuple(avg) if isinstance(avg, list) else avg,
+            num_species=self.num_species, power=self.power)
+
+
+class SE3CoordNorm(NormLayer):
+    """:func:`geonorm_jax.norms.se3_coord_norm` (MiDi's SE3Norm) on zero-centred coordinates."""
+
+    epsilon: float = 1e-5
+
+    def make_norm(self) -> Norm:
+        return _norms.se3_coord_norm(epsilon=self.epsilon)
+
+
+class MVLayerNorm(NormLayer):
+    """:func:`geonorm_jax.norms.mv_layer_norm` (CGENN) on multivectors ``[..., channels, 2^n]``."""
+
+    metric: tuple = (1.0, 1.0, 1.0)
+    epsilon: float = 1e-6
+
+    def make_norm(self) -> Norm:
+        return _norms.mv_layer_norm(metric=tuple(self.metric), epsilon=self.epsilon)
+
+
+class GradeNorm(NormLayer):
+    """:func:`geonorm_jax.norms.grade_norm` (CGENN's per-grade NormalizationLayer)."""
+
+    metric: tuple = (1.0, 1.0, 1.0)
+    init_value: float = 0.0
+    epsilon: float = 1e-6
+
+    def make_norm(self) -> Norm:
+        return _norms.grade_norm(metric=tuple(self.metric), init_value=self.init_value,
+                                 epsilon=self.epsilon)
+
+
+class GATrLayerNorm(NormLayer):
+    """:func:`geonorm_jax.norms.gatr_layer_norm` (GATr's equi_layer_norm) on ``[..., 16]``."""
+
+    epsilon: float = 0.01
+
+    def make_norm(self) -> Norm:
+        return _norms.gatr_layer_norm(epsilon=self.epsilon)

@@ -199,8 +199,8 @@ def test_judge_reuses_measurements_for_another_task():
 
 
 def test_task_validation_and_presets():
-    assert set(TASKS) == {"nbody-dynamics", "molecular-energy", "point-cloud-classification",
-                          "image-style-transfer", "set-prediction"}
+    assert set(TASKS) == {"nbody-dynamics", "molecular-energy", "md-energy-forces",
+                          "point-cloud-classification", "image-style-transfer", "set-prediction"}
     with pytest.raises(ValueError, match="received 'rotation'"):
         Task("bad", equivariant_to=("rotation",))
     with pytest.raises(ValueError, match="depends_on"):

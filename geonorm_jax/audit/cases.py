@@ -32,6 +32,7 @@ from geonorm_jax import geometry
 __all__ = [
     "Case",
     "CONTEXT_BUILDERS",
+    "NUM_SPECIES",
     "make_case",
     "perturb_like_trained",
     "rng_from_key",
@@ -134,12 +135,33 @@ def _message(rng, x):
     return normal(rng, x.shape[:3], x.dtype)
 
 
+def _positions(rng, x):
+    """Atom positions ``[B, N, 3]`` (spread 1.5, so most pairs lie within MACE's 5 Å cutoff)
+    for layers that read distances (``mace_density_norm``). Registered with the testing kind
+    ``"features"`` so the padding and replication probes pad and duplicate them with the
+    nodes; the layers use only distances, which no rotation or translation changes."""
+    return 1.5 * normal(rng, x.shape[:2] + (3,), x.dtype)
+
+
+#: atom types drawn by :func:`_species` (the ``species_neighbor_norm`` entry has 3 values)
+NUM_SPECIES = 3
+
+
+def _species(rng, x):
+    """Atom types ``[B, N]`` for per-species layers: integer values in ``[0, NUM_SPECIES)``
+    held in ``x``'s float dtype, so the probes' float noise (batch, padding) can replace them
+    without a cast; the layers round them down and clip them to their type range."""
+    return jnp.asarray(rng.integers(0, NUM_SPECIES, x.shape[:2]), x.dtype)
+
+
 #: Context the audit can build: ``name -> (testing kind, builder(rng, x) -> array)`` with
 #: ``rng`` a ``numpy.random.Generator``. Add an entry (or pass ``context_builders=`` to
 #: :func:`make_case`) for a layer of your own.
 CONTEXT_BUILDERS: dict[str, tuple[str, Callable]] = {
     "mu0": ("point", _mu0),
     "message": ("features", _message),
+    "positions": ("features", _positions),
+    "species": ("features", _species),
 }
 
 

@@ -98,6 +98,19 @@ TASKS: dict[str, Task] = {
             "E(3)-invariant, a sum over atoms, and depends on interatomic distances",
         ),
         Task(
+            "md-energy-forces",
+            equivariant_to=("SO3", "O3", "permutation"),
+            invariant_to=("translation",),
+            depends_on=("scale", "node_scale", "radial"),
+            variable_size=True,
+            size_extensive=True,
+            description="predict a molecule's energy and the forces on its atoms (MD17-style "
+            "molecular dynamics)",
+            source="E(3)-invariant energy, O(3)-equivariant and translation-invariant forces "
+            "(F = -dE/dx); molecules are independent (survey Case 1), the energy is extensive "
+            "and both depend on interatomic distances",
+        ),
+        Task(
             "point-cloud-classification",
             invariant_to=("SO3", "O3", "translation", "permutation", "scale"),
             depends_on=("node_scale", "radial"),

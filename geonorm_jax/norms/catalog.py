@@ -1,7 +1,8 @@
 """The catalogue: every normalization layer of both papers, by name, with its metadata.
 
 The CLI (``geonorm-jax norms``), the tests and the audit iterate over :data:`CATALOG`.
-Each family module (``vision``, ``weights``, ``graph``, ``vector``, ``coords``) exports
+Each family module (``vision``, ``weights``, ``graph``, ``vector``, ``coords``, and the
+equivariant-model families ``irreps``, ``molecular``, ``clifford_norms``) exports
 ``CATALOG_ENTRIES``, a list of :class:`NormInfo`; this module concatenates them.
 :class:`NormInfo` itself lives in :mod:`geonorm_jax.norms.base` (re-exported here), so the
 family modules never import this one.
@@ -9,7 +10,16 @@ family modules never import this one.
 
 from __future__ import annotations
 
-from geonorm_jax.norms import coords, graph, vector, vision, weights
+from geonorm_jax.norms import (
+    clifford_norms,
+    coords,
+    graph,
+    irreps,
+    molecular,
+    vector,
+    vision,
+    weights,
+)
 from geonorm_jax.norms.base import NormInfo
 
 __all__ = ["NormInfo", "CATALOG", "get", "names", "make"]
@@ -17,7 +27,7 @@ __all__ = ["NormInfo", "CATALOG", "get", "names", "make"]
 
 def _collect() -> tuple[NormInfo, ...]:
     entries: list[NormInfo] = []
-    for module in (vision, weights, graph, vector, coords):
+    for module in (vision, weights, graph, vector, coords, irreps, molecular, clifford_norms):
         entries.extend(module.CATALOG_ENTRIES)
     seen: set[str] = set()
     for e in entries:
