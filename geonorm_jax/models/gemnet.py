@@ -1,0 +1,246 @@
+r"""GemNet-T (Gasteiger, Becker and Günnemann, NeurIPS 2021, "GemNet: Universal Directional
+Graph Neural Networks for Molecules"), the triplets-only GemNet, on the flat padded batch.
+
+Directional message passing on directed edges ``c -> a`` (``senders = c``, ``receivers = a``,
+``d_ca = |x_c - x_a|``), with the blocks of :mod:`.gemnet_blocks`::
+
+    e(d_ca)       = u(d / r_c) sqrt(2 / r_c) sin(n pi d / r_c) / d          [E, R]  radial basis
+    Y(theta_cab)  = sqrt((2l+1)/4pi) P_l(cos theta_cab)                     [E, M, L] triplets
+    h_a^0         = Emb(Z_a)                                                [N, F_a]
+    m_ca^0        = act(W [h_c || h_a || e(d_ca)])                         [E, F_e]
+    E_a           = Out_0(h^0, m^0) + sum_{t=1..T} Out_t(h^t, m^t)          [N]  output blocks
+    (h^t, m^t)    = Interaction_t(h^{t-1}, m^{t-1}; e, Y, triplets)
+    E_g           = sum_{a in g} (sigma E_a + mu_{Z_a})                     [G]
+
+Forces are ``F = -dE/dx`` (:func:`~geonorm_jax.models.molecular_graph.energy_and_forces`),
+GemNet's ``direct_forces=False``. Triplets (edges ``b -> a`` with ``b != c`` for each edge
+``c -> a``) and reverse edges come from :func:`~.gemnet_triplets.edge_triplets` in a static
+``[E, M]`` budget (``M = max_neighbors``; by default ``A - 1`` for a block-padded batch,
+which is never exceeded). **Quadruplets (GemNet-Q) are not implemented.** Every term reaching
+the energy carries the envelope ``u`` of the edge it came through, so energies and forces are
+smooth as atoms cross ``r_c``. Padded atoms, edges and triplets are masked out of every sum
+and of the scale-factor statistics, so they change no real output.
+
+GemNet's normalizations, each one argument:
+
+(a) ``scale_factors``: the fitted constants ``alpha`` of :mod:`.gemnet_scaling` after every
+    Hadamard product with a radial embedding and every sum (per triplet interaction: after
+    the radial product and after the bilinear triplet sum; per atom update and output block:
+    after the sum over edges). They live in the ``"scale_factors"`` collection; fit them once
+    with :func:`~.gemnet_scaling.fit_scale_factors` (``model.init`` sets them to 1).
+    ``False``: no factors (the identity).
+(b) ``residual_scaling``: the ``1/sqrt(2)`` after every residual sum (in the residual layers,
+    the interaction's skip connections and the sum of the triplet and reverse-edge
+    messages). ``False``: plain sums.
+
+The ``ScaledSiLU`` activation (``silu / 0.6``) and the He-orthogonal initialization are part
+of the architecture and stay on. ``species_scale`` / ``species_shift`` (None: off) are the
+optional per-species energy scale and shift of the other molecular models.
+
+Normalization places (:data:`GEMNET_PLACEMENT`, kind ``features``): ``atom_norm`` on the atom
+embeddings ``h [G, A, F_a]`` after each interaction block, ``edge_norm`` on the edge
+embeddings ``m [G, K, F_e]`` (edge mask) after each interaction block; block-padded batches
+give one molecule per row, as for Allegro and SchNet.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax.models.gemnet_basis import (
+    gemnet_radial_basis,
+    he_orthogonal_init,
+    legendre_spherical_basis,
+    scaled_silu,
+)
+from geonorm_jax.models.gemnet_blocks import InteractionBlock, OutputBlock, dense
+from geonorm_jax.models.gemnet_triplets import edge_triplets
+from geonorm_jax.models.molecular_graph import (
+    MolecularGraph,
+    apply_block_norm,
+    edge_vectors,
+    species_scale_shift,
+)
+from geonorm_jax.models.placement import NormPlace, NormPlacement
+from geonorm_jax.norms.base import Norm
+
+__all__ = ["GemNetT", "GEMNET_PLACEMENT", "GEMNET_T_MD17", "GEMNET_T_SMALL"]
+
+# The authors' GemNet-T for MD17 (TUM-DAML/gemnet_pytorch, pretrained/GemNet-T/
+# model_kwargs.json): 4 blocks, atom and edge width 128, triplet 64, radial and circular
+# embeddings 16, bilinear 64, 7 spherical and 6 radial functions, r_c = 5 Å, envelope p = 5,
+# 1 residual layer before and 1 after the skip, 1 after the concatenation, 2 in atom updates.
+GEMNET_T_MD17 = dict(
+    num_blocks=4, emb_size_atom=128, emb_size_edge=128, emb_size_trip=64, emb_size_rbf=16,
+    emb_size_cbf=16, emb_size_bil_trip=64, num_spherical=7, num_radial=6, cutoff=5.0,
+    envelope_p=5, num_before_skip=1, num_after_skip=1, num_concat=1, num_atom=2,
+)
+
+# A small GemNet-T for CPU runs: the same structure, 2 blocks, widths / 4.
+GEMNET_T_SMALL = {**GEMNET_T_MD17, **dict(
+    num_blocks=2, emb_size_atom=32, emb_size_edge=32, emb_size_trip=16, emb_size_rbf=8,
+    emb_size_cbf=8, emb_size_bil_trip=16,
+)}
+
+GEMNET_PLACEMENT = NormPlacement(
+    "GemNet-T",
+    (
+        NormPlace("atom", ("features",), "the atom embeddings h [G, A, F_a] after each block"),
+        NormPlace("edge", ("features",),
+                  "the edge embeddings m [G, K, F_e] (edge mask) after each block"),
+    ),
+    defaults=(("features", "atom"),),
+)
+
+
+def _uniform_sqrt3(key, shape, dtype=jnp.float32):
+    """GemNet's atom-embedding init: ``U(-sqrt 3, sqrt 3)`` (unit variance)."""
+    return jax.random.uniform(key, shape, dtype, -math.sqrt(3.0), math.sqrt(3.0))
+
+
+class GemNetT(nn.Module):
+    """GemNet-T energy model: :class:`MolecularGraph` -> molecular energies ``[G]``.
+
+    Attributes:
+      num_blocks: ``T`` interaction blocks (>= 1).
+      emb_size_atom, emb_size_edge: ``F_a``, ``F_e``.
+      emb_size_trip: ``T`` width of the down-projected triplet messages.
+      emb_size_rbf, emb_size_cbf: widths of the radial embedding and of the circular basis
+        down projection.
+      emb_size_bil_trip: ``B``, output width of the bilinear layer.
+      num_spherical, num_radial: ``L`` and ``R`` basis functions.
+      cutoff: ``r_c`` (Å); edges beyond it are dropped.
+      envelope_p: exponent of the polynomial envelope (GemNet: 5).
+      num_before_skip, num_after_skip, num_concat, num_atom: residual layers at each place.
+      max_neighbors: ``M``, the static triplet budget of edges per centre; None: ``A - 1``
+        for a block-padded batch (required otherwise).
+      scale_factors: normalization (a) (see the module docstring).
+      residual_scaling: normalization (b).
+      species_scale, species_shift: optional per-species energy scale and shift.
+      max_atomic_number: embedding table size minus one.
+      atom_norm, edge_norm: ``Norm`` of kind ``features`` or None.
+      training: passed to the norms.
+    """
+
+    num_blocks: int = 2
+    emb_size_atom: int = 32
+    emb_size_edge: int = 32
+    emb_size_trip: int = 16
+    emb_size_rbf: int = 8
+    emb_size_cbf: int = 8
+    emb_size_bil_trip: int = 16
+    num_spherical: int = 7
+    num_radial: int = 6
+    cutoff: float = 5.0
+    envelope_p: int = 5
+    num_before_skip: int = 1
+    num_after_skip: int = 1
+    num_concat: int = 1
+    num_atom: int = 2
+    max_neighbors: int | None = None
+    scale_factors: bool = True
+    residual_scaling: bool = True
+    species_scale: float | tuple[float, ...] | None = None
+    species_shift: tuple[float, ...] | None = None
+    max_atomic_number: int = 118
+    atom_norm: Norm | None = None
+    edge_norm: Norm | None = None
+    training: bool = False
+
+    def __post_init__(self):
+        GEMNET_PLACEMENT.check(self.atom_norm, "atom")
+        GEMNET_PLACEMENT.check(self.edge_norm, "edge")
+        if not (isinstance(self.num_blocks, int) and self.num_blocks >= 1):
+            raise ValueError(f"GemNetT.num_blocks: expected an int >= 1; received "
+                             f"{self.num_blocks!r}")
+        if not self.cutoff > 0:
+            raise ValueError(f"GemNetT.cutoff: expected > 0 (Å); received {self.cutoff!r}")
+        if self.max_neighbors is not None and not (
+                isinstance(self.max_neighbors, int) and self.max_neighbors >= 1):
+            raise ValueError(f"GemNetT.max_neighbors: expected None or an int >= 1; received "
+                             f"{self.max_neighbors!r}")
+        super().__post_init__()
+
+    def triplet_budget(self, graph: MolecularGraph) -> int:
+        """``M``: ``max_neighbors``, else ``atoms_per_graph - 1`` of a block-padded batch."""
+        if self.max_neighbors is not None:
+            return self.max_neighbors
+        if graph.atoms_per_graph is None:
+            raise ValueError(
+                "GemNetT.max_neighbors: expected an int for a batch that is not block padded "
+                "(atoms_per_graph is None); received None"
+            )
+        return max(graph.atoms_per_graph - 1, 1)
+
+    @nn.compact
+    def atomic_energies(self, graph: MolecularGraph, fit_scale_factors: bool = False):
+        """Atomic energies ``E_a [N]`` (0 at padded atoms).
+
+        ``model.apply(variables, graph, method="atomic_energies")``; ``fit_scale_factors``:
+        see :func:`~.gemnet_scaling.fit_scale_factors`.
+        """
+        graph.validate()
+        dtype = graph.positions.dtype
+        n, fit = graph.num_atoms, fit_scale_factors
+        s = 1.0 / math.sqrt(2.0) if self.residual_scaling else 1.0
+        senders, receivers = graph.senders, graph.receivers
+
+        vec = edge_vectors(graph.positions, senders, receivers)  # [E, 3] x_c - x_a
+        d2 = jnp.sum(jnp.square(vec), axis=-1)
+        emask = graph.edge_mask & (d2 < self.cutoff**2) & (senders != receivers)
+        safe = jnp.where(emask[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], dtype))
+        r = jnp.sqrt(jnp.sum(jnp.square(safe), axis=-1))  # [E] > 0
+        rbf = gemnet_radial_basis(r, self.cutoff, self.num_radial, self.envelope_p)
+        rbf = rbf * emask[:, None].astype(dtype)  # [E, R]
+
+        trip = edge_triplets(senders, receivers, emask, n, self.triplet_budget(graph))
+        if not self.is_initializing():
+            self.sow("intermediates", "triplet_max_neighbors", trip.max_count)
+        unit = safe / r[:, None]
+        cos = jnp.einsum("emd,ed->em", unit[trip.edge_ba], unit)  # [E, M] cos theta_cab
+        sph = legendre_spherical_basis(cos, self.num_spherical)
+        sph = sph * trip.triplet_mask[..., None].astype(dtype)  # [E, M, L]
+
+        emb = nn.Embed(self.max_atomic_number + 1, self.emb_size_atom,
+                       embedding_init=_uniform_sqrt3, name="atom_embedding")
+        h = emb(graph.species).astype(dtype)  # [N, F_a]
+        m = scaled_silu(dense(self.emb_size_edge, "edge_embedding")(
+            jnp.concatenate([h[senders], h[receivers], rbf], axis=-1)))  # [E, F_e]
+        rbf3 = dense(self.emb_size_rbf, "mlp_rbf3")(rbf)
+        w1 = self.param("mlp_cbf3", he_orthogonal_init,
+                        (self.num_radial, self.num_spherical, self.emb_size_cbf))
+        rbf_w1 = jnp.einsum("er,rlc->ecl", rbf, w1.astype(dtype))  # [E, C, L]
+        rbf_h = dense(self.emb_size_rbf, "mlp_rbf_h")(rbf)
+        rbf_out = dense(self.emb_size_rbf, "mlp_rbf_out")(rbf)
+
+        out = lambda t: OutputBlock(self.emb_size_atom, self.num_atom,  # noqa: E731
+                                    self.scale_factors, s, name=f"output_{t}")
+        energy = out(0)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
+        for t in range(self.num_blocks):
+            h, m = InteractionBlock(
+                self.emb_size_trip, self.emb_size_bil_trip, self.num_before_skip,
+                self.num_after_skip, self.num_concat, self.num_atom, self.scale_factors, s,
+                name=f"interaction_{t}",
+            )(h, m, rbf3, rbf_w1, sph, trip, rbf_h, senders, receivers, emask,
+              graph.atom_mask, fit)
+            if self.atom_norm is not None:
+                h = apply_block_norm(self.atom_norm, h, graph.atom_mask, graph.atoms_per_graph,
+                                     name=f"atom_norm_{t}", training=self.training)
+            if self.edge_norm is not None:
+                m = apply_block_norm(self.edge_norm, m, emask, graph.edges_per_graph,
+                                     name=f"edge_norm_{t}", training=self.training)
+            energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
+        energy = species_scale_shift(energy, graph.species, self.species_scale,
+                                     self.species_shift)
+        return jnp.where(graph.atom_mask, energy, 0.0)
+
+    def __call__(self, graph: MolecularGraph, fit_scale_factors: bool = False) -> jax.Array:
+        """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
+        ``graph_ids``."""
+        e = self.atomic_energies(graph, fit_scale_factors)
+        return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
+

@@ -1,0 +1,195 @@
+r"""GemNet-T's building blocks (Gasteiger, Becker and Günnemann, NeurIPS 2021, Figure 2 and
+the authors' ``gemnet/model/layers``), on flat padded edges and atoms.
+
+Shapes: ``E`` edges (``c -> a``: ``senders = c``, ``receivers = a``), ``N`` atoms, ``M``
+triplet slots per edge, ``F_a`` / ``F_e`` atom / edge width, ``T`` the triplet width,
+``C`` the circular-basis width, ``B`` the bilinear width, ``L`` spherical and ``R`` radial
+basis functions, ``s = 1/sqrt(2)`` (or 1 with ``residual_scaling`` off), ``alpha`` the
+fitted scale factors (:mod:`.gemnet_scaling`), ``act`` the ``ScaledSiLU``. Every dense layer
+has no bias and GemNet's He-orthogonal initialization::
+
+    ResidualLayer:   x <- s (x + act(W_2 act(W_1 x)))
+    TripletInteraction (edge c -> a, triplets b -> a, b != c):
+      x_ba   = alpha_rbf (act(W_ba m_ba) * W_rbf e_rbf(d_ba))                      [E, F_e]
+      x_ba   = act(W_down x_ba)                                                    [E, T]
+      S_ca   = sum_b Y(theta_cab) (x) x_ba                                          [E, L, T]
+      z_ca   = alpha_cbf sum_{c', t, l} W_bil[t, c', :] e_cbf(d_ca)[c', l] S_ca[l, t]  [E, B]
+      out_ca = s (act(W_up_ca z_ca) + act(W_up_ac z_ac))          (z_ac of the reverse edge)
+    InteractionBlock:
+      x = s (act(W_ca m) + TripletInteraction(m));  x <- Residual^{before}(x)
+      m = Residual^{after}(s (m + x))
+      h = s (h + AtomUpdate(m))
+      m = s (m + Residual^{concat}(act(W_cat [h_c || h_a || m])))
+    AtomUpdate / OutputBlock (atom a):
+      x_a = alpha_sum sum_{c} m_ca * W_r e_rbf(d_ca)                              [N, F_e]
+      x_a = Residual^{num_atom}(act(W x_a))                                       [N, F_a]
+      E_a = w_out . x_a                                              (output block only)
+
+``e_rbf(d) = W e(d)`` is a shared linear embedding of the radial basis, ``e_cbf(d)[c', l] =
+sum_r e(d)_r W_1[r, l, c']`` the down projection of the efficient bilinear layer: the triplet
+sum runs over ``M`` slots per edge, so the product of the radial and angular parts is never
+formed per triplet (the authors' ``EfficientInteractionDownProjection`` /
+``EfficientInteractionBilinear``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax.models.gemnet_basis import he_orthogonal_init, scaled_silu
+from geonorm_jax.models.gemnet_scaling import ScaleFactor
+from geonorm_jax.models.gemnet_triplets import Triplets
+
+__all__ = ["dense", "ResidualLayer", "AtomUpdate", "OutputBlock", "TripletInteraction",
+           "InteractionBlock"]
+
+
+def dense(features: int, name: str) -> nn.Dense:
+    """GemNet's ``Dense``: no bias, He-orthogonal kernel ``[in, features]``."""
+    return nn.Dense(features, use_bias=False, kernel_init=he_orthogonal_init, name=name)
+
+
+class ResidualLayer(nn.Module):
+    """``x <- s (x + act(W_2 act(W_1 x)))``, ``x [..., F]`` (GemNet's ``ResidualLayer``)."""
+
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    activation: Callable = scaled_silu
+
+    @nn.compact
+    def __call__(self, x):
+        f = x.shape[-1]
+        y = self.activation(dense(f, "dense_0")(x))
+        y = self.activation(dense(f, "dense_1")(y))
+        return (x + y) * self.residual_scale
+
+
+class AtomUpdate(nn.Module):
+    """Sum of the edge embeddings onto their centres, then an MLP: ``[E, F_e] -> [N, F_a]``.
+
+    Call: ``(m [E, F_e], rbf_emb [E, F_rbf], receivers [E], edge_mask [E], atom_mask [N],
+    fit)``. ``rbf_emb`` vanishes on padded edges (the radial basis is masked), so they add
+    nothing to the sums.
+    """
+
+    emb_size_atom: int
+    num_residual: int
+    scale_factors: bool = True
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    activation: Callable = scaled_silu
+
+    @nn.compact
+    def __call__(self, m, rbf_emb, receivers, edge_mask, atom_mask, fit=False):
+        x = m * dense(m.shape[-1], "dense_rbf")(rbf_emb)  # [E, F_e]
+        x = jax.ops.segment_sum(x, receivers, num_segments=atom_mask.shape[0])  # [N, F_e]
+        x = ScaleFactor(self.scale_factors, name="scale_sum")(x, atom_mask, m, edge_mask,
+                                                              fit=fit)
+        x = self.activation(dense(self.emb_size_atom, "dense_0")(x))  # [N, F_a]
+        for k in range(self.num_residual):
+            x = ResidualLayer(self.residual_scale, self.activation, name=f"residual_{k}")(x)
+        return x
+
+
+class OutputBlock(nn.Module):
+    """:class:`AtomUpdate` and a last dense layer to one energy per atom: ``-> [N]``.
+
+    The last layer has no bias (the authors: an atom without edges predicts 0) and the
+    He-orthogonal initialization (``output_init="HeOrthogonal"``).
+    """
+
+    emb_size_atom: int
+    num_residual: int
+    scale_factors: bool = True
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    activation: Callable = scaled_silu
+
+    @nn.compact
+    def __call__(self, m, rbf_emb, receivers, edge_mask, atom_mask, fit=False):
+        x = AtomUpdate(self.emb_size_atom, self.num_residual, self.scale_factors,
+                       self.residual_scale, self.activation, name="update")(
+            m, rbf_emb, receivers, edge_mask, atom_mask, fit)
+        return dense(1, "out_energy")(x)[:, 0]
+
+
+class TripletInteraction(nn.Module):
+    """GemNet-T's triplet message passing with the efficient bilinear layer:
+    ``m [E, F_e] -> [E, F_e]`` (formulas in the module docstring).
+
+    Call: ``(m [E, F_e], rbf3 [E, F_rbf], rbf_w1 [E, C, L], sph [E, M, L] (0 on padded
+    triplets), triplets, edge_mask [E], fit)``.
+    """
+
+    emb_size_trip: int
+    emb_size_bilinear: int
+    scale_factors: bool = True
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    activation: Callable = scaled_silu
+
+    @nn.compact
+    def __call__(self, m, rbf3, rbf_w1, sph, triplets: Triplets, edge_mask, fit=False):
+        act, f_e = self.activation, m.shape[-1]
+        x_ba = act(dense(f_e, "dense_ba")(m))  # [E, F_e]
+        x_ba2 = x_ba * dense(f_e, "mlp_rbf")(rbf3)
+        x_ba = ScaleFactor(self.scale_factors, name="scale_rbf")(x_ba2, edge_mask, x_ba,
+                                                                 edge_mask, fit=fit)
+        x_ba = act(dense(self.emb_size_trip, "down_projection")(x_ba))  # [E, T]
+        mask = triplets.triplet_mask
+        x_trip = x_ba[triplets.edge_ba] * mask[..., None].astype(x_ba.dtype)  # [E, M, T]
+        sum_k = jnp.einsum("eml,emt->elt", sph, x_trip)  # [E, L, T]
+        rw = jnp.einsum("ecl,elt->ect", rbf_w1, sum_k)  # [E, C, T]
+        c = rbf_w1.shape[1]
+        w_bil = self.param("bilinear", he_orthogonal_init,
+                           (self.emb_size_trip, c, self.emb_size_bilinear))  # [T, C, B]
+        z = jnp.einsum("ect,tcb->eb", rw, w_bil.astype(rw.dtype))  # [E, B]
+        z = ScaleFactor(self.scale_factors, name="scale_cbf_sum")(z, edge_mask, x_trip, mask,
+                                                                  fit=fit)
+        x_ca = act(dense(f_e, "up_projection_ca")(z))
+        x_ac = act(dense(f_e, "up_projection_ac")(z))
+        x_ac = x_ac[triplets.swap] * triplets.swap_mask[:, None].astype(x_ac.dtype)
+        return (x_ca + x_ac) * self.residual_scale
+
+
+class InteractionBlock(nn.Module):
+    """One GemNet-T interaction: ``(h [N, F_a], m [E, F_e]) -> (h, m)`` (module docstring).
+
+    Call: ``(h, m, rbf3, rbf_w1, sph, triplets, rbf_h [E, F_rbf], senders, receivers,
+    edge_mask, atom_mask, fit)``.
+    """
+
+    emb_size_trip: int
+    emb_size_bilinear: int
+    num_before_skip: int
+    num_after_skip: int
+    num_concat: int
+    num_atom: int
+    scale_factors: bool = True
+    residual_scale: float = 1.0 / math.sqrt(2.0)
+    activation: Callable = scaled_silu
+
+    @nn.compact
+    def __call__(self, h, m, rbf3, rbf_w1, sph, triplets, rbf_h, senders, receivers,
+                 edge_mask, atom_mask, fit=False):
+        act, s, f_e = self.activation, self.residual_scale, m.shape[-1]
+        res = lambda name: ResidualLayer(s, act, name=name)  # noqa: E731
+        x_skip = act(dense(f_e, "dense_ca")(m))
+        x3 = TripletInteraction(self.emb_size_trip, self.emb_size_bilinear, self.scale_factors,
+                                s, act, name="triplet_interaction")(
+            m, rbf3, rbf_w1, sph, triplets, edge_mask, fit)
+        x = (x_skip + x3) * s
+        for k in range(self.num_before_skip):
+            x = res(f"residual_before_skip_{k}")(x)
+        m = (m + x) * s
+        for k in range(self.num_after_skip):
+            m = res(f"residual_after_skip_{k}")(m)
+        h2 = AtomUpdate(h.shape[-1], self.num_atom, self.scale_factors, s, act,
+                        name="atom_update")(m, rbf_h, receivers, edge_mask, atom_mask, fit)
+        h = (h + h2) * s
+        m2 = act(dense(f_e, "concat")(jnp.concatenate([h[senders], h[receivers], m], -1)))
+        for k in range(self.num_concat):
+            m2 = res(f"residual_concat_{k}")(m2)
+        m = (m + m2) * s
+        return h, m

@@ -1,0 +1,187 @@
+"""GemNet-T: E(3) x permutation symmetry (float64, 1e-9), finite-difference forces, padding
+of atoms, edges and triplets, the fitted scale factors, both normalization switches."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _molecules import ETHANOL_Z, assert_energy_model_symmetric, ethanol_frames
+
+import geonorm_jax as gj
+from geonorm_jax.models import molecular_graph as mg
+from geonorm_jax.models.gemnet import GEMNET_PLACEMENT, GEMNET_T_MD17, GEMNET_T_SMALL, GemNetT
+from geonorm_jax.models.gemnet_blocks import ResidualLayer
+from geonorm_jax.models.gemnet_scaling import fit_scale_factors, masked_variance
+
+CUTOFF = 3.0
+SMALL = dict(num_blocks=2, emb_size_atom=8, emb_size_edge=8, emb_size_trip=4, emb_size_rbf=4,
+             emb_size_cbf=4, emb_size_bil_trip=4, num_spherical=4, num_radial=4,
+             cutoff=CUTOFF, max_atomic_number=9)
+
+
+def _graph(num_frames=2, seed=0):
+    return mg.batch_frames(jnp.asarray(ethanol_frames(num_frames, seed=seed)), ETHANOL_Z, CUTOFF)
+
+
+@functools.cache
+def _setup(**overrides):
+    model = GemNetT(**{**SMALL, **overrides})
+    g = _graph()
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    if model.scale_factors:
+        variables = fit_scale_factors(model, variables, g)
+
+    @jax.jit
+    def fn(variables, pos, z):
+        g = mg.batch_frames(pos, z, CUTOFF, atom_mask=z > 0)
+        e, f = mg.energy_and_forces(model, variables, g)
+        return e, f.reshape(pos.shape)
+
+    return model, variables, fn
+
+
+def _inputs(num_frames=2):
+    pos = jnp.asarray(ethanol_frames(num_frames))
+    return pos, jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+
+
+@pytest.mark.parametrize("norm", [None, "layer_norm"])
+def test_energy_invariant_forces_equivariant(norm):
+    kw = {"atom_norm": gj.norms.make(norm), "edge_norm": gj.norms.make(norm)} if norm else {}
+    _, variables, fn = _setup(**kw)
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    assert e.dtype == jnp.float64 and float(jnp.abs(f).max()) > 1e-4
+    assert_energy_model_symmetric(fn, variables, pos, z)
+
+
+def test_forces_by_central_differences():
+    _, variables, fn = _setup()
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    h = 1e-5
+    for b, a, d in ((0, 2, 1), (1, 5, 0), (1, 0, 2)):
+        step = jnp.zeros_like(pos).at[b, a, d].set(h)
+        fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
+        np.testing.assert_allclose(fd, f[b, a, d], rtol=1e-6, atol=1e-9)
+
+
+def test_padded_atoms_molecules_edges_and_triplets_change_nothing():
+    model, variables, fn = _setup()
+    pos, z = _inputs()
+    e, f = fn(variables, pos, z)
+    # a padded atom slot in every frame (close to real atoms) and a padded molecule
+    pad_pos = jnp.concatenate([pos, pos[:, :1] + 0.4], axis=1)
+    pad_pos = jnp.concatenate([pad_pos, pad_pos[:1]], axis=0)  # [3, 10, 3]
+    pad_z = jnp.concatenate([z, jnp.zeros((2, 1), z.dtype)], axis=1)
+    pad_z = jnp.concatenate([pad_z, jnp.zeros((1, 10), z.dtype)], axis=0)
+    e2, f2 = fn(variables, pad_pos, pad_z)
+    np.testing.assert_allclose(e2[:2], e, rtol=1e-12)
+    np.testing.assert_allclose(f2[:2, :9], f, atol=1e-12)
+    assert float(e2[2]) == 0.0 and float(jnp.abs(f2[:, 9]).max()) == 0.0
+    # packed flat graph: molecules swapped, padded atoms, 60 padded edge slots, and a triplet
+    # budget of 12 slots per edge where 8 are needed
+    frames = ethanol_frames(2)
+    p = np.concatenate([frames[1], frames[0], np.zeros((3, 3))])
+    zz = np.concatenate([ETHANOL_Z, ETHANOL_Z, [0, 0, 0]])
+    gid = np.concatenate([np.ones(9), np.zeros(9), np.ones(3)]).astype(np.int32)
+    g = _graph()
+    flat = mg.flat_graph(jnp.asarray(p), zz, gid, 2, CUTOFF,
+                         max_edges=int(g.edge_mask.sum()) + 60)
+    wide = GemNetT(**SMALL, max_neighbors=12)
+    np.testing.assert_allclose(wide.apply(variables, flat), model.apply(variables, g),
+                               rtol=1e-12)
+    with pytest.raises(ValueError, match="max_neighbors: expected an int"):
+        model.apply(variables, flat)
+
+
+def test_scale_factor_fit_gives_unit_variance_ratio_and_is_deterministic():
+    model, fitted, _ = _setup()
+    g = _graph()
+    stats = lambda v, g: model.apply(v, g, mutable=["scale_stats"])[1]["scale_stats"]  # noqa: E731
+    ratios = [x for x in jax.tree.leaves(stats(fitted, g))]
+    # per block: the radial product and the triplet sum; per atom update and output: the sum
+    assert len(ratios) == 3 * SMALL["num_blocks"] + SMALL["num_blocks"] + 1
+    np.testing.assert_allclose(ratios, 1.0, rtol=1e-10)
+    factors = np.asarray(jax.tree.leaves(fitted["scale_factors"]))
+    assert np.all(np.abs(factors - 1.0) > 1e-3)  # the fit did something
+    init = jax.jit(model.init)(jax.random.key(0), g)
+    np.testing.assert_array_equal(  # deterministic: a second fit is bit-identical
+        factors, np.asarray(jax.tree.leaves(fit_scale_factors(model, init, g)["scale_factors"])))
+    unfitted = np.asarray(jax.tree.leaves(stats(init, g)))
+    assert np.max(np.abs(unfitted - 1.0)) > 0.1
+    other = np.asarray(jax.tree.leaves(stats(fitted, _graph(4, seed=3))))
+    assert np.max(np.abs(other - 1.0)) > 1e-6  # unit only on the fitting batch
+    # the statistic itself, by hand
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    mask = np.array([True, True, False, True, True])
+    want = np.mean(np.var(x[mask], axis=0, ddof=1))
+    np.testing.assert_allclose(masked_variance(jnp.asarray(x), jnp.asarray(mask)), want,
+                               rtol=1e-12)
+
+
+def test_both_normalizations_switch_off():
+    g = _graph()
+    on = GemNetT(**SMALL)
+    init = jax.jit(on.init)(jax.random.key(0), g)
+    no_scale = GemNetT(**SMALL, scale_factors=False)
+    v_off = jax.jit(no_scale.init)(jax.random.key(0), g)
+    assert "scale_factors" not in v_off
+    # unfitted factors are 1: the model with them equals the model without them
+    np.testing.assert_allclose(on.apply(init, g), no_scale.apply(v_off, g), rtol=1e-12)
+    fitted = fit_scale_factors(on, init, g)
+    assert not np.allclose(on.apply(fitted, g), no_scale.apply(v_off, g))
+    with pytest.raises(ValueError, match="scale_factors"):
+        fit_scale_factors(no_scale, v_off, g)
+    with pytest.raises(ValueError, match="'scale_factors' collection"):
+        on.apply({"params": init["params"]}, g)
+    plain = GemNetT(**SMALL, residual_scaling=False)
+    assert not np.allclose(plain.apply(fitted, g), on.apply(fitted, g))
+    x = jax.random.normal(jax.random.key(1), (4, 6))
+    v = ResidualLayer().init(jax.random.key(2), x)
+    y_scaled = ResidualLayer().apply(v, x)
+    y_plain = ResidualLayer(residual_scale=1.0).apply(v, x)
+    np.testing.assert_allclose(y_plain, np.sqrt(2.0) * y_scaled, rtol=1e-6)
+
+
+def test_float32_and_batch_norm_training_updates_stats():
+    pos32 = jnp.asarray(ethanol_frames(2), jnp.float32)
+    g = mg.batch_frames(pos32, ETHANOL_Z, CUTOFF)
+    model = GemNetT(**SMALL, atom_norm=gj.norms.make("batch_norm"), training=True)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    variables = fit_scale_factors(model, variables, g)
+    assert "batch_stats" in variables
+
+    @jax.jit
+    def step(variables, g):
+        return mg.energy_and_forces(model, variables, g, mutable=["batch_stats"])
+
+    e, f, updates = step(variables, g)
+    assert e.dtype == jnp.float32 and f.dtype == jnp.float32 and f.shape == (18, 3)
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    old, new = (jax.tree.leaves(v) for v in (variables["batch_stats"], updates["batch_stats"]))
+    assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
+
+
+def test_checks_and_placement():
+    with pytest.raises(ValueError, match="atom_norm: expected a Norm of kind 'features'"):
+        GemNetT(**SMALL, atom_norm=gj.norms.make("gvp_vector_layer_norm"))
+    with pytest.raises(ValueError, match="edge_norm"):
+        GemNetT(**SMALL, edge_norm=gj.norms.make("geo_norm"))
+    with pytest.raises(ValueError, match="num_blocks"):
+        GemNetT(**{**SMALL, "num_blocks": 0})
+    with pytest.raises(ValueError, match="max_neighbors"):
+        GemNetT(**SMALL, max_neighbors=0)
+    assert GEMNET_PLACEMENT.default_place("features") == "atom"
+    assert GEMNET_PLACEMENT.names() == ("atom", "edge")
+    g = _graph()
+    tight = GemNetT(**SMALL, max_neighbors=2)  # ethanol atoms have up to 8 neighbours
+    variables = _setup()[1]
+    with pytest.raises(ValueError, match="expected at most max_neighbors = 2"):
+        tight.apply(variables, g)
+    # under jit the truncation is silent but recorded
+    _, inter = jax.jit(lambda v, g: tight.apply(v, g, mutable=["intermediates"]))(variables, g)
+    assert int(inter["intermediates"]["triplet_max_neighbors"][0]) > 2
+    assert GEMNET_T_SMALL["num_blocks"] < GEMNET_T_MD17["num_blocks"]
