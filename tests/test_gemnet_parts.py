@@ -38,7 +38,8 @@ def test_triplets_match_brute_force(cutoff):
     s, r = np.asarray(g.senders)[perm], np.asarray(g.receivers)[perm]
     mask = np.asarray(g.edge_mask)[perm] & (np.arange(g.num_edges) % 7 != 0)
     t = edge_triplets(jnp.asarray(s), jnp.asarray(r), jnp.asarray(mask), g.num_atoms, 8)
-    got = {(e, int(t.edge_ba[e, k])) for e, k in zip(*np.nonzero(np.asarray(t.triplet_mask)))}
+    rows, cols = np.nonzero(np.asarray(t.triplet_mask))
+    got = {(e, int(t.edge_ba[e, k])) for e, k in zip(rows, cols, strict=True)}
     want, swap = _brute(s, r, mask)
     assert got == want and len(want) > 0
     sm = np.asarray(t.swap_mask)

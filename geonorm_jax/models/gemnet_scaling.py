@@ -27,6 +27,8 @@ every :class:`ScaleFactor` is the identity and the collection does not exist.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -110,12 +112,15 @@ def fit_scale_factors(model, variables: dict, graph, **apply_kwargs) -> dict:
         raise ValueError(f"fit_scale_factors: expected a model with scale_factors=True; "
                          f"received {type(model).__name__} with scale_factors="
                          f"{getattr(model, 'scale_factors', None)!r}")
-    mutable = [SCALE_COLLECTION] + [c for c in ("batch_stats",) if c in variables]
+    mutable = (SCALE_COLLECTION,) + tuple(c for c in ("batch_stats",) if c in variables)
+    fitted = _fit(model, variables, graph, mutable, tuple(sorted(apply_kwargs.items())))
+    return {**variables, SCALE_COLLECTION: fitted}
 
-    @jax.jit
-    def run(variables, graph):
-        _, updates = model.apply(variables, graph, fit_scale_factors=True, mutable=mutable,
-                                 **apply_kwargs)
-        return updates[SCALE_COLLECTION]
 
-    return {**variables, SCALE_COLLECTION: run(variables, graph)}
+@functools.partial(jax.jit, static_argnums=(0, 3, 4))
+def _fit(model, variables, graph, mutable, apply_kwargs):
+    """One jitted fitting pass (``model`` and the keyword arguments static: compiled once per
+    model configuration)."""
+    _, updates = model.apply(variables, graph, fit_scale_factors=True, mutable=list(mutable),
+                             **dict(apply_kwargs))
+    return updates[SCALE_COLLECTION]
