@@ -153,6 +153,18 @@ def test_config_places_are_the_models():
     for place in EGNN.placement.names():
         assert cfg.merge(cfg.RunConfig(), {"model": {"norm_place": place}}).model.norm_place \
             == place
+    from geonorm_jax.models import ALLEGRO_PLACEMENT, SCHNET_PLACEMENT
+
+    union = {n for pl in (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT)
+             for n in pl.names()}
+    assert set(cfg.NORM_PLACES) == union
+
+
+def test_a_place_of_another_model_is_refused_when_the_run_is_built():
+    config = cfg.merge(cfg.preset("test"), {"model": {"norm": "layer_norm",
+                                                      "norm_place": "latent"}})
+    with pytest.raises(ValueError, match="place: expected one of"):
+        setup.build(config)
 
 
 # ----------------------------------------------------------------------------- parallel

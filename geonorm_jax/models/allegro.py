@@ -245,7 +245,9 @@ class Allegro(nn.Module):
         v = _weighted_irreps(w0.reshape(-1, c, n_sh), sh)  # [E, C, Y]
 
         allowed = e3nn.Irreps(self.tensor_irreps)
-        resnet = self.param("latent_resnet_logits", nn.initializers.zeros, (self.num_layers,))
+        resnet = self.param(
+            "latent_resnet_logits", nn.initializers.zeros, (self.num_layers,), jnp.float32
+        )  # float32 like the Dense and e3nn Linear parameters
         for layer in range(self.num_layers):
             last = layer == self.num_layers - 1
             w = nn.Dense(c * n_sh, use_bias=False, name=f"env_weights_{layer}")(x)

@@ -1,6 +1,8 @@
-"""Training: optax Adam over an explicit train state, seeds in one vmapped program, explosion
-detection, evaluation (MSE and rotation/translation errors), orbax checkpoints with resume,
-data parallelism with ``jax.sharding``, and the ``geonorm-jax train/eval/plot`` commands.
+"""Training: one loop for every task (:mod:`geonorm_jax.train.tasks`: charged N-body with the
+EGNN, molecular energies and forces with Allegro or SchNet), optax Adam over an explicit
+train state, seeds in one vmapped program, explosion detection, evaluation (MSE, energy and
+force MAE, rotation/translation errors), orbax checkpoints with resume, data parallelism
+with ``jax.sharding``, and the ``geonorm-jax train/eval/plot`` commands.
 
 Typical use::
 
@@ -8,11 +10,13 @@ Typical use::
     config = train.merge(train.preset("quick"), {"train": {"seeds": [30, 40]}})
     summary = train.train(config, "runs/my-run")
     result = train.evaluate_run("runs/my-run", rte=True)
+    allegro = train.train(train.preset("allegro-uracil"), "runs/allegro")
 """
 
 from geonorm_jax.train.config import (
     PRESETS,
     ModelConfig,
+    MoleculesConfig,
     OptimizerConfig,
     RunConfig,
     TrainConfig,
@@ -38,10 +42,12 @@ from geonorm_jax.train.rundir import check_resume, format_table, read_metrics, s
 from geonorm_jax.train.setup import Setup, build
 from geonorm_jax.train.state import TrainState, init_state
 from geonorm_jax.train.step import make_optimizer, mse, train_epoch, train_step
+from geonorm_jax.train.tasks import MolecularTask, NBodyTask, Task, get_task
 
 __all__ = [
     "PRESETS",
     "ModelConfig",
+    "MoleculesConfig",
     "OptimizerConfig",
     "RunConfig",
     "TrainConfig",
@@ -73,4 +79,8 @@ __all__ = [
     "mse",
     "train_epoch",
     "train_step",
+    "Task",
+    "NBodyTask",
+    "MolecularTask",
+    "get_task",
 ]

@@ -24,12 +24,21 @@ PRESET_HELP = (
     "egnn-5body (the EGNN paper's protocol: 3000 train samples, batch 100, lr 5e-4, 10000 "
     "epochs, no normalization), geonorm-paper (the GeoNorm paper's Section 5: N=50, 5 layers, "
     "batch 50, 1000 epochs, seeds 30 40 50 60, GeoNorm), knn-500 (N=500 on a kNN edge list, "
-    "k=32, shared GeoNorm, a short run), test (tiny, seconds)"
+    "k=32, shared GeoNorm, a short run), test (tiny, seconds); molecular energies and forces: "
+    "allegro-uracil (Allegro, the authors' tutorial size, on GFN2-xTB uracil frames, 100 "
+    "epochs), schnet-uracil (SchNet, published MD17 size, 100 epochs)"
 )
+PRESET_NAMES = ["quick", "egnn-5body", "geonorm-paper", "knn-500", "test", "allegro-uracil",
+                "schnet-uracil"]
 
 # flag dest -> dotted config key
 _OVERRIDES = {
     "particles": "data.particles",
+    "model": "model.name",
+    "molecule": "molecules.molecule",
+    "frames": "molecules.frames",
+    "train_frames": "molecules.train",
+    "valid_frames": "molecules.valid",
     "num_layers": "model.num_layers",
     "hidden": "model.hidden",
     "norm": "model.norm",
@@ -55,26 +64,30 @@ def add_parser(subparsers) -> None:
     """Register ``train``, ``eval`` and ``plot``.
 
     The model flags use the model's names (``--num-layers``, ``--graph``), and the choices of
-    ``--norm-place`` are the EGNN's places (:data:`geonorm_jax.models.EGNN_PLACEMENT`).
+    ``--norm-place`` are the places the models declare (:data:`geonorm_jax.models.EGNN_PLACEMENT`,
+    ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``).
     ``--layers`` is accepted as the older spelling of ``--num-layers`` (not listed).
     """
-    from geonorm_jax.models import EGNN
-    from geonorm_jax.train.config import ModelConfig
+    from geonorm_jax.models import ALLEGRO_PLACEMENT, EGNN, SCHNET_PLACEMENT
+    from geonorm_jax.train.config import MODELS, ModelConfig
     p = subparsers.add_parser(
         "train",
-        help="train an EGNN on charged N-body (default: the quick GeoNorm job)",
+        help="train an EGNN on charged N-body (default: the quick GeoNorm job), or Allegro / "
+             "SchNet on molecular energies and forces",
         description=(
-            "Train the velocity EGNN on the charged N-body task. With no arguments: the quick "
-            "preset (5-body data from the cache, generated if missing; EGNN + GeoNorm; about 3 "
-            "minutes on 2 CPU cores). Several --seeds train together in one jitted program "
-            "(jax.vmap). Writes RUN_DIR/{config.json, metrics.jsonl, checkpoints/, curves.png, "
-            "summary.json} and prints a table. Flags override the preset; the result is saved "
-            "as config.json. Ctrl-C saves a checkpoint; --resume RUN_DIR continues."
+            "Train the velocity EGNN on the charged N-body task, or a molecular model (--model "
+            "allegro|schnet, or --preset allegro-uracil|schnet-uracil) on the energies and "
+            "forces of MD frames. With no arguments: the quick preset (5-body data from the "
+            "cache, generated if missing; EGNN + GeoNorm; about 3 minutes on 2 CPU cores). "
+            "Several --seeds train together in one jitted program (jax.vmap). Writes "
+            "RUN_DIR/{config.json, metrics.jsonl, checkpoints/, curves.png, summary.json} and "
+            "prints a table. Flags override the preset; the result is saved as config.json. "
+            "Ctrl-C saves a checkpoint; --resume RUN_DIR continues."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("run")
-    g.add_argument("--preset", choices=["quick", "egnn-5body", "geonorm-paper", "knn-500", "test"],
+    g.add_argument("--preset", choices=PRESET_NAMES,
                    default=None, help=f"named configuration: {PRESET_HELP}")
     g.add_argument("--test", action="store_true",
                    help="the tiny 'test' preset (same as --preset test)")
@@ -86,11 +99,28 @@ def add_parser(subparsers) -> None:
                    help="continue the run in RUN_DIR from its newest checkpoint; other flags "
                         "must agree with its config.json")
     g.add_argument("--data-dir", metavar="DIR", default=None,
-                   help="dataset directory to use instead of the cache")
+                   help="dataset directory to use instead of the cache (N-body, or a "
+                        "molecular dataset written by `geonorm-jax data generate`)")
     g.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="dataset cache (default: $GEONORM_JAX_CACHE or the data default)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("data and model")
+    g.add_argument("--model", choices=list(MODELS),
+                   help="egnn (charged N-body), allegro or schnet (molecules; without --preset "
+                        "the MODEL-uracil preset)")
+    g.add_argument("--molecule", help="molecules: uracil, ethanol, aspirin or water "
+                                      "(generated GFN2-xTB frames)")
+    g.add_argument("--frames", type=int, help="molecules: frames to generate in all")
+    g.add_argument("--train-frames", type=int, help="molecules: training frames (rMD17: 1000)")
+    g.add_argument("--valid-frames", type=int, help="molecules: validation frames (rMD17: 50)")
+    g.add_argument("--data-file", metavar="NPZ",
+                   help="molecules: train on an MD17 (R, E, F, z) or revised MD17 (coords, "
+                        "energies, forces, nuclear_charges) .npz file")
+    g.add_argument("--no-target-norm", action="store_true",
+                   help="molecules: no per-species energy shift and scale")
+    g.add_argument("--no-neighbor-norm", action="store_true",
+                   help="molecules: no neighbour normalization (Allegro 1/sqrt(N̄), SchNet's "
+                        "mean over neighbours)")
     g.add_argument("--particles", type=int, help="number of particles N")
     g.add_argument("--train-samples", type=int,
                    help="use the first this many training simulations")
@@ -100,10 +130,14 @@ def add_parser(subparsers) -> None:
     g.add_argument("--hidden", type=int, help="hidden width")
     g.add_argument("--norm", metavar="NAME",
                    help="normalization: a catalogue name (see `geonorm-jax norms`) or 'none'")
-    g.add_argument("--norm-place", choices=EGNN.placement.names(),
-                   help="where the norm goes (default: the EGNN's place for its kind: "
+    placements = (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT)
+    places = list(dict.fromkeys(n for pl in placements for n in pl.names()))
+    g.add_argument("--norm-place", choices=places,
+                   help="where the norm goes (default: the model's place for its kind; EGNN: "
                         + ", ".join(f"{kind} -> {place}" for kind, place in
-                                    EGNN.placement.defaults) + ")")
+                                    EGNN.placement.defaults)
+                        + "; Allegro: " + ", ".join(ALLEGRO_PLACEMENT.names())
+                        + "; SchNet: " + ", ".join(SCHNET_PLACEMENT.names()) + ")")
     g.add_argument("--graph", choices=typing.get_args(typing.get_type_hints(ModelConfig)["graph"]),
                    help="dense (fully connected, the papers') or knn (edge list, O(N k); "
                         "for large N)")
@@ -205,6 +239,14 @@ def config_from_args(args):
         if dest == "norm" and value.lower() == "none":
             value = None
         _set(overrides, key, value)
+    if getattr(args, "data_file", None):
+        _set(overrides, "molecules.dataset", "file")
+        _set(overrides, "molecules.data_file", str(args.data_file))
+    for flag, key in (("no_target_norm", "model.target_norm"),
+                      ("no_neighbor_norm", "model.neighbor_norm")):
+        if getattr(args, flag, False):
+            _set(overrides, key, False)
+    model = getattr(args, "model", None)
     if args.resume and args.preset is None and args.config is None:
         from geonorm_jax.train.rundir import check_resume
 
@@ -214,7 +256,7 @@ def config_from_args(args):
         base = cfg.load_config(args.config)
         name = Path(args.config).stem
     else:
-        name = args.preset or "quick"
+        name = args.preset or (f"{model}-uracil" if model not in (None, "egnn") else "quick")
         base = cfg.preset(name)
     return cfg.merge(base, overrides), name
 

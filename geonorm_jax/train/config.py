@@ -1,11 +1,16 @@
 """Run configuration as typed dataclasses, the named presets, and JSON round trips.
 
-A run is described by a :class:`RunConfig` with four sections::
+A run is described by a :class:`RunConfig`: the task and five sections::
 
-    RunConfig(data=DataConfig(...),        # geonorm_jax.data: the N-body simulation and split sizes
-              model=ModelConfig(...),      # EGNN width/depth and the normalization and its place
+    RunConfig(task="nbody",                # or "molecules" (geonorm_jax.train.tasks)
+              data=DataConfig(...),        # nbody: the N-body simulation and split sizes
+              molecules=MoleculesConfig(...),  # molecules: frames, split, loss weights
+              model=ModelConfig(...),      # model, width/depth, the normalization and its place
               optimizer=OptimizerConfig(...),  # Adam + L2 weight decay, clipping, schedule
               train=TrainConfig(...))      # epochs, batch, seeds, evaluation, checkpoints, RTE
+
+Only the data section of the run's task is written to ``config.json`` (:func:`save_config`);
+the other keeps its defaults.
 
 ``config.json`` in every run directory is ``to_dict(config)``; :func:`from_dict` reads it back
 and raises ``ValueError`` naming the offending key (``"model.num_layers: expected an integer >= 1,
@@ -26,13 +31,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geonorm_jax.data import DataConfig
-from geonorm_jax.models.placement import EGNN_PLACEMENT
 from geonorm_jax.train import typed_config
+from geonorm_jax.train.molecules_config import MoleculesConfig
 from geonorm_jax.train.typed_config import diff, to_dict
 
 __all__ = [
     "ModelConfig",
+    "MoleculesConfig",
     "OptimizerConfig",
+    "TASKS",
+    "MODELS",
+    "NORM_PLACES",
     "TrainConfig",
     "RunConfig",
     "PRESETS",
@@ -42,30 +51,51 @@ __all__ = [
     "merge",
     "load_config",
     "save_config",
+    "config_dict",
     "validate",
     "diff",
     "OLD_KEYS",
 ]
 
-# The EGNN's places (coord, update, feature), as the model declares them.
-NormPlace = Literal[EGNN_PLACEMENT.names()]
+# The tasks and the models each one trains (the first is the task's default model).
+TASKS: dict[str, tuple[str, ...]] = {"nbody": ("egnn",), "molecules": ("allegro", "schnet")}
+MODELS: tuple[str, ...] = tuple(m for models in TASKS.values() for m in models)
+# Every place name of those models (EGNN_PLACEMENT, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT; a
+# test keeps this equal to their union). Whether a place belongs to the chosen model is
+# checked by the task when the run is built.
+NORM_PLACES: tuple[str, ...] = ("coord", "update", "feature", "latent", "tensor", "aggregate")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The EGNN (``geonorm_jax.models.EGNN``) and where its normalization goes.
+    """The model (the EGNN for ``nbody``; Allegro or SchNet for ``molecules``) and where its
+    normalization goes.
 
     Attributes:
-      hidden: width of every MLP (the papers use 64).
-      num_layers: number of EGNN layers (>= 1); ``layers`` in older config files.
-      norm: a catalogue name (``geonorm-jax norms``) or ``None`` for vanilla EGNN.
-      norm_place: a place of the EGNN (:data:`geonorm_jax.models.EGNN_PLACEMENT`):
-        ``"coord"`` (coordinates after each layer, the GeoNorm paper's place), ``"update"``
-        (the coordinate update) or ``"feature"`` (the invariant features ``h``). ``None``
-        asks the model for the default place of the catalogue entry's kind (coordinates ->
-        coord, vectors -> update, features -> feature).
+      name: ``"egnn"`` (:class:`geonorm_jax.models.EGNN`), ``"allegro"``
+        (:class:`geonorm_jax.models.Allegro`) or ``"schnet"``
+        (:class:`geonorm_jax.models.SchNet`).
+      hidden: width: every MLP of the EGNN (the papers use 64), Allegro's scalar latent
+        ``latent_dim``, SchNet's ``features``.
+      num_layers: EGNN layers, Allegro tensor-product layers, SchNet interactions (>= 1);
+        ``layers`` in older config files.
+      norm: a catalogue name (``geonorm-jax norms``) or ``None`` for none.
+      norm_place: a place of the model (:data:`geonorm_jax.models.EGNN_PLACEMENT`,
+        ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``); for the EGNN ``"coord"`` (coordinates
+        after each layer, the GeoNorm paper's place), ``"update"`` (the coordinate update)
+        or ``"feature"`` (the invariant features ``h``). ``None`` asks the model for the
+        default place of the catalogue entry's kind (EGNN: coordinates -> coord, vectors ->
+        update, features -> feature).
       norm_kwargs: hyperparameters passed to the norm's constructor.
-      model_kwargs: extra keyword arguments for ``EGNN`` (e.g. ``{"tanh": true}``).
+      model_kwargs: extra keyword arguments for the model's constructor (e.g. ``{"tanh":
+        true}`` for the EGNN, ``{"l_max": 2}`` for Allegro), over the model's published
+        configuration (molecular models: ``ALLEGRO_TUTORIAL``, ``SCHNET_MD17``).
+      target_norm: molecular models: the per-species energy shift ``mu_Z`` and scale
+        ``sigma`` fitted on the training split (``E_i = sigma E_i^net + mu_Z``; Allegro's
+        and SchNet's output normalization). False: the network predicts raw energies.
+      neighbor_norm: molecular models: Allegro's ``1/sqrt(N̄)`` on its environment sums
+        (``env_normalization="sqrt"``, else ``"none"``); SchNet's mean over neighbours
+        (``neighbor_normalization``, else the plain sum).
       graph: the EGNN's ``graph``: ``"dense"`` (fully connected, the papers' setting,
         ``O(N^2)`` edges per system) or ``"knn"`` (edge list of the ``neighbors`` nearest
         particles of the *input* positions, built by the model inside the jitted step:
@@ -76,15 +106,18 @@ class ModelConfig:
       cutoff: optional radius for the kNN graph (longer edges are masked), or ``None``.
     """
 
+    name: Literal[MODELS] = "egnn"
     hidden: int = 64
     num_layers: int = 4
     norm: str | None = "geo_norm"
-    norm_place: NormPlace | None = None
+    norm_place: Literal[NORM_PLACES] | None = None
     norm_kwargs: dict = dataclasses.field(default_factory=dict)
     model_kwargs: dict = dataclasses.field(default_factory=dict)
     graph: Literal["dense", "knn"] = "dense"
     neighbors: int = 32
     cutoff: float | None = None
+    target_norm: bool = True
+    neighbor_norm: bool = True
 
     @property
     def layers(self) -> int:
@@ -158,9 +191,14 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """A whole run: data, model, optimizer and training sections."""
+    """A whole run: the task, its data section, model, optimizer and training sections.
 
+    ``task`` picks the data section that counts: ``data`` (charged N-body) for ``"nbody"``,
+    ``molecules`` for ``"molecules"`` (:mod:`geonorm_jax.train.tasks`)."""
+
+    task: Literal[tuple(TASKS)] = "nbody"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    molecules: MoleculesConfig = dataclasses.field(default_factory=MoleculesConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -209,6 +247,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "optimizer": {"lr": 1e-3},
         "train": {"epochs": 30, "batch_size": 10, "seeds": [30], "eval_every": 5,
                   "checkpoint_every": 5, "eval_batch_size": 25},
+    },
+    # Allegro on uracil (the survey's Figure 1) with its normalizations (per-species shift and
+    # scale, 1/sqrt(N̄)): the authors' tutorial configuration (ALLEGRO_TUTORIAL: 2 layers, 64
+    # scalar latents, 32 tensor channels, l_max 1, r_c 5 Å) on the md17-xtb uracil frames,
+    # rMD17 split (1000 / 50 / 950), batch 8, Adam lr 2e-3. A loss above 1e30 counts as an
+    # explosion (unnormalized energies start around 1e5 eV^2 without diverging).
+    "allegro-uracil": {
+        "task": "molecules",
+        "molecules": {"dataset": "md17-xtb", "molecule": "uracil", "frames": 2000},
+        "model": {"name": "allegro", "hidden": 64, "num_layers": 2, "norm": None},
+        "optimizer": {"lr": 2e-3, "weight_decay": 0.0},
+        "train": {"epochs": 100, "batch_size": 8, "seeds": [0], "eval_every": 5,
+                  "checkpoint_every": 5, "eval_batch_size": 50, "explosion_threshold": 1e30},
+    },
+    # SchNet on uracil with its normalizations (mean over neighbours, per-species shift and
+    # scale): SCHNET_MD17 (F = 64, 3 interactions, 51 Gaussians, r_c 5 Å), lr 5e-4.
+    "schnet-uracil": {
+        "task": "molecules",
+        "molecules": {"dataset": "md17-xtb", "molecule": "uracil", "frames": 2000},
+        "model": {"name": "schnet", "hidden": 64, "num_layers": 3, "norm": None},
+        "optimizer": {"lr": 5e-4, "weight_decay": 0.0},
+        "train": {"epochs": 100, "batch_size": 8, "seeds": [0], "eval_every": 5,
+                  "checkpoint_every": 5, "eval_batch_size": 50, "explosion_threshold": 1e30},
     },
     # Tiny: for tests and smoke runs (seconds).
     "test": {
@@ -308,6 +369,10 @@ def validate(config: RunConfig) -> RunConfig:
     need(t.rte_draws >= 1, "train.rte_draws", "an integer >= 1", t.rte_draws)
     need(t.rte_translation_scale >= 0, "train.rte_translation_scale", "a number >= 0",
          t.rte_translation_scale)
+    need(m.name in TASKS[config.task], "model.name",
+         f"a model of task {config.task!r} ({', '.join(TASKS[config.task])})", m.name)
+    if config.task != "nbody":
+        return config  # the task checks its own data section (geonorm_jax.train.tasks)
     n_train = t.train_samples if t.train_samples is not None else config.data.train
     if t.train_samples is not None:
         need(1 <= t.train_samples <= config.data.train, "train.train_samples",
@@ -320,9 +385,17 @@ def validate(config: RunConfig) -> RunConfig:
     return config
 
 
+def config_dict(config: RunConfig) -> dict:
+    """``to_dict(config)`` without the data section of the other task (``molecules`` for an
+    N-body run, ``data`` for a molecular one): what ``config.json`` holds."""
+    out = to_dict(config)
+    out.pop("molecules" if config.task == "nbody" else "data")
+    return out
+
+
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write ``config`` as indented JSON."""
-    Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=False) + "\n")
+    """Write ``config`` as indented JSON (:func:`config_dict`)."""
+    Path(path).write_text(json.dumps(config_dict(config), indent=2, sort_keys=False) + "\n")
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -60,7 +60,9 @@ def evaluate_run(
     """Validation/test MSE per seed of the best parameters, and RTE if ``rte``.
 
     Returns ``{"seeds": [...], "val_mse": [...], "test_mse": [...], "rte": [{column: value}]}``
-    (``rte`` per seed, only when requested). ``draws`` and ``translation_scale`` default to
+    (``rte`` per seed, only when requested; N-body task only), plus ``val_<m>`` and
+    ``test_<m>`` for the task's further metrics (molecules: ``energy_mae``, ``force_mae``).
+    ``draws`` and ``translation_scale`` default to
     the run's ``train.rte_draws`` and ``train.rte_translation_scale``.
     """
     run_dir = Path(run_dir)
@@ -72,9 +74,15 @@ def evaluate_run(
         "run_dir": str(run_dir),
         "seeds": list(config.train.seeds),
         "best_epoch": meta.get("best_epoch"),
-        "val_mse": _means(s.eval_fn(p, bs, s.data["valid"])[0]),
-        "test_mse": _means(s.eval_fn(p, bs, s.data["test"])[0]),
     }
+    for split, data in (("val", s.data["valid"]), ("test", s.data["test"])):
+        metrics = s.metrics_fn(p, bs, data)[0]
+        out[f"{split}_mse"] = _means(metrics["mse"])
+        for name in s.task.metrics:
+            out[f"{split}_{name}"] = _means(metrics[name])
+    if rte and config.task != "nbody":
+        raise ValueError(f"--rte: rotation/translation errors of predicted coordinates exist "
+                         f"for the nbody task only; this run's task is {config.task!r}")
     if rte:
         draws = config.train.rte_draws if draws is None else draws
         scale = config.train.rte_translation_scale if translation_scale is None \

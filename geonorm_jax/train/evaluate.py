@@ -79,26 +79,35 @@ def split_predictions(
     *,
     chunk: int,
     constrain: Callable = lambda b: b,
-) -> tuple[jax.Array, jax.Array]:
-    """Per-sample MSE ``[S]`` and predictions ``[S, N, 3]`` of ``data`` in eval mode.
+    metrics: Callable | None = None,
+):
+    """Per-sample errors and predictions of a split in eval mode.
 
-    ``data`` is a dict of ``[S, ...]`` arrays (``loc, vel, charges, target``, optional
+    ``data`` is a dict of ``[S, ...]`` arrays (N-body: ``loc, vel, charges, target``, optional
     ``mask``). The split is processed in chunks of ``chunk`` samples with ``lax.map``; the last
     chunk is padded by repeating samples and the padding is cut off, so results do not depend
     on ``chunk``.
+
+    Returns:
+      without ``metrics``: ``(MSE [S], predictions [S, N, 3])`` (the N-body MSE per sample);
+      with ``metrics(pred, batch) -> {name: [B]}`` (a task's ``sample_metrics``):
+      ``({name: [S]}, predictions [S, ...])``.
     """
-    num = data["loc"].shape[0]
+    num = jax.tree.leaves(data)[0].shape[0]
     chunk = max(1, min(chunk, num))
     num_chunks = -(-num // chunk)
     index = (jnp.arange(num_chunks * chunk) % num).reshape(num_chunks, chunk)
+    score = metrics if metrics is not None else (
+        lambda pred, batch: per_sample_mse(pred, batch["target"], batch.get("mask")))
 
     def one(idx):
         batch = constrain({k: jnp.take(v, idx, axis=0) for k, v in data.items()})
         pred, _ = apply(params, batch_stats, batch, False)
-        return per_sample_mse(pred, batch["target"], batch.get("mask")), pred
+        return score(pred, batch), pred
 
     errors, preds = jax.lax.map(one, index)
-    return errors.reshape(-1)[:num], preds.reshape(-1, *preds.shape[2:])[:num]
+    flat = lambda a: a.reshape(-1, *a.shape[2:])[:num]
+    return jax.tree.map(flat, errors), jax.tree.map(flat, preds)
 
 
 def random_transforms(data: dict, key: jax.Array, translation_scale: float):

@@ -205,18 +205,21 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                         "exploded_at": [int(x) for x in np.asarray(state.exploded_at)],
                     }
                     if epoch % t.eval_every == 0 or epoch == t.epochs:
-                        val, _ = s.eval_fn(state.params, state.batch_stats, data["valid"])
-                        test, _ = s.eval_fn(state.params, state.batch_stats, data["test"])
-                        val_mse = jnp.mean(val, axis=1)
+                        val, _ = s.metrics_fn(state.params, state.batch_stats, data["valid"])
+                        test, _ = s.metrics_fn(state.params, state.batch_stats, data["test"])
+                        val_mse = jnp.mean(val["mse"], axis=1)
                         state, improved = s.update_best_fn(
                             state, val_mse, jnp.asarray(epoch, jnp.int32)
                         )
                         record.update(
                             val_mse=_floats(val_mse),
-                            test_mse=_floats(jnp.mean(test, axis=1)),
+                            test_mse=_floats(jnp.mean(test["mse"], axis=1)),
                             best_val=_floats(state.best_val),
                             best_epoch=[int(x) for x in np.asarray(state.best_epoch)],
                         )
+                        for name in s.task.metrics:  # the task's further metrics
+                            record[f"val_{name}"] = _floats(jnp.mean(val[name], axis=1))
+                            record[f"test_{name}"] = _floats(jnp.mean(test[name], axis=1))
                         if np.asarray(improved).any():
                             ckpt.save_best(epoch, state, meta(epoch) | {
                                 "best_epoch": record["best_epoch"],
@@ -254,7 +257,8 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
     bar.close()
     wall = time.perf_counter() - t0
     summary = summarize(s.config, records, wall_time=wall, devices=s.devices,
-                        num_params=s.num_params, steps_per_epoch=s.steps_per_epoch)
+                        num_params=s.num_params, steps_per_epoch=s.steps_per_epoch,
+                        **({"task_info": s.info} if s.config.task != "nbody" else {}))
     summary["interrupted"] = interrupted
     summary["stopped"] = stopped
     write_summary(run_dir, summary)

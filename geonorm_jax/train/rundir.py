@@ -136,17 +136,24 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
         exploded_step = int(last["exploded_at"][i]) if exploded else None
         exploded_epoch = exploded_step // steps + 1 if exploded else None
         losses = [r["train_loss"][i] for r in records if r["train_loss"][i] is not None]
+        further = {k: (best[k][i] if best else None) for k in _further(evals)}
         per_seed.append({
             "seed": seed,
             "best_epoch": best_epoch if best is not None else None,
             "best_val_mse": best["val_mse"][i] if best else None,
             "test_mse": best["test_mse"][i] if best else None,
+            **further,
             "final_train_loss": losses[-1] if losses else None,
             "exploded": exploded,
             "exploded_epoch": exploded_epoch,
             "exploded_step": exploded_step,
         })
     tests = [p["test_mse"] for p in per_seed if p["test_mse"] is not None]
+    means = {}
+    for k in _further(evals):
+        if k.startswith("test_"):
+            values = [p[k] for p in per_seed if p[k] is not None]
+            means[f"{k}_mean"] = float(np.mean(values)) if values else None
     return {
         "epochs_completed": last.get("epoch", 0),
         "epochs": config.train.epochs,
@@ -154,20 +161,32 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
         "test_mse_mean": float(np.mean(tests)) if tests else None,
         "test_mse_std": float(np.std(tests)) if tests else None,
         "num_exploded": sum(p["exploded"] for p in per_seed),
+        **means,
         **{k: v for k, v in extra.items() if k != "steps_per_epoch"},
         "steps_per_epoch": steps,
     }
+
+
+def _further(evals: list[dict]) -> list[str]:
+    """The task's further metric keys of evaluation records (``val_<m>``, ``test_<m>``)."""
+    if not evals:
+        return []
+    skip = {"val_mse", "test_mse"}
+    return [k for k in evals[-1] if k.startswith(("val_", "test_")) and k not in skip]
 
 
 def format_table(summary: dict) -> str:
     """The short table printed at the end of a run: one row per seed (best epoch, validation
     and test MSE, explosion) and, for several seeds, the test MSE mean +- std."""
     fmt = lambda x: f"{x:.4e}" if isinstance(x, float) else ("-" if x is None else str(x))
-    rows = [("seed", "best epoch", "val MSE", "test MSE", "exploded")]
+    extra = [k for k in (summary["seeds"][0] if summary["seeds"] else {})
+             if k.startswith("test_") and k != "test_mse"]
+    rows = [("seed", "best epoch", "val MSE", "test MSE",
+             *(k.replace("_", " ") for k in extra), "exploded")]
     for p in summary["seeds"]:
         boom = f"epoch {p['exploded_epoch']}" if p["exploded"] else "no"
         rows.append((str(p["seed"]), fmt(p["best_epoch"]), fmt(p["best_val_mse"]),
-                     fmt(p["test_mse"]), boom))
+                     fmt(p["test_mse"]), *(fmt(p[k]) for k in extra), boom))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -1,16 +1,19 @@
 """Build everything a run needs from its config, before any file is written.
 
-:func:`build` loads the data, builds the model and the optimizer, initialises the stacked
-state and compiles nothing yet. Every bad input (missing or corrupt data, unknown
-normalization, a norm at a place it cannot go, batch larger than the data) raises
-``ValueError`` here, so the trainer can create the run directory only afterwards.
+:func:`build` asks the run's task (:mod:`geonorm_jax.train.tasks`) for the data and the
+model, builds the optimizer, initialises the stacked state and compiles nothing yet. Every
+bad input (missing or corrupt data, unknown normalization, a norm at a place it cannot go,
+batch larger than the data) raises ``ValueError`` here, so the trainer can create the run
+directory only afterwards.
+
+``build_model``, ``load_data`` and ``norm_place`` are the N-body task's
+(:mod:`geonorm_jax.train.tasks.nbody`), re-exported here where they were first defined.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,100 +23,14 @@ import optax
 
 from geonorm_jax import parallel
 from geonorm_jax.data.config import SPLITS
-from geonorm_jax.train.config import ModelConfig, RunConfig, validate
+from geonorm_jax.train.config import RunConfig, validate
 from geonorm_jax.train.evaluate import random_transforms, split_predictions
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
+from geonorm_jax.train.tasks import Task, get_task, num_samples
+from geonorm_jax.train.tasks.nbody import build_model, load_data, norm_place
 
 __all__ = ["Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "SPLITS"]
-
-
-def norm_place(model: ModelConfig) -> str | None:
-    """The place of ``model.norm``: explicit, or the model's default place for the norm's
-    catalogue kind (:data:`geonorm_jax.models.EGNN_PLACEMENT`; ValueError if it has none)."""
-    if model.norm is None:
-        return None
-    from geonorm_jax.models import EGNN
-    from geonorm_jax.norms import catalog
-
-    info = catalog.get(model.norm)
-    if model.norm_place is not None:
-        return model.norm_place
-    return EGNN.placement.default_place(info.kind, model.norm)
-
-
-def build_model(model: ModelConfig):
-    """The ``EGNN`` of ``model`` (``ValueError`` for an unknown norm or a wrong place).
-
-    ``model.graph``, ``neighbors`` and ``cutoff`` are the EGNN's attributes of the same names:
-    with ``graph="knn"`` the model builds the kNN graph of its input positions inside the
-    jitted step.
-    """
-    from geonorm_jax.models import make_egnn
-
-    place = norm_place(model)
-    kwargs = dict(hidden=model.hidden, num_layers=model.num_layers, graph=model.graph,
-                  neighbors=model.neighbors, cutoff=model.cutoff)
-    kwargs.update(model.model_kwargs)
-    try:
-        if place is None:
-            return make_egnn(None, **kwargs)
-        return make_egnn(model.norm, place=place, norm_kwargs=model.norm_kwargs, **kwargs)
-    except TypeError as e:  # unknown keyword in norm_kwargs / model_kwargs
-        raise ValueError(f"model: {e}") from None
-
-
-def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -> dict:
-    """``{"train": {...}, "valid": {...}, "test": {...}}`` of float32 ``jnp`` arrays.
-
-    ``data_dir``: an existing dataset directory (as written by ``geonorm-jax data``);
-    otherwise the dataset of ``config.data`` from the cache (generated if missing).
-    """
-    from geonorm_jax import data as data_lib
-
-    if data_dir is not None:
-        path = Path(data_dir)
-        if not path.is_dir():
-            raise ValueError(f"data directory {str(path)!r} does not exist")
-    else:
-        path = Path(data_lib.get_dataset(config.data, cache_dir=cache_dir, progress=progress))
-    out = {}
-    for split in SPLITS:
-        try:
-            samples = data_lib.load_split(
-                path, split, frame_in=config.data.frame_in, frame_out=config.data.frame_out
-            )
-        except Exception as e:  # noqa: BLE001 - any failure to read is "corrupt or missing"
-            raise ValueError(f"data directory {str(path)!r}: cannot load split {split!r}: {e}") \
-                from None
-        arrays = samples._asdict()  # loc, vel, charges, target
-        for k, v in arrays.items():
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"data directory {str(path)!r}: split {split!r} field {k!r} "
-                                 "has non-finite values (corrupt data?)")
-        out[split] = {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
-    n = out["train"]["loc"].shape[1]
-    if n != config.data.particles:
-        raise ValueError(
-            f"data directory {str(path)!r} has {n} particles; config data.particles is "
-            f"{config.data.particles}"
-        )
-    limit = config.train.train_samples
-    available = out["train"]["loc"].shape[0]
-    if limit is not None:
-        if limit > available:
-            raise ValueError(
-                f"train.train_samples: {limit} requested, the data has {available} training "
-                "samples"
-            )
-        out["train"] = {k: v[:limit] for k, v in out["train"].items()}
-    num = out["train"]["loc"].shape[0]
-    if config.train.batch_size > num:
-        raise ValueError(
-            f"train.batch_size: {config.train.batch_size} is larger than the number of "
-            f"training samples ({num})"
-        )
-    return out
 
 
 class FlatParams:
@@ -157,11 +74,13 @@ class FlatParams:
 
 @dataclasses.dataclass
 class Setup:
-    """Everything built from a config: data, model functions, optimizer, mesh, jitted fns.
+    """Everything built from a config: task, data, model functions, optimizer, mesh, jitted
+    fns.
 
     ``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)`` and
     ``init_fn(key) -> {"params": flat, "batch_stats": ...}`` work on flat parameters
-    (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree.
+    (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``info`` is the task's
+    description of the loaded data (fitted statistics, provenance; JSON values).
     """
 
     config: RunConfig
@@ -174,6 +93,8 @@ class Setup:
     steps_per_epoch: int
     devices: int
     mesh: Any
+    task: Task | None = None
+    info: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
@@ -222,15 +143,29 @@ class Setup:
             batch_size=self.config.train.batch_size,
             threshold=self.config.train.explosion_threshold,
             constrain=self.constrain,
+            loss=self.task.loss,
         )
         rep = parallel.replicated(self.mesh)
         return self.jit(jax.vmap(fn, in_axes=(0, None)), donate_argnums=0, out_shardings=rep)
 
     @functools.cached_property
-    def eval_fn(self):
-        """``(params, batch_stats, split) -> (MSE [seeds, S], predictions [seeds, S, N, 3])``."""
+    def metrics_fn(self):
+        """``(params, batch_stats, split) -> (metrics, predictions)``: the task's per-sample
+        metrics ``{name: [seeds, S]}`` (``"mse"`` and :attr:`Task.metrics`) and predictions
+        ``[seeds, S, ...]``."""
         fn = lambda p, bs, d: split_predictions(
-            self.apply, p, bs, d, chunk=self.eval_chunk, constrain=self.constrain
+            self.apply, p, bs, d, chunk=self.eval_chunk, constrain=self.constrain,
+            metrics=self.task.sample_metrics,
+        )
+        return self.jit(jax.vmap(fn, in_axes=(0, 0, None)))
+
+    @functools.cached_property
+    def eval_fn(self):
+        """``(params, batch_stats, split) -> (MSE [seeds, S], predictions [seeds, S, ...])``:
+        the ``"mse"`` of :attr:`metrics_fn` (the task's loss per sample)."""
+        fn = lambda p, bs, d: split_predictions(
+            self.apply, p, bs, d, chunk=self.eval_chunk, constrain=self.constrain,
+            metrics=lambda pred, b: self.task.sample_metrics(pred, b)["mse"],
         )
         return self.jit(jax.vmap(fn, in_axes=(0, 0, None)))
 
@@ -259,51 +194,47 @@ def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
     return state, improved
 
 
-def _make_apply(model, flat: FlatParams):
-    """``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)``.
-
-    A kNN graph (``model.graph="knn"``) is built by the model from ``batch["loc"]``; it
-    depends only on distances, so it is unchanged by the rotations, translations and
-    permutations that the equivariance checks apply (up to ties).
-    """
-
-    def apply(params, batch_stats, batch, training):
-        variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
-        args = (batch["loc"], batch["vel"], batch["charges"])
-        if training:
-            pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
-            return pred, updates.get("batch_stats", batch_stats)
-        return model.apply(variables, *args, training=False), batch_stats
-
-    return apply
-
-
 def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -> Setup:
-    """Validate ``config``, load the data, build model and optimizer (``ValueError`` if bad)."""
+    """Validate ``config``, load the task's data, build model and optimizer (``ValueError`` if
+    bad)."""
     validate(config)
-    model = build_model(config.model)  # cheap checks first: unknown norm, bad place
-    data = load_data(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    task = get_task(config)
+    task.check(config)  # cheap checks first: unknown model or norm, bad place
+    data, info = task.load(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    model = task.build_model(config, info)
     t = config.train
     devices = parallel.choose_devices(t.devices, t.batch_size)
     mesh = parallel.make_mesh(devices)
     data = {k: parallel.replicate(mesh, v) for k, v in data.items()}
-    steps = data["train"]["loc"].shape[0] // t.batch_size
+    steps = num_samples(data["train"]) // t.batch_size
     optimizer = make_optimizer(config.optimizer, steps, t.epochs)
-    sample = {k: v[: min(t.batch_size, 4)] for k, v in data["train"].items()}
+    sample = jax.tree.map(lambda v: v[: min(t.batch_size, 4)], data["train"])
 
     def tree_init(key):
-        return model.init(key, sample["loc"], sample["vel"], sample["charges"], training=False)
+        return task.init(model, key, sample)
 
     try:  # shape problems of the norm/place surface here, before any file is written
         variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
     except (TypeError, ValueError) as e:
         raise ValueError(f"model: cannot initialise {config.model.norm!r} at place "
-                         f"{norm_place(config.model)!r}: {e}") from None
+                         f"{_place(task, config)!r}: {e}") from None
     flat = FlatParams(variables["params"])
 
     def init_fn(key):
         v = tree_init(key)
         return {"params": flat.ravel(v["params"]), "batch_stats": v.get("batch_stats", {})}
 
-    apply = _make_apply(model, flat)
-    return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh)
+    def apply(params, batch_stats, batch, training):
+        variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
+        return task.apply(model, variables, batch, training)
+
+    return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh,
+                 task, info)
+
+
+def _place(task: Task, config: RunConfig) -> str | None:
+    if config.task == "nbody":
+        return norm_place(config.model)
+    from geonorm_jax.train.tasks.molecules import norm_place as molecular_place
+
+    return molecular_place(config)

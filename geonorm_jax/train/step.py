@@ -5,8 +5,10 @@ the loop ``jax.vmap``s them over the seed axis and ``jax.jit``s the epoch with t
 buffers donated.
 
 The model enters as ``apply(params, batch_stats, batch, training) -> (pred, new_batch_stats)``
-with ``batch`` a dict of ``loc, vel, charges, target`` (``[B, N, 3]``, ``[B, N, 3]``,
-``[B, N, 1]``, ``[B, N, 3]``) and optionally ``mask [B, N]`` bool.
+and the task's loss as ``loss(pred, batch) -> scalar`` (:mod:`geonorm_jax.train.tasks`); the
+default loss is the N-body task's :func:`mse`, with ``batch`` a dict of ``loc, vel, charges,
+target`` (``[B, N, 3]``, ``[B, N, 3]``, ``[B, N, 1]``, ``[B, N, 3]``) and optionally
+``mask [B, N]`` bool. Any batch is a dict of arrays with the sample axis first.
 """
 
 from __future__ import annotations
@@ -83,8 +85,12 @@ def train_step(
     apply: Callable,
     optimizer: optax.GradientTransformation,
     threshold: float,
+    loss: Callable | None = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """One optimizer step for one seed, with explosion detection.
+
+    ``loss(pred, batch) -> scalar`` is the task's loss (default: the N-body :func:`mse` of
+    ``batch["target"]``).
 
     The step is *healthy* when the loss is finite and ``<= threshold`` and the gradient's
     global norm is finite. A healthy step of a live seed updates params, running statistics
@@ -93,19 +99,22 @@ def train_step(
     frozen for the rest of the run, so its parameters are the last finite ones.
 
     Returns:
-      ``(new_state, loss, applied)`` where ``loss`` is the batch MSE before the update and
+      ``(new_state, loss, applied)`` where ``loss`` is the batch loss before the update and
       ``applied`` says whether the update was applied.
     """
+    if loss is None:
+        loss = lambda pred, b: mse(pred, b["target"], b.get("mask"))
 
     def loss_fn(params):
         pred, new_bs = apply(params, state.batch_stats, batch, True)
-        return mse(pred, batch["target"], batch.get("mask")), new_bs
+        return loss(pred, batch), new_bs
 
-    (loss, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss_value, new_bs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
 
-    healthy = jnp.isfinite(loss) & (loss <= threshold) & jnp.isfinite(optax.tree.norm(grads))
+    healthy = (jnp.isfinite(loss_value) & (loss_value <= threshold)
+               & jnp.isfinite(optax.tree.norm(grads)))
     applied = healthy & ~state.exploded
     newly = ~healthy & ~state.exploded
 
@@ -120,7 +129,7 @@ def train_step(
         exploded=state.exploded | newly,
         exploded_at=jnp.where(newly, state.step, state.exploded_at),
     )
-    return new_state, loss, applied
+    return new_state, loss_value, applied
 
 
 def train_epoch(
@@ -132,6 +141,7 @@ def train_epoch(
     batch_size: int,
     threshold: float,
     constrain: Callable = lambda b: b,
+    loss: Callable | None = None,
 ) -> tuple[TrainState, jax.Array, jax.Array]:
     """One epoch for one seed as a single ``lax.scan`` over batches.
 
@@ -145,15 +155,15 @@ def train_epoch(
       ``(new_state, losses [num_batches], applied [num_batches])``.
     """
     key, order_key = jax.random.split(state.key)
-    order = batch_indices(order_key, data["loc"].shape[0], batch_size)
+    order = batch_indices(order_key, jax.tree.leaves(data)[0].shape[0], batch_size)
     state = state._replace(key=key)
 
     def body(st, idx):
         batch = constrain({k: jnp.take(v, idx, axis=0) for k, v in data.items()})
-        st, loss, applied = train_step(
-            st, batch, apply=apply, optimizer=optimizer, threshold=threshold
+        st, value, applied = train_step(
+            st, batch, apply=apply, optimizer=optimizer, threshold=threshold, loss=loss
         )
-        return st, (loss, applied)
+        return st, (value, applied)
 
     state, (losses, applied) = jax.lax.scan(body, state, order)
     return state, losses, applied

@@ -1,0 +1,94 @@
+"""The task interface: what the one training loop needs from a learning problem.
+
+A *task* turns a :class:`~geonorm_jax.train.config.RunConfig` into padded arrays and a model,
+and says how predictions are scored. The loop (:mod:`geonorm_jax.train.loop`), the step
+(:mod:`geonorm_jax.train.step`), evaluation, checkpoints, resume, data parallelism and the
+progress bar know nothing else about it. Two tasks exist:
+
+* ``"nbody"`` (:class:`~geonorm_jax.train.tasks.nbody.NBodyTask`): the charged N-body
+  simulation, EGNN, coordinate MSE (the EGNN and GeoNorm papers);
+* ``"molecules"`` (:class:`~geonorm_jax.train.tasks.molecules.MolecularTask`): energies and
+  forces of molecular-dynamics frames, Allegro or SchNet, a weighted energy-and-force MSE
+  (the survey's Section 4).
+
+Contract (shapes: ``S`` samples of a split, ``B`` a batch):
+
+* :meth:`Task.load` returns ``{"train", "valid", "test"}``, each a dict of arrays with the
+  sample axis first (``[S, ...]``), all of fixed shape: the loop gathers batches with
+  ``jnp.take(..., axis=0)`` and shards that axis over devices. It also returns ``info``, a
+  dict of plain JSON values (statistics fitted on the training split, data provenance) that
+  :meth:`Task.build_model` may use and the run records.
+* :meth:`Task.apply` maps ``(model, variables, batch, training)`` to ``(prediction,
+  batch_stats)``; the prediction is any pytree.
+* :meth:`Task.loss` is the scalar training loss of a batch; :meth:`Task.sample_metrics`
+  gives per-sample metrics ``{name: [B]}``. Its ``"mse"`` entry is the loss per sample (its
+  mean over a split is the validation/test figure used for model selection: ``val_mse`` and
+  ``test_mse`` in ``metrics.jsonl``); further entries (:attr:`Task.metrics`) are recorded as
+  ``val_<name>`` and ``test_<name>``.
+* What counts as an explosion is the trainer's rule for every task: a non-finite loss or
+  gradient, or a loss above ``train.explosion_threshold`` (the molecular presets raise it,
+  since an unnormalized energy loss starts many orders of magnitude above the normalized
+  one without diverging).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import jax
+
+__all__ = ["Task", "num_samples"]
+
+
+def num_samples(split: dict) -> int:
+    """The sample count ``S`` of a split (the leading axis of its arrays)."""
+    leaves = jax.tree.leaves(split)
+    if not leaves:
+        raise ValueError("a data split: expected arrays with a leading sample axis; got none")
+    return int(leaves[0].shape[0])
+
+
+class Task(abc.ABC):
+    """A learning problem for :func:`geonorm_jax.train.train` (see the module docstring)."""
+
+    name: str = ""
+    #: per-sample metrics recorded besides ``mse`` (``val_<name>``, ``test_<name>``)
+    metrics: tuple[str, ...] = ()
+    #: units of :attr:`metrics`, for tables and plots
+    metric_units: dict[str, str] = {}
+
+    def check(self, config) -> None:  # noqa: B027 - optional hook
+        """Cheap checks before any data is loaded (unknown model, norm at a wrong place).
+        ``ValueError`` naming the key."""
+
+    @abc.abstractmethod
+    def load(self, config, *, data_dir=None, cache_dir=None,
+             progress: bool = False) -> tuple[dict, dict]:
+        """``(splits, info)``: ``{"train", "valid", "test"}`` dicts of ``[S, ...]`` arrays, and
+        a dict of JSON values (fitted statistics, provenance)."""
+
+    @abc.abstractmethod
+    def build_model(self, config, info: dict) -> Any:
+        """The Flax module of ``config.model`` (``ValueError`` if misconfigured)."""
+
+    @abc.abstractmethod
+    def init(self, model, key: jax.Array, batch: dict) -> dict:
+        """Flax variables ``{"params", "batch_stats"?}`` from a small example ``batch``."""
+
+    @abc.abstractmethod
+    def apply(self, model, variables: dict, batch: dict, training: bool):
+        """``(prediction, batch_stats)`` of ``batch``; ``batch_stats`` updated when
+        ``training`` (running statistics of norms), else returned unchanged."""
+
+    @abc.abstractmethod
+    def loss(self, pred, batch: dict) -> jax.Array:
+        """The scalar training loss of a batch."""
+
+    @abc.abstractmethod
+    def sample_metrics(self, pred, batch: dict) -> dict[str, jax.Array]:
+        """``{"mse": [B], **{m: [B] for m in self.metrics}}``, per sample."""
+
+    def describe(self, info: dict) -> str:
+        """A one-line description of the loaded data for logs (default: the task name)."""
+        return self.name

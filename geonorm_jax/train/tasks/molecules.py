@@ -1,0 +1,301 @@
+r"""The molecular energy-and-force task (the survey's Section 4): Allegro or SchNet on MD
+frames of one molecule.
+
+Data (``config.molecules``, :class:`~geonorm_jax.train.molecules_config.MoleculesConfig`):
+GFN2-xTB Langevin frames generated and cached by
+:func:`geonorm_jax.data.molecules.get_molecular_dataset`, a generated dataset directory
+(``data_dir``), or a published MD17 / revised MD17 file (``dataset="file"``, ``data_file``).
+Split at random as in the rMD17 protocol (1000 / 50 / the rest up to 1000, seeded). Arrays
+per split, ``S`` frames of ``A`` atoms, float32 except the species: ``positions [S, A, 3]``
+(Å), ``energies [S]`` (eV), ``forces [S, A, 3]`` (eV/Å), ``atomic_numbers [S, A]`` int32.
+
+Fitted on the training split only, recorded in the run's ``info``: ``avg_num_neighbors``
+``N̄`` within the model's cutoff, the per-species shift ``mu_Z`` (least squares of the
+energies on the species counts) and the scale ``sigma`` (force RMS)
+(:mod:`geonorm_jax.models.target_norms`). The model's normalizations are two switches
+(:class:`~geonorm_jax.train.config.ModelConfig`): ``target_norm`` (``E_i = sigma E_i^net +
+mu_Z``) and ``neighbor_norm`` (Allegro's ``1/sqrt(N̄)``, SchNet's mean over neighbours).
+
+Prediction: ``energy [B]`` (a sum of atomic energies) and ``forces [B, A, 3] = -dE/dx``
+(:func:`geonorm_jax.models.molecular_graph.energy_and_forces`), on a graph rebuilt inside
+the step from the current positions (:func:`~geonorm_jax.models.molecular_graph.batch_frames`,
+all intra-molecule pairs, masked beyond the cutoff). Loss, with ``A_b`` real atoms per frame::
+
+    L = lambda_E mean_b ((E_b - E_b^ref) / A_b)^2 + lambda_F mean_{b, i, a} (F_bia - F_bia^ref)^2
+
+in eV^2 (per-atom energy) and eV^2/Å^2 (forces); the per-sample ``mse`` is the same sum for
+one frame. Metrics: ``energy_mae`` (meV per frame) and ``force_mae`` (meV/Å, mean over atoms
+and components).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from geonorm_jax.train.config import TASKS, RunConfig
+from geonorm_jax.train.tasks.base import Task
+
+__all__ = ["MolecularTask", "model_kwargs", "placement", "norm_place", "default_cutoff"]
+
+
+def _published(name: str) -> dict:
+    from geonorm_jax.models.allegro import ALLEGRO_TUTORIAL
+    from geonorm_jax.models.schnet import SCHNET_MD17
+
+    return {"allegro": ALLEGRO_TUTORIAL, "schnet": SCHNET_MD17}[name]
+
+
+def placement(name: str):
+    """The :class:`~geonorm_jax.models.placement.NormPlacement` of molecular model ``name``."""
+    if name == "allegro":
+        from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT
+
+        return ALLEGRO_PLACEMENT
+    from geonorm_jax.models.schnet import SCHNET_PLACEMENT
+
+    return SCHNET_PLACEMENT
+
+
+def default_cutoff(config: RunConfig) -> float:
+    """``model.cutoff``, else ``model_kwargs["cutoff"]``, else the published value (5 Å)."""
+    m = config.model
+    if m.cutoff is not None:
+        return float(m.cutoff)
+    return float(m.model_kwargs.get("cutoff", _published(m.name)["cutoff"]))
+
+
+def norm_place(config: RunConfig) -> str | None:
+    """The place of ``model.norm`` in the molecular model (explicit or the model's default
+    for the norm's kind; ``ValueError`` naming the places otherwise)."""
+    m = config.model
+    if m.norm is None:
+        return None
+    from geonorm_jax.norms import catalog
+
+    info = catalog.get(m.norm)
+    p = placement(m.name)
+    if m.norm_place is not None:
+        p.place(m.norm_place)
+        return m.norm_place
+    return p.default_place(info.kind, m.norm)
+
+
+def model_kwargs(config: RunConfig, info: dict) -> dict:
+    """The constructor arguments of ``config.model`` on data described by ``info``.
+
+    Published configuration (``ALLEGRO_TUTORIAL`` / ``SCHNET_MD17``), then ``hidden`` and
+    ``num_layers``, the cutoff, the species table up to the data's largest ``Z``, the two
+    normalization switches, and last ``model_kwargs``.
+    """
+    m = config.model
+    kwargs = dict(_published(m.name))
+    if m.name == "allegro":
+        kwargs.update(latent_dim=m.hidden, num_layers=m.num_layers,
+                      env_normalization="sqrt" if m.neighbor_norm else "none",
+                      avg_num_neighbors=info.get("avg_num_neighbors"))
+    else:
+        kwargs.update(features=m.hidden, num_interactions=m.num_layers,
+                      neighbor_normalization=m.neighbor_norm)
+    kwargs.update(cutoff=default_cutoff(config), max_atomic_number=int(info.get("max_z", 118)))
+    if m.target_norm and "species_shift" in info:
+        kwargs.update(species_shift=tuple(info["species_shift"]),
+                      species_scale=float(info["species_scale"]))
+    kwargs.update(m.model_kwargs)
+    return kwargs
+
+
+def _frames(config: RunConfig, data_dir, cache_dir, progress):
+    from geonorm_jax.data import molecules as mol
+
+    mc = config.molecules
+    if data_dir is not None:
+        path = Path(data_dir)
+        if not mol.is_molecular_dataset(path):
+            raise ValueError(f"data directory {str(path)!r} is not a molecular dataset "
+                             "(expected one written by `geonorm-jax data generate --dataset "
+                             "md17-xtb`)")
+        return mol.load_molecular_dataset(path)
+    if mc.dataset == "file":
+        if mc.data_file is None:
+            raise ValueError("molecules.data_file: expected an MD17 / rMD17 .npz file for "
+                             "dataset 'file'; received null")
+        try:
+            return mol.load_md17(mc.data_file)
+        except FileNotFoundError as e:
+            raise ValueError(f"molecules.data_file: {e}") from None
+    try:
+        generation = mol.MoleculeConfig(molecule=mc.molecule, frames=mc.frames,
+                                        seed=mc.data_seed)
+    except ValueError as e:
+        raise ValueError(f"molecules: {e}") from None
+    return mol.molecular_dataset(generation, cache_dir, progress=progress)
+
+
+def _portable_source(source, dataset: str) -> str:
+    """The data's source without machine paths: the cache directory's name for generated
+    frames (it holds the generation hash), the file name for an MD17 file."""
+    if not source:
+        return dataset
+    path = Path(str(source))
+    return f"{path.parent.name}/{path.name}" if path.name == "data.npz" else path.name
+
+
+class MolecularTask(Task):
+    """Energies and forces of molecular frames with Allegro or SchNet (module docstring)."""
+
+    name = "molecules"
+    metrics = ("energy_mae", "force_mae")
+    metric_units = {"energy_mae": "meV", "force_mae": "meV/Å"}
+
+    def __init__(self, energy_weight: float = 1.0, force_weight: float = 1.0):
+        self.energy_weight = float(energy_weight)
+        self.force_weight = float(force_weight)
+
+    def check(self, config: RunConfig) -> None:
+        m, mc = config.model, config.molecules
+        if m.name not in TASKS["molecules"]:
+            raise ValueError(f"model.name: the molecules task trains one of "
+                             f"{list(TASKS['molecules'])}; received {m.name!r}")
+        if m.graph != "dense":
+            raise ValueError(f"model.graph: molecular models build their own radius graph; "
+                             f"expected 'dense' (the default), received {m.graph!r}")
+        for key in ("energy_weight", "force_weight"):
+            value = getattr(mc, key)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"molecules.{key}: expected a number >= 0, got {value!r}")
+        if mc.energy_weight == 0 and mc.force_weight == 0:
+            raise ValueError("molecules.energy_weight, force_weight: expected at least one > 0")
+        for key in ("train", "valid", "frames"):
+            if getattr(mc, key) < 1:
+                raise ValueError(f"molecules.{key}: expected an integer >= 1, got "
+                                 f"{getattr(mc, key)!r}")
+        if config.train.batch_size > mc.train:
+            raise ValueError(f"train.batch_size: {config.train.batch_size} is larger than the "
+                             f"number of training frames (molecules.train = {mc.train})")
+        if not default_cutoff(config) > 0:
+            raise ValueError(f"model.cutoff: expected a positive number, got {m.cutoff!r}")
+        self._norm(config)  # unknown norm, bad place
+
+    def _norm(self, config: RunConfig) -> dict:
+        place = norm_place(config)
+        if place is None:
+            return {}
+        from geonorm_jax.norms import catalog
+
+        try:
+            norm = catalog.make(config.model.norm, **config.model.norm_kwargs)
+        except TypeError as e:
+            raise ValueError(f"model.norm_kwargs: {e}") from None
+        placement(config.model.name).check(norm, place)
+        return {f"{place}_norm": norm}
+
+    def load(self, config: RunConfig, *, data_dir=None, cache_dir=None, progress=False):
+        from geonorm_jax.data.molecules import split_data
+        from geonorm_jax.models import target_norms
+
+        mc = config.molecules
+        frames = _frames(config, data_dir, cache_dir, progress)
+        try:
+            splits = split_data(frames, train=mc.train, valid=mc.valid, test=mc.test,
+                                seed=mc.split_seed)
+        except ValueError as e:
+            raise ValueError(f"molecules: {e}") from None
+        if any(s.num_frames == 0 for s in splits.values()):
+            empty = [k for k, s in splits.items() if s.num_frames == 0]
+            raise ValueError(f"molecules: the {', '.join(empty)} split is empty (the data has "
+                             f"{frames.num_frames} frames; lower molecules.train/valid)")
+        z = frames.atomic_numbers
+        out = {}
+        for name, s in splits.items():
+            out[name] = {
+                "positions": jnp.asarray(s.positions, jnp.float32),
+                "energies": jnp.asarray(s.energies, jnp.float32),
+                "forces": jnp.asarray(s.forces, jnp.float32),
+                "atomic_numbers": jnp.asarray(np.broadcast_to(z, (s.num_frames, z.shape[0])),
+                                              jnp.int32),
+            }
+        train = splits["train"]
+        cutoff = default_cutoff(config)
+        fit = target_norms.EnergyNormalization.fit(train.energies, train.forces, z)
+        info = {
+            "molecule": frames.meta.get("molecule", mc.molecule),
+            "source": _portable_source(frames.meta.get("source"), mc.dataset),
+            "method": frames.meta.get("method"),
+            "atoms": int(z.shape[0]),
+            "atomic_numbers": [int(v) for v in z],
+            "max_z": int(z.max()),
+            "frames": {k: int(s.num_frames) for k, s in splits.items()},
+            "cutoff": cutoff,
+            "avg_num_neighbors": target_norms.avg_num_neighbors(train.positions, cutoff, z),
+            "species_shift": [float(v) for v in fit.shift],
+            "species_scale": float(fit.scale),
+            "energy_mean": float(np.mean(train.energies)),
+            "energy_std": float(np.std(train.energies)),
+        }
+        return out, info
+
+    def build_model(self, config: RunConfig, info: dict):
+        from geonorm_jax.models import Allegro, SchNet
+
+        cls = {"allegro": Allegro, "schnet": SchNet}[config.model.name]
+        kwargs = {**model_kwargs(config, info), **self._norm(config)}
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # unknown keyword in model_kwargs
+            raise ValueError(f"model.model_kwargs: {e}") from None
+
+    @staticmethod
+    def graph(model, batch: dict):
+        """The block-padded :class:`~geonorm_jax.models.molecular_graph.MolecularGraph` of a
+        batch within ``model.cutoff``."""
+        from geonorm_jax.models.molecular_graph import batch_frames
+
+        return batch_frames(batch["positions"], batch["atomic_numbers"], model.cutoff)
+
+    def init(self, model, key, batch):
+        return model.init(key, self.graph(model, batch))
+
+    def apply(self, model, variables, batch, training):
+        from geonorm_jax.models.molecular_graph import energy_and_forces
+
+        graph = self.graph(model, batch)
+        shape = batch["positions"].shape
+        stats = variables.get("batch_stats", {})
+        if training:
+            e, f, updates = energy_and_forces(model.clone(training=True), variables, graph,
+                                              mutable=["batch_stats"])
+            stats = updates.get("batch_stats", stats)
+        else:
+            e, f = energy_and_forces(model, variables, graph)
+        return {"energy": e, "forces": f.reshape(shape)}, stats
+
+    def _errors(self, pred, batch):
+        mask = (batch["atomic_numbers"] > 0).astype(pred["forces"].dtype)  # [B, A]
+        atoms = jnp.maximum(jnp.sum(mask, axis=1), 1.0)  # [B]
+        e_err = (pred["energy"] - batch["energies"])  # [B]
+        f_err = (pred["forces"] - batch["forces"]) * mask[..., None]  # [B, A, 3]
+        return e_err, f_err, atoms
+
+    def loss(self, pred, batch):
+        e_err, f_err, atoms = self._errors(pred, batch)
+        e_term = jnp.mean(jnp.square(e_err / atoms))
+        f_term = jnp.sum(jnp.square(f_err)) / (3.0 * jnp.sum(atoms))
+        return self.energy_weight * e_term + self.force_weight * f_term
+
+    def sample_metrics(self, pred, batch):
+        e_err, f_err, atoms = self._errors(pred, batch)
+        f_sq = jnp.sum(jnp.square(f_err), axis=(1, 2)) / (3.0 * atoms)
+        return {
+            "mse": self.energy_weight * jnp.square(e_err / atoms) + self.force_weight * f_sq,
+            "energy_mae": 1e3 * jnp.abs(e_err),
+            "force_mae": 1e3 * jnp.sum(jnp.abs(f_err), axis=(1, 2)) / (3.0 * atoms),
+        }
+
+    def describe(self, info: dict) -> str:
+        f = info["frames"]
+        return (f"{info['molecule']} ({info['atoms']} atoms, {info['source']}): "
+                f"{f['train']}/{f['valid']}/{f['test']} frames, N̄ = "
+                f"{info['avg_num_neighbors']:.2f} within {info['cutoff']:g} Å")

@@ -1,0 +1,155 @@
+"""The molecular task in the one training loop: real GFN2-xTB water frames (generated in a
+few seconds, written as a revised-MD17 file), Allegro and SchNet trained through
+``train.train`` and ``geonorm-jax train``, resume, evaluation, the loss and the switches."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+pytest.importorskip("tblite")
+pytest.importorskip("rdkit")
+pytest.importorskip("ase")
+
+from geonorm_jax import cli, train  # noqa: E402
+from geonorm_jax.data.molecules import (  # noqa: E402
+    KCAL_PER_MOL_EV,
+    MoleculeConfig,
+    molecular_dataset,
+)
+from geonorm_jax.train import config as cfg  # noqa: E402
+from geonorm_jax.train.tasks import MolecularTask, get_task  # noqa: E402
+from geonorm_jax.train.tasks.molecules import model_kwargs  # noqa: E402
+
+TINY_ALLEGRO = {"num_channels": 2, "latent_hidden": [8], "two_body_hidden": [8],
+                "embed_dim": 4, "edge_energy_hidden": [4]}
+
+
+@pytest.fixture(scope="module")
+def water_file(tmp_path_factory):
+    """24 GFN2-xTB Langevin frames of water in the revised-MD17 layout (eV, eV/Å)."""
+    root = tmp_path_factory.mktemp("water")
+    data = molecular_dataset(MoleculeConfig(molecule="water", frames=24, trajectories=2,
+                                            stride=4, equilibration=6), root / "cache")
+    path = root / "rmd17_water.npz"
+    np.savez(path, coords=data.positions, energies=data.energies / KCAL_PER_MOL_EV,
+             forces=data.forces / KCAL_PER_MOL_EV, nuclear_charges=data.atomic_numbers)
+    return path, data
+
+
+def _config(path, model="allegro", **model_overrides):
+    kwargs = TINY_ALLEGRO if model == "allegro" else {"num_rbf": 8}
+    return cfg.merge(cfg.preset(f"{model}-uracil"), {
+        "molecules": {"dataset": "file", "data_file": str(path), "train": 12, "valid": 4,
+                      "test": 8},
+        "model": {"hidden": 8, "num_layers": 1, "model_kwargs": kwargs, **model_overrides},
+        "train": {"epochs": 2, "batch_size": 4, "seeds": [0, 1], "eval_every": 1,
+                  "checkpoint_every": 1, "eval_batch_size": 8, "fast_compile": True},
+    })
+
+
+def test_allegro_trains_resumes_and_evaluates_on_md17_file(water_file, tmp_path):
+    path, data = water_file
+    config = _config(path)
+    summary = train.train(config, tmp_path / "run", progress=False)
+    records = train.read_metrics(tmp_path / "run")
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in ("val_energy_mae", "test_energy_mae", "val_force_mae", "test_force_mae"):
+        assert len(records[-1][key]) == 2 and all(np.isfinite(records[-1][key]))
+    info = summary["task_info"]
+    assert info["frames"] == {"train": 12, "valid": 4, "test": 8}
+    assert info["source"] == "rmd17_water.npz" and info["atoms"] == 3
+    assert 1.9 < info["avg_num_neighbors"] <= 2.0  # water: every atom sees the other two
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert "data" not in saved and saved["task"] == "molecules"
+
+    # evaluation of the best parameters reproduces the recorded test metrics
+    result = train.evaluate_run(tmp_path / "run")
+    best = [s["best_epoch"] for s in summary["seeds"]]
+    by_epoch = {r["epoch"]: r for r in records}
+    for i, e in enumerate(best):
+        np.testing.assert_allclose(result["test_force_mae"][i],
+                                   by_epoch[e]["test_force_mae"][i], rtol=1e-5)
+    with pytest.raises(ValueError, match="nbody task only"):
+        train.evaluate_run(tmp_path / "run", rte=True)
+
+    # a run stopped after epoch 1 and resumed equals the uninterrupted one
+    stopped = train.train(config, tmp_path / "half", progress=False, deadline=0.0)
+    assert stopped["stopped"] == "deadline" and stopped["epochs_completed"] == 1
+    train.train(config, tmp_path / "half", resume=True, progress=False)
+    resumed = train.read_metrics(tmp_path / "half")
+    for a, b in zip(records, resumed, strict=True):
+        assert a["train_loss"] == b["train_loss"] and a["test_force_mae"] == b["test_force_mae"]
+
+
+def test_cli_trains_schnet_on_a_data_file(water_file, tmp_path, capsys):
+    path, _ = water_file
+    out = tmp_path / "schnet"
+    code = cli.main(["train", "--model", "schnet", "--data-file", str(path),
+                     "--train-frames", "12", "--valid-frames", "4", "--hidden", "8",
+                     "--num-layers", "1", "--epochs", "1", "--batch-size", "4", "--seeds", "0",
+                     "--no-neighbor-norm",
+                     "--out", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "test force mae" in text
+    saved = cfg.load_config(out / "config.json")
+    assert saved.model.name == "schnet" and saved.model.neighbor_norm is False
+    assert saved.molecules.data_file == str(path)
+
+
+def test_loss_and_metrics_match_a_numpy_computation():
+    rng = np.random.default_rng(0)
+    z = np.array([[8, 1, 1, 0], [6, 1, 0, 0]])  # two frames, padded atom slots
+    batch = {"atomic_numbers": jnp.asarray(z), "energies": jnp.asarray(rng.normal(size=2)),
+             "forces": jnp.asarray(rng.normal(size=(2, 4, 3)))}
+    pred = {"energy": jnp.asarray(rng.normal(size=2)),
+            "forces": jnp.asarray(rng.normal(size=(2, 4, 3)))}
+    task = MolecularTask(energy_weight=0.3, force_weight=2.0)
+    mask = z > 0
+    n = mask.sum(1)
+    de = np.asarray(pred["energy"] - batch["energies"])
+    df = np.asarray(pred["forces"] - batch["forces"])[mask]  # real atoms only
+    expect = 0.3 * np.mean((de / n) ** 2) + 2.0 * np.mean(df**2)
+    np.testing.assert_allclose(float(task.loss(pred, batch)), expect, rtol=1e-6)
+    m = task.sample_metrics(pred, batch)
+    np.testing.assert_allclose(np.asarray(m["energy_mae"]), 1e3 * np.abs(de), rtol=1e-6)
+    f0 = np.abs(np.asarray(pred["forces"] - batch["forces"])[0, :3]).mean()
+    np.testing.assert_allclose(float(m["force_mae"][0]), 1e3 * f0, rtol=1e-6)
+
+
+def test_normalization_switches_reach_the_models():
+    info = {"avg_num_neighbors": 9.5, "species_shift": [0.0, -13.6], "species_scale": 1.5,
+            "max_z": 8}
+    on = cfg.preset("allegro-uracil")
+    kw = model_kwargs(on, info)
+    assert kw["env_normalization"] == "sqrt" and kw["avg_num_neighbors"] == 9.5
+    assert kw["species_shift"] == (0.0, -13.6) and kw["species_scale"] == 1.5
+    off = cfg.merge(on, {"model": {"target_norm": False, "neighbor_norm": False}})
+    kw = model_kwargs(off, info)
+    assert kw["env_normalization"] == "none" and "species_shift" not in kw
+    s = model_kwargs(cfg.merge(cfg.preset("schnet-uracil"),
+                               {"model": {"neighbor_norm": False}}), info)
+    assert s["neighbor_normalization"] is False and s["features"] == 64
+
+
+def test_molecular_config_errors_name_the_key(tmp_path):
+    base = cfg.preset("allegro-uracil")
+    with pytest.raises(ValueError, match="model.name"):
+        cfg.validate(cfg.merge(base, {"model": {"name": "egnn"}}))
+    with pytest.raises(ValueError, match="molecules.data_file"):
+        train.build(cfg.merge(base, {"molecules": {"dataset": "file",
+                                                   "data_file": str(tmp_path / "no.npz")}}))
+    with pytest.raises(ValueError, match="place: expected one of"):
+        get_task(base).check(cfg.merge(base, {"model": {"norm": "layer_norm",
+                                                        "norm_place": "coord"}}))
+    with pytest.raises(ValueError, match="molecules.energy_weight"):
+        get_task(base).check(cfg.merge(base, {"molecules": {"energy_weight": -1.0}}))
+
+
+def test_nbody_config_json_keeps_its_sections(tmp_path):
+    cfg.save_config(cfg.preset("quick"), tmp_path / "config.json")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "molecules" not in saved and saved["task"] == "nbody" and "data" in saved
+    assert cfg.load_config(tmp_path / "config.json") == cfg.preset("quick")
