@@ -285,6 +285,58 @@ def gpu_campaign(doc: dict | None, estimate: dict | None = None) -> list[str]:
     return out + [""]
 
 
+def survey_case_studies(doc: dict | None) -> list[str]:
+    """The survey's Section 4: Allegro and SchNet with and without their normalizations."""
+    out = ["### 8. `survey_case_studies`: the survey's Figures 1-2 (molecular models with and "
+           "without their normalizations)", ""]
+    if doc is None:
+        return out + _missing("survey_case_studies")
+    c, res = doc["config"], doc["results"]
+    d = c["data"]
+    out += [_meta(doc), "",
+            f"{d['molecule']}, {d['frames']} {d['method']} frames at {d['temperature_K']} K; "
+            f"{c['train']} / {c['valid']} / {c['test']} train / validation / test frames, "
+            f"{c['epochs']} epochs, batch {c['batch_size']}, seeds {c['seeds']}. Loss: "
+            f"{c['loss']}. MAEs at the best validation epoch.", ""]
+    flag = lambda b: "yes" if b else "no"
+    out += _table(
+        ["cell", "params", "shift+scale", "neighbour norm", "first train loss",
+         "final test loss", "energy MAE (meV)", "force MAE (meV/Å)", "exploded"],
+        [[f"`{r['cell']}`", _f(r["params"]), flag(r["target_norm"]), flag(r["neighbor_norm"]),
+          _f(r["first_train_loss"], 3), _f(r["final_test_loss"], 3), _ms(r["energy_mae_meV"]),
+          _ms(r["force_mae_meV_per_A"]), str(r["exploded_seeds"])] for r in res["rows"]])
+    v = res["verdicts"]
+    out += ["", "| survey claim | measured | verdict |", "|---|---|---|"]
+    if "allegro" in v:
+        a = v["allegro"]
+        out.append(f"| Allegro without normalization: losses start ~{a['claim_start_orders']:g} "
+                   f"and end ~{a['claim_end_orders']:g} orders of magnitude higher | start "
+                   f"{_f(a['start_orders'], 3)}, end {_f(a['end_orders'], 3)} orders | "
+                   f"{a['status']} |")
+    split = v.get("allegro_split", {})
+    if "carries_the_gap" in split:
+        t, n = split["target"], split["neighbor"]
+        out.append(f"| which Allegro normalization carries the gap | without shift+scale: "
+                   f"{_f(n['end_orders_vs_both'], 3)} orders; without 1/√N̄: "
+                   f"{_f(t['end_orders_vs_both'], 3)} orders | {split['carries_the_gap']} |")
+    if "schnet" in v:
+        sv = v["schnet"]
+        out.append(f"| SchNet without normalization: ~{sv['claim_orders']:g} order of magnitude "
+                   f"worse | final test loss {_f(sv['end_orders'], 3)} orders, force MAE "
+                   f"{_f(sv['force_mae_orders'], 3)} orders | {sv['status']} |")
+    if res.get("zoo"):
+        out += ["", "Norm zoo on Allegro (with its own normalizations), one catalogue layer "
+                "at a time:", ""]
+        out += _table(
+            ["layer", "kind", "place", "md-energy-forces audit", "force MAE (meV/Å)",
+             "energy MAE (meV)", "error"],
+            [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—",
+              {True: "match", False: "mismatch: " + ", ".join(r["violated"] or []),
+               None: "n/a"}[r["matched"]], _ms(r["force_mae_meV_per_A"]),
+              _ms(r["energy_mae_meV"]), (r["error"] or "")[:70]] for r in res["zoo"]])
+    return out + [""]
+
+
 def render(results: Path = RESULTS) -> str:
     """The whole generated section (without the markers)."""
     results = Path(results)
@@ -301,6 +353,7 @@ def render(results: Path = RESULTS) -> str:
     est = results / "gpu_campaign" / "estimate.json"
     lines += gpu_campaign(_load(results, "gpu_campaign"),
                           json.loads(est.read_text()) if est.exists() else None)
+    lines += survey_case_studies(_load(results, "survey_case_studies"))
     return "\n".join(lines).rstrip() + "\n"
 
 
