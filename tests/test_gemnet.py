@@ -175,6 +175,18 @@ def test_float32_and_batch_norm_training_updates_stats():
     assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
 
 
+def test_a_norm_at_each_place_changes_the_energies():
+    """No dead place: a norm with a non-trivial output changes the energies (a norm on h after
+    the last block would not: GemNet's output blocks read the edge embeddings)."""
+    g = _graph()
+    e_plain = _apply(GemNetT(**SMALL), _init(), g)
+    for place in GEMNET_PLACEMENT.names():
+        placed = GemNetT(**SMALL, **{f"{place}_norm": gj.norms.make("layer_norm")})
+        variables = jax.jit(placed.init)(jax.random.key(0), g)
+        assert f"{place}_norm" in variables["params"]["interaction_0"]
+        assert not np.allclose(_apply(placed, variables, g), e_plain, rtol=1e-6)
+
+
 def test_checks_and_placement():
     with pytest.raises(ValueError, match="atom_norm: expected a Norm of kind 'features'"):
         GemNetT(**SMALL, atom_norm=gj.norms.make("gvp_vector_layer_norm"))

@@ -38,9 +38,12 @@ of the architecture and stay on. ``species_scale`` / ``species_shift`` (None: of
 optional per-species energy scale and shift of the other molecular models.
 
 Normalization places (:data:`GEMNET_PLACEMENT`, kind ``features``): ``atom_norm`` on the atom
-embeddings ``h [G, A, F_a]`` after each interaction block, ``edge_norm`` on the edge
-embeddings ``m [G, K, F_e]`` (edge mask) after each interaction block; block-padded batches
-give one molecule per row, as for Allegro and SchNet.
+embeddings ``h [G, A, F_a]`` after the atom update of each interaction block (before the edge
+embeddings are updated from them: GemNet's output blocks read only the edge embeddings, so a
+norm on ``h`` after the last block would change nothing), ``edge_norm`` on the edge
+embeddings ``m [G, K, F_e]`` (edge mask) at the end of each block; block-padded batches give
+one molecule per row, as for Allegro and SchNet (the norm's variables are
+``interaction_t/atom_norm`` and ``interaction_t/edge_norm``).
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ from geonorm_jax.models.gemnet_blocks import InteractionBlock, OutputBlock, dens
 from geonorm_jax.models.gemnet_triplets import edge_triplets
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
-    apply_block_norm,
     edge_vectors,
     species_scale_shift,
 )
@@ -89,7 +91,8 @@ GEMNET_T_SMALL = {**GEMNET_T_MD17, **dict(
 GEMNET_PLACEMENT = NormPlacement(
     "GemNet-T",
     (
-        NormPlace("atom", ("features",), "the atom embeddings h [G, A, F_a] after each block"),
+        NormPlace("atom", ("features",),
+                  "the atom embeddings h [G, A, F_a] after each block's atom update"),
         NormPlace("edge", ("features",),
                   "the edge embeddings m [G, K, F_e] (edge mask) after each block"),
     ),
@@ -224,15 +227,11 @@ class GemNetT(nn.Module):
             h, m = InteractionBlock(
                 self.emb_size_trip, self.emb_size_bil_trip, self.num_before_skip,
                 self.num_after_skip, self.num_concat, self.num_atom, self.scale_factors, s,
-                name=f"interaction_{t}",
+                atom_norm=self.atom_norm, edge_norm=self.edge_norm,
+                atoms_per_graph=graph.atoms_per_graph, edges_per_graph=graph.edges_per_graph,
+                training=self.training, name=f"interaction_{t}",
             )(h, m, rbf3, rbf_w1, sph, trip, rbf_h, senders, receivers, emask,
               graph.atom_mask, fit)
-            if self.atom_norm is not None:
-                h = apply_block_norm(self.atom_norm, h, graph.atom_mask, graph.atoms_per_graph,
-                                     name=f"atom_norm_{t}", training=self.training)
-            if self.edge_norm is not None:
-                m = apply_block_norm(self.edge_norm, m, emask, graph.edges_per_graph,
-                                     name=f"edge_norm_{t}", training=self.training)
             energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
         energy = species_scale_shift(energy, graph.species, self.species_scale,
                                      self.species_shift)

@@ -18,8 +18,8 @@ has no bias and GemNet's He-orthogonal initialization::
     InteractionBlock:
       x = s (act(W_ca m) + TripletInteraction(m));  x <- Residual^{before}(x)
       m = Residual^{after}(s (m + x))
-      h = s (h + AtomUpdate(m))
-      m = s (m + Residual^{concat}(act(W_cat [h_c || h_a || m])))
+      h = s (h + AtomUpdate(m))                       then the atom norm, if any
+      m = s (m + Residual^{concat}(act(W_cat [h_c || h_a || m])))   then the edge norm
     AtomUpdate / OutputBlock (atom a):
       x_a = alpha_sum sum_{c} m_ca * W_r e_rbf(d_ca)                              [N, F_e]
       x_a = Residual^{num_atom}(act(W x_a))                                       [N, F_a]
@@ -44,6 +44,8 @@ import jax.numpy as jnp
 from geonorm_jax.models.gemnet_basis import he_orthogonal_init, scaled_silu
 from geonorm_jax.models.gemnet_scaling import ScaleFactor
 from geonorm_jax.models.gemnet_triplets import Triplets
+from geonorm_jax.models.molecular_graph import apply_block_norm
+from geonorm_jax.norms.base import Norm
 
 __all__ = ["dense", "ResidualLayer", "AtomUpdate", "OutputBlock", "TripletInteraction",
            "InteractionBlock"]
@@ -157,7 +159,11 @@ class InteractionBlock(nn.Module):
     """One GemNet-T interaction: ``(h [N, F_a], m [E, F_e]) -> (h, m)`` (module docstring).
 
     Call: ``(h, m, rbf3, rbf_w1, sph, triplets, rbf_h [E, F_rbf], senders, receivers,
-    edge_mask, atom_mask, fit)``.
+    edge_mask, atom_mask, fit)``. ``atom_norm`` normalizes ``h`` after the atom update, before
+    the edges are updated from it (after the last block ``h`` reaches the energy only through
+    that update: GemNet's output blocks read the edge embeddings); ``edge_norm`` normalizes
+    ``m`` at the end of the block. Norms see ``[G, A, F_a]`` / ``[G, K, F_e]`` blocks with the
+    masks (``atoms_per_graph``, ``edges_per_graph``; None: the batch as one graph).
     """
 
     emb_size_trip: int
@@ -169,6 +175,11 @@ class InteractionBlock(nn.Module):
     scale_factors: bool = True
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    atom_norm: Norm | None = None
+    edge_norm: Norm | None = None
+    atoms_per_graph: int | None = None
+    edges_per_graph: int | None = None
+    training: bool = False
 
     @nn.compact
     def __call__(self, h, m, rbf3, rbf_w1, sph, triplets, rbf_h, senders, receivers,
@@ -188,8 +199,14 @@ class InteractionBlock(nn.Module):
         h2 = AtomUpdate(h.shape[-1], self.num_atom, self.scale_factors, s, act,
                         name="atom_update")(m, rbf_h, receivers, edge_mask, atom_mask, fit)
         h = (h + h2) * s
+        if self.atom_norm is not None:
+            h = apply_block_norm(self.atom_norm, h, atom_mask, self.atoms_per_graph,
+                                 name="atom_norm", training=self.training)
         m2 = act(dense(f_e, "concat")(jnp.concatenate([h[senders], h[receivers], m], -1)))
         for k in range(self.num_concat):
             m2 = res(f"residual_concat_{k}")(m2)
         m = (m + m2) * s
+        if self.edge_norm is not None:
+            m = apply_block_norm(self.edge_norm, m, edge_mask, self.edges_per_graph,
+                                 name="edge_norm", training=self.training)
         return h, m
