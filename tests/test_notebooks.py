@@ -27,6 +27,7 @@ EXPECTED = (
     "01_normalization_catalogue.ipynb",
     "02_train_egnn_nbody.ipynb",
     "03_geometric_match.ipynb",
+    "04_molecules_allegro.ipynb",
 )
 CELL_TIMEOUT_S = 600
 
