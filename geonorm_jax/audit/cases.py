@@ -120,7 +120,7 @@ def _random_input(rng, kind: str, batch: int, nodes: int, channels: int, dtype):
         return (1.5 * normal(rng, (batch, nodes, channels), dtype)
                 + normal(rng, (1, 1, channels), dtype))
     if kind == "weights":
-        return normal(rng, (channels + 1, channels + 2), dtype) / np.sqrt(channels)
+        return normal(rng, (channels + 1, channels + 2), dtype) / float(np.sqrt(channels))
     raise ValueError(
         f"kind: expected one of features, vectors, coordinates, weights; received {kind!r}"
     )
