@@ -1,6 +1,6 @@
 """Models with pluggable normalization: the velocity EGNN (Satorras et al., 2021) for N-body
-dynamics, and Allegro (Musaelian et al., 2023) and SchNet (Schütt et al., 2018) for molecular
-energies and forces.
+dynamics, and Allegro (Musaelian et al., 2023), SchNet (Schütt et al., 2018) and GemNet-T
+(Gasteiger et al., 2021) for molecular energies and forces.
 
 * :mod:`~geonorm_jax.models.egnn`: :class:`EGNN` and :func:`make_egnn`;
 * :mod:`~geonorm_jax.models.egnn_layer`: :class:`EGCLVel`, one layer, configured by one
@@ -16,7 +16,11 @@ energies and forces.
 * :mod:`~geonorm_jax.models.allegro`, :mod:`~geonorm_jax.models.schnet`: the molecular models
   on the flat padded batch of :mod:`~geonorm_jax.models.molecular_graph`, with the radial
   functions of :mod:`~geonorm_jax.models.radial` and the training-set statistics of
-  :mod:`~geonorm_jax.models.target_norms`.
+  :mod:`~geonorm_jax.models.target_norms`;
+* :mod:`~geonorm_jax.models.gemnet`: GemNet-T (Gasteiger et al., 2021) on the same batch, with
+  its bases (:mod:`~geonorm_jax.models.gemnet_basis`), triplets
+  (:mod:`~geonorm_jax.models.gemnet_triplets`), blocks (:mod:`~geonorm_jax.models.gemnet_blocks`)
+  and fitted scale factors (:mod:`~geonorm_jax.models.gemnet_scaling`).
 """
 
 from geonorm_jax.models import radial, target_norms
@@ -31,6 +35,8 @@ from geonorm_jax.models.egnn import (
     count_params,
     make_egnn,
 )
+from geonorm_jax.models.gemnet import GEMNET_PLACEMENT, GEMNET_T_MD17, GEMNET_T_SMALL, GemNetT
+from geonorm_jax.models.gemnet_scaling import fit_scale_factors
 from geonorm_jax.models.layers import TorchDense
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
@@ -62,6 +68,11 @@ __all__ = [
     "SchNet",
     "SCHNET_PLACEMENT",
     "SCHNET_MD17",
+    "GemNetT",
+    "GEMNET_PLACEMENT",
+    "GEMNET_T_MD17",
+    "GEMNET_T_SMALL",
+    "fit_scale_factors",
     "MolecularGraph",
     "batch_frames",
     "energy_and_forces",
