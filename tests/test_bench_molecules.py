@@ -49,11 +49,32 @@ def test_tiny_case_runs_end_to_end(model):
 
 def test_published_sizes_are_the_presets():
     from geonorm_jax.models.allegro import ALLEGRO_TUTORIAL
+    from geonorm_jax.models.gemnet import GEMNET_T_MD17
     from geonorm_jax.models.schnet import SCHNET_MD17
 
     assert ALLEGRO_TUTORIAL.items() <= bm.model_kwargs("allegro").items()
     assert SCHNET_MD17.items() <= bm.model_kwargs("schnet").items()
+    assert GEMNET_T_MD17.items() <= bm.model_kwargs("gemnet").items()
     assert {c.model for c in bm.PRESETS["cpu"]} == set(bm.MODELS)
+
+
+def test_gemnet_step_needs_its_scale_factors():
+    """A GemNet-T step without the ``scale_factors`` collection refuses to trace (the tiny
+    end-to-end case runs the step with the fitted factors)."""
+    import jax
+    import jax.numpy as jnp
+
+    from geonorm_jax.models.molecular_graph import batch_frames
+
+    f = bm.molecule_frames("water", 2, relax=False)
+    model = bm.build_model("gemnet", "tiny", f.avg_num_neighbors)
+    g = batch_frames(jnp.asarray(f.positions, jnp.float32), jnp.asarray(f.atomic_numbers), 5.0)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), g)  # traced, not compiled
+    assert "scale_factors" in shapes
+    bare, tx = bm.build_train_step(model)
+    opt = jax.eval_shape(tx.init, shapes["params"])
+    with pytest.raises(ValueError, match="scale_factors"):
+        bare.lower(shapes["params"], opt, g, jnp.zeros(2), jnp.zeros((6, 3)))
 
 
 def test_serve_protocol():

@@ -1,5 +1,5 @@
-r"""One jitted train step of the molecular models (Allegro, SchNet) on a molecule: time, memory,
-parameter count and compile time.
+r"""One jitted train step of the molecular models (Allegro, SchNet, GemNet-T) on a molecule: time,
+memory, parameter count and compile time.
 
 What is measured: one call of a jitted function that does, for a batch of ``B`` frames of one
 molecule of ``A`` atoms (float32),
@@ -31,10 +31,15 @@ Sizes (:data:`SIZES`): ``"published"`` is the models' published-size presets,
 configuration: r_c = 5 Å, 8 Bessels, l_max = 1 with both parities, 2 layers, 64 scalar latent
 features, 32 tensor channels, two-body MLP 2 x 64, latent MLPs 2 x 128, readout 1 x 32) and
 :data:`~geonorm_jax.models.schnet.SCHNET_MD17` (F = 64, 3 interactions, 51 Gaussians, r_c =
-5 Å); ``"tiny"`` is a few-hundred-parameter version of each for tests. Allegro's
+5 Å) and :data:`~geonorm_jax.models.gemnet.GEMNET_T_MD17` (the GemNet authors' GemNet-T for
+MD17: 4 blocks, atom and edge width 128, triplet 64, bilinear 64, 7 spherical and 6 radial
+functions, r_c = 5 Å); ``"tiny"`` is a few-hundred-parameter version of each for tests. Allegro's
 ``avg_num_neighbors`` is the mean neighbour count of the batch within ``r_c``; its species
 table holds ``Z <= 8`` (H, C, N, O). SchNet's table holds ``Z < 100`` (schnetpack's size) and
-sums over neighbours (``neighbor_normalization=False``, as schnetpack 2 does).
+sums over neighbours (``neighbor_normalization=False``, as schnetpack 2 does). GemNet-T's
+species table holds ``Z <= 8``; its scale factors are fitted on the case's batch before the
+step (:func:`~geonorm_jax.models.gemnet_scaling.fit_scale_factors`, not timed) and enter the
+step as constants, next to the trained parameters.
 
 Memory: ``peak_rss_gb`` is the process's peak resident memory (``ru_maxrss``, compilation
 included; a case's own when it runs in a fresh process, as :func:`run_molecules` does);
@@ -85,6 +90,7 @@ SIZES: dict[str, dict[str, dict]] = {
     "published": {
         "allegro": {},  # ALLEGRO_TUTORIAL, filled in by model_kwargs
         "schnet": {},  # SCHNET_MD17
+        "gemnet": {},  # GEMNET_T_MD17
     },
     "tiny": {
         "allegro": dict(cutoff=5.0, num_bessel=4, envelope_p=6, l_max=1,
@@ -92,11 +98,14 @@ SIZES: dict[str, dict[str, dict]] = {
                         embed_dim=4, two_body_hidden=(8,), latent_hidden=(8,),
                         edge_energy_hidden=(4,)),
         "schnet": dict(features=8, num_interactions=1, num_rbf=8, cutoff=5.0),
+        "gemnet": dict(num_blocks=1, emb_size_atom=8, emb_size_edge=8, emb_size_trip=4,
+                       emb_size_rbf=4, emb_size_cbf=4, emb_size_bil_trip=4, num_spherical=3,
+                       num_radial=4),
     },
 }
 """Size name -> model name -> overrides of the published preset."""
 
-MODELS = ("allegro", "schnet")
+MODELS = ("allegro", "schnet", "gemnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +113,7 @@ class MoleculeCase:
     """One benchmarked configuration.
 
     Attributes:
-      model: ``"allegro"`` or ``"schnet"``.
+      model: ``"allegro"``, ``"schnet"`` or ``"gemnet"``.
       size: a key of :data:`SIZES`.
       molecule: a name of :data:`~geonorm_jax.data.molecules.structures.MOLECULES`.
       batch: ``B`` frames per step.
@@ -188,8 +197,11 @@ def molecule_frames(molecule: str = "uracil", batch: int = 8, *, relax: bool = T
 def model_kwargs(model: str, size: str = "published") -> dict:
     """The constructor arguments of ``model`` at ``size`` (without ``avg_num_neighbors``)."""
     from geonorm_jax.models.allegro import ALLEGRO_TUTORIAL
+    from geonorm_jax.models.gemnet import GEMNET_T_MD17
     from geonorm_jax.models.schnet import SCHNET_MD17
 
+    if model == "gemnet":
+        return {**GEMNET_T_MD17, "max_atomic_number": 8, **SIZES[size]["gemnet"]}
     if model == "allegro":
         return {**ALLEGRO_TUTORIAL, "max_atomic_number": 8, **SIZES[size]["allegro"]}
     if model == "schnet":
@@ -201,18 +213,23 @@ def model_kwargs(model: str, size: str = "published") -> dict:
 def build_model(model: str, size: str, avg_num_neighbors: float):
     """The Flax module of a case."""
     from geonorm_jax.models.allegro import Allegro
+    from geonorm_jax.models.gemnet import GemNetT
     from geonorm_jax.models.schnet import SchNet
 
     kwargs = model_kwargs(model, size)
+    if model == "gemnet":
+        return GemNetT(**kwargs)
     if model == "allegro":
         return Allegro(**kwargs, avg_num_neighbors=avg_num_neighbors)
     return SchNet(**kwargs)
 
 
 def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
-                     learning_rate: float = LEARNING_RATE):
+                     learning_rate: float = LEARNING_RATE, constants: dict | None = None):
     """``(step, tx)``: ``step(params, opt_state, graph, e_ref [B], f_ref [N, 3]) -> (params,
-    opt_state, loss)``, jitted, params and optimizer state donated (see module docstring)."""
+    opt_state, loss)``, jitted, params and optimizer state donated (see module docstring).
+    ``constants``: further variable collections that are not trained (GemNet-T's
+    ``scale_factors``), passed to the model beside ``params``."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -222,7 +239,7 @@ def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
     tx = optax.adam(learning_rate)
 
     def loss_fn(params, graph, e_ref, f_ref):
-        e, f = energy_and_forces(model, {"params": params}, graph)
+        e, f = energy_and_forces(model, {"params": params, **(constants or {})}, graph)
         return ((1.0 - force_weight) * jnp.mean(jnp.square(e - e_ref))
                 + force_weight * jnp.mean(jnp.square(f - f_ref)))
 
@@ -288,8 +305,14 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
                          jnp.asarray(frames.atomic_numbers), cutoff)
     e_ref = jnp.asarray(frames.energies, jnp.float32)
     f_ref = jnp.asarray(frames.forces.reshape(-1, 3), jnp.float32)
-    params = jax.jit(model.init)(jax.random.key(case.seed), graph)["params"]
-    step, tx = build_train_step(model)
+    variables = jax.jit(model.init)(jax.random.key(case.seed), graph)
+    if getattr(model, "scale_factors", False):
+        from geonorm_jax.models.gemnet_scaling import fit_scale_factors
+
+        variables = fit_scale_factors(model, variables, graph)
+    params = variables["params"]
+    step, tx = build_train_step(model, constants={k: v for k, v in variables.items()
+                                                  if k != "params"})
     opt_state = tx.init(params)
     n_params = int(sum(x.size for x in jax.tree.leaves(params)))
     groups = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in params.items()}
