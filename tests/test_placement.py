@@ -153,9 +153,9 @@ def test_config_places_are_the_models():
     for place in EGNN.placement.names():
         assert cfg.merge(cfg.RunConfig(), {"model": {"norm_place": place}}).model.norm_place \
             == place
-    from geonorm_jax.models import ALLEGRO_PLACEMENT, SCHNET_PLACEMENT
+    from geonorm_jax.models import ALLEGRO_PLACEMENT, GEMNET_PLACEMENT, SCHNET_PLACEMENT
 
-    union = {n for pl in (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT)
+    union = {n for pl in (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT, GEMNET_PLACEMENT)
              for n in pl.names()}
     assert set(cfg.NORM_PLACES) == union
 

@@ -4,6 +4,7 @@ few seconds, written as a revised-MD17 file), Allegro and SchNet trained through
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -153,3 +154,23 @@ def test_nbody_config_json_keeps_its_sections(tmp_path):
     saved = json.loads((tmp_path / "config.json").read_text())
     assert "molecules" not in saved and saved["task"] == "nbody" and "data" in saved
     assert cfg.load_config(tmp_path / "config.json") == cfg.preset("quick")
+
+
+def test_gemnet_fits_its_scale_factors_per_seed_and_trains(water_file, tmp_path):
+    path, _ = water_file
+    tiny = {"emb_size_trip": 4, "emb_size_rbf": 4, "emb_size_cbf": 4, "emb_size_bil_trip": 4,
+            "num_spherical": 3, "num_radial": 4}
+    config = cfg.merge(_config(path, "allegro"), {
+        "model": {"name": "gemnet", "hidden": 8, "num_layers": 1, "model_kwargs": tiny},
+        "train": {"epochs": 1}})
+    s = train.build(config)
+    state = s.init_state()
+    factors = state.batch_stats["scale_factors"]
+    values = np.concatenate([np.asarray(v).reshape(2, -1) for v in
+                             jax.tree.leaves(factors)], axis=1)
+    assert values.shape[1] > 3 and not np.allclose(values, 1.0)  # fitted, not the init 1
+    assert not np.allclose(values[0], values[1])  # each seed fits its own initialization
+    summary = train.train(config, tmp_path / "gemnet", progress=False)
+    assert np.isfinite(summary["seeds"][0]["test_force_mae"])
+    off = cfg.merge(config, {"model": {"scale_norm": False}})
+    assert "scale_factors" not in train.build(off).init_state().batch_stats

@@ -26,10 +26,11 @@ PRESET_HELP = (
     "batch 50, 1000 epochs, seeds 30 40 50 60, GeoNorm), knn-500 (N=500 on a kNN edge list, "
     "k=32, shared GeoNorm, a short run), test (tiny, seconds); molecular energies and forces: "
     "allegro-uracil (Allegro, the authors' tutorial size, on GFN2-xTB uracil frames, 100 "
-    "epochs), schnet-uracil (SchNet, published MD17 size, 100 epochs)"
+    "epochs), schnet-uracil (SchNet, published MD17 size, 100 epochs), gemnet-uracil (GemNet-T, "
+    "the authors' MD17 size, 100 epochs)"
 )
 PRESET_NAMES = ["quick", "egnn-5body", "geonorm-paper", "knn-500", "test", "allegro-uracil",
-                "schnet-uracil"]
+                "schnet-uracil", "gemnet-uracil"]
 
 # flag dest -> dotted config key
 _OVERRIDES = {
@@ -68,15 +69,16 @@ def add_parser(subparsers) -> None:
     ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``).
     ``--layers`` is accepted as the older spelling of ``--num-layers`` (not listed).
     """
-    from geonorm_jax.models import ALLEGRO_PLACEMENT, EGNN, SCHNET_PLACEMENT
+    from geonorm_jax.models import ALLEGRO_PLACEMENT, EGNN, GEMNET_PLACEMENT, SCHNET_PLACEMENT
     from geonorm_jax.train.config import MODELS, ModelConfig
     p = subparsers.add_parser(
         "train",
         help="train an EGNN on charged N-body (default: the quick GeoNorm job), or Allegro / "
-             "SchNet on molecular energies and forces",
+             "SchNet / GemNet-T on molecular energies and forces",
         description=(
             "Train the velocity EGNN on the charged N-body task, or a molecular model (--model "
-            "allegro|schnet, or --preset allegro-uracil|schnet-uracil) on the energies and "
+            "allegro|schnet|gemnet, or --preset allegro-uracil|schnet-uracil|gemnet-uracil) on "
+            "the energies and "
             "forces of MD frames. With no arguments: the quick preset (5-body data from the "
             "cache, generated if missing; EGNN + GeoNorm; about 3 minutes on 2 CPU cores). "
             "Several --seeds train together in one jitted program (jax.vmap). Writes "
@@ -106,8 +108,8 @@ def add_parser(subparsers) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("data and model")
     g.add_argument("--model", choices=list(MODELS),
-                   help="egnn (charged N-body), allegro or schnet (molecules; without --preset "
-                        "the MODEL-uracil preset)")
+                   help="egnn (charged N-body), allegro, schnet or gemnet (molecules; without "
+                        "--preset the MODEL-uracil preset)")
     g.add_argument("--molecule", help="molecules: uracil, ethanol, aspirin or water "
                                       "(generated GFN2-xTB frames)")
     g.add_argument("--frames", type=int, help="molecules: frames to generate in all")
@@ -121,6 +123,9 @@ def add_parser(subparsers) -> None:
     g.add_argument("--no-neighbor-norm", action="store_true",
                    help="molecules: no neighbour normalization (Allegro 1/sqrt(N̄), SchNet's "
                         "mean over neighbours)")
+    g.add_argument("--no-scale-norm", action="store_true",
+                   help="molecules: GemNet without its fitted scale factors and 1/sqrt(2) "
+                        "residual scaling")
     g.add_argument("--particles", type=int, help="number of particles N")
     g.add_argument("--train-samples", type=int,
                    help="use the first this many training simulations")
@@ -130,14 +135,15 @@ def add_parser(subparsers) -> None:
     g.add_argument("--hidden", type=int, help="hidden width")
     g.add_argument("--norm", metavar="NAME",
                    help="normalization: a catalogue name (see `geonorm-jax norms`) or 'none'")
-    placements = (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT)
+    placements = (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT, GEMNET_PLACEMENT)
     places = list(dict.fromkeys(n for pl in placements for n in pl.names()))
     g.add_argument("--norm-place", choices=places,
                    help="where the norm goes (default: the model's place for its kind; EGNN: "
                         + ", ".join(f"{kind} -> {place}" for kind, place in
                                     EGNN.placement.defaults)
                         + "; Allegro: " + ", ".join(ALLEGRO_PLACEMENT.names())
-                        + "; SchNet: " + ", ".join(SCHNET_PLACEMENT.names()) + ")")
+                        + "; SchNet: " + ", ".join(SCHNET_PLACEMENT.names())
+                        + "; GemNet: " + ", ".join(GEMNET_PLACEMENT.names()) + ")")
     g.add_argument("--graph", choices=typing.get_args(typing.get_type_hints(ModelConfig)["graph"]),
                    help="dense (fully connected, the papers') or knn (edge list, O(N k); "
                         "for large N)")
@@ -243,7 +249,8 @@ def config_from_args(args):
         _set(overrides, "molecules.dataset", "file")
         _set(overrides, "molecules.data_file", str(args.data_file))
     for flag, key in (("no_target_norm", "model.target_norm"),
-                      ("no_neighbor_norm", "model.neighbor_norm")):
+                      ("no_neighbor_norm", "model.neighbor_norm"),
+                      ("no_scale_norm", "model.scale_norm")):
         if getattr(args, flag, False):
             _set(overrides, key, False)
     model = getattr(args, "model", None)

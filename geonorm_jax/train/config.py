@@ -58,27 +58,30 @@ __all__ = [
 ]
 
 # The tasks and the models each one trains (the first is the task's default model).
-TASKS: dict[str, tuple[str, ...]] = {"nbody": ("egnn",), "molecules": ("allegro", "schnet")}
+TASKS: dict[str, tuple[str, ...]] = {"nbody": ("egnn",),
+                                     "molecules": ("allegro", "schnet", "gemnet")}
 MODELS: tuple[str, ...] = tuple(m for models in TASKS.values() for m in models)
-# Every place name of those models (EGNN_PLACEMENT, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT; a
-# test keeps this equal to their union). Whether a place belongs to the chosen model is
-# checked by the task when the run is built.
-NORM_PLACES: tuple[str, ...] = ("coord", "update", "feature", "latent", "tensor", "aggregate")
+# Every place name of those models (EGNN_PLACEMENT, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT,
+# GEMNET_PLACEMENT; a test keeps this equal to their union). Whether a place belongs to the
+# chosen model is checked by the task when the run is built.
+NORM_PLACES: tuple[str, ...] = ("coord", "update", "feature", "latent", "tensor", "aggregate",
+                                "atom", "edge")
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The model (the EGNN for ``nbody``; Allegro or SchNet for ``molecules``) and where its
-    normalization goes.
+    """The model (the EGNN for ``nbody``; Allegro, SchNet or GemNet-T for ``molecules``) and
+    where its normalization goes.
 
     Attributes:
       name: ``"egnn"`` (:class:`geonorm_jax.models.EGNN`), ``"allegro"``
-        (:class:`geonorm_jax.models.Allegro`) or ``"schnet"``
-        (:class:`geonorm_jax.models.SchNet`).
+        (:class:`geonorm_jax.models.Allegro`), ``"schnet"``
+        (:class:`geonorm_jax.models.SchNet`) or ``"gemnet"``
+        (:class:`geonorm_jax.models.GemNetT`).
       hidden: width: every MLP of the EGNN (the papers use 64), Allegro's scalar latent
-        ``latent_dim``, SchNet's ``features``.
-      num_layers: EGNN layers, Allegro tensor-product layers, SchNet interactions (>= 1);
-        ``layers`` in older config files.
+        ``latent_dim``, SchNet's ``features``, GemNet's atom and edge embeddings.
+      num_layers: EGNN layers, Allegro tensor-product layers, SchNet interactions, GemNet
+        blocks (>= 1); ``layers`` in older config files.
       norm: a catalogue name (``geonorm-jax norms``) or ``None`` for none.
       norm_place: a place of the model (:data:`geonorm_jax.models.EGNN_PLACEMENT`,
         ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``); for the EGNN ``"coord"`` (coordinates
@@ -95,7 +98,10 @@ class ModelConfig:
         and SchNet's output normalization). False: the network predicts raw energies.
       neighbor_norm: molecular models: Allegro's ``1/sqrt(N̄)`` on its environment sums
         (``env_normalization="sqrt"``, else ``"none"``); SchNet's mean over neighbours
-        (``neighbor_normalization``, else the plain sum).
+        (``neighbor_normalization``, else the plain sum). GemNet has none.
+      scale_norm: GemNet: its scale factors fitted on a training batch so each scaled
+        activation has unit variance, and the ``1/sqrt(2)`` of its residual sums (each alone
+        through ``model_kwargs``: ``scale_factors``, ``residual_scaling``). Others: unused.
       graph: the EGNN's ``graph``: ``"dense"`` (fully connected, the papers' setting,
         ``O(N^2)`` edges per system) or ``"knn"`` (edge list of the ``neighbors`` nearest
         particles of the *input* positions, built by the model inside the jitted step:
@@ -118,6 +124,7 @@ class ModelConfig:
     cutoff: float | None = None
     target_norm: bool = True
     neighbor_norm: bool = True
+    scale_norm: bool = True
 
     @property
     def layers(self) -> int:
@@ -268,6 +275,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "molecules": {"dataset": "md17-xtb", "molecule": "uracil", "frames": 2000},
         "model": {"name": "schnet", "hidden": 64, "num_layers": 3, "norm": None},
         "optimizer": {"lr": 5e-4, "weight_decay": 0.0},
+        "train": {"epochs": 100, "batch_size": 8, "seeds": [0], "eval_every": 5,
+                  "checkpoint_every": 5, "eval_batch_size": 50, "explosion_threshold": 1e30},
+    },
+    # GemNet-T on uracil with its normalizations (fitted scale factors, 1/sqrt(2) residual
+    # scaling, per-species shift and scale): GEMNET_T_MD17 (the authors' MD17 model: 4 blocks,
+    # atom and edge width 128, r_c 5 Å), lr 1e-3 (the authors' MD17 setting).
+    "gemnet-uracil": {
+        "task": "molecules",
+        "molecules": {"dataset": "md17-xtb", "molecule": "uracil", "frames": 2000},
+        "model": {"name": "gemnet", "hidden": 128, "num_layers": 4, "norm": None},
+        "optimizer": {"lr": 1e-3, "weight_decay": 0.0},
         "train": {"epochs": 100, "batch_size": 8, "seeds": [0], "eval_every": 5,
                   "checkpoint_every": 5, "eval_batch_size": 50, "explosion_threshold": 1e30},
     },

@@ -208,7 +208,8 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     data = {k: parallel.replicate(mesh, v) for k, v in data.items()}
     steps = num_samples(data["train"]) // t.batch_size
     optimizer = make_optimizer(config.optimizer, steps, t.epochs)
-    sample = jax.tree.map(lambda v: v[: min(t.batch_size, 4)], data["train"])
+    count = getattr(task, "init_samples", None) or min(t.batch_size, 4)
+    sample = jax.tree.map(lambda v: v[:count], data["train"])
 
     def tree_init(key):
         return task.init(model, key, sample)

@@ -57,6 +57,8 @@ class Task(abc.ABC):
     metrics: tuple[str, ...] = ()
     #: units of :attr:`metrics`, for tables and plots
     metric_units: dict[str, str] = {}
+    #: samples of the example batch given to :meth:`init` (None: ``min(batch_size, 4)``)
+    init_samples: int | None = None
 
     def check(self, config) -> None:  # noqa: B027 - optional hook
         """Cheap checks before any data is loaded (unknown model, norm at a wrong place).

@@ -1,5 +1,5 @@
-r"""The molecular energy-and-force task (the survey's Section 4): Allegro or SchNet on MD
-frames of one molecule.
+r"""The molecular energy-and-force task (the survey's Section 4): Allegro, SchNet or GemNet-T
+on MD frames of one molecule.
 
 Data (``config.molecules``, :class:`~geonorm_jax.train.molecules_config.MoleculesConfig`):
 GFN2-xTB Langevin frames generated and cached by
@@ -12,9 +12,15 @@ per split, ``S`` frames of ``A`` atoms, float32 except the species: ``positions 
 Fitted on the training split only, recorded in the run's ``info``: ``avg_num_neighbors``
 ``N̄`` within the model's cutoff, the per-species shift ``mu_Z`` (least squares of the
 energies on the species counts) and the scale ``sigma`` (force RMS)
-(:mod:`geonorm_jax.models.target_norms`). The model's normalizations are two switches
+(:mod:`geonorm_jax.models.target_norms`). The model's normalizations are switches
 (:class:`~geonorm_jax.train.config.ModelConfig`): ``target_norm`` (``E_i = sigma E_i^net +
-mu_Z``) and ``neighbor_norm`` (Allegro's ``1/sqrt(N̄)``, SchNet's mean over neighbours).
+mu_Z``), ``neighbor_norm`` (Allegro's ``1/sqrt(N̄)``, SchNet's mean over neighbours) and
+``scale_norm`` (GemNet's scale factors, fitted per seed at initialization on
+:attr:`MolecularTask.init_samples` training frames, and its ``1/sqrt(2)`` residual scaling).
+
+Collections: everything but ``params`` (running statistics of norms, GemNet's fitted
+``scale_factors``) travels in the train state's ``batch_stats`` slot as ``{collection:
+tree}``; only ``batch_stats`` changes in training.
 
 Prediction: ``energy [B]`` (a sum of atomic energies) and ``forces [B, A, 3] = -dE/dx``
 (:func:`geonorm_jax.models.molecular_graph.energy_and_forces`), on a graph rebuilt inside
@@ -42,21 +48,17 @@ __all__ = ["MolecularTask", "model_kwargs", "placement", "norm_place", "default_
 
 
 def _published(name: str) -> dict:
-    from geonorm_jax.models.allegro import ALLEGRO_TUTORIAL
-    from geonorm_jax.models.schnet import SCHNET_MD17
+    from geonorm_jax.models import ALLEGRO_TUTORIAL, GEMNET_T_MD17, SCHNET_MD17
 
-    return {"allegro": ALLEGRO_TUTORIAL, "schnet": SCHNET_MD17}[name]
+    return {"allegro": ALLEGRO_TUTORIAL, "schnet": SCHNET_MD17, "gemnet": GEMNET_T_MD17}[name]
 
 
 def placement(name: str):
     """The :class:`~geonorm_jax.models.placement.NormPlacement` of molecular model ``name``."""
-    if name == "allegro":
-        from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT
+    from geonorm_jax.models import ALLEGRO_PLACEMENT, GEMNET_PLACEMENT, SCHNET_PLACEMENT
 
-        return ALLEGRO_PLACEMENT
-    from geonorm_jax.models.schnet import SCHNET_PLACEMENT
-
-    return SCHNET_PLACEMENT
+    return {"allegro": ALLEGRO_PLACEMENT, "schnet": SCHNET_PLACEMENT,
+            "gemnet": GEMNET_PLACEMENT}[name]
 
 
 def default_cutoff(config: RunConfig) -> float:
@@ -96,9 +98,12 @@ def model_kwargs(config: RunConfig, info: dict) -> dict:
         kwargs.update(latent_dim=m.hidden, num_layers=m.num_layers,
                       env_normalization="sqrt" if m.neighbor_norm else "none",
                       avg_num_neighbors=info.get("avg_num_neighbors"))
-    else:
+    elif m.name == "schnet":
         kwargs.update(features=m.hidden, num_interactions=m.num_layers,
                       neighbor_normalization=m.neighbor_norm)
+    else:
+        kwargs.update(emb_size_atom=m.hidden, emb_size_edge=m.hidden, num_blocks=m.num_layers,
+                      scale_factors=m.scale_norm, residual_scaling=m.scale_norm)
     kwargs.update(cutoff=default_cutoff(config), max_atomic_number=int(info.get("max_z", 118)))
     if m.target_norm and "species_shift" in info:
         kwargs.update(species_shift=tuple(info["species_shift"]),
@@ -149,6 +154,10 @@ class MolecularTask(Task):
     name = "molecules"
     metrics = ("energy_mae", "force_mae")
     metric_units = {"energy_mae": "meV", "force_mae": "meV/Å"}
+
+    #: frames of the example batch that initializes the model (GemNet fits its scale factors
+    #: on it; the authors fit on 16 batches of 32 molecules)
+    init_samples = 32
 
     def __init__(self, energy_weight: float = 1.0, force_weight: float = 1.0):
         self.energy_weight = float(energy_weight)
@@ -238,9 +247,9 @@ class MolecularTask(Task):
         return out, info
 
     def build_model(self, config: RunConfig, info: dict):
-        from geonorm_jax.models import Allegro, SchNet
+        from geonorm_jax.models import Allegro, GemNetT, SchNet
 
-        cls = {"allegro": Allegro, "schnet": SchNet}[config.model.name]
+        cls = {"allegro": Allegro, "schnet": SchNet, "gemnet": GemNetT}[config.model.name]
         kwargs = {**model_kwargs(config, info), **self._norm(config)}
         try:
             return cls(**kwargs)
@@ -256,21 +265,33 @@ class MolecularTask(Task):
         return batch_frames(batch["positions"], batch["atomic_numbers"], model.cutoff)
 
     def init(self, model, key, batch):
-        return model.init(key, self.graph(model, batch))
+        """Flax variables of ``model``; GemNet's scale factors fitted on ``batch`` (with
+        ``scale_factors=True``). Non-parameter collections are returned as ``{"batch_stats":
+        {collection: tree}}`` (see the module docstring)."""
+        from geonorm_jax.models import fit_scale_factors
+
+        graph = self.graph(model, batch)
+        variables = model.init(key, graph)
+        if getattr(model, "scale_factors", False):
+            variables = fit_scale_factors(model, variables, graph)
+        collections = {k: v for k, v in variables.items() if k != "params"}
+        return {"params": variables["params"], "batch_stats": collections}
 
     def apply(self, model, variables, batch, training):
         from geonorm_jax.models.molecular_graph import energy_and_forces
 
         graph = self.graph(model, batch)
         shape = batch["positions"].shape
-        stats = variables.get("batch_stats", {})
+        collections = dict(variables.get("batch_stats", {}))
+        full = {"params": variables["params"], **collections}
         if training:
-            e, f, updates = energy_and_forces(model.clone(training=True), variables, graph,
+            e, f, updates = energy_and_forces(model.clone(training=True), full, graph,
                                               mutable=["batch_stats"])
-            stats = updates.get("batch_stats", stats)
+            if "batch_stats" in updates:
+                collections["batch_stats"] = updates["batch_stats"]
         else:
-            e, f = energy_and_forces(model, variables, graph)
-        return {"energy": e, "forces": f.reshape(shape)}, stats
+            e, f = energy_and_forces(model, full, graph)
+        return {"energy": e, "forces": f.reshape(shape)}, collections
 
     def _errors(self, pred, batch):
         mask = (batch["atomic_numbers"] > 0).astype(pred["forces"].dtype)  # [B, A]
