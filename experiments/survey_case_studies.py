@@ -1,18 +1,23 @@
 """The survey's Section 4 case studies: molecular models trained with and without the
 normalization their authors describe.
 
-The survey (Figures 1 and 2) trains Allegro on uracil (MD17) and SchNet (on CHAMPS) with and
-without their normalizations: without it Allegro's losses start about 11 orders of magnitude
-higher and stay about 5 orders higher after 100 epochs; SchNet loses about an order of
-magnitude. Here both models train through :func:`geonorm_jax.train.train` (task
-``molecules``) on GFN2-xTB uracil frames (:mod:`geonorm_jax.data.molecules`), with the same
-hyperparameters apart from the normalization:
+The survey (Figures 1 and 2) trains Allegro on uracil (MD17), SchNet (on CHAMPS) and GemNet
+(on COLL) with and without their normalizations: without it Allegro's losses start about 11
+orders of magnitude higher and stay about 5 orders higher after 100 epochs; SchNet and GemNet
+lose about an order of magnitude. Here the three models train through
+:func:`geonorm_jax.train.train` (task ``molecules``) on GFN2-xTB uracil frames
+(:mod:`geonorm_jax.data.molecules`), with the same hyperparameters apart from the
+normalization:
 
 * ``allegro_{both,target,neighbor,none}``: Allegro with both of its normalizations (the
   per-species energy shift and scale ``E_i = sigma E_i^net + mu_Z`` fitted on the training
   set, and ``1/sqrt(N̄)`` on its environment sums), only one of them, or neither; this
   separates which one carries the gap.
 * ``schnet_{both,none}``: SchNet with (mean over neighbours, shift and scale) and without.
+* ``gemnet_{both,scale_off,none}``: GemNet-T with its normalizations (scale factors fitted
+  on a training batch, ``1/sqrt(2)`` residual scaling, shift and scale), without the scale
+  factors and residual scaling only, and without any; ``gemnet2_{both,none}`` repeat the
+  first and the last on a second molecule (ethanol).
 * ``zoo_<layer>``: Allegro with its normalizations plus one catalogue layer at its
   ``latent`` place (``features`` layers, on the edge latents) or ``tensor`` place
   (``vectors`` layers, on the tensor track), beside the layer's geometric-match verdict for
@@ -52,11 +57,19 @@ NAME = "survey_case_studies"
 ALLEGRO_CELLS = {"both": (True, True), "target": (True, False), "neighbor": (False, True),
                  "none": (False, False)}
 SCHNET_CELLS = {"both": (True, True), "none": (False, False)}
+# GemNet: (target_norm, scale_norm)
+GEMNET_CELLS = {"both": (True, True), "scale_off": (True, False), "none": (False, False)}
+SECOND_MOLECULE_CELLS = {"both": (True, True), "none": (False, False)}
 
 _TINY_ALLEGRO = {"num_channels": 2, "latent_hidden": [8], "two_body_hidden": [8],
                  "embed_dim": 4, "edge_energy_hidden": [4]}
 _CPU_ALLEGRO = {"num_channels": 8, "latent_hidden": [64], "two_body_hidden": [64],
                 "embed_dim": 16, "edge_energy_hidden": [32]}
+_TINY_GEMNET = {"emb_size_trip": 4, "emb_size_rbf": 4, "emb_size_cbf": 4,
+                "emb_size_bil_trip": 4, "num_spherical": 3, "num_radial": 4}
+# GEMNET_T_SMALL: the authors' MD17 structure with 2 blocks and a quarter of the widths
+_CPU_GEMNET = {"emb_size_trip": 16, "emb_size_rbf": 8, "emb_size_cbf": 8,
+               "emb_size_bil_trip": 16}
 
 PRESETS = {
     # seconds: water, 40 frames from short trajectories, 2 epochs, two zoo layers
@@ -64,7 +77,8 @@ PRESETS = {
                       "equilibration": 6},
              "train": 16, "valid": 8, "test": 16, "epochs": 2, "batch_size": 4,
              "eval_every": 1, "seeds": [0], "allegro": (8, 1, _TINY_ALLEGRO),
-             "schnet": (8, 1, {"num_rbf": 8}), "zoo": ["layer_norm", "ev_norm"],
+             "schnet": (8, 1, {"num_rbf": 8}), "gemnet": (8, 1, _TINY_GEMNET),
+             "second": None, "zoo": ["layer_norm", "ev_norm"],
              "zoo_epochs": 1, "zoo_train": 16, "fast_compile": True},
     # 2 CPU cores, about an hour: uracil (2000 GFN2-xTB frames), the rMD17 split (1000
     # training frames), a smaller Allegro (32 latents, 8 tensor channels, l_max 1) and the
@@ -73,46 +87,54 @@ PRESETS = {
     "cpu": {"data": {"molecule": "uracil", "frames": 2000},
             "train": 1000, "valid": 50, "test": 500, "epochs": 30, "batch_size": 8,
             "eval_every": 3, "seeds": [0, 1], "allegro": (32, 2, _CPU_ALLEGRO),
-            "schnet": (64, 3, {}), "zoo": None, "zoo_epochs": 6, "zoo_train": 200,
-            "fast_compile": False},
+            "schnet": (64, 3, {}), "gemnet": (32, 2, _CPU_GEMNET),
+            "second": {"molecule": "ethanol", "frames": 2000},
+            "zoo": None, "zoo_epochs": 6, "zoo_train": 200, "fast_compile": False},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
     "paper": {"data": {"molecule": "uracil", "frames": 2000},
               "train": 1000, "valid": 50, "test": 950, "epochs": 100, "batch_size": 8,
               "eval_every": 1, "seeds": [0, 1, 2], "allegro": (64, 2, {}),
-              "schnet": (64, 3, {}), "zoo": None, "zoo_epochs": 100, "zoo_train": 1000,
-              "fast_compile": False},
+              "schnet": (64, 3, {}), "gemnet": (128, 4, {}),
+              "second": {"molecule": "ethanol", "frames": 2000},
+              "zoo": None, "zoo_epochs": 100, "zoo_train": 1000, "fast_compile": False},
 }
 
 SURVEY_CLAIMS = {
     "allegro_start_orders": 11.0,
     "allegro_end_orders": 5.0,
     "schnet_orders": 1.0,
+    "gemnet_orders": 1.0,
     "text": "Allegro without its normalization: losses start about 11 orders of magnitude "
             "higher and stay about 5 orders higher after 100 epochs (survey Fig. 1, uracil). "
-            "SchNet (and GemNet) without theirs: about an order of magnitude worse (Fig. 2).",
+            "SchNet and GemNet without theirs: about an order of magnitude worse (Fig. 2).",
 }
 
 
-def dataset(p: dict, cache):
-    """The directory of the preset's GFN2-xTB data set (generated on first use)."""
+def dataset(data: dict, cache):
+    """The directory of a GFN2-xTB data set (``MoleculeConfig`` fields; generated on first
+    use)."""
     from geonorm_jax.data.molecules import MoleculeConfig, get_molecular_dataset
 
-    return get_molecular_dataset(MoleculeConfig(**p["data"]), cache, progress=True)
+    return get_molecular_dataset(MoleculeConfig(**data), cache, progress=True)
 
 
 def make_config(p: dict, model: str, target: bool, neighbor: bool, *, norm=None,
-                place=None, epochs=None, train_frames=None, fast_compile=None):
-    """The run configuration of one cell (the ``<model>-uracil`` preset, resized)."""
+                place=None, epochs=None, train_frames=None, fast_compile=None, data=None):
+    """The run configuration of one cell (the ``<model>-uracil`` preset, resized).
+
+    ``neighbor`` is the model's own normalization switch: ``neighbor_norm`` for Allegro and
+    SchNet, ``scale_norm`` (scale factors and residual scaling) for GemNet."""
     from geonorm_jax import train
 
     hidden, layers, kwargs = p[model]
+    data = data or p["data"]
+    switch = {"scale_norm": neighbor} if model == "gemnet" else {"neighbor_norm": neighbor}
     return train.merge(train.preset(f"{model}-uracil"), {
-        "molecules": {"molecule": p["data"]["molecule"], "frames": p["data"]["frames"],
+        "molecules": {"molecule": data["molecule"], "frames": data["frames"],
                       "train": train_frames or p["train"], "valid": p["valid"],
                       "test": p["test"]},
         "model": {"hidden": hidden, "num_layers": layers, "model_kwargs": dict(kwargs),
-                  "target_norm": target, "neighbor_norm": neighbor, "norm": norm,
-                  "norm_place": place},
+                  "target_norm": target, "norm": norm, "norm_place": place, **switch},
         "train": {"epochs": epochs or p["epochs"], "batch_size": p["batch_size"],
                   "seeds": list(p["seeds"]), "eval_every": p["eval_every"],
                   "checkpoint_every": p["eval_every"], "eval_batch_size": 50,
@@ -136,6 +158,12 @@ def run_cell(config, run_dir, data_dir) -> dict:
     records = train.read_metrics(run_dir)
     seeds = list(config.train.seeds)
     cur = curves(records, seeds)
+    # training step time: wall time between the first and the last epoch over the optimizer
+    # steps of one seed (seeds run together, so this is per step of all seeds; evaluation
+    # epochs included)
+    steps = summary.get("steps_per_epoch") or 1
+    step_ms = (1e3 * (records[-1]["time"] - records[0]["time"]) / ((len(records) - 1) * steps)
+               if len(records) > 1 else None)
     evals = [r for r in records if "val_mse" in r]
     for key in ("test_energy_mae", "test_force_mae"):
         cur[key] = {str(s): [r[key][i] for r in evals] for i, s in enumerate(seeds)}
@@ -145,6 +173,7 @@ def run_cell(config, run_dir, data_dir) -> dict:
         "task_info": summary.get("task_info"),
         "num_params": summary.get("num_params"),
         "wall_time_s": summary.get("wall_time"),
+        "step_ms": step_ms,
         "curves": cur,
         "per_seed": [{k: s.get(k) for k in ("seed", "best_epoch", "best_val_mse", "test_mse",
                                             "test_energy_mae", "test_force_mae", "exploded",
@@ -176,15 +205,26 @@ def run(args, argv) -> dict:
     """Run every cell of the preset (skipping finished ones), then verdicts and plots."""
     p = PRESETS[args.preset]
     exp = common.Experiment(NAME, args, argv)
-    data_dir = dataset(p, exp.cache)
+    data_dir = dataset(p["data"], exp.cache)
     cells = {}
-    for model, split in (("allegro", ALLEGRO_CELLS), ("schnet", SCHNET_CELLS)):
-        for name, (target, neighbor) in split.items():
-            key = f"{model}_{name}"
-            config = make_config(p, model, target, neighbor)
-            out = exp.cell(key, lambda c=config, k=key: run_cell(c, exp.runs / k, data_dir))
+    groups = [("allegro", "allegro", ALLEGRO_CELLS, p["data"]),
+              ("schnet", "schnet", SCHNET_CELLS, p["data"]),
+              ("gemnet", "gemnet", GEMNET_CELLS, p["data"])]
+    if p["second"] is not None:
+        groups.append(("gemnet2", "gemnet", SECOND_MOLECULE_CELLS, p["second"]))
+    for prefix, model, split, data in groups:
+        where = data_dir if data is p["data"] else None
+        for name, (target, own) in split.items():
+            key = f"{prefix}_{name}"
+            config = make_config(p, model, target, own, data=data)
+
+            def one(c=config, k=key, data=data, where=where):
+                return run_cell(c, exp.runs / k, where or dataset(data, exp.cache))
+
+            out = exp.cell(key, one)
             if out is not None:
-                cells[key] = dict(out, model=model, target_norm=target, neighbor_norm=neighbor)
+                cells[key] = dict(out, model=model, molecule=data["molecule"],
+                                  target_norm=target, neighbor_norm=own)
     zoo = []
     for info in zoo_layers(p["zoo"]):
         place = "latent" if info.kind == "features" else "tensor"
@@ -242,8 +282,9 @@ def row(key: str, c: dict) -> dict:
     """One table row: losses at the start and the end, MAEs at best validation."""
     ps, cur = c["per_seed"], c["curves"]
     return {
-        "cell": key, "model": c["model"], "target_norm": c["target_norm"],
-        "neighbor_norm": c["neighbor_norm"], "params": c.get("num_params"),
+        "cell": key, "model": c["model"], "molecule": c.get("molecule", "uracil"),
+        "target_norm": c["target_norm"], "neighbor_norm": c["neighbor_norm"],
+        "params": c.get("num_params"), "step_ms": c.get("step_ms"),
         "first_train_loss": _mean([_first(v) for v in cur["train_loss"].values()]),
         "final_train_loss": _mean([_last(v) for v in cur["train_loss"].values()]),
         "first_test_loss": _mean([_first(v) for v in cur["test_mse"].values()]),
@@ -316,21 +357,32 @@ def compare(cells: dict) -> dict:
                 "target scale and shift" if (missing_target or 0) > (missing_neighbor or 0)
                 else "neighbour normalization")
         out["allegro_split"] = split
-    sb, sn = get("schnet_both"), get("schnet_none")
-    if sb and sn:
-        end = _orders(sn["final_test_loss"], sb["final_test_loss"])
-        force = _orders(sn["force_mae_meV_per_A"]["mean"], sb["force_mae_meV_per_A"]["mean"])
-        if end is None:
-            status = "not tested"
-        elif 0.5 <= end <= 1.5:
-            status = "reproduced"
-        elif end > 0.2:
-            status = "partially reproduced"
-        else:
-            status = "not reproduced"
-        out["schnet"] = {"status": status, "end_orders": end, "force_mae_orders": force,
-                         "claim_orders": SURVEY_CLAIMS["schnet_orders"]}
+    for prefix in ("schnet", "gemnet", "gemnet2"):
+        sb, sn = get(f"{prefix}_both"), get(f"{prefix}_none")
+        if sb and sn:
+            claim = SURVEY_CLAIMS[f"{prefix.rstrip('2')}_orders"]
+            out[prefix] = dict(_about_an_order(sb, sn), claim_orders=claim,
+                               molecule=sb["molecule"])
+    gb, gs = get("gemnet_both"), get("gemnet_scale_off")
+    if gb and gs:
+        out["gemnet_scale_factors_only"] = _about_an_order(gb, gs)
     return out
+
+
+def _about_an_order(with_: dict, without: dict) -> dict:
+    """'About an order of magnitude worse' without normalization: final test loss ratio."""
+    end = _orders(without["final_test_loss"], with_["final_test_loss"])
+    force = _orders(without["force_mae_meV_per_A"]["mean"],
+                    with_["force_mae_meV_per_A"]["mean"])
+    if end is None:
+        status = "not tested"
+    elif 0.5 <= end <= 1.5:
+        status = "reproduced"
+    elif end > 0.2:
+        status = "partially reproduced"
+    else:
+        status = "not reproduced"
+    return {"status": status, "end_orders": end, "force_mae_orders": force}
 
 
 def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
@@ -338,9 +390,12 @@ def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
     the Allegro split; the zoo's force MAE by audit verdict."""
     plt = common.setup_matplotlib()
     names = []
-    panels = [("allegro", list(ALLEGRO_CELLS)), ("schnet", list(SCHNET_CELLS))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for ax, (model, names_) in zip(axes, panels, strict=True):
+    panels = [("allegro", list(ALLEGRO_CELLS)), ("schnet", list(SCHNET_CELLS)),
+              ("gemnet", list(GEMNET_CELLS)), ("gemnet2", list(SECOND_MOLECULE_CELLS))]
+    panels = [(m, n) for m, n in panels if any(f"{m}_{x}" in cells for x in n)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4),
+                             constrained_layout=True, squeeze=False)
+    for ax, (model, names_) in zip(axes[0], panels, strict=True):
         for j, name in enumerate(names_):
             c = cells.get(f"{model}_{name}")
             if c is None:
@@ -357,9 +412,22 @@ def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
         ax.set_yscale("log")
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss (eV², eV²/Å²)")
-        ax.set_title(f"{model}: normalization {'split' if model == 'allegro' else 'on/off'}")
+        molecule = next(c["molecule"] for k, c in cells.items() if k.startswith(model + "_"))
+        ax.set_title(f"{model.rstrip('2')} on {molecule}: normalization "
+                     f"{'split' if model == 'allegro' else 'on/off'}")
         ax.legend(fontsize=7)
     names.append(common.save_figure(fig, exp, "survey_case_studies.png"))
+    three = [cells[k] for k in ("allegro_both", "schnet_both", "gemnet_both") if k in cells]
+    if three:  # the three models side by side: accuracy against step time, size as label
+        fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
+        for c in three:
+            r = row("", c)
+            ax.scatter([r["step_ms"]], [r["force_mae_meV_per_A"]["mean"]], s=40)
+            ax.annotate(f"{c['model']} ({r['params']} params)",
+                        (r["step_ms"], r["force_mae_meV_per_A"]["mean"]), fontsize=8)
+        ax.set(xlabel="training step (ms, all seeds)", ylabel="test force MAE (meV/Å)",
+               title="three models with their normalizations")
+        names.append(common.save_figure(fig, exp, "survey_three_models.png"))
     ran = [r for r in zoo if common.finite(r["force_mae_meV_per_A"]["mean"])]
     if ran:
         fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(ran)), 4), constrained_layout=True)

@@ -21,13 +21,14 @@ def fake_run_cell(config, run_dir, data_dir):
         raise ValueError("tensor_norm: cannot place")
     m = config.model
     scale = 1.0 if m.target_norm else 1e4
-    scale *= 1.0 if m.neighbor_norm else 1.5
+    scale *= 1.0 if (m.scale_norm if m.name == "gemnet" else m.neighbor_norm) else 1.5
     epochs = config.train.epochs
     seeds = [str(s) for s in config.train.seeds]
     train = {s: [scale / e for e in range(1, epochs + 1)] for s in seeds}
     test = {s: [2 * scale / e for e in range(1, epochs + 1)] for s in seeds}
     return {
         "config": {}, "run_dir": "x", "task_info": {}, "num_params": 100, "wall_time_s": 1.0,
+        "step_ms": 2.0,
         "curves": {"epoch": list(range(1, epochs + 1)), "eval_epoch": list(range(1, epochs + 1)),
                    "train_loss": train, "val_mse": test, "test_mse": test},
         "per_seed": [{"seed": int(s), "best_epoch": epochs, "best_val_mse": test[s][-1],
@@ -39,19 +40,22 @@ def fake_run_cell(config, run_dir, data_dir):
 
 def test_cells_verdicts_plots_and_report(tmp_path, monkeypatch):
     monkeypatch.setattr(survey_case_studies, "run_cell", fake_run_cell)
-    monkeypatch.setattr(survey_case_studies, "dataset", lambda p, cache: None)
+    monkeypatch.setattr(survey_case_studies, "dataset", lambda data, cache: None)
     doc = survey_case_studies.run(survey_case_studies.common.parse_args(
         "survey_case_studies", ["--preset", "test", "--out", str(tmp_path / "out"),
                                 "--runs", str(tmp_path / "runs")]), [])
     res = doc["results"]
     assert [r["cell"] for r in res["rows"]] == [
         "allegro_both", "allegro_target", "allegro_neighbor", "allegro_none", "schnet_both",
-        "schnet_none"]
+        "schnet_none", "gemnet_both", "gemnet_scale_off", "gemnet_none"]
     v = res["verdicts"]
     assert v["allegro"]["start_orders"] == pytest.approx(4 + 0.17609, abs=1e-4)
     assert v["allegro"]["status"] == "partially reproduced"
     assert v["allegro_split"]["carries_the_gap"] == "target scale and shift"
     assert v["schnet"]["status"] == "partially reproduced"  # 4.2 orders, not about 1
+    assert v["gemnet_scale_factors_only"]["end_orders"] == pytest.approx(0.17609, abs=1e-4)
+    assert v["gemnet_scale_factors_only"]["status"] == "not reproduced"
+    assert (tmp_path / "out" / "survey_three_models.png").exists()
     zoo = {r["layer"]: r for r in res["zoo"]}
     assert zoo["ev_norm"]["error"].startswith("ValueError: tensor_norm")
     assert zoo["layer_norm"]["matched"] is False and zoo["layer_norm"]["error"] is None
@@ -69,7 +73,7 @@ def test_verdict_thresholds():
             rows[key] = {"per_seed": [{"test_mse": e, "test_energy_mae": 1.0,
                                        "test_force_mae": 1.0, "exploded": False}],
                          "curves": {"train_loss": {"0": [s]}, "test_mse": {"0": [e]}},
-                         "model": key.split("_")[0], "target_norm": True,
+                         "model": key.split("_")[0], "molecule": "uracil", "target_norm": True,
                          "neighbor_norm": True}
         return rows
 
