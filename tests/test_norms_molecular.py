@@ -92,6 +92,14 @@ def test_tensor_norm_matches_tensornet_and_rotates_as_rank2():
     np.testing.assert_allclose(y2, rot(y), atol=1e-13)
 
 
+def test_tensor_norm_irreps_per_field():
+    x = e3nn.normal("3x0e + 2x1o + 2x2e", jax.random.PRNGKey(3), (B, N)).astype(jnp.float64)
+    y, _ = mol.tensor_norm().apply({}, {}, x)
+    for cy, cx in zip(y.chunks, x.chunks, strict=True):
+        cx = np.asarray(cx)
+        np.testing.assert_allclose(cy, cx / ((cx**2).sum(-1, keepdims=True) + 1), atol=EXACT)
+
+
 def test_tensor_norm_overflow_safe():
     x = _vec(3, (B, N, C, 3, 3)) * 1e200
     y, _ = mol.tensor_norm().apply({}, {}, x)

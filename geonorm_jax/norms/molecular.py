@@ -156,31 +156,50 @@ def tensor_norm() -> Norm:
     ``s = max(1, max|X_c|)``, ``Y = (X/s) / (s ||X/s||^2 + 1/s)``.
 
     Shapes: rank-2 tensors ``[batch, nodes, channels, 3, 3]`` (``R X R^T`` under a rotation),
-    or vectors ``[batch, nodes, channels, 3]`` (then ``||v||^2``). No params, state or context.
+    or vectors ``[batch, nodes, channels, 3]`` (then ``||v||^2``), or an IrrepsArray
+    ``[batch, nodes, irreps]``, where each field (chunk channel, ``2l+1`` components) is
+    divided by its own squared norm plus one (TensorNet's ``X = I + A + S`` would put its
+    ``0e + 1e + 2e`` parts under one norm; a general IrrepsArray does not say which fields
+    form a tensor). No params, state or context.
     """
     name = "tensor_norm"
-    expected = "tensors [batch, nodes, channels, 3, 3] or vectors [batch, nodes, channels, 3]"
+    expected = ("tensors [batch, nodes, channels, 3, 3], vectors [batch, nodes, channels, 3] "
+                "or an IrrepsArray [batch, nodes, irreps]")
 
     def check(x):
         ok = (getattr(x, "ndim", None) == 5 and x.shape[-2:] == (3, 3)) or (
             getattr(x, "ndim", None) == 4 and x.shape[-1] == 3)
         _check_float(x, name, expected, ok)
 
+    def norm(xc, axes):
+        s = jax.lax.stop_gradient(
+            jnp.maximum(jnp.max(jnp.abs(xc), axis=axes, keepdims=True), 1.0))
+        q = jnp.sum(jnp.square(xc / s), axis=axes, keepdims=True)
+        return (xc / s) / (s * q + 1.0 / s)
+
     def init(key, x, **context):
         del key, context
-        check(x)
+        if isinstance(x, e3nn.IrrepsArray):
+            as_irreps(x, name)
+        else:
+            check(x)
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del params, training, context
+        if isinstance(x, e3nn.IrrepsArray):
+            xi, _ = as_irreps(x, name)
+            check_mask(mask, xi.shape)
+            dtype, lead = xi.array.dtype, xi.array.shape[:-1]
+            cdt = jnp.promote_types(dtype, jnp.float32)
+            out = [norm(xi.array[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt),
+                        (-1,)).reshape(lead + (-1,))
+                   for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True)]
+            arr = jnp.concatenate(out, -1).astype(dtype) if out else xi.array
+            return e3nn.IrrepsArray(xi.irreps, arr), state
         check(x)
         check_mask(mask, x.shape)
-        axes = tuple(range(3, x.ndim))
-        xc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-        s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(xc), axis=axes, keepdims=True), 1.0))
-        q = jnp.sum(jnp.square(xc / s), axis=axes, keepdims=True)
-        y = (xc / s) / (s * q + 1.0 / s)
+        y = norm(x.astype(jnp.promote_types(x.dtype, jnp.float32)), tuple(range(3, x.ndim)))
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)
