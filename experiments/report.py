@@ -300,9 +300,11 @@ def survey_case_studies(doc: dict | None) -> list[str]:
             f"{c['loss']}. MAEs at the best validation epoch.", ""]
     flag = lambda b: "yes" if b else "no"
     out += _table(
-        ["cell", "molecule", "params", "shift+scale", "own norm", "first train loss",
-         "final test loss", "energy MAE (meV)", "force MAE (meV/Å)", "step (ms)", "exploded"],
+        ["cell", "molecule", "params", "epochs × seeds", "shift+scale", "own norm",
+         "first train loss", "final test loss", "energy MAE (meV)", "force MAE (meV/Å)",
+         "step (ms)", "exploded"],
         [[f"`{r['cell']}`", r.get("molecule", "uracil"), _f(r["params"]),
+          f"{r.get('epochs', '—')} × {r.get('seeds', '—')}",
           flag(r["target_norm"]), flag(r["neighbor_norm"]), _f(r["first_train_loss"], 3),
           _f(r["final_test_loss"], 3), _ms(r["energy_mae_meV"]), _ms(r["force_mae_meV_per_A"]),
           _f(r.get("step_ms"), 3), str(r["exploded_seeds"])] for r in res["rows"]])
