@@ -227,7 +227,7 @@ def bessel_edge_features(r: jax.Array, *, num_basis: int = 8, r_max: float = 5.0
     pos = r_ > 0
     r_safe = jnp.where(pos, r_, 1.0)
     bessel = jnp.where(pos, jnp.sin(w * r_safe) / r_safe, w) * np.sqrt(2.0 / r_max)
-    u = r_ / r_max
+    u = jnp.minimum(r_ / r_max, 1.0)  # f_p(1) = 0; clamping keeps far pairs from overflowing
     env = (1.0 - (p + 1) * (p + 2) / 2 * u**p + p * (p + 2) * u ** (p + 1)
            - p * (p + 1) / 2 * u ** (p + 2))
     return bessel * jnp.where(u < 1.0, env, 0.0)
@@ -267,7 +267,7 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
         _check_float(a, name, expected, getattr(a, "ndim", 0) >= 3)
         return a
 
-    def edges(a, context):
+    def edges(a, context, mask=None):
         b, n = a.shape[:2]
         if context.get("edge_features") is not None:
             e = context["edge_features"]
@@ -280,6 +280,8 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
             return None, None
         if getattr(pos, "shape", None) != (b, n, 3):
             raise _err(f"{name}: positions", f"[batch, nodes, 3] = ({b}, {n}, 3)", pos)
+        if mask is not None:  # padded positions may hold anything (NaN, 1e30): zero them
+            pos = jnp.where(mask[..., None], pos, 0.0)
         rel = pos[:, :, None, :] - pos[:, None, :, :]
         r = _safe_norm(rel)[..., 0]
         return bessel_edge_features(r, num_basis=num_basis, r_max=r_max), context.get(
@@ -295,7 +297,7 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
         del training
         a = arr_of(x)
         check_mask(mask, a.shape)
-        e, adj = edges(a, context)
+        e, adj = edges(a, context, mask)
         if e is None:
             return x, state
         w = params["density_weight"]
@@ -303,8 +305,6 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
             raise ValueError(f"{name}: 'density_weight' has shape {w.shape} but the edge "
                              f"features have F = {e.shape[-1]}; re-initialize")
         b, n = a.shape[:2]
-        h = jnp.einsum("bijf,f->bij", e.astype(w.dtype), w) / np.sqrt(e.shape[-1])
-        dens = jnp.tanh(jnp.square(h))  # [B, N, N]
         keep = ~jnp.eye(n, dtype=bool)[None]
         if mask is not None:
             keep = keep & mask[:, None, :] & mask[:, :, None]
@@ -312,7 +312,10 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
             if tuple(adj.shape) != (b, n, n):
                 raise _err(f"{name}: adjacency", f"[batch, nodes, nodes] = ({b}, {n}, {n})", adj)
             keep = keep & (adj > 0)
-        rho = jnp.sum(jnp.where(keep, dens, 0.0), axis=-1)  # [B, N]
+        # edges to or from padding never enter, not even as 0 * NaN in a gradient
+        e = jnp.where(keep[..., None], e.astype(w.dtype), 0.0)
+        h = jnp.einsum("bijf,f->bij", e, w) / np.sqrt(e.shape[-1])  # [B, N, N]
+        rho = jnp.sum(jnp.where(keep, jnp.tanh(jnp.square(h)), 0.0), axis=-1)  # [B, N]
         factor = (1.0 / (rho + 1.0)).reshape((b, n) + (1,) * (a.ndim - 2))
         y = (a * factor.astype(a.dtype)).astype(a.dtype)
         return (e3nn.IrrepsArray(x.irreps, y) if isinstance(x, e3nn.IrrepsArray) else y), state
