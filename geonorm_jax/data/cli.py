@@ -84,23 +84,11 @@ def generate_command(args: argparse.Namespace) -> int:
         from geonorm_jax.data.molecules.cli import generate_molecules
 
         return generate_molecules(args)
-    config = DataConfig(
-        particles=args.particles,
-        train=args.train,
-        valid=args.valid,
-        test=args.test,
-        seed=DataConfig.seed if args.seed is None else args.seed,
-        steps=args.steps,
-        sample_freq=args.sample_freq,
-        dt=args.dt,
-        box_size=args.box_size,
-        loc_std=args.loc_std,
-        vel_norm=args.vel_norm,
-        interaction_strength=args.interaction_strength,
-        # the sampled frames do not change the files; (0, 1) is valid for any length
-        frame_in=0,
-        frame_out=1,
-    )
+    _check_frames(args, DataConfig)
+    try:
+        config = _generation_config(args, DataConfig)
+    except ValueError as e:  # name the flag, not the field
+        raise ValueError(f"data generate: {_flag_names(str(e))}") from None
     options = dict(progress=not args.no_progress, chunk_size=args.chunk_size, workers=args.workers)
     if args.out is not None:
         if is_complete(args.out, config):
@@ -110,7 +98,60 @@ def generate_command(args: argparse.Namespace) -> int:
     else:
         directory = get_dataset(config, args.cache_dir, **options)
     print(directory)
+    default = DataConfig()
+    if config.num_frames <= default.frame_out:
+        print(f"note: {config.num_frames} frames per trajectory; training with the default "
+              f"frames (data.frame_in {default.frame_in}, data.frame_out {default.frame_out}) "
+              f"needs at least {default.frame_out + 1}, i.e. --steps >= "
+              f"{default.frame_out + 2} x --sample-freq; or set data.frame_in and "
+              f"data.frame_out below {config.num_frames} in the run's --config")
     return 0
+
+
+_FLAGS = {"sample_freq": "--sample-freq", "steps": "--steps", "box_size": "--box-size",
+          "loc_std": "--loc-std", "vel_norm": "--vel-norm", "dt": "--dt",
+          "interaction_strength": "--interaction-strength", "seed": "--seed"}
+
+
+def _flag_names(message: str) -> str:
+    """``message`` with DataConfig field names replaced by the command's flags."""
+    import re
+
+    return re.sub(r"\b(" + "|".join(_FLAGS) + r")\b", lambda m: _FLAGS[m.group(1)], message)
+
+
+def _check_frames(args: argparse.Namespace, data_config) -> None:
+    """At least two saved frames per trajectory (an input and a target); else a message
+    naming ``--steps`` and ``--sample-freq``."""
+    steps, freq = args.steps, args.sample_freq
+    if isinstance(steps, int) and isinstance(freq, int) and steps >= 1 and freq >= 1 \
+            and steps % freq == 0 and steps // freq - 1 < 2:
+        raise ValueError(
+            f"data generate: --steps {steps} with --sample-freq {freq} saves "
+            f"{steps // freq - 1} frame(s) per trajectory (steps / sample_freq - 1); at least 2 "
+            f"are needed (an input and a target frame), so --steps >= {3 * freq}; the "
+            f"default training frames (data.frame_in {data_config.frame_in}, data.frame_out "
+            f"{data_config.frame_out}) need --steps >= {(data_config.frame_out + 2) * freq}")
+
+
+def _generation_config(args: argparse.Namespace, data_config):
+    return data_config(
+        particles=args.particles,
+        train=args.train,
+        valid=args.valid,
+        test=args.test,
+        seed=data_config.seed if args.seed is None else args.seed,
+        steps=args.steps,
+        sample_freq=args.sample_freq,
+        dt=args.dt,
+        box_size=args.box_size,
+        loc_std=args.loc_std,
+        vel_norm=args.vel_norm,
+        interaction_strength=args.interaction_strength,
+        # the sampled frames do not change the files; (0, 1) is valid for >= 2 frames
+        frame_in=0,
+        frame_out=1,
+    )
 
 
 def _stats(values: np.ndarray) -> str:

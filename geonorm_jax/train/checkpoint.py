@@ -11,19 +11,59 @@ Parameters are stored as the state holds them: one flat float32 vector per seed,
 Both are ``orbax.checkpoint.CheckpointManager`` s, saving synchronously. Orbax writes each step
 to a temporary directory and renames it when complete, so a run killed mid-save leaves the
 previous checkpoint intact (incomplete temporaries are cleaned up on the next open).
+
+Verification: after each save the SHA-256 of every file of the step directory is written to
+``checksums/<interval|best>-<epoch>.json`` (atomically; entries of steps orbax has removed are
+pruned). :meth:`RunCheckpoints.restore` and :meth:`RunCheckpoints.restore_best` recompute them
+before restoring: a missing, truncated or changed file (one flipped byte included) makes the
+checkpoint *damaged*. Restoring walks the checkpoints newest first, skips damaged ones and
+those orbax cannot read, and records each skip in :attr:`RunCheckpoints.skipped` as
+``(kind, epoch, reason)``; only when none is intact does it raise :class:`CheckpointError`
+(one line naming each checkpoint and why). A checkpoint without a checksum file (written before
+checksums existed) is restored unverified and noted in :attr:`RunCheckpoints.unverified`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from geonorm_jax._io import write_json_atomic
 from geonorm_jax.train.state import TrainState
 
-__all__ = ["RunCheckpoints"]
+__all__ = ["RunCheckpoints", "CheckpointError", "digest_directory"]
+
+CHECKSUMS = "checksums"
+
+
+class CheckpointError(ValueError):
+    """No intact checkpoint to restore (the message names each one tried and why)."""
+
+
+def digest_directory(directory: str | Path) -> dict[str, str]:
+    """``{relative path: SHA-256 hex}`` of every regular file under ``directory``, sorted."""
+    directory = Path(directory)
+    out = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        out[path.relative_to(directory).as_posix()] = h.hexdigest()
+    return out
+
+
+def _first_line(e: BaseException, limit: int = 160) -> str:
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _abstract(tree):
@@ -44,6 +84,11 @@ class RunCheckpoints:
 
     def __init__(self, run_dir: str | Path, keep: int = 3):
         root = Path(run_dir).resolve() / "checkpoints"
+        self.root = root
+        #: ``(kind, epoch, reason)`` of each checkpoint the last restore skipped
+        self.skipped: list[tuple[str, int, str]] = []
+        #: ``(kind, epoch)`` restored without a checksum file (older run directories)
+        self.unverified: list[tuple[str, int]] = []
         opts = dict(enable_async_checkpointing=False, cleanup_tmp_directories=True)
         self.interval = ocp.CheckpointManager(
             root / "interval", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
@@ -63,6 +108,7 @@ class RunCheckpoints:
             ),
             force=True,
         )
+        self._write_checksums("interval", epoch)
 
     def save_best(self, epoch: int, state: TrainState, meta: dict) -> None:
         """Save the per-seed best parameters (called when a seed improved at ``epoch``)."""
@@ -74,37 +120,127 @@ class RunCheckpoints:
             args=ocp.args.Composite(best=ocp.args.StandardSave(best), meta=ocp.args.JsonSave(meta)),
             force=True,
         )
+        self._write_checksums("best", epoch)
+
+    # -- verification ------------------------------------------------------------------------
+
+    def _manager(self, kind: str) -> ocp.CheckpointManager:
+        return self.interval if kind == "interval" else self.best
+
+    def _step_dir(self, kind: str, epoch: int) -> Path:
+        return self.root / kind / str(epoch)
+
+    def _sums_path(self, kind: str, epoch: int) -> Path:
+        return self.root / CHECKSUMS / f"{kind}-{epoch}.json"
+
+    def _write_checksums(self, kind: str, epoch: int) -> None:
+        step_dir = self._step_dir(kind, epoch)
+        if not step_dir.is_dir():
+            return
+        write_json_atomic(self._sums_path(kind, epoch), {
+            "algorithm": "sha256", "kind": kind, "epoch": epoch,
+            "files": digest_directory(step_dir)}, indent=1)
+        keep = {f"{kind}-{e}.json" for e in self._manager(kind).all_steps()}
+        for path in (self.root / CHECKSUMS).glob(f"{kind}-*.json"):
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def verify(self, kind: str, epoch: int) -> str | None:
+        """Why checkpoint ``kind/epoch`` is damaged (one line), ``None`` if its files match
+        their checksums, ``"unverified"`` if it has no checksum file."""
+        step_dir = self._step_dir(kind, epoch)
+        if not step_dir.is_dir():
+            return f"{step_dir.name}: directory missing"
+        try:
+            saved = json.loads(self._sums_path(kind, epoch).read_text())["files"]
+        except FileNotFoundError:
+            return "unverified"
+        except (ValueError, KeyError, TypeError) as e:
+            return f"checksum file unreadable ({_first_line(e)})"
+        found = digest_directory(step_dir)
+        missing = sorted(set(saved) - set(found))
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            return f"file {missing[0]}{more} missing"
+        changed = sorted(k for k in saved if saved[k] != found[k])
+        if changed:
+            more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+            return f"file {changed[0]}{more} does not match its checksum (changed or truncated)"
+        return None
+
+    def _restore_verified(self, kind: str, epochs, restore_one):
+        """Restore the newest intact of ``epochs`` with ``restore_one(epoch)``; record skips."""
+        self.skipped, self.unverified = [], []
+        for epoch in sorted(epochs, reverse=True):
+            problem = self.verify(kind, epoch)
+            if problem not in (None, "unverified"):
+                self.skipped.append((kind, epoch, problem))
+                continue
+            try:
+                out = restore_one(epoch)
+            except Exception as e:  # noqa: BLE001 - any failure to read means damaged
+                self.skipped.append((kind, epoch, f"unreadable ({_first_line(e)})"))
+                continue
+            if problem == "unverified":
+                self.unverified.append((kind, epoch))
+            return epoch, out
+        return None, None
+
+    def describe_skipped(self) -> list[str]:
+        """One line per checkpoint the last restore skipped (for warnings)."""
+        return [f"checkpoint {kind}/{epoch} skipped: {reason}"
+                for kind, epoch, reason in self.skipped]
+
+    def quarantine(self, kind: str, epoch: int) -> Path:
+        """Move the damaged checkpoint ``kind/epoch`` to ``checkpoints/damaged/`` (kept for
+        inspection, out of orbax's way so the epoch can be saved again)."""
+        dest = self.root / "damaged" / f"{kind}-{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        src = self._step_dir(kind, epoch)
+        if src.exists():
+            shutil.move(str(src), str(dest))
+        self._sums_path(kind, epoch).unlink(missing_ok=True)
+        self._manager(kind).reload()
+        return dest
 
     def latest_epoch(self) -> int | None:
         """The epoch of the newest complete interval checkpoint, or None."""
         return self.interval.latest_step()
 
     def restore(self, like: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
-        """``(state, meta)`` of ``epoch`` (default: latest), in the structure of ``like``
-        (a state or its ``jax.ShapeDtypeStruct`` s, e.g. ``Setup.abstract_state()``)."""
-        epoch = self.latest_epoch() if epoch is None else epoch
-        if epoch is None:
+        """``(state, meta)`` of the newest intact interval checkpoint (or of ``epoch``), in the
+        structure of ``like`` (a state or its ``jax.ShapeDtypeStruct`` s, e.g.
+        ``Setup.abstract_state()``). Damaged newer ones are skipped (:attr:`skipped`).
+
+        Raises:
+          FileNotFoundError: no interval checkpoint at all.
+          CheckpointError: none intact (one line naming each and why).
+        """
+        epochs = list(self.interval.all_steps()) if epoch is None else [epoch]
+        if not epochs:
             raise FileNotFoundError("no checkpoint found to resume from")
-        out = self.interval.restore(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()
-            ),
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)),
+                                  meta=ocp.args.JsonRestore())
+        found, out = self._restore_verified(
+            "interval", epochs, lambda e: self.interval.restore(e, args=args))
+        if found is None:
+            raise CheckpointError(
+                f"no intact checkpoint in {str(self.root / 'interval')!r}: "
+                + "; ".join(f"epoch {e}: {r}" for _, e, r in self.skipped))
         return out.state, out.meta
 
     def restore_best(self, like: dict) -> tuple[Any, dict] | None:
-        """``({"params", "batch_stats"}, meta)`` of the best checkpoint, or None if none."""
-        epoch = self.best.latest_step()
-        if epoch is None:
+        """``({"params", "batch_stats"}, meta)`` of the best checkpoint, or None if there is
+        none or it is damaged (then :attr:`skipped` says why)."""
+        epochs = list(self.best.all_steps())
+        if not epochs:
+            self.skipped = []
             return None
-        out = self.best.restore(
-            epoch,
-            args=ocp.args.Composite(
-                best=ocp.args.StandardRestore(_abstract(like)), meta=ocp.args.JsonRestore()
-            ),
-        )
-        return out.best, out.meta
+        args = ocp.args.Composite(best=ocp.args.StandardRestore(_abstract(like)),
+                                  meta=ocp.args.JsonRestore())
+        found, out = self._restore_verified(
+            "best", epochs, lambda e: self.best.restore(e, args=args))
+        return None if found is None else (out.best, out.meta)
 
     def close(self) -> None:
         self.interval.close()

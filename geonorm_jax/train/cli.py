@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import typing
@@ -13,6 +14,7 @@ from pathlib import Path
 __all__ = [
     "add_parser",
     "config_from_args",
+    "accept_negative_numbers",
     "enable_compile_cache",
     "run_train",
     "run_eval",
@@ -165,6 +167,7 @@ def add_parser(subparsers) -> None:
                    help="a seed whose batch loss is NaN/inf or above this is frozen and "
                         "recorded as exploded")
     p.set_defaults(func=run_train)
+    accept_negative_numbers(p)
 
     e = subparsers.add_parser(
         "eval",
@@ -189,6 +192,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--cache-dir", metavar="DIR", default=None, help="dataset cache")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=run_eval)
+    accept_negative_numbers(e)
 
     pl = subparsers.add_parser(
         "plot",
@@ -201,6 +205,24 @@ def add_parser(subparsers) -> None:
     pl.add_argument("--out", metavar="PNG", default="curves.png", help="output image")
     pl.add_argument("--title", default=None, help="figure title")
     pl.set_defaults(func=run_plot)
+
+
+# A negative number in any notation: -1, -.5, -1e-3, -2.5E+4, -inf, -nan.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+                              re.IGNORECASE)
+
+
+def accept_negative_numbers(parser: argparse.ArgumentParser) -> None:
+    """Read ``--lr -1e-3`` as the value ``-1e-3``, not as an unknown flag.
+
+    argparse takes an argument for a negative number only if it matches its pattern
+    ``^-\\d+$|^-\\d*\\.\\d+$``, which misses exponents (``-1e-3``); anything else that
+    starts with ``-`` is read as a flag and the option before it fails with "expected one
+    argument". The wider pattern lets the value through, so validation can say what is wrong
+    with it (``optimizer.lr: expected a positive number, got -0.001``). No flag of these
+    commands looks like a negative number, so nothing else changes.
+    """
+    parser._negative_number_matcher = _NEGATIVE_NUMBER  # noqa: SLF001 - argparse has no API
 
 
 def enable_compile_cache() -> None:

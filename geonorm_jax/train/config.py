@@ -355,6 +355,8 @@ def validate(config: RunConfig) -> RunConfig:
         if not ok:
             raise ValueError(f"{key}: expected {what}, got {value!r}")
 
+    # train.epochs first: other keys' ranges depend on it (optimizer.warmup_epochs)
+    need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
     need(m.num_layers >= 1, "model.num_layers", "an integer >= 1", m.num_layers)
     need(m.hidden >= 1, "model.hidden", "an integer >= 1", m.hidden)
     need(m.neighbors >= 1, "model.neighbors", "an integer >= 1", m.neighbors)
@@ -370,7 +372,6 @@ def validate(config: RunConfig) -> RunConfig:
          o.clip_norm)
     need(0 <= o.warmup_epochs <= t.epochs, "optimizer.warmup_epochs", "0..train.epochs",
          o.warmup_epochs)
-    need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
     need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
     need(len(t.seeds) >= 1, "train.seeds", "at least one seed", list(t.seeds))
     need(len(set(t.seeds)) == len(t.seeds), "train.seeds", "distinct seeds", list(t.seeds))

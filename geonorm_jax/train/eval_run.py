@@ -7,6 +7,7 @@ GeoNorm paper's 8 columns (see :mod:`geonorm_jax.train.evaluate` for the protoco
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import jax
@@ -14,13 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax._io import write_json_atomic
-from geonorm_jax.train.checkpoint import RunCheckpoints
+from geonorm_jax.train.checkpoint import CheckpointError, RunCheckpoints
 from geonorm_jax.train.evaluate import (
     EQUIVARIANCE_COLUMNS,
     RTE_COLUMNS,
     rte_errors,
     summarize_rte,
 )
+from geonorm_jax.train.provenance import check_provenance
 from geonorm_jax.train.rundir import check_resume
 from geonorm_jax.train.setup import Setup, build
 
@@ -29,9 +31,16 @@ __all__ = ["evaluate_run", "best_variables", "format_rte_table", "RTE_SEED"]
 RTE_SEED = 0  # the transforms are drawn from jax.random.PRNGKey(RTE_SEED)
 
 
-def best_variables(s: Setup, run_dir: str | Path) -> tuple[dict, dict]:
+def best_variables(s: Setup, run_dir: str | Path, stream=None) -> tuple[dict, dict]:
     """``({"params", "batch_stats"} stacked over seeds, meta)``: the best-validation checkpoint,
-    or the newest interval checkpoint's best parameters if no evaluation happened yet."""
+    or the newest intact interval checkpoint's best parameters if no evaluation happened yet
+    or the best checkpoint is damaged (a one-line warning on ``stream``, default stderr).
+
+    Raises:
+      ValueError: no checkpoint; :class:`~geonorm_jax.train.checkpoint.CheckpointError` (a
+        ``ValueError``): none intact, one line naming each and why.
+    """
+    stream = stream if stream is not None else sys.stderr
     like_state = s.abstract_state()
     ckpt = RunCheckpoints(run_dir, keep=s.config.train.keep_checkpoints)
     try:
@@ -39,9 +48,18 @@ def best_variables(s: Setup, run_dir: str | Path) -> tuple[dict, dict]:
         best = ckpt.restore_best(like)
         if best is not None:
             return best
+        damaged = ckpt.describe_skipped()
         if ckpt.latest_epoch() is None:
-            raise ValueError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate")
-        state, meta = ckpt.restore(like_state)
+            why = f" ({'; '.join(damaged)})" if damaged else ""
+            raise ValueError(f"run directory {str(run_dir)!r} has no checkpoint to evaluate"
+                             + why)
+        try:
+            state, meta = ckpt.restore(like_state)
+        except CheckpointError as e:
+            raise CheckpointError("; ".join([*damaged, str(e)])) from None
+        for line in [*damaged, *ckpt.describe_skipped()]:
+            stream.write(f"warning: {line}; evaluating the best parameters of interval "
+                         f"checkpoint {int(meta['epoch'])}\n")
         return {"params": state.best_params, "batch_stats": state.best_batch_stats}, meta
     finally:
         ckpt.close()
@@ -64,10 +82,15 @@ def evaluate_run(
     ``test_<m>`` for the task's further metrics (molecules: ``energy_mae``, ``force_mae``).
     ``draws`` and ``translation_scale`` default to
     the run's ``train.rte_draws`` and ``train.rte_translation_scale``.
+
+    Raises:
+      DataMismatchError: the data loaded now differs from the run's ``data.json`` (a
+        ``ValueError``; a run without ``data.json`` is evaluated with a one-line note).
     """
     run_dir = Path(run_dir)
     config = check_resume(run_dir, None)
     s = build(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    check_provenance(run_dir, s.provenance, "evaluate", sys.stderr)  # refuses other data
     best, meta = best_variables(s, run_dir)
     p, bs = best["params"], best["batch_stats"]
     out = {

@@ -23,10 +23,23 @@ the first epoch end at or past ``t``: it saves an interval checkpoint of that ep
 ``train(..., resume=True)`` then continues from that epoch exactly. A run that finishes has
 ``summary["stopped"] = None`` (``"interrupt"`` after Ctrl-C). A process killed between
 checkpoints loses the epochs since the last interval checkpoint (``checkpoint_every``).
+
+All seeds exploded: the run stops after that epoch with a checkpoint and
+``summary["stopped"] = "all_exploded"`` (frozen seeds would only repeat themselves). The epoch
+record in which a seed explodes carries ``exploded_cause`` (per seed ``None`` or ``{"cause":
+"data" | "model", "reason", "loss"}``); the summary copies it per seed.
+
+Safety (see also :mod:`geonorm_jax.train.lock`, :mod:`geonorm_jax.train.checkpoint`,
+:mod:`geonorm_jax.train.provenance`): the run directory is locked for the whole call (a second
+process is refused at once, naming the holder); the data is checked for non-finite values
+before training; ``data.json`` records the data's content hash and source, and a resume with
+different data is refused; resume restores the newest *intact* interval checkpoint (damaged
+newer ones are skipped with a warning and moved to ``checkpoints/damaged/``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -43,6 +56,13 @@ from tqdm.auto import tqdm
 
 from geonorm_jax.train.checkpoint import RunCheckpoints
 from geonorm_jax.train.config import RunConfig, diff, save_config
+from geonorm_jax.train.lock import LOCK_NAME, RunLock, RunLockedError, check_unlocked
+from geonorm_jax.train.provenance import (
+    check_finite,
+    check_provenance,
+    describe,
+    write_provenance,
+)
 from geonorm_jax.train.rundir import (
     check_resume,
     format_table,
@@ -130,7 +150,8 @@ def train(
             diff(setup.config, config)))
     if resume:
         check_resume(run_dir, config)
-    elif run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+    check_unlocked(run_dir)  # another process trains here: refused at once, naming it
+    if not resume and not _empty(run_dir):
         raise ValueError(
             f"run directory {str(run_dir)!r} already exists; use --resume {run_dir} to continue "
             "it, or choose another --out"
@@ -138,16 +159,30 @@ def train(
     s = setup if setup is not None else build(
         config, data_dir=data_dir, cache_dir=cache_dir, progress=progress
     )
+    check_finite(s.data, where="train")  # also for a prebuilt setup whose data was replaced
+    provenance = describe(s.data, config.task, s.provenance.get("source"))
+    has_provenance = resume and check_provenance(run_dir, provenance, "resume", stream)
     state = None if resume else s.init_state()
 
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir, stream)
+    try:
+        lock.acquire()
+    except RunLockedError:
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if still empty (the other process may own it now)
+        raise
     ckpt = None
     try:
+        if not resume and not _empty(run_dir):  # created meanwhile by a process now gone
+            raise ValueError(f"run directory {str(run_dir)!r} already exists; use --resume "
+                             f"{run_dir} to continue it, or choose another --out")
         ckpt = RunCheckpoints(run_dir, keep=config.train.keep_checkpoints)
         start_epoch, wall0, records = 0, 0.0, []
         if resume and ckpt.latest_epoch() is not None:
-            state, meta = ckpt.restore(s.abstract_state())
+            state, meta = _restore(ckpt, s, stream)
             start_epoch, wall0 = int(meta["epoch"]), float(meta.get("wall_time", 0.0))
             records = [r for r in read_metrics(run_dir) if r["epoch"] <= start_epoch]
         else:
@@ -155,6 +190,8 @@ def train(
                 state = s.init_state()
             save_config(config, run_dir / "config.json")
             records = []
+        if not has_provenance:
+            write_provenance(run_dir, provenance)
         write_metrics(run_dir, records)
         return _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                      stream, on_epoch_end, deadline)
@@ -164,12 +201,42 @@ def train(
         if ckpt is not None:
             ckpt.close()
             ckpt = None
+        lock.release()
         if created and not has_checkpoint:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     finally:
         if ckpt is not None:
             ckpt.close()
+        lock.release()
+
+
+def _empty(run_dir: Path) -> bool:
+    """True if ``run_dir`` does not exist or is an empty directory (a lock file aside)."""
+    if not run_dir.exists():
+        return True
+    return run_dir.is_dir() and all(p.name == LOCK_NAME for p in run_dir.iterdir())
+
+
+def _restore(ckpt: RunCheckpoints, s: Setup, stream):
+    """The newest intact interval checkpoint; damaged newer ones (and a damaged best one)
+    are moved to ``checkpoints/damaged/`` with a one-line warning each."""
+    state, meta = ckpt.restore(s.abstract_state())  # CheckpointError if none is intact
+    skipped = list(ckpt.skipped)
+    for line in ckpt.describe_skipped():
+        stream.write(f"warning: {line}; resuming from epoch {int(meta['epoch'])}\n")
+    for kind, epoch in ckpt.unverified:
+        stream.write(f"note: checkpoint {kind}/{epoch} has no checksum file (written before "
+                     "checkpoints were verified); restored unverified\n")
+    for kind, epoch, _ in skipped:
+        ckpt.quarantine(kind, epoch)
+    for epoch in ckpt.best.all_steps():
+        problem = ckpt.verify("best", epoch)
+        if problem not in (None, "unverified"):
+            dest = ckpt.quarantine("best", epoch)
+            stream.write(f"warning: checkpoint best/{epoch} is damaged ({problem}); moved to "
+                         f"{dest.name}, the next improvement saves a new one\n")
+    return state, meta
 
 
 def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress, stream,
@@ -190,6 +257,8 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
         with _StopRequest(stream) as stop:
             try:
                 for epoch in range(start_epoch + 1, t.epochs + 1):
+                    was_exploded = np.asarray(state.exploded).copy()
+                    step_before = int(np.asarray(state.step)[0])
                     state, losses, applied = s.epoch_fn(state, data["train"])
                     losses, applied = np.asarray(losses), np.asarray(applied)
                     train_loss = [
@@ -204,6 +273,10 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                         "exploded": [bool(x) for x in np.asarray(state.exploded)],
                         "exploded_at": [int(x) for x in np.asarray(state.exploded_at)],
                     }
+                    newly = np.asarray(state.exploded) & ~was_exploded
+                    if newly.any():
+                        record["exploded_cause"] = _explosion_causes(
+                            s, newly, record["exploded_at"], step_before, losses)
                     if epoch % t.eval_every == 0 or epoch == t.epochs:
                         val, _ = s.metrics_fn(state.params, state.batch_stats, data["valid"])
                         test, _ = s.metrics_fn(state.params, state.batch_stats, data["test"])
@@ -242,6 +315,10 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
                         ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
                         stopped = "deadline"
                         break
+                    if all(record["exploded"]) and epoch < t.epochs:
+                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
+                        stopped = "all_exploded"
+                        break
             except KeyboardInterrupt:
                 bar.close()
                 done = records[-1]["epoch"] if records else start_epoch
@@ -271,10 +348,48 @@ def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress,
     if interrupted:
         stream.write(f"interrupted: checkpoint saved at epoch {epoch}; resume with "
                      f"geonorm-jax train --resume {run_dir}\n")
+    elif stopped == "all_exploded":
+        stream.write(f"stopped after epoch {epoch}: every seed exploded and is frozen (see "
+                     "exploded_cause in summary.json)\n")
     elif stopped == "deadline":
         stream.write(f"deadline reached: checkpoint saved at epoch {epoch}; resume with "
                      f"geonorm-jax train --resume {run_dir}\n")
     return summary
+
+
+def _explosion_causes(s: Setup, newly, exploded_at, step_before, losses) -> list:
+    """Per seed, ``None`` or why it exploded this epoch: ``{"cause": "data" | "model",
+    "reason": ..., "loss": ...}``. The cause is ``"data"`` when the training split holds
+    non-finite values (only possible for data changed after the check before training),
+    else ``"model"``; the reason is the batch loss at the explosion step."""
+    try:
+        check_finite({"train": s.data["train"]}, where="training data")
+        data_problem = None
+    except ValueError as e:
+        data_problem = str(e)
+    threshold = s.config.train.explosion_threshold
+    out = []
+    for i, new in enumerate(newly):
+        if not new:
+            out.append(None)
+            continue
+        k = int(exploded_at[i]) - step_before
+        loss = float(losses[i][k]) if 0 <= k < losses.shape[1] else float("nan")
+        if not math.isfinite(loss):
+            reason = f"non-finite loss ({loss}) at step {exploded_at[i]}"
+        elif loss > threshold:
+            reason = (f"loss {loss:.3e} above train.explosion_threshold {threshold:g} at step "
+                      f"{exploded_at[i]}")
+        else:
+            reason = f"non-finite gradient at step {exploded_at[i]} (loss {loss:.3e})"
+        if data_problem is not None:
+            out.append({"cause": "data", "reason": f"{reason}; {data_problem}",
+                        "loss": loss if math.isfinite(loss) else None})
+        else:
+            out.append({"cause": "model", "reason": f"{reason}; the data is finite (checked "
+                        "before training), so the model diverged",
+                        "loss": loss if math.isfinite(loss) else None})
+    return out
 
 
 class _EpochBar:

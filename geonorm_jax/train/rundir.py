@@ -8,6 +8,8 @@ Layout (written by :func:`geonorm_jax.train.train`)::
                      best_val, best_epoch
     checkpoints/     orbax: interval/<epoch> (last k) and best/<epoch> (``checkpoint.py``)
     curves.png       the training curves (``plot.py``)
+    data.json        the data's content hash and source (:mod:`geonorm_jax.train.provenance`)
+    run.lock         present while a process trains here (:mod:`geonorm_jax.train.lock`)
     summary.json     :func:`summarize`: per seed the best epoch, best validation MSE, test MSE
                      at the best validation epoch and the explosion; mean/std over seeds;
                      wall time
@@ -114,8 +116,13 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
     For seed ``i``: ``best_epoch`` (from the last evaluation record), ``best_val_mse`` and
     ``test_mse`` at that epoch (the test MSE is the one reported, as in EGNN and the GeoNorm
     paper: test at the best validation epoch), ``final_train_loss``, and the explosion (its
-    step and ``epoch = step // steps_per_epoch + 1``). Over seeds: ``test_mse_mean`` and
-    ``test_mse_std`` (population std) of the finite test MSEs and ``num_exploded``.
+    step and ``epoch = step // steps_per_epoch + 1``; ``exploded_cause`` ``"data"`` or
+    ``"model"`` and ``exploded_reason`` when the records carry them). An exploded seed's best
+    epoch is from before its explosion (the trainer stops updating its best then). Over seeds:
+    ``test_mse_mean`` and ``test_mse_std`` (population std) of the surviving (never exploded)
+    seeds' finite test MSEs, beside ``num_exploded`` and ``num_surviving``;
+    ``test_mse_mean_all`` averages every seed's finite test MSE. The task's further
+    ``test_<m>_mean`` are over surviving seeds, too.
 
     Args:
       config: the run configuration (seeds, epochs).
@@ -137,6 +144,8 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
         exploded_epoch = exploded_step // steps + 1 if exploded else None
         losses = [r["train_loss"][i] for r in records if r["train_loss"][i] is not None]
         further = {k: (best[k][i] if best else None) for k in _further(evals)}
+        cause = next((r["exploded_cause"][i] for r in records
+                      if r.get("exploded_cause") and r["exploded_cause"][i]), None)
         per_seed.append({
             "seed": seed,
             "best_epoch": best_epoch if best is not None else None,
@@ -147,12 +156,16 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
             "exploded": exploded,
             "exploded_epoch": exploded_epoch,
             "exploded_step": exploded_step,
+            **({"exploded_cause": cause.get("cause"), "exploded_reason": cause.get("reason")}
+               if exploded and cause else {}),
         })
-    tests = [p["test_mse"] for p in per_seed if p["test_mse"] is not None]
+    alive = [p for p in per_seed if not p["exploded"]]
+    tests = [p["test_mse"] for p in alive if p["test_mse"] is not None]
+    tests_all = [p["test_mse"] for p in per_seed if p["test_mse"] is not None]
     means = {}
     for k in _further(evals):
         if k.startswith("test_"):
-            values = [p[k] for p in per_seed if p[k] is not None]
+            values = [p[k] for p in alive if p[k] is not None]
             means[f"{k}_mean"] = float(np.mean(values)) if values else None
     return {
         "epochs_completed": last.get("epoch", 0),
@@ -161,6 +174,8 @@ def summarize(config: RunConfig, records: list[dict], **extra) -> dict:
         "test_mse_mean": float(np.mean(tests)) if tests else None,
         "test_mse_std": float(np.std(tests)) if tests else None,
         "num_exploded": sum(p["exploded"] for p in per_seed),
+        "num_surviving": len(alive),
+        "test_mse_mean_all": float(np.mean(tests_all)) if tests_all else None,
         **means,
         **{k: v for k, v in extra.items() if k != "steps_per_epoch"},
         "steps_per_epoch": steps,
@@ -191,6 +206,9 @@ def format_table(summary: dict) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     if summary.get("test_mse_mean") is not None and len(summary["seeds"]) > 1:
-        lines.append(f"test MSE over seeds: {summary['test_mse_mean']:.4e} "
-                     f"+- {summary['test_mse_std']:.4e}")
+        boom = summary.get("num_exploded", 0)
+        over = f"{len(summary['seeds']) - boom} surviving seeds" if boom else "seeds"
+        lines.append(f"test MSE over {over}: {summary['test_mse_mean']:.4e} "
+                     f"+- {summary['test_mse_std']:.4e}"
+                     + (f" ({boom} exploded, not averaged)" if boom else ""))
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from geonorm_jax import parallel
 from geonorm_jax.data.config import SPLITS
 from geonorm_jax.train.config import RunConfig, validate
 from geonorm_jax.train.evaluate import random_transforms, split_predictions
+from geonorm_jax.train.provenance import check_finite, describe
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 from geonorm_jax.train.tasks import Task, get_task, num_samples
@@ -80,7 +81,9 @@ class Setup:
     ``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)`` and
     ``init_fn(key) -> {"params": flat, "batch_stats": ...}`` work on flat parameters
     (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``info`` is the task's
-    description of the loaded data (fitted statistics, provenance; JSON values).
+    description of the loaded data (fitted statistics; JSON values); ``provenance`` the
+    run's ``data.json`` record (:mod:`geonorm_jax.train.provenance`: the content hash of
+    ``data`` and the task's description of its source).
     """
 
     config: RunConfig
@@ -95,6 +98,7 @@ class Setup:
     mesh: Any
     task: Task | None = None
     info: dict = dataclasses.field(default_factory=dict)
+    provenance: dict = dataclasses.field(default_factory=dict)
 
     @property
     def num_params(self) -> int:
@@ -183,7 +187,8 @@ class Setup:
 
 
 def _update_best(state: TrainState, val: jax.Array, epoch: jax.Array):
-    improved = jnp.isfinite(val) & (val < state.best_val)
+    # an exploded seed keeps the best of before its explosion
+    improved = jnp.isfinite(val) & (val < state.best_val) & ~state.exploded
     pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, old)
     state = state._replace(
         best_params=pick(state.params, state.best_params),
@@ -201,6 +206,10 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     task = get_task(config)
     task.check(config)  # cheap checks first: unknown model or norm, bad place
     data, info = task.load(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
+    info = dict(info)
+    source = info.pop("provenance", None)
+    check_finite(data)  # the data check before training (the tasks check on loading, too)
+    record = describe(data, config.task, source)
     model = task.build_model(config, info)
     t = config.train
     devices = parallel.choose_devices(t.devices, t.batch_size)
@@ -230,7 +239,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
         return task.apply(model, variables, batch, training)
 
     return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh,
-                 task, info)
+                 task, info, record)
 
 
 def _place(task: Task, config: RunConfig) -> str | None:

@@ -148,6 +148,24 @@ def _portable_source(source, dataset: str) -> str:
     return f"{path.parent.name}/{path.name}" if path.name == "data.npz" else path.name
 
 
+def _provenance(meta: dict, dataset: str) -> dict:
+    """Where the frames came from, for the run's ``data.json``: the portable source name,
+    molecule, method, and the generated dataset's cache key and file hash (when present)."""
+    keys = ("molecule", "method", "layout", "cache_key", "format_version", "file")
+    return {"name": _portable_source(meta.get("source"), dataset), "dataset": dataset,
+            **{k: meta[k] for k in keys if k in meta and _is_json(meta[k])}}
+
+
+def _is_json(value) -> bool:
+    try:
+        import json
+
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
 class MolecularTask(Task):
     """Energies and forces of molecular frames with Allegro or SchNet (module docstring)."""
 
@@ -217,6 +235,12 @@ class MolecularTask(Task):
             raise ValueError(f"molecules: the {', '.join(empty)} split is empty (the data has "
                              f"{frames.num_frames} frames; lower molecules.train/valid)")
         z = frames.atomic_numbers
+        from geonorm_jax.train.provenance import check_finite
+
+        check_finite({name: {"positions": s.positions, "energies": s.energies,
+                             "forces": s.forces} for name, s in splits.items()},
+                     where=f"molecular data "
+                           f"({_portable_source(frames.meta.get('source'), mc.dataset)})")
         out = {}
         for name, s in splits.items():
             out[name] = {
@@ -243,6 +267,7 @@ class MolecularTask(Task):
             "species_scale": float(fit.scale),
             "energy_mean": float(np.mean(train.energies)),
             "energy_std": float(np.std(train.energies)),
+            "provenance": _provenance(frames.meta, mc.dataset),
         }
         return out, info
 

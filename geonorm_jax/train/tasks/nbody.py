@@ -12,14 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import jax.numpy as jnp
-import numpy as np
 
 from geonorm_jax.data.config import SPLITS
 from geonorm_jax.train.config import ModelConfig, RunConfig
 from geonorm_jax.train.step import mse, per_sample_mse
 from geonorm_jax.train.tasks.base import Task
 
-__all__ = ["NBodyTask", "build_model", "load_data", "norm_place"]
+__all__ = ["NBodyTask", "build_model", "load_data", "data_source", "norm_place"]
 
 
 def norm_place(model: ModelConfig) -> str | None:
@@ -63,7 +62,26 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
 
     ``data_dir``: an existing dataset directory (as written by ``geonorm-jax data``);
     otherwise the dataset of ``config.data`` from the cache (generated if missing).
+    Non-finite values raise ``ValueError`` naming the split, field and sample index.
     """
+    return _load(config, data_dir, cache_dir, progress)[0]
+
+
+def data_source(path: str | Path) -> dict:
+    """The provenance of an N-body dataset directory: its name, the generation parameters,
+    format and cache key of its ``metadata.json`` (no machine paths)."""
+    from geonorm_jax.data.files import read_metadata
+
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+    except Exception:  # noqa: BLE001 - the split loader reports unreadable data
+        meta = {}
+    return {"name": path.name, "config": meta.get("config"),
+            "format_version": meta.get("format_version"), "cache_key": meta.get("cache_key")}
+
+
+def _load(config: RunConfig, data_dir, cache_dir, progress) -> tuple[dict, Path]:
     from geonorm_jax import data as data_lib
 
     if data_dir is not None:
@@ -82,10 +100,9 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
             raise ValueError(f"data directory {str(path)!r}: cannot load split {split!r}: {e}") \
                 from None
         arrays = samples._asdict()  # loc, vel, charges, target
-        for k, v in arrays.items():
-            if not np.all(np.isfinite(v)):
-                raise ValueError(f"data directory {str(path)!r}: split {split!r} field {k!r} "
-                                 "has non-finite values (corrupt data?)")
+        from geonorm_jax.train.provenance import check_finite
+
+        check_finite({split: arrays}, where=f"data directory {str(path)!r}")
         out[split] = {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
     n = out["train"]["loc"].shape[1]
     if n != config.data.particles:
@@ -108,7 +125,7 @@ def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=Fals
             f"train.batch_size: {config.train.batch_size} is larger than the number of "
             f"training samples ({num})"
         )
-    return out
+    return out, path
 
 
 class NBodyTask(Task):
@@ -123,8 +140,9 @@ class NBodyTask(Task):
         self.build_model(config, {})  # cheap: unknown norm, bad place
 
     def load(self, config: RunConfig, *, data_dir=None, cache_dir=None, progress=False):
-        data = load_data(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
-        return data, {"particles": int(data["train"]["loc"].shape[1])}
+        data, path = _load(config, data_dir, cache_dir, progress)
+        return data, {"particles": int(data["train"]["loc"].shape[1]),
+                      "provenance": data_source(path)}
 
     def build_model(self, config: RunConfig, info: dict):
         return build_model(config.model)
