@@ -157,6 +157,7 @@ def test_both_normalizations_switch_off():
     np.testing.assert_allclose(y_plain, np.sqrt(2.0) * y_scaled, rtol=1e-6)
 
 
+@pytest.mark.slow  # float32 also runs fast in the bench's tiny GemNet case (its train step)
 def test_float32_and_batch_norm_training_updates_stats():
     pos32 = jnp.asarray(ethanol_frames(2), jnp.float32)
     g = mg.batch_frames(pos32, ETHANOL_Z, CUTOFF)
