@@ -20,14 +20,16 @@ import numpy as np
 
 from geonorm_jax.norms.base import Norm, NormInfo, check_mask
 from geonorm_jax.norms.clifford import CliffordAlgebra
+from geonorm_jax.norms.irreps import stable_reciprocal
 
 __all__ = ["mv_layer_norm", "grade_norm", "gatr_layer_norm", "CATALOG_ENTRIES"]
 
 _SMOOTH = 1e-16  # CGENN's _smooth_abs_sqrt: (q^2 + 1e-16)^(1/4)
 
 
-def _layout(x, alg: CliffordAlgebra, vec_index: np.ndarray, name: str):
-    """``(multivectors [B, N, C, 2^n], raw_shape or None)``; raises naming both layouts."""
+def _layout(x, alg: CliffordAlgebra, vec_index: np.ndarray, name: str, mask=None):
+    """``(multivectors [B, N, C, 2^n], raw_shape or None)``, padded nodes set to 0 with
+    ``jnp.where``; raises naming both layouts."""
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", type(x).__name__)
     ok = getattr(x, "ndim", None) == 4 and shape[-1] in (alg.size, 3) and jnp.issubdtype(
@@ -36,7 +38,10 @@ def _layout(x, alg: CliffordAlgebra, vec_index: np.ndarray, name: str):
         raise ValueError(f"{name}: expected multivectors [batch, nodes, channels, {alg.size}] or "
                          f"vectors [batch, nodes, channels, 3] of a floating dtype; received "
                          f"shape {shape} with dtype {dtype}")
+    check_mask(mask, shape)
     xc = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    if mask is not None:
+        xc = jnp.where(mask.astype(bool)[:, :, None, None], xc, 0.0)
     if shape[-1] == alg.size:
         return xc, None
     mv = jnp.zeros(shape[:-1] + (alg.size,), xc.dtype).at[..., vec_index].set(xc)
@@ -83,8 +88,7 @@ def mv_layer_norm(*, metric=(1.0, 1.0, 1.0), epsilon: float = 1e-6) -> Norm:
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        mv, raw = _layout(x, alg, vec, name)
-        check_mask(mask, x.shape)
+        mv, raw = _layout(x, alg, vec, name, mask)
         if tuple(params["a"].shape) != (x.shape[2],):
             raise ValueError(f"{name}: 'a' has shape {tuple(params['a'].shape)} but the input "
                              f"has {x.shape[2]} channels; re-initialize")
@@ -125,8 +129,7 @@ def grade_norm(*, metric=(1.0, 1.0, 1.0), init_value: float = 0.0,
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        mv, raw = _layout(x, alg, vec, name)
-        check_mask(mask, x.shape)
+        mv, raw = _layout(x, alg, vec, name, mask)
         if tuple(params["a"].shape) != (x.shape[2], alg.num_grades):
             raise ValueError(f"{name}: 'a' has shape {tuple(params['a'].shape)}; expected "
                              f"{(x.shape[2], alg.num_grades)} for the input's channels")
@@ -139,7 +142,7 @@ def grade_norm(*, metric=(1.0, 1.0, 1.0), init_value: float = 0.0,
         sa = jax.nn.sigmoid(params["a"].astype(xs.dtype))  # [C, K]
         factor = sa * (n - 1.0) + 1.0
         per_blade = jnp.einsum("...k,ak->...a", factor, oh)  # [B, N, C, 2^n]
-        y = mv / (per_blade + epsilon)
+        y = mv * stable_reciprocal(per_blade + epsilon)
         return _out(y, raw, vec, x.dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -173,8 +176,7 @@ def gatr_layer_norm(*, epsilon: float = 0.01) -> Norm:
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del params, training, context
-        mv, raw = _layout(x, alg, vec, name)
-        check_mask(mask, x.shape)
+        mv, raw = _layout(x, alg, vec, name, mask)
         s = jax.lax.stop_gradient(
             jnp.maximum(jnp.max(jnp.abs(mv), axis=(-2, -1), keepdims=True), 1.0))
         xs = mv / s

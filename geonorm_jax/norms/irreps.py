@@ -153,11 +153,17 @@ def _sq_stat(block: jax.Array, normalization: str) -> jax.Array:
     return jnp.mean(sq, axis=-1) if normalization == "component" else jnp.sum(sq, axis=-1)
 
 
-def _prepare(x, name):
+def _prepare(x, name, mask=None):
+    """Checks, then the chunks in the compute dtype with padded nodes set to 0 (``jnp.where``:
+    whatever padding holds, NaN included, reaches no output or gradient of a real node)."""
     xi, raw = as_irreps(x, name)
+    check_mask(mask, xi.shape)
     dtype = xi.array.dtype
     cdt = jnp.promote_types(dtype, jnp.float32)
     blocks = [b.astype(cdt) for b in _blocks(xi)]
+    if mask is not None:
+        m = mask.astype(bool)[:, :, None, None]
+        blocks = [jnp.where(m, b, 0.0) for b in blocks]
     return xi, raw, dtype, blocks
 
 
@@ -218,7 +224,7 @@ def equivariant_layer_norm(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
         s = _node_scale(blocks)
@@ -284,7 +290,7 @@ def equivariant_layer_norm_sh(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
         s = _node_scale(blocks)
@@ -372,7 +378,7 @@ def equivariant_rms_norm_sh(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
         s = _node_scale(blocks)
@@ -434,7 +440,7 @@ def degree_layer_scale(*, scale_factor: float = 2.0) -> Norm:
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         _check_param_shapes(params, {"scale": (xi.irreps.num_irreps,)}, name, x)
         out = [f * params["scale"][ps].astype(f.dtype)[:, None]
@@ -497,7 +503,7 @@ def e3nn_batch_norm(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
         if not instance:
@@ -564,21 +570,62 @@ _ACTIVATIONS: dict[str, Callable] = {
 }
 
 
-def _chunk_norm(f: jax.Array, normalization: str) -> jax.Array:
-    """Overflow-safe ``sqrt(mean_m f^2)`` (component) or ``||f||`` (norm) ``[..., mul, 1]``,
-    zero for a zero field, with finite gradients there."""
-    s = jax.lax.stop_gradient(jnp.max(jnp.abs(f), axis=-1, keepdims=True))
+@jax.custom_jvp
+def field_norm(f: jax.Array) -> jax.Array:
+    """``||f||_2`` over the last axis (keepdims), overflow- and underflow-safe: computed as
+    ``s sqrt(sum (f/s)^2)`` with ``s = max|f|``; 0 for a zero field. Its derivative is the unit
+    vector ``f / ||f||`` (0 at 0), formed directly so that no ``s^2`` or ``||f||^2`` appears in
+    a gradient (float32 keeps ``d/df`` right from 1e-30 to 1e30)."""
+    s = jnp.max(jnp.abs(f), axis=-1, keepdims=True)
     s_safe = jnp.where(s > 0, s, 1.0)
     q = jnp.sum(jnp.square(f / s_safe), axis=-1, keepdims=True)
-    if normalization == "component":
-        q = q / f.shape[-1]
-    pos = q > 0
-    return jnp.where(pos, s_safe * jnp.sqrt(jnp.where(pos, q, 1.0)), 0.0)
+    return jnp.where(q > 0, s_safe * jnp.sqrt(jnp.where(q > 0, q, 1.0)), 0.0)
+
+
+@field_norm.defjvp
+def _field_norm_jvp(primals, tangents):
+    (f,), (t,) = primals, tangents
+    n = field_norm(f)
+    return n, jnp.sum(unit(f, n) * t, axis=-1, keepdims=True)
+
+
+def unit(f: jax.Array, n: jax.Array | None = None) -> jax.Array:
+    """``f / ||f||`` over the last axis (0 for a zero field), as ``(f/s) / (||f||/s)`` with
+    ``s = max|f|`` held constant, so its derivative never squares a large or tiny norm."""
+    s = jax.lax.stop_gradient(jnp.max(jnp.abs(f), axis=-1, keepdims=True))
+    s_safe = jnp.where(s > 0, s, 1.0)
+    n = field_norm(f) if n is None else n
+    ns = n / s_safe
+    pos = ns > 0
+    return jnp.where(pos, (f / s_safe) / jnp.where(pos, ns, 1.0), 0.0)
+
+
+@jax.custom_jvp
+def stable_reciprocal(d: jax.Array) -> jax.Array:
+    """``1 / d`` whose derivative is ``-(r (r t))`` rather than ``-t / d^2``: ``d^2`` overflows
+    float32 for ``d > 2e19`` although the gradient it scales is representable."""
+    return 1.0 / d
+
+
+@stable_reciprocal.defjvp
+def _stable_reciprocal_jvp(primals, tangents):
+    (d,), (t,) = primals, tangents
+    r = 1.0 / d
+    return r, -(r * (r * t))
+
+
+def _chunk_norm(f: jax.Array, normalization: str) -> jax.Array:
+    """``sqrt(mean_m f^2)`` (component) or ``||f||`` (norm) ``[..., mul, 1]`` via
+    :func:`field_norm`."""
+    n = field_norm(f)
+    return n / jnp.sqrt(f.shape[-1]) if normalization == "component" else n
 
 
 def _sus(t: jax.Array) -> jax.Array:
-    """e3nn's soft unit step: ``exp(-1/t)`` for ``t > 0``, else 0 (gradient-safe)."""
-    pos = t > 0
+    """e3nn's soft unit step ``exp(-1/t)`` (``t > 0``), else 0. Below ``t = 0.02`` it is
+    taken as 0 (``exp(-50) = 2e-22``, invisible next to 1 in ``1 + t sus(t)`` even in
+    float64), which keeps ``exp(-1/t) / t^2`` out of the gradient (it overflows float32)."""
+    pos = t > 0.02
     return jnp.where(pos, jnp.exp(-1.0 / jnp.where(pos, t, 1.0)), 0.0)
 
 
@@ -593,7 +640,7 @@ def _norm_act_layer(name: str, phi: Callable, normalization: str, scalars: str) 
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del params, training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         out = []
         for mi, f in zip(xi.irreps, blocks, strict=True):
@@ -652,7 +699,7 @@ def soft_normalization(*, max_component: float = 1.0) -> Norm:
 
     def phi(n):
         t = n / max_component
-        return 1.0 / (1.0 + t * _sus(t))
+        return stable_reciprocal(1.0 + t * _sus(t))
 
     return _norm_act_layer("soft_normalization", phi, "component", "same")
 
@@ -694,7 +741,7 @@ def norm_se3(*, epsilon: float = 1e-5, norm_clamp: float = 2.0 ** -24,
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name)
+        xi, raw, dtype, blocks = _prepare(x, name, mask)
         check_mask(mask, xi.shape)
         k = xi.irreps.num_irreps
         _check_param_shapes(params, {"scale": (k,), "bias": (k,)}, name, x)
@@ -708,7 +755,7 @@ def norm_se3(*, epsilon: float = 1e-5, norm_clamp: float = 2.0 ** -24,
             ln = (ns - mu) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
             ln = ln * params["scale"][ps].astype(f.dtype)[:, None] + params["bias"][ps].astype(
                 f.dtype)[:, None]
-            out.append(nonlinearity(ln) * (f / n))
+            out.append(nonlinearity(ln) * unit(f, jnp.maximum(field_norm(f), norm_clamp)))
         return _assemble(xi, out, raw, dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_coordinates, check_mask
-from geonorm_jax.norms.irreps import as_irreps
+from geonorm_jax.norms.irreps import as_irreps, field_norm, unit
 
 __all__ = [
     "vec_layer_norm",
@@ -48,13 +48,17 @@ def _check_float(x, what, expected, ok: bool) -> None:
         raise _err(what, expected + " of a floating dtype", x)
 
 
-def _safe_norm(v: jax.Array, axes=(-1,)) -> jax.Array:
-    """Overflow-safe Euclidean norm over ``axes`` (keepdims), 0 with finite gradients at 0."""
-    s = jax.lax.stop_gradient(jnp.max(jnp.abs(v), axis=axes, keepdims=True))
-    s = jnp.where(s > 0, s, 1.0)
-    q = jnp.sum(jnp.square(v / s), axis=axes, keepdims=True)
-    pos = q > 0
-    return jnp.where(pos, s * jnp.sqrt(jnp.where(pos, q, 1.0)), 0.0)
+def _zero_padding(a: jax.Array, mask) -> jax.Array:
+    """``a [batch, nodes, ...]`` with padded nodes set to 0 by ``jnp.where`` (NaN-safe)."""
+    if mask is None:
+        return a
+    return jnp.where(mask.astype(bool).reshape(mask.shape + (1,) * (a.ndim - 2)), a, 0.0)
+
+
+def _safe_norm(v: jax.Array) -> jax.Array:
+    """Euclidean norm over the last axis (keepdims), overflow- and underflow-safe, 0 with
+    finite gradients at 0 (:func:`geonorm_jax.norms.irreps.field_norm`)."""
+    return field_norm(v)
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,7 +108,7 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
         lo = jnp.min(ds, axis=-2, keepdims=True)
         delta = hi - lo
         delta = jnp.where(delta == 0, 1.0 / s, delta)  # ViSNet: 1 in unscaled units
-        return jax.nn.relu((ds - lo) / delta) * (v / dist)
+        return jax.nn.relu((ds - lo) / delta) * unit(v, dist)
 
     def init(key, x, **context):
         del key, context
@@ -123,9 +127,10 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
         dtype = xi.array.dtype
         cdt = jnp.promote_types(dtype, jnp.float32)
         lead = xi.array.shape[:-1]
+        arr = _zero_padding(xi.array, mask)
         out, i = [], 0
         for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True):
-            v = xi.array[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt)
+            v = arr[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt)
             y = block(v) if mi.mul else v
             if trainable:
                 y = y * params["weight"][i:i + mi.mul].astype(cdt)[:, None]
@@ -192,14 +197,16 @@ def tensor_norm() -> Norm:
             check_mask(mask, xi.shape)
             dtype, lead = xi.array.dtype, xi.array.shape[:-1]
             cdt = jnp.promote_types(dtype, jnp.float32)
-            out = [norm(xi.array[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt),
+            arr = _zero_padding(xi.array, mask)
+            out = [norm(arr[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt),
                         (-1,)).reshape(lead + (-1,))
                    for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True)]
             arr = jnp.concatenate(out, -1).astype(dtype) if out else xi.array
             return e3nn.IrrepsArray(xi.irreps, arr), state
         check(x)
         check_mask(mask, x.shape)
-        y = norm(x.astype(jnp.promote_types(x.dtype, jnp.float32)), tuple(range(3, x.ndim)))
+        xc = _zero_padding(x.astype(jnp.promote_types(x.dtype, jnp.float32)), mask)
+        y = norm(xc, tuple(range(3, x.ndim)))
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -460,7 +467,7 @@ def se3_coord_norm(*, epsilon: float = 1e-5) -> Norm:
         nrm = _safe_norm(xm / s)  # [B, N, 1]
         cnt = jnp.maximum(jnp.sum(m, axis=1), 1).astype(xc.dtype)[:, None, None]
         mean = jnp.sum(nrm, axis=1, keepdims=True) / cnt
-        y = params["scale"].astype(xc.dtype) * (xc / s) / (mean + epsilon / s)
+        y = params["scale"].astype(xc.dtype) * (xm / s) / (mean + epsilon / s)
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="coordinates", name=name)
