@@ -358,3 +358,16 @@ def test_overflow_safe_statistics():
         y2, _ = norm.apply(p, s, big, training=True)
         assert np.all(np.isfinite(y2.array))
         np.testing.assert_allclose(y2.array, y1.array, atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_field_norm_unit_and_reciprocal_gradients_in_float32(scale):
+    f = jnp.asarray([[3.0, -4.0, 0.0], [0.0, 0.0, 0.0]], jnp.float32) * jnp.float32(scale)
+    n = ir.field_norm(f)
+    np.testing.assert_allclose(np.asarray(n, np.float64)[:, 0] / scale, [5.0, 0.0], rtol=1e-6)
+    g = jax.grad(lambda a: jnp.sum(ir.field_norm(a)))(f)
+    np.testing.assert_allclose(g, [[0.6, -0.8, 0.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_allclose(ir.unit(f), [[0.6, -0.8, 0.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+    d = jnp.float32(5.0 * scale)
+    gr = jax.grad(lambda a: ir.stable_reciprocal(a) * d)(d)  # -d / d^2 = -1 / d
+    np.testing.assert_allclose(float(gr) * 5.0 * scale, -1.0, rtol=1e-6)

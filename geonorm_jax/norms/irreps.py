@@ -56,6 +56,9 @@ __all__ = [
     "soft_normalization",
     "norm_se3",
     "as_irreps",
+    "field_norm",
+    "unit",
+    "stable_reciprocal",
     "CATALOG_ENTRIES",
 ]
 
