@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model}: {row['params']} params, step {row['step_ms_best']:.2f} ms best / "
               f"{row['step_ms_median']:.2f} ms median, compile {row['compile_s']:.1f} s on "
               f"{row['device']}", flush=True)
-    if args.json:
+    if args.json:  # the command with file names only (no machine paths)
+        shown = [Path(a).name if a in (args.json, args.frames) else a for a in argv]
         Path(args.json).write_text(json.dumps({"command": "python -m experiments."
-                                               "bench_molecules_frames " + " ".join(argv),
+                                               "bench_molecules_frames " + " ".join(shown),
                                                "rows": rows}, indent=1))
     return 0
 
