@@ -10,7 +10,7 @@ Sections (``--sections``):
 * ``epoch``: one epoch of the trainer on the GeoNorm paper's N = 100, depth 5 configuration
   (``geonorm-paper`` preset with ``particles=100, layers=5``), timed after compilation, and
   extrapolated to 1000 epochs (needs the N = 100 data set; generated and cached if missing).
-* ``molecules``: the energy-and-force train step of Allegro and SchNet on uracil, batch 8
+* ``molecules``: the energy-and-force train step of Allegro, SchNet and GemNet-T on uracil, batch 8
   (:mod:`geonorm_jax.bench.molecules`; each case in a fresh process).
 
 After every case the results file is rewritten atomically; ``--resume`` keeps the rows of an
