@@ -148,9 +148,9 @@ def train(
     if setup is not None and setup.config != config:
         raise ValueError("train: setup.config differs from config: " + "; ".join(
             diff(setup.config, config)))
+    check_unlocked(run_dir)  # another process trains here: refused at once, naming it
     if resume:
         check_resume(run_dir, config)
-    check_unlocked(run_dir)  # another process trains here: refused at once, naming it
     if not resume and not _empty(run_dir):
         raise ValueError(
             f"run directory {str(run_dir)!r} already exists; use --resume {run_dir} to continue "

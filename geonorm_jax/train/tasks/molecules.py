@@ -122,7 +122,10 @@ def _frames(config: RunConfig, data_dir, cache_dir, progress):
             raise ValueError(f"data directory {str(path)!r} is not a molecular dataset "
                              "(expected one written by `geonorm-jax data generate --dataset "
                              "md17-xtb`)")
-        return mol.load_molecular_dataset(path)
+        try:
+            return mol.load_molecular_dataset(path)
+        except ValueError as e:
+            raise _located(e, path / "data.npz", f"data directory {str(path)!r}") from None
     if mc.dataset == "file":
         if mc.data_file is None:
             raise ValueError("molecules.data_file: expected an MD17 / rMD17 .npz file for "
@@ -131,12 +134,37 @@ def _frames(config: RunConfig, data_dir, cache_dir, progress):
             return mol.load_md17(mc.data_file)
         except FileNotFoundError as e:
             raise ValueError(f"molecules.data_file: {e}") from None
+        except ValueError as e:
+            raise _located(e, Path(mc.data_file), "molecules.data_file "
+                           f"{Path(mc.data_file).name!r}") from None
     try:
         generation = mol.MoleculeConfig(molecule=mc.molecule, frames=mc.frames,
                                         seed=mc.data_seed)
     except ValueError as e:
         raise ValueError(f"molecules: {e}") from None
     return mol.molecular_dataset(generation, cache_dir, progress=progress)
+
+
+def _located(error: ValueError, npz_path: Path, where: str) -> ValueError:
+    """``error`` of a loader that found non-finite values, with the member and the first
+    frame index holding them (read from the ``.npz`` file); other errors unchanged."""
+    if "non-finite" not in str(error):
+        return error
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            for member in npz.files:
+                a = npz[member]
+                if a.ndim == 0 or not np.issubdtype(a.dtype, np.floating):
+                    continue
+                bad = ~np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
+                if bad.any():
+                    return ValueError(
+                        f"{where}: member {member!r} has non-finite values at frame "
+                        f"{int(np.argmax(bad))} ({int(bad.sum())} of {bad.size} frames "
+                        "affected); the model cannot train on it (corrupt data?)")
+    except (OSError, ValueError):
+        pass
+    return ValueError(f"{where}: {error}")
 
 
 def _portable_source(source, dataset: str) -> str:
