@@ -117,12 +117,25 @@ def check_provenance(run_dir: str | Path, record: dict, action: str, stream=None
                          "data provenance was recorded); the data cannot be checked\n")
         return False
     if saved.get("sha256") != record["sha256"]:
+        changes = _source_changes(saved, record)
         raise DataMismatchError(
             f"cannot {action} {str(Path(run_dir))!r}: the data differs from the data it was "
             f"trained on (sha256 {str(saved.get('sha256'))[:16]}... from "
-            f"{_source(saved)}, now {record['sha256'][:16]}... from {_source(record)}); "
-            "pass the run's --data-dir / data file, or start a new run")
+            f"{_source(saved)}, now {record['sha256'][:16]}... from {_source(record)}"
+            + (f"; trained != now: {changes}" if changes else "")
+            + "); pass the run's --data-dir / data file, or start a new run")
     return True
+
+
+def _source_changes(saved: dict, now: dict) -> str:
+    """``"seed 43 != 44, ..."`` for the generation parameters that differ, if both record
+    them."""
+    a = (saved.get("source") or {}).get("config")
+    b = (now.get("source") or {}).get("config")
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return ""
+    return ", ".join(f"{k} {a.get(k)!r} != {b.get(k)!r}"
+                     for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
 
 
 def _source(record: dict) -> str:
