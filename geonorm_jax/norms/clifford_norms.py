@@ -54,8 +54,12 @@ def _out(y, raw, vec_index, dtype):
 
 def _smooth_norm(q: jax.Array, s: jax.Array) -> jax.Array:
     """CGENN's ``(q^2 + 1e-16)^(1/4)`` of the unscaled form, divided by ``s``, given the
-    scaled form ``q = q_true / s^2`` (``s >= 1``)."""
-    return jnp.power(jnp.square(q) + _SMOOTH / s**4, 0.25)
+    scaled form ``q = q_true / s^2`` (``s >= 1``). Where the floor ``1e-16 / s^4`` underflows
+    (float32, ``s > 1e5``) and ``q = 0`` (an empty grade), the norm is 0 with a zero gradient
+    instead of ``0 * inf``."""
+    a = jnp.square(q) + _SMOOTH / s**4
+    pos = a > 0
+    return jnp.where(pos, jnp.power(jnp.where(pos, a, 1.0), 0.25), 0.0)
 
 
 def mv_layer_norm(*, metric=(1.0, 1.0, 1.0), epsilon: float = 1e-6) -> Norm:
