@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "magnitude_scale",
     "safe_norm",
     "safe_normalize",
     "centroid",
@@ -23,6 +24,36 @@ __all__ = [
     "rotate",
     "permute_nodes",
 ]
+
+
+#: Inputs whose magnitude lies within ``2**-SAFE_EXPONENT .. 2**SAFE_EXPONENT`` are squared as
+#: they are (their squares, and sums of up to ~1e8 of them, stay normal in float32); outside
+#: it :func:`magnitude_scale` rescales them by a power of two first.
+SAFE_EXPONENT = 50
+
+
+def magnitude_scale(maxabs: jax.Array, floor: jax.Array | float = 0.0) -> jax.Array:
+    """A power of two ``s`` to divide by before squaring, so squares neither overflow nor
+    underflow; no gradient flows through it.
+
+    ``m = max(maxabs, floor)``; ``s = 1`` while ``2**-50 <= m < 2**50`` (then dividing by
+    ``s`` changes no bit, so results at ordinary magnitudes are those of the unscaled
+    formula), else ``s = 2**(e - 1)`` with ``m = f 2**e``, ``f`` in ``[1/2, 1)``, so that
+    ``m / s`` lies in ``[1, 2)``. Division by a power of two is exact, so ``s`` adds no
+    rounding. ``m = 0`` and non-finite ``m`` give ``s = 1``. ``floor`` is where an epsilon
+    enters: a standardization ``x / sqrt(var + eps)`` passes ``sqrt(eps)``, so that
+    ``eps / s**2`` never overflows for tiny inputs (their variance is then negligible
+    against ``eps`` anyway). The exponent is clipped to ``[-120, 120]`` (normal float32).
+
+    Shapes: ``maxabs`` any shape (e.g. keepdims statistics); ``s`` has that shape and
+    dtype.
+    """
+    m = jnp.maximum(jnp.asarray(maxabs), jnp.asarray(floor, jnp.asarray(maxabs).dtype))
+    _, e = jnp.frexp(m)
+    outside = (e > SAFE_EXPONENT) | ((e < -SAFE_EXPONENT) & (m > 0))
+    e = jnp.clip(e - 1, -120, 120)
+    s = jnp.where(outside & jnp.isfinite(m), jnp.ldexp(jnp.ones_like(m), e), 1.0)
+    return jax.lax.stop_gradient(s.astype(m.dtype))
 
 
 @jax.custom_jvp
@@ -60,11 +91,16 @@ def safe_norm(x: jax.Array, axis: int = -1, keepdims: bool = False) -> jax.Array
 def safe_normalize(x: jax.Array, axis: int = -1, eps: float = 0.0) -> jax.Array:
     """``x / ||x||`` over ``axis``; the zero vector maps to the zero direction (not NaN).
 
-    With ``eps > 0`` it returns ``x / (||x|| + eps)``.
+    With ``eps > 0`` it returns ``x / (||x|| + eps)``. Value and gradient stay right in
+    float32 from 1e-30 to 1e30 (both are divided by :func:`magnitude_scale` first).
     """
     n = safe_norm(x, axis=axis, keepdims=True)
+    # divide both by a power of two (1 at ordinary magnitudes): the same value, but the
+    # derivative of 1/n (n**-2) does not underflow float32 at n = 1e30
+    s = magnitude_scale(n)
+    x, n = x / s, n / s
     if eps > 0:
-        return x / (n + eps)
+        return x / (n + eps / s)
     return jnp.where(n > 0, x / jnp.where(n > 0, n, 1.0), 0.0)
 
 
@@ -72,12 +108,19 @@ def centroid(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """Geometric centre ``mu(x) = sum_i m_i x_i / sum_i m_i`` of ``x [batch, nodes, 3]``.
 
     Returns ``[batch, 3]``; reduces over the node axis, real nodes only. A fully masked
-    graph has centroid 0.
+    graph has centroid 0. Padded nodes are excluded by selection (``jnp.where``), so
+    whatever they hold (NaN, inf) changes neither the value nor the gradient. Near the
+    float limit the sum is taken of ``x / s`` (:func:`magnitude_scale`, per sample), so a
+    centroid of values near ``3e38`` is finite.
     """
+    if mask is not None:
+        x = jnp.where(mask[..., None], x, 0.0)
+    s = magnitude_scale(jnp.max(jnp.abs(x), axis=(1, 2), keepdims=True))  # [B, 1, 1]
+    xs = x / s
     if mask is None:
-        return jnp.mean(x, axis=1)
+        return jnp.mean(xs, axis=1) * s[:, 0]
     m = mask.astype(x.dtype)[..., None]
-    return jnp.sum(x * m, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0)
+    return jnp.sum(xs, axis=1) / jnp.maximum(jnp.sum(m, axis=1), 1.0) * s[:, 0]
 
 
 def random_rotation(key: jax.Array, shape: tuple[int, ...] = (), dtype=jnp.float32) -> jax.Array:

@@ -23,6 +23,12 @@ The three layers stay in one module (a little over 400 lines) because they are o
 Section 4 of the GeoNorm paper builds Eq. 5 from Eqs. 3 and 4, and the three share the
 per-particle parameter checks, the rule that padded particles are returned unchanged, and
 the table above, which the Lemmas compare side by side.
+
+Numerics and padding: squared statistics divide their inputs by a power of two first when
+their magnitude is outside ``2**-50 .. 2**50`` (:func:`geonorm_jax.geometry.magnitude_scale`;
+bit-for-bit unchanged otherwise), so every layer is right in float32 from 1e-30 to 1e30;
+padded nodes are excluded by selection, so NaN or inf there reaches neither a real output
+nor a gradient.
 """
 
 from __future__ import annotations
@@ -72,6 +78,18 @@ def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Arr
     return jnp.where(mask[..., None], y, x)
 
 
+def _zero_padding(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Padded particles set to 0 by selection, so NaN or inf there reach no statistic and
+    no gradient (they are returned unchanged by :func:`_keep_padding` at the end)."""
+    return x if mask is None else jnp.where(mask[..., None], x, 0.0)
+
+
+def _particle_scale(x: jax.Array, epsilon: float) -> jax.Array:
+    """Per-particle power of two ``[batch, nodes, 1]`` to divide by before squaring (1 at
+    ordinary magnitudes; :func:`geonorm_jax.geometry.magnitude_scale`)."""
+    return geometry.magnitude_scale(jnp.max(jnp.abs(x), axis=-1, keepdims=True), epsilon**0.5)
+
+
 def _as_rows(p: jax.Array, dtype) -> jax.Array:
     """A per-particle ``[N, k]`` or shared ``()`` parameter as something that broadcasts on
     ``[batch, N, 3]``."""
@@ -111,18 +129,31 @@ def geo_statistics(
     """
     if sigma not in ("particle", "system"):
         raise ValueError(f"sigma: expected 'particle' or 'system'; received {sigma!r}")
+    return _geo_statistics(_zero_padding(x, mask), mask, sigma, epsilon)
+
+
+def _geo_statistics(x, mask, sigma: str, epsilon: float):
+    """:func:`geo_statistics` of ``x`` whose padded particles are already 0."""
     mu = geometry.centroid(x, mask)  # [B, 3]
     offsets = x - mu[:, None, :]  # [B, N, 3]
-    sq = jnp.sum(jnp.square(offsets), axis=-1, keepdims=True)  # [B, N, 1], squared distances
+    if mask is not None:
+        offsets = jnp.where(mask[..., None], offsets, 0.0)
+    # squares of offsets / s, s a power of two (1 at ordinary magnitudes) so that 1e30 does
+    # not overflow float32: per particle, or per sample for the system reading
+    axes = (2,) if sigma == "particle" else (1, 2)
+    s = geometry.magnitude_scale(jnp.max(jnp.abs(offsets), axis=axes, keepdims=True),
+                                 epsilon**0.5)  # [B, N, 1] or [B, 1, 1]
+    sq = jnp.sum(jnp.square(offsets / s), axis=-1, keepdims=True)  # [B, N, 1]
+    eps = epsilon / jnp.square(s)
     if sigma == "particle":
-        return mu, jnp.sqrt(sq + epsilon)
+        return mu, s * jnp.sqrt(sq + eps)
     if mask is None:
         ms = jnp.mean(sq, axis=1, keepdims=True) / 3.0
     else:
         m = mask.astype(x.dtype)[..., None]
         count = jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0)
         ms = jnp.sum(jnp.where(m > 0, sq, 0.0), axis=1, keepdims=True) / (3.0 * count)
-    return mu, jnp.broadcast_to(jnp.sqrt(ms + epsilon), sq.shape)
+    return mu, jnp.broadcast_to(s * jnp.sqrt(ms + eps), sq.shape)
 
 
 def bias_direction(mu: jax.Array, mu0: jax.Array, *, tol: jax.Array | float = 0.0) -> jax.Array:
@@ -145,8 +176,9 @@ def bias_direction(mu: jax.Array, mu0: jax.Array, *, tol: jax.Array | float = 0.
     """
     delta = mu - mu0
     n = geometry.safe_norm(delta, axis=-1, keepdims=True)
-    ok = n > jnp.maximum(tol, jnp.sqrt(jnp.finfo(delta.dtype).tiny))
-    return jnp.where(ok, delta / jnp.where(ok, n, 1.0), 0.0)
+    ok = n > jnp.maximum(tol, jnp.finfo(delta.dtype).tiny)
+    s = geometry.magnitude_scale(n)  # 1 at ordinary magnitudes; keeps d(1/n) from underflow
+    return jnp.where(ok, (delta / s) / jnp.where(ok, n / s, 1.0), 0.0)
 
 
 def _rounding_tol(x: jax.Array, mu0: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -194,9 +226,12 @@ def layer_norm_coords(*, epsilon: float = 1e-5) -> Norm:
         check_coordinates(x)
         check_mask(mask, x.shape)
         _check_per_particle_params(params, x, "layer_norm_coords")
-        mu = jnp.mean(x, axis=-1, keepdims=True)  # [B, N, 1]
-        var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
-        y = (x - mu) * jax.lax.rsqrt(var + epsilon)
+        xz = _zero_padding(x, mask)
+        s = _particle_scale(xz, epsilon)  # [B, N, 1], 1 at ordinary magnitudes
+        xs = xz / s
+        mu = jnp.mean(xs, axis=-1, keepdims=True)  # [B, N, 1]
+        var = jnp.mean(jnp.square(xs - mu), axis=-1, keepdims=True)
+        y = (xs - mu) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         y = y * _as_rows(params["scale"], x.dtype) + _as_rows(params["bias"], x.dtype)
         return _keep_padding(y, x, mask).astype(x.dtype), state
 
@@ -245,10 +280,13 @@ def scale_norm(*, norm: str = "l2", epsilon: float = 1e-8, per_particle: bool = 
         check_coordinates(x)
         check_mask(mask, x.shape)
         _check_per_particle_params(params, x, name)
-        sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)  # [B, N, 1]
+        xz = _zero_padding(x, mask)
+        s = _particle_scale(xz, epsilon)  # [B, N, 1], 1 at ordinary magnitudes
+        xs = xz / s
+        sq = jnp.sum(jnp.square(xs), axis=-1, keepdims=True)  # [B, N, 1]
         if norm == "rms":
             sq = sq / 3.0
-        y = x * jax.lax.rsqrt(sq + epsilon) * _as_rows(params["scale"], x.dtype)
+        y = xs * jax.lax.rsqrt(sq + epsilon / jnp.square(s)) * _as_rows(params["scale"], x.dtype)
         return _keep_padding(y, x, mask).astype(x.dtype), state
 
     return Norm(init, apply, kind="coordinates", name=name)
@@ -354,11 +392,16 @@ def geo_norm(
             )
         _check_per_particle_params(p, x, name)
         mu0 = mu0.astype(x.dtype)
-        mu, sig = geo_statistics(x, mask=mask, sigma=sigma, epsilon=epsilon)
-        direction = bias_direction(mu, mu0, tol=_rounding_tol(x, mu0, mask))  # [B, 3]
+        xz = _zero_padding(x, mask)
+        mu, sig = _geo_statistics(xz, mask, sigma, epsilon)
+        direction = bias_direction(mu, mu0, tol=_rounding_tol(xz, mu0, mask))  # [B, 3]
         g = _as_rows(p["scale"], x.dtype)
         b = _as_rows(p["bias"], x.dtype)
-        y = g * (x - mu[:, None, :]) / sig + b * direction[:, None, :] + mu0[:, None, :]
+        # (x - mu) / sigma as ((x - mu) / s) / (sigma / s), s a power of two (1 at ordinary
+        # magnitudes), so d(1/sigma) = -sigma**-2 does not underflow at sigma = 1e30
+        ss = geometry.magnitude_scale(sig)
+        offsets = (xz - mu[:, None, :]) / ss
+        y = g * offsets / (sig / ss) + b * direction[:, None, :] + mu0[:, None, :]
         return _keep_padding(y, x, mask).astype(x.dtype), state
 
     return Norm(init, apply, kind="coordinates", name=name)

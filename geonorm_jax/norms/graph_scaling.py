@@ -23,12 +23,15 @@ import jax.numpy as jnp
 
 from geonorm_jax.geometry import safe_norm, safe_normalize
 from geonorm_jax.norms.base import (
+    LAYOUT_KEYS,
+    Graphs,
     Norm,
     NormInfo,
     check_node_features,
-    masked_count,
-    masked_mean,
-    node_mask,
+    feature_graphs,
+    graph_count,
+    graph_layout,
+    zero_padding,
 )
 
 __all__ = [
@@ -94,7 +97,8 @@ def message_norm(*, learn_scale: bool = True, scale: float = 1.0, param_dtype=jn
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training
         check_node_features(x, mask, f"{name}: x")
-        m = _message(x, context)
+        m = zero_padding(_message(x, context), mask)
+        x = zero_padding(x, mask)
         s = params["scale"] if learn_scale else scale
         unit = safe_normalize(m.astype(x.dtype), axis=-1)  # [B, N, C]
         y = x + s * safe_norm(x, axis=-1, keepdims=True) * unit
@@ -116,21 +120,27 @@ def graph_size_norm(*, power: float = 0.5) -> Norm:
     The original code (benchmarking-gnns, ``snorm_n = 1/sqrt(num_nodes)``) uses ``p = 1/2``,
     our default; the survey's Table 1 writes ``A / |X|``, i.e. ``p = 1`` (``power=1.0``).
     No parameters, no epsilon.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     if not isinstance(power, int | float) or power < 0:
         raise ValueError(f"graph_size_norm: expected power >= 0 (0.5 or 1); received {power!r}")
     name = "graph_size_norm"
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        feature_graphs(x, None, context, f"{name}: x")
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
-        check_node_features(x, mask, f"{name}: x")
-        n = masked_count(x[..., :1], mask, (1,))  # [B, 1, 1], >= 1
-        return (x * n ** (-power)).astype(x.dtype), state
+        del params, training
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
+        n = graph_count(x[..., :1], graphs)  # [B, 1, 1] (flat: [T, 1]), >= 1
+        return (zero_padding(x, graphs) * n ** (-power)).astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
 
@@ -139,38 +149,75 @@ def graph_size_norm(*, power: float = 0.5) -> Norm:
 
 
 def neighbor_counts(
-    x: jax.Array, mask: jax.Array | None = None, *, num_neighbors: Any = None, adjacency: Any = None
+    x: jax.Array,
+    mask: jax.Array | None = None,
+    *,
+    num_neighbors: Any = None,
+    adjacency: Any = None,
+    segment_ids: Any = None,
+    n_node: Any = None,
+    num_graphs: int | None = None,
 ) -> jax.Array:
-    """Number of neighbours of each node, ``[batch, nodes]`` (not clamped).
+    """Number of neighbours of each node, ``[batch, nodes]`` (flat layout: ``[total_nodes]``),
+    not clamped; 1 at padded nodes.
 
-    In order of precedence: ``num_neighbors [batch, nodes]`` as given; the row sums of
-    ``adjacency [batch, nodes, nodes]`` over real neighbours ``j`` (the degree; weighted if
-    the adjacency is); else a fully connected graph, ``n_real - 1``.
+    In order of precedence: ``num_neighbors [batch, nodes]`` (flat: ``[total_nodes]``) as
+    given; the row sums of ``adjacency [batch, nodes, nodes]`` over real neighbours ``j``
+    (the degree; weighted if the adjacency is; padded layout only); else a fully connected
+    graph, ``n_real - 1`` (flat: the real nodes of each node's graph, less one). The flat
+    layout is chosen by ``segment_ids=`` with ``num_graphs=``, or ``n_node=`` (see
+    :func:`geonorm_jax.norms.base.graph_layout`). Padded nodes are excluded by selection.
     """
-    b, n = x.shape[:2]
-    m = node_mask(mask, x.shape, x.dtype)  # [B, N]
+    graphs = graph_layout(x, mask, segment_ids=segment_ids, n_node=n_node,
+                          num_graphs=num_graphs, what="neighbor_counts: x")
+    nodes = tuple(x.shape[:1] if graphs.flat else x.shape[:2])
+    layout = "[total_nodes]" if graphs.flat else "[batch, nodes]"
+    real = graphs.real(len(nodes))
     if num_neighbors is not None:
-        if tuple(getattr(num_neighbors, "shape", ())) != (b, n):
+        if tuple(getattr(num_neighbors, "shape", ())) != nodes:
             raise ValueError(
-                f"num_neighbors: expected [batch, nodes] = {(b, n)}; "
+                f"num_neighbors: expected {layout} = {nodes}; "
                 f"received shape {getattr(num_neighbors, 'shape', None)}"
             )
-        return jnp.asarray(num_neighbors).astype(x.dtype)
-    if adjacency is not None:
+        counts = jnp.asarray(num_neighbors).astype(x.dtype)
+    elif adjacency is not None:
+        if graphs.flat:
+            raise ValueError(
+                "adjacency: a dense [batch, nodes, nodes] adjacency needs the padded layout; "
+                "in the flat layout pass num_neighbors=[total_nodes] (e.g. a segment_sum of "
+                "ones over the receivers)"
+            )
+        b, n = nodes
         if tuple(getattr(adjacency, "shape", ())) != (b, n, n):
             raise ValueError(
                 f"adjacency: expected [batch, nodes, nodes] = {(b, n, n)}; "
                 f"received shape {getattr(adjacency, 'shape', None)}"
             )
-        return jnp.sum(jnp.asarray(adjacency).astype(x.dtype) * m[:, None, :], axis=-1)
-    real = jnp.sum(m, axis=1, keepdims=True)  # [B, 1]
-    return jnp.broadcast_to(real - 1.0, (b, n))
+        adj = jnp.asarray(adjacency).astype(x.dtype)
+        if real is not None:
+            adj = jnp.where(real[:, None, :] & real[:, :, None], adj, 0.0)
+        counts = jnp.sum(adj, axis=-1)
+    else:
+        ones = jnp.ones(nodes + (1,), x.dtype)
+        counts = graph_count(ones, graphs)[..., 0] - 1.0  # [B, 1] or [T]
+        counts = jnp.broadcast_to(counts, nodes)
+    return counts if real is None else jnp.where(real, counts, 1.0)
 
 
 def _context_counts(x, mask, context):
     return neighbor_counts(
-        x, mask, num_neighbors=context.get("num_neighbors"), adjacency=context.get("adjacency")
+        x, mask, num_neighbors=context.get("num_neighbors"), adjacency=context.get("adjacency"),
+        **{k: context.get(k) for k in LAYOUT_KEYS},
     )
+
+
+def _mean_over_real(a: jax.Array, graphs: Graphs) -> jax.Array:
+    """Mean of ``a [batch, nodes]`` (flat: ``[total_nodes]``) over every real node, a scalar."""
+    real = graphs.real(a.ndim)
+    if real is None:
+        return jnp.mean(a)
+    total = jnp.sum(jnp.where(real, a, 0.0))
+    return total / jnp.maximum(jnp.sum(real.astype(a.dtype)), 1.0)
 
 
 def schnet_neighbor_norm() -> Norm:
@@ -185,19 +232,27 @@ def schnet_neighbor_norm() -> Norm:
     ``num_neighbors=[batch, nodes]``, ``adjacency=[batch, nodes, nodes]`` (row sums over real
     nodes), else the mask as a fully connected graph (``n_real - 1``). Counts are clamped
     below at 1 (an isolated atom or ``N = 1`` is left unscaled). No parameters.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
+    Neighbour counts there come from ``num_neighbors=[total_nodes]`` or, by default,
+    a fully connected graph per segment (``adjacency=`` is padded-only).
     """
     name = "schnet_neighbor_norm"
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        feature_graphs(x, None, context, f"{name}: x")
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del params, training
-        check_node_features(x, mask, f"{name}: x")
-        counts = jnp.maximum(_context_counts(x, mask, context), 1.0)  # [B, N]
-        return (x / counts[..., None]).astype(x.dtype), state
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
+        counts = jnp.maximum(_context_counts(x, mask, context), 1.0)  # [B, N] or [T]
+        return (zero_padding(x, graphs) / counts[..., None]).astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
 
@@ -223,6 +278,14 @@ def avg_num_neighbors_norm(*, avg_num_neighbors: float | None = None, power: flo
     Args:
       avg_num_neighbors: the dataset's average neighbour count (> 0), or None to estimate.
       power: ``p``: 1.0 (MACE) or 0.5 (NequIP/Allegro).
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
+    Neighbour counts there come from ``num_neighbors=[total_nodes]`` or, by default,
+    a fully connected graph per segment (``adjacency=`` is padded-only).
     """
     if avg_num_neighbors is not None and not avg_num_neighbors > 0:
         raise ValueError(
@@ -235,18 +298,19 @@ def avg_num_neighbors_norm(*, avg_num_neighbors: float | None = None, power: flo
 
     def init(key, x, *, mask=None, **context):
         del key
-        check_node_features(x, mask, f"{name}: x")
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
         if avg_num_neighbors is not None:
             avg = jnp.asarray(avg_num_neighbors, jnp.float32)
         else:
-            counts = _context_counts(x, mask, context)[..., None]  # [B, N, 1]
-            est = masked_mean(counts, mask, (0, 1)).reshape(())
+            counts = _context_counts(x, mask, context)  # [B, N] or [T]
+            est = _mean_over_real(counts, graphs)
             avg = jnp.where(est > 0, est, 1.0).astype(jnp.float32)
         return {}, {"avg_num_neighbors": avg}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
-        check_node_features(x, mask, f"{name}: x")
+        del params, training
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
+        x = zero_padding(x, graphs)
         if "avg_num_neighbors" not in state:
             raise ValueError(
                 f"{name}: expected state {{'avg_num_neighbors': scalar}} from init; "
@@ -278,6 +342,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="graph_size_norm",
+        layouts=("padded", "flat"),
         constructor=graph_size_norm,
         kind="features",
         paper="Dwivedi et al. 2020, Benchmarking Graph Neural Networks (arXiv:2003.00982)",
@@ -290,6 +355,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="schnet_neighbor_norm",
+        layouts=("padded", "flat"),
         constructor=schnet_neighbor_norm,
         kind="features",
         paper="Schütt et al. 2017, SchNet: A continuous-filter convolutional neural network "
@@ -304,6 +370,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="mace_avg_neighbor_norm",
+        layouts=("padded", "flat"),
         constructor=avg_num_neighbors_norm,
         kind="features",
         paper="Batatia et al. 2022, MACE: Higher Order Equivariant Message Passing Neural "
@@ -320,6 +387,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="allegro_avg_neighbor_norm",
+        layouts=("padded", "flat"),
         constructor=avg_num_neighbors_norm,
         kind="features",
         paper="Musaelian et al. 2023, Learning local equivariant representations for "

@@ -18,6 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.geometry import magnitude_scale
 from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
@@ -25,8 +26,13 @@ from geonorm_jax.norms.base import (
     affine_params,
     check_choice,
     check_node_features,
+    check_param_sizes,
+    feature_graphs,
+    graph_mean,
+    graph_scale,
     masked_mean,
     node_mask,
+    zero_padding,
 )
 
 __all__ = [
@@ -39,6 +45,24 @@ __all__ = [
 ]
 
 _READINGS = ("paper", "survey")
+
+
+def _graphs(x, mask, context, name: str, reading: str):
+    """Check ``x`` and return its graphs; the survey's readings (statistics across the
+    batch) exist only in the padded layout."""
+    graphs = feature_graphs(x, mask, context, f"{name}: x")
+    if graphs.flat and reading != "paper":
+        raise ValueError(
+            f"{name}: reading={reading!r} reduces over the batch axis and needs the padded "
+            f"layout [batch, nodes, channels]; received flat features of shape {x.shape}"
+        )
+    return graphs
+
+
+def _survey_scale(x, axes, epsilon: float = 0.0):
+    """Power-of-two rescaling for statistics over ``axes`` of zero-padded ``x`` (1 at
+    ordinary magnitudes)."""
+    return magnitude_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True), epsilon**0.5)
 
 
 # --------------------------------------------------------------------------- GraphNorm
@@ -69,24 +93,34 @@ def graph_norm(
 
     Params: ``alpha`` ``[channels]`` (init 1; the paper's learnable mean scale), ``scale``,
     ``bias``. State: none. Shapes: ``x [batch, nodes, channels]``, ``mask [batch, nodes]``.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     name = "graph_norm"
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        feature_graphs(x, None, context, f"{name}: x")
         c = x.shape[-1]
         params = {"alpha": jnp.ones((c,), param_dtype)}
         params.update(affine_params(c, use_scale, use_bias, param_dtype))
         return params, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        check_node_features(x, mask, f"{name}: x")
-        mu = masked_mean(x, mask, (1,))  # [B, 1, C]
-        shifted = x - params["alpha"] * mu  # [B, N, C]
-        var = masked_mean(jnp.square(shifted), mask, (1,))  # [B, 1, C]
-        y = affine(shifted * jax.lax.rsqrt(var + epsilon), params)
+        del training
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
+        check_param_sizes(params, x, name, ("alpha", "scale", "bias"))
+        xs = zero_padding(x, graphs)
+        s = graph_scale(xs, graphs, (), epsilon)  # [B, 1, C], 1 at ordinary magnitudes
+        xs = xs / s
+        mu = graph_mean(xs, graphs)  # [B, 1, C]
+        shifted = xs - params["alpha"] * mu  # [B, N, C]
+        var = graph_mean(jnp.square(shifted), graphs)  # [B, 1, C]
+        y = affine(shifted * jax.lax.rsqrt(var + epsilon / jnp.square(s)), params)
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
@@ -120,29 +154,46 @@ def pair_norm(*, scale: float = 1.0, mode: str = "PN", epsilon: float = 1e-6) ->
       scale: the hyperparameter ``s``.
       mode: ``"PN"``, ``"PN-SI"`` or ``"PN-SCS"``.
       epsilon: added inside the square root of the squared norms.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     check_choice(mode, _PAIR_MODES, "pair_norm: mode")
     name = "pair_norm"
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        feature_graphs(x, None, context, f"{name}: x")
         return {}, {}
 
+    def _unit_rows(v):
+        """``(v / sn, 1 / sqrt(eps / sn^2 + ||v / sn||^2))`` per node: ``v / sqrt(eps +
+        ||v||^2)`` is their product; ``sn`` is a per-node power-of-two rescaling."""
+        sn = magnitude_scale(jnp.max(jnp.abs(v), axis=-1, keepdims=True), epsilon**0.5)
+        v = v / sn
+        sq = jnp.sum(jnp.square(v), -1, keepdims=True)
+        return v, jax.lax.rsqrt(epsilon / jnp.square(sn) + sq)
+
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
-        check_node_features(x, mask, f"{name}: x")
-        mu = masked_mean(x, mask, (1,))  # [B, 1, C]
+        del params, training
+        graphs = feature_graphs(x, mask, context, f"{name}: x")
+        x = zero_padding(x, graphs)
         if mode == "PN":
-            xc = x - mu
+            sg = graph_scale(x, graphs, (-1,), epsilon)  # [B, 1, 1]
+            xc = x / sg - graph_mean(x / sg, graphs)
             sq = jnp.sum(jnp.square(xc), axis=-1, keepdims=True)  # [B, N, 1]
-            y = scale * xc * jax.lax.rsqrt(epsilon + masked_mean(sq, mask, (1,)))
+            y = scale * xc * jax.lax.rsqrt(epsilon / jnp.square(sg) + graph_mean(sq, graphs))
         elif mode == "PN-SI":
-            xc = x - mu
-            y = scale * xc * jax.lax.rsqrt(epsilon + jnp.sum(jnp.square(xc), -1, keepdims=True))
+            sg = graph_scale(x, graphs)  # [B, 1, C]
+            xc, r = _unit_rows(x - graph_mean(x / sg, graphs) * sg)
+            y = scale * xc * r
         else:  # PN-SCS
-            y = scale * x * jax.lax.rsqrt(epsilon + jnp.sum(jnp.square(x), -1, keepdims=True))
-            y = y - mu
+            sg = graph_scale(x, graphs)
+            xs, r = _unit_rows(x)
+            y = scale * xs * r - graph_mean(x / sg, graphs) * sg
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
@@ -162,20 +213,32 @@ def mean_subtraction_norm(*, reading: str = "paper") -> Norm:
       per graph; it is offered only to compare with the survey.
 
     No parameters, no state, no epsilon.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
+    Only ``reading="paper"`` accepts it (the survey's reading reduces over the batch).
     """
     check_choice(reading, _READINGS, "mean_subtraction_norm: reading")
     name = "mean_subtraction_norm"
     axes = (1,) if reading == "paper" else (0, 2)
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        _graphs(x, None, context, name, reading)
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
-        check_node_features(x, mask, f"{name}: x")
-        return (x - masked_mean(x, mask, axes)).astype(x.dtype), state
+        del params, training
+        graphs = _graphs(x, mask, context, name, reading)
+        x = zero_padding(x, graphs)
+        if reading == "paper":
+            s = graph_scale(x, graphs)  # [B, 1, C]
+            return (x - graph_mean(x / s, graphs) * s).astype(x.dtype), state
+        s = _survey_scale(x, axes)
+        return (x - masked_mean(x / s, mask, axes) * s).astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
 
@@ -245,24 +308,39 @@ def diff_group_norm(
         }
         return params, state
 
+    def _check_channels(params, state, x):
+        c = x.shape[-1]
+        kernel = params.get("kernel")
+        if kernel is not None and kernel.shape[0] != c:
+            raise ValueError(
+                f"{name}: 'kernel' has {kernel.shape[0]} channels (shape {kernel.shape}) but the "
+                f"features have {c}; expected features [batch, nodes, {kernel.shape[0]}], "
+                f"received shape {x.shape}"
+            )
+        check_param_sizes({**params, **state}, x, name, ("scale", "bias", "mean", "var"))
+
     def apply(params, state, x, *, mask=None, training=False, **context):
         del context
         check_node_features(x, mask, f"{name}: x")
+        _check_channels(params, state, x)
+        x = zero_padding(x, mask)
         assign = jax.nn.softmax(x @ params["kernel"].astype(x.dtype), axis=-1)  # [B, N, G]
         h = assign[..., :, None] * x[..., None, :]  # [B, N, G, C]
         if training:
-            mean = masked_mean(h, mask, (0, 1))  # [1, 1, G, C]
-            var = masked_mean(jnp.square(h - mean), mask, (0, 1))
+            s = _survey_scale(h, (0, 1), epsilon)  # [1, 1, G, C], 1 normally
+            hs = h / s
+            mean = masked_mean(hs, mask, (0, 1))  # [1, 1, G, C]
+            var = masked_mean(jnp.square(hs - mean), mask, (0, 1))
             any_real = jnp.sum(node_mask(mask, x.shape, x.dtype)) > 0
-            new_mean = momentum * state["mean"] + (1 - momentum) * mean[0, 0]
-            new_var = momentum * state["var"] + (1 - momentum) * var[0, 0]
+            new_mean = momentum * state["mean"] + (1 - momentum) * (mean * s)[0, 0]
+            new_var = momentum * state["var"] + (1 - momentum) * (var * jnp.square(s))[0, 0]
             state = {
                 "mean": jnp.where(any_real, new_mean, state["mean"]).astype(state["mean"].dtype),
                 "var": jnp.where(any_real, new_var, state["var"]).astype(state["var"].dtype),
             }
+            hn = (hs - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         else:
-            mean, var = state["mean"], state["var"]
-        hn = (h - mean) * jax.lax.rsqrt(var + epsilon)
+            hn = (h - state["mean"]) * jax.lax.rsqrt(state["var"] + epsilon)
         if use_scale:
             hn = hn * params["scale"]
         if use_bias:
@@ -296,22 +374,39 @@ def set_norm(
       only to compare with the survey.
 
     ``epsilon`` is inside the square root. Params ``scale``/``bias`` ``[channels]``.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
+    Only ``reading="paper"`` accepts it (the survey's reading reduces over the batch).
     """
     check_choice(reading, _READINGS, "set_norm: reading")
     name = "set_norm"
     axes = (1, 2) if reading == "paper" else (0, 2)
 
     def init(key, x, **context):
-        del key, context
-        check_node_features(x, None, f"{name}: x")
+        del key
+        _graphs(x, None, context, name, reading)
         return affine_params(x.shape[-1], use_scale, use_bias, param_dtype), {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        check_node_features(x, mask, f"{name}: x")
-        mu = masked_mean(x, mask, axes)
-        var = masked_mean(jnp.square(x - mu), mask, axes)
-        y = affine((x - mu) * jax.lax.rsqrt(var + epsilon), params)
+        del training
+        graphs = _graphs(x, mask, context, name, reading)
+        check_param_sizes(params, x, name, ("scale", "bias"))
+        x = zero_padding(x, graphs)
+        if reading == "paper":
+            s = graph_scale(x, graphs, (-1,), epsilon)  # [B, 1, 1]
+            xs = x / s
+            mu = graph_mean(xs, graphs, (-1,))
+            var = graph_mean(jnp.square(xs - mu), graphs, (-1,))
+        else:
+            s = _survey_scale(x, axes, epsilon)
+            xs = x / s
+            mu = masked_mean(xs, mask, axes)
+            var = masked_mean(jnp.square(xs - mu), mask, axes)
+        y = affine((xs - mu) * jax.lax.rsqrt(var + epsilon / jnp.square(s)), params)
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
@@ -322,6 +417,7 @@ def set_norm(
 CATALOG_ENTRIES: list[NormInfo] = [
     NormInfo(
         name="graph_norm",
+        layouts=("padded", "flat"),
         constructor=graph_norm,
         kind="features",
         paper="Cai et al. 2021, GraphNorm: A Principled Approach to Accelerating GNN Training "
@@ -335,6 +431,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="pair_norm",
+        layouts=("padded", "flat"),
         constructor=pair_norm,
         kind="features",
         paper="Zhao & Akoglu 2020, PairNorm: Tackling Oversmoothing in GNNs (ICLR)",
@@ -349,6 +446,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="mean_subtraction_norm",
+        layouts=("padded", "flat"),
         constructor=mean_subtraction_norm,
         kind="features",
         paper="Yang et al. 2020, Revisiting 'Over-smoothing' in Deep GCNs (arXiv:2003.13663)",
@@ -377,6 +475,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="set_norm",
+        layouts=("padded", "flat"),
         constructor=set_norm,
         kind="features",
         paper="Zhang et al. 2022, Set Norm and Equivariant Skip Connections: Putting the Deep "

@@ -26,6 +26,12 @@ The three layers stay in one module (a little over 400 lines) because they are o
 each is a block function on ``[batch, nodes, channels, dim]`` plugged into the same
 IrrepsArray plumbing (input checks, channel counts, the per-chunk split of :func:`_run`),
 and that plumbing is what gives them their layouts.
+
+Numerics and padding: squared statistics divide their inputs by a power of two first when
+their magnitude is outside ``2**-50 .. 2**50`` (:func:`geonorm_jax.geometry.magnitude_scale`;
+bit-for-bit unchanged otherwise), so every layer is right in float32 from 1e-30 to 1e30;
+padded nodes are excluded by selection, so NaN or inf there reaches neither a real output
+nor a gradient.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from geonorm_jax.norms.base import (
     check_vectors,
     masked_count,
     masked_sum,
+    zero_padding,
 )
 
 __all__ = [
@@ -96,9 +103,14 @@ def _slice_tree(tree: dict, start: int, stop: int) -> dict:
 
 
 def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
-    """Apply ``block_fn`` to raw vectors, or to every chunk of an IrrepsArray."""
+    """Apply ``block_fn`` to raw vectors, or to every chunk of an IrrepsArray.
+
+    Padded nodes are first set to 0 by selection, so NaN or inf there reach neither a
+    statistic nor a gradient."""
     if not isinstance(x, e3nn.IrrepsArray):
-        return block_fn(params, state, x, mask, training)
+        return block_fn(params, state, zero_padding(x, mask), mask, training)
+    if mask is not None:
+        x = e3nn.IrrepsArray(x.irreps, zero_padding(x.array, mask), zero_flags=x.zero_flags)
     chunks, new_parts = [], {k: [] for k in state}
     start = 0
     for mul_ir, chunk in zip(x.irreps, x.chunks, strict=True):
@@ -116,6 +128,23 @@ def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
     new_state = {k: jnp.concatenate(v) if v else state[k] for k, v in new_parts.items()}
     y = e3nn.from_chunks(x.irreps, chunks, x.shape[:-1], x.array.dtype)
     return y, new_state
+
+
+def _scale(a: jax.Array, axes: tuple[int, ...], epsilon: float) -> jax.Array:
+    """Power of two to divide ``a`` (zero at padded nodes) by before squaring it in a
+    statistic over ``axes`` (keepdims): 1 at ordinary magnitudes
+    (:func:`geonorm_jax.geometry.magnitude_scale`, floored at ``sqrt(epsilon)``)."""
+    return geometry.magnitude_scale(jnp.max(jnp.abs(a), axis=axes, keepdims=True),
+                                    epsilon**0.5)
+
+
+def _along(v: jax.Array, ns: jax.Array, s: jax.Array, factor: jax.Array, floor) -> jax.Array:
+    """``v * factor / (n + floor)`` for ``v [..., dim]``, ``n = ||v||``, ``factor [...]``,
+    given ``ns = n / s`` with ``s`` a power of two (1 at ordinary magnitudes, broadcast like
+    ``n``): computed as ``(v / s) * factor / (ns + floor / s)``, the same value, but the
+    derivative of ``1 / (n + floor)`` is not lost to float32 underflow at ``n = 1e30``."""
+    floor = jnp.broadcast_to(floor, ns.shape)  # (summed over nodes at once in the gradient)
+    return (v / s[..., None]) * (factor / (ns + floor / s))[..., None]
 
 
 def _check_scalars(scalars: str) -> None:
@@ -179,12 +208,14 @@ def rms_vector_norm(
 
     def block(params, state, v, mask, training):
         del training
-        sq = jnp.sum(jnp.square(v), axis=-1)  # [B, N, C] squared norms
+        axes = (2, 3) if reduce == "channels" else (1, 2, 3)
+        s = _scale(v, axes, epsilon)[..., 0]  # [B, N, 1] or [B, 1, 1]; 1 normally
+        sq = jnp.sum(jnp.square(v / s[..., None]), axis=-1)  # [B, N, C] squared norms
         if reduce == "channels":
             ms = jnp.mean(sq, axis=-1, keepdims=True)  # [B, N, 1]
         else:
             ms = masked_sum(sq, mask, (1, 2)) / masked_count(sq, mask, (1, 2))  # [B, 1, 1]
-        y = v * jax.lax.rsqrt(ms + epsilon)[..., None]
+        y = v / s[..., None] * jax.lax.rsqrt(ms + epsilon / jnp.square(s))[..., None]
         if use_scale:
             y = y * params["scale"].astype(v.dtype)[:, None]
         return y.astype(v.dtype), state
@@ -261,24 +292,32 @@ def vector_neuron_batch_norm(
     def block(params, state, v, mask, training):
         n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
         if training:
+            maxabs = jnp.max(jnp.abs(n), axis=(0, 1))
+            maxabs = jax.lax.pmax(maxabs, axis_name) if axis_name is not None else maxabs
+            s = geometry.magnitude_scale(maxabs, epsilon**0.5)  # [C], 1 normally
+            ns = n / s
             count = jnp.maximum(psum(masked_sum(jnp.ones_like(n), mask, (0, 1))), 1.0)
-            mean = psum(masked_sum(n, mask, (0, 1))) / count  # [1, 1, C]
-            var = psum(masked_sum(jnp.square(n - mean), mask, (0, 1))) / count
-            mean, var = mean[0, 0], var[0, 0]  # [C]
+            mean = psum(masked_sum(ns, mask, (0, 1))) / count  # [1, 1, C]
+            var = psum(masked_sum(jnp.square(ns - mean), mask, (0, 1))) / count
+            mean, var = mean[0, 0], var[0, 0]  # [C], of n / s
             rdt = state["mean"].dtype
             new_state = {
-                "mean": (momentum * state["mean"] + (1 - momentum) * mean).astype(rdt),
-                "var": (momentum * state["var"] + (1 - momentum) * var).astype(rdt),
+                "mean": (momentum * state["mean"] + (1 - momentum) * (mean * s)).astype(rdt),
+                "var": (momentum * state["var"]
+                        + (1 - momentum) * (var * jnp.square(s))).astype(rdt),
             }
+            nhat = (ns - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         else:
             mean, var = state["mean"].astype(v.dtype), state["var"].astype(v.dtype)
             new_state = state
-        nhat = (n - mean) * jax.lax.rsqrt(var + epsilon)
+            nhat = (n - mean) * jax.lax.rsqrt(var + epsilon)
+            s = geometry.magnitude_scale(n, norm_epsilon)  # per vector, 1 normally
+            ns = n / s
         if use_scale:
             nhat = nhat * params["scale"].astype(v.dtype)
         if use_bias:
             nhat = nhat + params["bias"].astype(v.dtype)
-        y = v * (nhat / (n + norm_epsilon))[..., None]
+        y = _along(v, ns, s, nhat, norm_epsilon)
         return y.astype(v.dtype), new_state
 
     def init(key, x, **context):
@@ -362,16 +401,18 @@ def ev_norm(
     def block(params, state, v, mask, training):
         del training
         n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
+        s = _scale(n, (1, 2), epsilon)  # [B, 1, 1], 1 normally
+        ns = n / s
         count = masked_count(n, mask, (1, 2))  # [B, 1, 1]
-        mean = masked_sum(n, mask, (1, 2)) / count
-        var = masked_sum(jnp.square(n - mean), mask, (1, 2)) / count
-        nhat = (n - mean) * jax.lax.rsqrt(var + epsilon)
+        mean = masked_sum(ns, mask, (1, 2)) / count
+        var = masked_sum(jnp.square(ns - mean), mask, (1, 2)) / count
+        nhat = (ns - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         if use_scale:
             nhat = nhat * params["scale"].astype(v.dtype)
         if use_bias:
             nhat = nhat + params["bias"].astype(v.dtype)
         beta = jnp.maximum(jnp.abs(params["beta"].astype(v.dtype)), epsilon)
-        y = v * (nhat / (n + beta))[..., None]
+        y = _along(v, ns, s, nhat, beta)
         return y.astype(v.dtype), state
 
     def init(key, x, **context):

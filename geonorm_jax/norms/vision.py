@@ -31,6 +31,13 @@ The code is in two modules: :mod:`geonorm_jax.norms.vision_batch` (statistics ov
 with running averages: BatchNorm, VarianceNorm) and :mod:`geonorm_jax.norms.vision_sample`
 (statistics inside each sample: LayerNorm, InstanceNorm, GroupNorm, FRN). This module
 re-exports every layer and lists the catalogue entries in the order of the table above.
+
+Numerics and padding: squared statistics divide their inputs by a power of two first when
+their magnitude is outside ``2**-50 .. 2**50`` (:func:`geonorm_jax.geometry.magnitude_scale`;
+bit-for-bit unchanged otherwise), so every layer is right in float32 from 1e-30 to 1e30;
+padded nodes are excluded by selection, so NaN or inf there reaches neither a real output
+nor a gradient. Layers with per-graph statistics also take the flat layout ``[total_nodes,
+channels]`` with ``segment_ids=``/``n_node=`` (:func:`geonorm_jax.norms.base.graph_layout`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.geometry import magnitude_scale
 from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
@@ -29,6 +30,7 @@ from geonorm_jax.norms.base import (
     check_node_features,
     check_param_sizes,
     stat_dtype,
+    zero_padding,
 )
 
 __all__ = ["batch_norm", "variance_norm", "CATALOG_ENTRIES"]
@@ -40,23 +42,34 @@ _PER_CHANNEL = ("scale", "bias", "mean", "var")  # entries of shape [channels]
 
 
 def _batch_moments(
-    x: jax.Array, mask: jax.Array | None, axis_name: Any, centered: bool = True
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Per-channel mean and (biased) variance over {b, x}, real nodes only.
+    x: jax.Array, mask: jax.Array | None, axis_name: Any, centered: bool = True,
+    epsilon: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """Per-channel mean and (biased) variance over {b, x}, real nodes only, of ``x / s``.
 
-    With ``axis_name`` the masked sums and counts are summed over devices
-    (``jax.lax.psum``) before dividing, so the result is the statistic of the global batch
-    however it is split. Two passes (mean first, then squared deviations), which is more
-    accurate than ``E[x^2] - E[x]^2``.
+    ``s [C]`` is a power of two (:func:`geonorm_jax.geometry.magnitude_scale` of the largest
+    real ``|x|`` per channel, floored at ``sqrt(epsilon)``): 1 at ordinary magnitudes, so
+    the squares of inputs near 1e30 do not overflow float32. With ``axis_name`` the masked
+    sums, counts and maxima are reduced over devices (``psum``/``pmax``) before dividing, so
+    the result is the statistic of the global batch however it is split. Two passes (mean
+    first, then squared deviations), which is more accurate than ``E[x^2] - E[x]^2``.
+    Padded nodes are excluded by selection: NaN or inf there changes nothing.
 
-    Returns ``(mean [C], var [C], count [])``; ``var`` is the mean square when
-    ``centered=False`` (and ``mean`` is then 0).
+    Returns ``(mean [C], var [C], count [], s [C], x / s)``: the statistics of ``x / s``
+    (those of ``x`` are ``s mean`` and ``s**2 var``), and ``x / s`` itself for the caller
+    to normalize; ``var`` is the mean square when ``centered=False`` (``mean`` is then 0).
     """
     if mask is None:
         m = jnp.ones(x.shape[:2] + (1,), x.dtype)
     else:
         m = mask.astype(x.dtype)[..., None]  # [batch, nodes, 1]
+        x = jnp.where(mask[..., None], x, 0.0)
     count = jnp.sum(m)
+    maxabs = jnp.max(jnp.abs(x), axis=(0, 1))  # [C]
+    if axis_name is not None:
+        maxabs = jax.lax.pmax(maxabs, axis_name)
+    s = magnitude_scale(maxabs, epsilon**0.5)
+    x = x / s
     total = jnp.sum(m * x, axis=(0, 1))  # [C]
     if axis_name is not None:
         count, total = jax.lax.psum((count, total), axis_name)
@@ -65,7 +78,7 @@ def _batch_moments(
     sq = jnp.sum(m * jnp.square(x - mean), axis=(0, 1))
     if axis_name is not None:
         sq = jax.lax.psum(sq, axis_name)
-    return mean, sq / safe_count, count
+    return mean, sq / safe_count, count, s, x
 
 
 def _ema(old: jax.Array, new: jax.Array, momentum: float, count: jax.Array) -> jax.Array:
@@ -124,16 +137,17 @@ def batch_norm(
         del context
         check_node_features(x, mask)
         check_param_sizes({**params, **state}, x, "batch_norm", _PER_CHANNEL)
-        xs = x.astype(stat_dtype(x.dtype))
+        xs = zero_padding(x.astype(stat_dtype(x.dtype)), mask)
         if training:
-            mean, var, count = _batch_moments(xs, mask, axis_name)
+            mean, var, count, s, xs = _batch_moments(xs, mask, axis_name, epsilon=epsilon)
             new_state = {
-                "mean": _ema(state["mean"], mean, momentum, count),
-                "var": _ema(state["var"], var, momentum, count),
+                "mean": _ema(state["mean"], mean * s, momentum, count),
+                "var": _ema(state["var"], var * jnp.square(s), momentum, count),
             }
+            y = (xs - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         else:
-            mean, var, new_state = state["mean"], state["var"], state
-        y = (xs - mean) * jax.lax.rsqrt(var + epsilon)
+            new_state = state
+            y = (xs - state["mean"]) * jax.lax.rsqrt(state["var"] + epsilon)
         return affine(y, params).astype(x.dtype), new_state
 
     return Norm(init, apply, kind="features", name="batch_norm")
@@ -188,13 +202,14 @@ def variance_norm(
         del context
         check_node_features(x, mask)
         check_param_sizes({**params, **state}, x, "variance_norm", _PER_CHANNEL)
-        xs = x.astype(stat_dtype(x.dtype))
+        xs = zero_padding(x.astype(stat_dtype(x.dtype)), mask)
         if training:
-            _, var, count = _batch_moments(xs, mask, axis_name, centered=centered)
-            new_state = {"var": _ema(state["var"], var, momentum, count)}
+            _, var, count, s, xs = _batch_moments(xs, mask, axis_name, centered, epsilon)
+            new_state = {"var": _ema(state["var"], var * jnp.square(s), momentum, count)}
+            y = xs * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         else:
-            var, new_state = state["var"], state
-        y = xs * jax.lax.rsqrt(var + epsilon)
+            new_state = state
+            y = xs * jax.lax.rsqrt(state["var"] + epsilon)
         return affine(y, params).astype(x.dtype), new_state
 
     return Norm(init, apply, kind="features", name="variance_norm")

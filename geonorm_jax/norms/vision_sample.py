@@ -20,17 +20,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.geometry import magnitude_scale
 from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
     affine,
     affine_params,
-    check_features,
-    check_node_features,
     check_param_sizes,
-    masked_mean,
-    masked_var,
+    feature_graphs,
+    graph_mean,
+    graph_scale,
     stat_dtype,
+    zero_padding,
 )
 
 __all__ = [
@@ -48,26 +49,42 @@ _PER_CHANNEL = ("scale", "bias", "tau")  # parameters of shape [channels]
 # ----------------------------------------------------------------------------- per-sample norms
 
 
+def _standardize(xs, graphs, over_nodes: bool, trailing: tuple[int, ...], epsilon: float):
+    """``(x - mean) / sqrt(var + eps)`` over the real nodes of each graph (``over_nodes``)
+    and the ``trailing`` axes; overflow-safe: ``x`` is divided by a power of two ``s`` when
+    outside ``2**+-50`` (and ``eps`` by ``s**2``), which changes no bit otherwise."""
+    if over_nodes:
+        s = graph_scale(xs, graphs, trailing, epsilon)
+        xs = xs / s
+        mean = graph_mean(xs, graphs, trailing)
+        var = graph_mean(jnp.square(xs - mean), graphs, trailing)
+    else:
+        s = magnitude_scale(jnp.max(jnp.abs(xs), axis=trailing, keepdims=True), epsilon**0.5)
+        xs = xs / s
+        mean = jnp.mean(xs, axis=trailing, keepdims=True)
+        var = jnp.mean(jnp.square(xs - mean), axis=trailing, keepdims=True)
+    return (xs - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
+
+
 def _per_sample_norm(
     name: str, axes: tuple[int, ...], epsilon: float, use_scale: bool, use_bias: bool
 ) -> Norm:
-    """``(x - mean) / sqrt(var + eps)`` with statistics over ``axes`` of ``[B, N, C]``."""
-    masked = 1 in axes  # statistics across nodes need the mask; per-node ones do not
+    """``(x - mean) / sqrt(var + eps)`` with statistics over ``axes`` of ``[B, N, C]`` (in
+    the flat layout ``[T, C]``, the nodes of each graph stand for axis 1)."""
+    over_nodes = 1 in axes  # statistics across nodes need the mask; per-node ones do not
+    trailing = tuple(a - 3 for a in axes if a != 1)  # channel axis as -1
 
     def init(key, x, **context):
-        del key, context
-        check_features(x)
+        del key
+        feature_graphs(x, None, context)
         return affine_params(x.shape[-1], use_scale, use_bias, x.dtype), {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        check_node_features(x, mask)
+        del training
+        graphs = feature_graphs(x, mask, context)
         check_param_sizes(params, x, name, _PER_CHANNEL)
-        xs = x.astype(stat_dtype(x.dtype))
-        m = mask if masked else None
-        mean = masked_mean(xs, m, axes)
-        var = masked_var(xs, m, axes, mean)
-        y = (xs - mean) * jax.lax.rsqrt(var + epsilon)
+        xs = zero_padding(x.astype(stat_dtype(x.dtype)), graphs)
+        y = _standardize(xs, graphs, over_nodes, trailing, epsilon)
         return affine(y, params).astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name=name)
@@ -101,6 +118,12 @@ def layer_norm(
       use_scale: learn ``gamma`` (``params["scale"]``).
       use_bias: learn ``beta`` (``params["bias"]``).
       reduce: ``"channels"`` or ``"nodes_channels"``, see above.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     axes = {"channels": (2,), "nodes_channels": (1, 2)}
     if reduce not in axes:
@@ -120,6 +143,12 @@ def instance_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bo
     survey's ``(A - mu_{x}) / sigma_{x}``. On a graph this is GraphNorm without the learned
     mean shift. Shapes: ``x [batch, nodes, channels]``, ``mu [batch, 1, channels]``,
     ``gamma``, ``beta`` ``[channels]``. No running state. Epsilon inside the square root.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     return _per_sample_norm("instance_norm", _NODES, epsilon, use_scale, use_bias)
 
@@ -147,6 +176,12 @@ def group_norm(
 
     Raises:
       ValueError: if ``channels`` is not divisible by ``num_groups`` (both are named).
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
     if num_groups < 1:
         raise ValueError(f"group_norm: num_groups must be >= 1; received {num_groups}")
@@ -160,21 +195,20 @@ def group_norm(
             )
 
     def init(key, x, **context):
-        del key, context
-        check_features(x)
+        del key
+        feature_graphs(x, None, context)
         _check_groups(x)
         return affine_params(x.shape[-1], use_scale, use_bias, x.dtype), {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        check_node_features(x, mask)
+        del training
+        graphs = feature_graphs(x, mask, context)
         _check_groups(x)
         check_param_sizes(params, x, "group_norm", _PER_CHANNEL)
-        b, n, c = x.shape
-        xs = x.astype(stat_dtype(x.dtype)).reshape(b, n, num_groups, c // num_groups)
-        mean = masked_mean(xs, mask, (1, 3))  # [B, 1, G, 1]
-        var = masked_var(xs, mask, (1, 3), mean)
-        y = ((xs - mean) * jax.lax.rsqrt(var + epsilon)).reshape(b, n, c)
+        c = x.shape[-1]
+        xs = zero_padding(x.astype(stat_dtype(x.dtype)), graphs)
+        xs = xs.reshape(x.shape[:-1] + (num_groups, c // num_groups))  # [B, N, G, C/G]
+        y = _standardize(xs, graphs, True, (-1,), epsilon).reshape(x.shape)
         return affine(y, params).astype(x.dtype), state
 
     return Norm(init, apply, kind="features", name="group_norm")
@@ -212,11 +246,17 @@ def filter_response_norm(
       learned_epsilon: as in the paper (for layers with few nodes), add a learned
         ``|eps_l|`` to ``epsilon``: the effective epsilon is ``epsilon + |eps_l|`` with
         ``params["eps"]`` a scalar initialised to 1e-4.
+
+    Flat layout (jraph / e3nn-jax / PyG): ``x [total_nodes, channels]`` with
+    ``segment_ids=[total_nodes]`` and a static ``num_graphs=``, or ``n_node=[num_graphs]``
+    (padding graphs are graphs like any other; ``mask=[total_nodes]`` optional); the
+    statistics are then per graph (``jax.ops.segment_sum``), equal to the padded layout's
+    (:func:`geonorm_jax.norms.base.graph_layout`).
     """
 
     def init(key, x, **context):
-        del key, context
-        check_features(x)
+        del key
+        feature_graphs(x, None, context)
         params = affine_params(x.shape[-1], use_scale, use_bias, x.dtype)
         if use_tlu:
             params["tau"] = jnp.zeros((x.shape[-1],), x.dtype)
@@ -225,13 +265,15 @@ def filter_response_norm(
         return params, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        check_node_features(x, mask)
+        del training
+        graphs = feature_graphs(x, mask, context)
         check_param_sizes(params, x, "filter_response_norm", _PER_CHANNEL)
-        xs = x.astype(stat_dtype(x.dtype))
-        nu2 = masked_mean(jnp.square(xs), mask, _NODES)  # [B, 1, C]
+        xs = zero_padding(x.astype(stat_dtype(x.dtype)), graphs)
+        s = graph_scale(xs, graphs, (), epsilon)  # [B, 1, C]: 1 at ordinary magnitudes
+        xs = xs / s
+        nu2 = graph_mean(jnp.square(xs), graphs)  # [B, 1, C]
         eps = epsilon + jnp.abs(params["eps"]) if learned_epsilon else epsilon
-        y = affine(xs * jax.lax.rsqrt(nu2 + eps), params)
+        y = affine(xs * jax.lax.rsqrt(nu2 + eps / jnp.square(s)), params)
         if use_tlu:
             y = jnp.maximum(y, params["tau"])
         return y.astype(x.dtype), state
@@ -246,6 +288,7 @@ _FAMILY = "language/vision"
 CATALOG_ENTRIES: list[NormInfo] = [
     NormInfo(
         name="layer_norm",
+        layouts=("padded", "flat"),
         constructor=layer_norm,
         kind="features",
         paper="Ba, Kiros & Hinton, Layer Normalization, arXiv:1607.06450, 2016",
@@ -259,6 +302,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="layer_norm_graph",
+        layouts=("padded", "flat"),
         constructor=layer_norm,
         kind="features",
         paper="Ba, Kiros & Hinton, Layer Normalization, arXiv:1607.06450, 2016",
@@ -273,6 +317,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="instance_norm",
+        layouts=("padded", "flat"),
         constructor=instance_norm,
         kind="features",
         paper="Ulyanov, Vedaldi & Lempitsky, Instance Normalization, arXiv:1607.08022, 2016",
@@ -284,6 +329,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="group_norm",
+        layouts=("padded", "flat"),
         constructor=group_norm,
         kind="features",
         paper="Wu & He, Group Normalization, ECCV 2018",
@@ -298,6 +344,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
     ),
     NormInfo(
         name="filter_response_norm",
+        layouts=("padded", "flat"),
         constructor=filter_response_norm,
         kind="features",
         paper="Singh & Krishnan, Filter Response Normalization Layer, CVPR 2020",

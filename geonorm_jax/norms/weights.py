@@ -6,6 +6,10 @@ matrix ``[prod(...) * fan_in, fan_out]``. ``apply`` returns the reparametrised k
 the same shape and dtype, which the layer then uses in place of ``w``. Statistics are per
 output unit (column) over the fan-in (all axes but the last). ``mask`` is ignored: the
 kernel has no nodes. :class:`geonorm_jax.linen.NormalizedDense` wires these into a layer.
+
+Numerics: the squares of the norms and variances are taken of the kernel divided by a power
+of two when its magnitude is outside ``2**-50 .. 2**50`` (bit-for-bit unchanged otherwise),
+so the layers are right in float32 from 1e-30 to 1e30 (``spectral_norm`` included).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.geometry import magnitude_scale
 from geonorm_jax.norms.base import Norm, NormInfo, check_param_sizes, check_weights, stat_dtype
 
 __all__ = [
@@ -25,6 +30,13 @@ __all__ = [
 
 def _fan_in_axes(w: jax.Array) -> tuple[int, ...]:
     return tuple(range(w.ndim - 1))
+
+
+def _column_scale(w: jax.Array, epsilon: float = 0.0) -> jax.Array:
+    """Per-column power of two ``[fan_out]`` to divide a kernel by before squaring it
+    (:func:`geonorm_jax.geometry.magnitude_scale` of the column's largest ``|w|``, floored
+    at ``sqrt(epsilon)``): 1 at ordinary magnitudes, so results there are unchanged."""
+    return magnitude_scale(jnp.max(jnp.abs(w), axis=_fan_in_axes(w)), epsilon**0.5)
 
 
 def _check_fan_out(tree: dict, w: jax.Array, name: str, keys: tuple[str, ...]) -> None:
@@ -56,21 +68,28 @@ def weight_norm(*, epsilon: float = 1e-12, use_scale: bool = True) -> Norm:
       use_scale: learn ``g``; without it every column has unit norm.
     """
 
-    def _sq_norm(w):
+    def _scaled(w):
+        """``(w / s, ||w / s||^2 + eps / s^2)`` per column, ``s [fan_out]`` a power of two
+        (1 at ordinary magnitudes) so that squares of 1e30 do not overflow float32."""
         ws = w.astype(stat_dtype(w.dtype))
-        return jnp.sum(jnp.square(ws), axis=_fan_in_axes(w))  # [fan_out]
+        s = _column_scale(ws, epsilon)
+        ws = ws / s
+        return ws, jnp.sum(jnp.square(ws), axis=_fan_in_axes(w)) + epsilon / jnp.square(s), s
 
     def init(key, x, **context):
         del key, context
         check_weights(x)
-        params = {"scale": jnp.sqrt(_sq_norm(x) + epsilon).astype(x.dtype)} if use_scale else {}
-        return params, {}
+        if not use_scale:
+            return {}, {}
+        _, sq, s = _scaled(x)
+        return {"scale": (s * jnp.sqrt(sq)).astype(x.dtype)}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del mask, training, context
         check_weights(x)
         _check_fan_out(params, x, "weight_norm", ("scale",))
-        w = x.astype(stat_dtype(x.dtype)) * jax.lax.rsqrt(_sq_norm(x) + epsilon)
+        ws, sq, _ = _scaled(x)
+        w = ws * jax.lax.rsqrt(sq)
         if use_scale:
             w = w * params["scale"]
         return w.astype(x.dtype), state
@@ -130,6 +149,10 @@ def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
         check_weights(x)
         _check_fan_out(state, x, "spectral_norm", ("u",))
         w = x.astype(stat_dtype(x.dtype))
+        # divide by a power of two (1 at ordinary magnitudes) so the power iteration's
+        # squares neither overflow (1e30) nor fall below its epsilon (1e-30) in float32
+        s = magnitude_scale(jnp.max(jnp.abs(w)))
+        w = w / s
         w2 = w.reshape(-1, w.shape[-1])  # [fan_in, fan_out]
         wsg = jax.lax.stop_gradient(w2)
         u = _normalize(state["u"].astype(w.dtype))
@@ -143,7 +166,7 @@ def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
         if training:
             state = {
                 "u": u.astype(state["u"].dtype),
-                "sigma": jax.lax.stop_gradient(sigma).astype(state["sigma"].dtype),
+                "sigma": jax.lax.stop_gradient(sigma * s).astype(state["sigma"].dtype),
             }
         return w_bar.astype(x.dtype), state
 
@@ -187,9 +210,11 @@ def scaled_weight_standardization(
         fan_in = 1
         for a in axes:
             fan_in *= w.shape[a]
+        s = _column_scale(w, epsilon)  # [fan_out], 1 at ordinary magnitudes
+        w = w / s
         mean = jnp.mean(w, axis=axes, keepdims=True)
         var = jnp.mean(jnp.square(w - mean), axis=axes, keepdims=True)
-        w_hat = gain * (w - mean) * jax.lax.rsqrt(fan_in * var + epsilon)
+        w_hat = gain * (w - mean) * jax.lax.rsqrt(fan_in * var + epsilon / jnp.square(s))
         if use_scale:
             w_hat = w_hat * params["scale"]
         return w_hat.astype(x.dtype), state
