@@ -56,7 +56,7 @@ def full_run(tmp_path_factory, cache_dir):
     return run_dir, proc
 
 
-def test_cli_end_to_end_writes_every_output(full_run, tmp_path, capsys):
+def test_cli_end_to_end_writes_every_output(full_run, cache_dir, tmp_path, capsys):
     run_dir, proc = full_run
     # config.json: the test preset with the flags applied, loadable
     config = cfg.load_config(run_dir / "config.json")
@@ -79,7 +79,9 @@ def test_cli_end_to_end_writes_every_output(full_run, tmp_path, capsys):
     assert summary["seeds"][0]["test_mse"] > 0
     assert "test MSE" in proc.stdout and "run directory" in proc.stdout
     # eval --rte prints the 8 columns and writes rte.json; plot overlays runs
-    assert cli.main(["eval", str(run_dir), "--rte"]) == 0
+    # the run's own data (its cache): another cache may hold other bytes under the same name,
+    # which eval refuses (data.json)
+    assert cli.main(["eval", str(run_dir), "--rte", "--cache-dir", str(cache_dir)]) == 0
     out = capsys.readouterr().out
     for column in ("mean_R_err", "median_R_err", "max_R_err", "delta_R_err",
                    "mean_T_err", "median_T_err", "max_T_err", "delta_T_err"):
