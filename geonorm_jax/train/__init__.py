@@ -13,6 +13,7 @@ Typical use::
     allegro = train.train(train.preset("allegro-uracil"), "runs/allegro")
 """
 
+from geonorm_jax.train.checkpoint import CheckpointError
 from geonorm_jax.train.config import (
     PRESETS,
     ModelConfig,
@@ -37,7 +38,9 @@ from geonorm_jax.train.evaluate import (
     split_predictions,
     summarize_rte,
 )
+from geonorm_jax.train.lock import RunLockedError
 from geonorm_jax.train.loop import train
+from geonorm_jax.train.provenance import DataMismatchError
 from geonorm_jax.train.rundir import check_resume, format_table, read_metrics, summarize
 from geonorm_jax.train.setup import Setup, build
 from geonorm_jax.train.state import TrainState, init_state
@@ -71,6 +74,9 @@ __all__ = [
     "read_metrics",
     "summarize",
     "train",
+    "CheckpointError",
+    "DataMismatchError",
+    "RunLockedError",
     "Setup",
     "build",
     "TrainState",

@@ -140,8 +140,13 @@ def train(
         least one epoch runs per call.
 
     Raises:
-      ValueError: bad configuration or data, existing run directory, resume mismatch. Nothing
-        is written in these cases.
+      ValueError: bad configuration or data (non-finite values are named by split, field and
+        sample), existing run directory, resume mismatch. Nothing is written in these cases.
+        Subclasses: :class:`~geonorm_jax.train.lock.RunLockedError` (another process trains
+        in ``run_dir``; raised before anything is loaded),
+        :class:`~geonorm_jax.train.provenance.DataMismatchError` (resume on data whose hash
+        differs from the run's ``data.json``),
+        :class:`~geonorm_jax.train.checkpoint.CheckpointError` (resume: no intact checkpoint).
     """
     stream = stream if stream is not None else sys.stderr
     run_dir = Path(run_dir)
