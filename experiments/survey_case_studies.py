@@ -188,11 +188,11 @@ def run_cell(config, run_dir, data_dir) -> dict:
 
 
 def zoo_layers(only=None) -> list:
-    """Catalogue layers Allegro can take: ``features`` (latent place) and ``vectors``
-    (tensor place)."""
+    """Catalogue layers Allegro can take: ``vectors`` (tensor place, the irreps features; run
+    first) and ``features`` (latent place)."""
     from geonorm_jax.norms.catalog import CATALOG
 
-    out = [info for info in CATALOG if info.kind in ("features", "vectors")]
+    out = [info for kind in ("vectors", "features") for info in CATALOG if info.kind == kind]
     return [info for info in out if only is None or info.name in only]
 
 
