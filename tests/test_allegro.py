@@ -239,12 +239,19 @@ def test_float32_and_atomic_energies():
     np.testing.assert_allclose(jax.ops.segment_sum(e_atoms, g.graph_ids, 2), e, rtol=1e-5)
 
 
+# ``vectors`` layers whose input is not an irreps field: multivectors (CGENN, GATr); on
+# Allegro's tensor track they raise their layout error
+# (test_other_layouts_are_refused_on_the_tensor_track).
+NOT_IRREPS = ("mv_layer_norm", "grade_norm", "gatr_layer_norm")
+
+
 def _fitting(kind):
     """Catalogue entries of ``kind`` whose context the model supplies (or can do without)."""
     return [
         e.name
         for e in gj.norms.CATALOG
         if e.kind == kind and set(e.context) <= {"num_neighbors", "adjacency"}
+        and e.name not in NOT_IRREPS
     ]
 
 
@@ -262,6 +269,16 @@ def test_every_fitting_catalogue_norm_at_each_place(place, name):
     e, f = fn(variables, pos, z)
     assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
     assert_energy_model_symmetric(fn, variables, pos, z, ("SO3", "O3", "translation"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NOT_IRREPS)
+def test_other_layouts_are_refused_on_the_tensor_track(name):
+    model = Allegro(**{**SMALL, "tensor_norm": gj.norms.make(name)})
+    pos, _ = _inputs()
+    g = mg.batch_frames(pos, ETHANOL_Z, CUTOFF)
+    with pytest.raises(ValueError, match="expected"):
+        jax.eval_shape(model.init, jax.random.key(0), g)
 
 
 @pytest.mark.parametrize("latent_norm", [None, "layer_norm"])
