@@ -490,7 +490,9 @@ def e3nn_batch_norm(
     ``e3nn/nn/_batchnorm.py``, ``e3nn_jax/_src/batchnorm.py``.
 
     Shapes: as :func:`equivariant_layer_norm`. Params ``scale [num_irreps]``,
-    ``bias [n_0e]``; state (batch mode) ``mean [n_0e]`` (zeros), ``var [num_irreps]`` (ones).
+    ``bias [n_0e]``; state (batch mode) ``mean [n_0e]`` (zeros; absent when the input has no
+    ``0e`` channel, since checkpoints cannot hold zero-size arrays), ``var [num_irreps]``
+    (ones).
     """
     check_choice(normalization, ("component", "norm"), "e3nn_batch_norm: normalization")
     name = "e3nn_instance_norm" if instance else "e3nn_batch_norm"
@@ -500,8 +502,10 @@ def e3nn_batch_norm(
         del key, context
         xi, _ = as_irreps(x, name)
         dt = xi.array.dtype
-        state = {} if instance else {"mean": jnp.zeros((_num_scalars(xi.irreps),), dt),
-                                     "var": jnp.ones((xi.irreps.num_irreps,), dt)}
+        n0 = _num_scalars(xi.irreps)
+        state = {} if instance else {"var": jnp.ones((xi.irreps.num_irreps,), dt)}
+        if not instance and n0:
+            state["mean"] = jnp.zeros((n0,), dt)
         return _affine_init(xi.irreps, dt, affine), state
 
     def apply(params, state, x, *, mask=None, training=False, **context):
@@ -510,8 +514,9 @@ def e3nn_batch_norm(
         check_mask(mask, xi.shape)
         _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
         if not instance:
-            _check_param_shapes(state, {"mean": (_num_scalars(xi.irreps),),
-                                        "var": (xi.irreps.num_irreps,)}, name, x)
+            n0 = _num_scalars(xi.irreps)
+            _check_param_shapes(state, {"var": (xi.irreps.num_irreps,),
+                                        **({"mean": (n0,)} if n0 else {})}, name, x)
         b, n = xi.shape[:2]
         m = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
         m4 = m[:, :, None, None]
@@ -550,11 +555,12 @@ def e3nn_batch_norm(
         if training and not instance:
             cat = lambda v, ref: (jnp.concatenate(v) if v else ref).astype(ref.dtype)
             new_state = {
-                "mean": ((1 - momentum) * state["mean"]
-                         + momentum * cat(new_mean, state["mean"])).astype(state["mean"].dtype),
                 "var": ((1 - momentum) * state["var"]
                         + momentum * cat(new_var, state["var"])).astype(state["var"].dtype),
             }
+            if "mean" in state:
+                new_state["mean"] = ((1 - momentum) * state["mean"] + momentum * cat(
+                    new_mean, state["mean"])).astype(state["mean"].dtype)
         return _assemble(xi, out, raw, dtype), new_state
 
     return Norm(init, apply, kind="vectors", name=name)
