@@ -43,7 +43,10 @@ def magnitude_scale(maxabs: jax.Array, floor: jax.Array | float = 0.0) -> jax.Ar
     rounding. ``m = 0`` and non-finite ``m`` give ``s = 1``. ``floor`` is where an epsilon
     enters: a standardization ``x / sqrt(var + eps)`` passes ``sqrt(eps)``, so that
     ``eps / s**2`` never overflows for tiny inputs (their variance is then negligible
-    against ``eps`` anyway). The exponent is clipped to ``[-120, 120]`` (normal float32).
+    against ``eps`` anyway). The exponent is clipped to ``[-126, 125]`` in float32
+    (``[-1022, 1021]`` in float64), so ``s`` and ``1 / s`` are normal numbers (XLA may
+    divide by multiplying with ``1 / s``, and flushes subnormals to zero); near the largest
+    float ``m / s`` is then below 8.
 
     Shapes: ``maxabs`` any shape (e.g. keepdims statistics); ``s`` has that shape and
     dtype.
@@ -51,7 +54,8 @@ def magnitude_scale(maxabs: jax.Array, floor: jax.Array | float = 0.0) -> jax.Ar
     m = jnp.maximum(jnp.asarray(maxabs), jnp.asarray(floor, jnp.asarray(maxabs).dtype))
     _, e = jnp.frexp(m)
     outside = (e > SAFE_EXPONENT) | ((e < -SAFE_EXPONENT) & (m > 0))
-    e = jnp.clip(e - 1, -120, 120)
+    info = jnp.finfo(m.dtype)
+    e = jnp.clip(e - 1, info.minexp, info.maxexp - 3)
     s = jnp.where(outside & jnp.isfinite(m), jnp.ldexp(jnp.ones_like(m), e), 1.0)
     return jax.lax.stop_gradient(s.astype(m.dtype))
 

@@ -39,3 +39,17 @@ def test_rotate_and_permute_nodes_act_on_the_documented_axes():
                                   np.asarray(edges)[:, perm][:, :, perm])
     t = geometry.random_translation(KEY, (1000,), scale=2.0)
     assert t.shape == (1000, 3) and 1.8 < float(jnp.std(t)) < 2.2
+
+
+def test_magnitude_scale_is_one_in_range_and_a_power_of_two_outside():
+    m = jnp.asarray([0.0, 1e-15, 1.0, 3.0, 1e15, 1e-30, 1e30, 3e38, jnp.inf], jnp.float32)
+    s = np.asarray(geometry.magnitude_scale(m), np.float64)
+    np.testing.assert_array_equal(s[:5], 1.0)  # inside 2**+-50: no rescaling at all
+    mm = np.asarray(m, np.float64)[5:8]
+    assert np.all(np.log2(s[5:8]) == np.round(np.log2(s[5:8])))  # exact powers of two
+    assert np.all((mm / s[5:8] >= 1.0) & (mm / s[5:8] < [2.0, 2.0, 8.0]))  # 1/s stays normal
+    assert s[8] == 1.0  # non-finite: left alone
+    # the floor (sqrt(eps)) keeps eps / s**2 from overflowing for tiny inputs
+    assert float(geometry.magnitude_scale(jnp.float32(1e-30), 1e-3)) == 1.0
+    assert float(jax.grad(lambda a: geometry.magnitude_scale(a) * a)(jnp.float32(1e30))) == (
+        float(geometry.magnitude_scale(jnp.float32(1e30))))  # no gradient through s
