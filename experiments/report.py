@@ -342,11 +342,12 @@ def survey_case_studies(doc: dict | None) -> list[str]:
                 "at a time:", ""]
         out += _table(
             ["layer", "kind", "place", "md-energy-forces audit", "force MAE (meV/Å)",
-             "energy MAE (meV)", "error"],
+             "energy MAE (meV)", "exploded", "error"],
             [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—",
               {True: "match", False: "mismatch: " + ", ".join(r["violated"] or []),
                None: "n/a"}[r["matched"]], _ms(r["force_mae_meV_per_A"]),
-              _ms(r["energy_mae_meV"]), (r["error"] or "")[:70]] for r in res["zoo"]])
+              _ms(r["energy_mae_meV"]), str(r["exploded_seeds"]), (r["error"] or "")[:70]]
+             for r in res["zoo"]])
     return out + [""]
 
 

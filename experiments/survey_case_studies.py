@@ -46,7 +46,6 @@ The ``cpu`` preset needs the default uracil data set (2000 frames; ``geonorm-jax
 from __future__ import annotations
 
 import math
-import traceback
 
 from experiments import common
 from experiments.training import _portable, curves
@@ -245,7 +244,6 @@ def run(args, argv) -> dict:
                 out.update(run_cell(c, exp.runs / k, data_dir))
             except Exception as e:  # noqa: BLE001 - a layer that cannot be placed
                 out["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-                out["traceback"] = traceback.format_exc(limit=2)[-600:]
             return out
 
         out = exp.cell(key, one)
@@ -428,6 +426,9 @@ def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)
         for c in three:
             r = row("", c)
+            if not (common.finite(r["step_ms"]) and common.finite(
+                    r["force_mae_meV_per_A"]["mean"])):
+                continue
             ax.scatter([r["step_ms"]], [r["force_mae_meV_per_A"]["mean"]], s=40)
             ax.annotate(f"{c['model']} ({r['params']} params)",
                         (r["step_ms"], r["force_mae_meV_per_A"]["mean"]), fontsize=8)
