@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-import traceback
 
 from experiments import common, training
 
@@ -90,7 +89,6 @@ def run(args, argv) -> dict:
                     exp.runs / k, cache=exp.cache, samples=p["equiv_samples"])
             except Exception as e:  # noqa: BLE001
                 out["error"] = f"{type(e).__name__}: {e}"
-                out["traceback"] = traceback.format_exc(limit=3)
             return out
 
         out = exp.cell(name, one)
