@@ -16,7 +16,6 @@ Usage::
 
 from __future__ import annotations
 
-
 from experiments import common, training
 
 NAME = "norm_zoo"
