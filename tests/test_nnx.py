@@ -67,7 +67,11 @@ def test_init_is_the_pure_init_with_one_params_key(name):
     # the declared parameters are nnx.Param, the running state nnx.BatchStat
     assert _var_paths(module, nnx.Param) == {("params", *k) for k in _paths(params)}
     assert _var_paths(module, nnx.BatchStat) == {("stats", *k) for k in _paths(state)}
-    assert set(info.params) <= set(params) and set(info.running_state) == set(state)
+    # a declared running statistic with no entries for this input may be left out (a zero-size
+    # array cannot be checkpointed): e3nn_batch_norm's "mean" when the input has no 0e channel
+    assert set(info.params) <= set(params) and set(state) <= set(info.running_state)
+    assert set(info.running_state) - set(state) <= ({"mean"} if name == "e3nn_batch_norm"
+                                                    else set())
 
 
 def _var_paths(module, kind):
@@ -95,7 +99,7 @@ def test_equals_pure_and_linen_in_training_and_evaluation(name):
     np.testing.assert_array_equal(_arr(y_linen), _arr(y_pure))
     _assert_trees_equal(module.variables()[1], new_state)
     _assert_trees_equal(new_linen, new_state)
-    moving = set(info.running_state) - CONSTANT_STATE
+    moving = (set(info.running_state) - CONSTANT_STATE) & set(state)
     if moving:  # a batch-statistics layer: the training call moved the running averages
         assert any(not np.allclose(module.variables()[1][k], state[k]) for k in moving)
     else:
@@ -174,7 +178,10 @@ def test_modes_like_nnx_batch_norm_train_eval_view_set_attributes_and_call_overr
 
     frozen = nnx.view(bn, use_running_average=True)  # shares the variables
     assert frozen.use_running_average and not bn.use_running_average
-    np.testing.assert_array_equal(frozen(x, mask=mask), pure.apply(params, state, x)[0])
+    # evaluation mode: the same running statistics with or without the mask on real nodes
+    # (padded nodes are computed from zeros, their values unspecified)
+    np.testing.assert_array_equal(frozen(x, mask=mask)[mask],
+                                  pure.apply(params, state, x)[0][mask])
     _assert_trees_equal(bn.variables()[1], state)
 
     bn(x, mask=mask, use_running_average=True)  # the call overrides the attribute
@@ -185,7 +192,7 @@ def test_modes_like_nnx_batch_norm_train_eval_view_set_attributes_and_call_overr
     _assert_trees_equal(frozen.variables()[1], new)  # the view sees the update
 
     bn.set_attributes(use_running_average=True)
-    np.testing.assert_array_equal(bn(x, mask=mask), pure.apply(params, new, x)[0])
+    np.testing.assert_array_equal(bn(x, mask=mask)[mask], pure.apply(params, new, x)[0][mask])
     bn.train()
     assert bn.use_running_average is False
     bn(x, mask=mask)
