@@ -68,11 +68,7 @@ def frames(molecule: str, batch: int, relax: bool, noise: float, seed: int):
     perturbation direction ``u`` (RMS 1), all from ``seed``."""
     from geonorm_jax.data.molecules import structures
 
-    if relax:
-        g = structures.build_geometry(molecule)
-        z, r0 = g["atomic_numbers"], g["positions"]
-    else:
-        z, r0 = structures.embed(structures.smiles_of(molecule))
+    z, r0 = structures.geometry(molecule, relax)
     rng = np.random.default_rng(seed)
     pos = r0[None] + noise * rng.standard_normal((batch,) + r0.shape)
     u = rng.standard_normal(r0.shape)

@@ -180,11 +180,7 @@ def molecule_frames(molecule: str = "uracil", batch: int = 8, *, relax: bool = T
     coordinate; targets ``E* ~ N(0, 1)``, ``F* ~ N(0, 1)``, all from ``seed``."""
     from geonorm_jax.data.molecules import structures
 
-    if relax:
-        g = structures.build_geometry(molecule)
-        z, r0 = g["atomic_numbers"], g["positions"]
-    else:
-        z, r0 = structures.embed(structures.smiles_of(molecule))
+    z, r0 = structures.geometry(molecule, relax)
     rng = np.random.default_rng(seed)
     pos = r0[None] + noise * rng.standard_normal((batch,) + r0.shape)
     d = np.linalg.norm(pos[:, :, None] - pos[:, None], axis=-1)

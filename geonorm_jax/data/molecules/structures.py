@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MOLECULES", "smiles_of", "embed", "relax", "build_geometry"]
+__all__ = ["MOLECULES", "smiles_of", "embed", "relax", "build_geometry", "geometry"]
 
 MOLECULES: dict[str, str] = {
     "uracil": "O=C1C=CNC(=O)N1",  # C4H4N2O2, 12 atoms
@@ -116,3 +116,12 @@ def build_geometry(
         "bfgs_steps": steps,
         "smiles": smiles,
     }
+
+
+def geometry(molecule: str, relax: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(atomic_numbers [A], positions [A, 3])`` of a named molecule: relaxed with GFN2-xTB
+    (:func:`build_geometry`) when ``relax``, else RDKit's seeded embedding as is."""
+    if relax:
+        g = build_geometry(molecule)
+        return g["atomic_numbers"], g["positions"]
+    return embed(smiles_of(molecule))
