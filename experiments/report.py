@@ -97,6 +97,58 @@ def egnn_5body(doc: dict | None) -> list[str]:
     return out + [""]
 
 
+def egnn_5body_paper(doc: dict | None, spread: dict | None) -> list[str]:
+    """The EGNN paper's protocol run on CPU (``paper-cpu``) and its split-sampling spread."""
+    if doc is None:
+        return []
+    r, g = doc["results"], doc["results"]["progress"]
+    seed = str(doc["config"]["seeds"][0])
+    tests = (r.get("curves") or {}).get("test_mse", {}).get(seed) or [None]
+    m = doc["machine"]
+    state = ("complete" if doc.get("complete")
+             else "**in progress** (the numbers below are partial)")
+    out = ["#### The EGNN paper's protocol, run to the end on CPU (`paper-cpu`)", "",
+           f"*`{doc['command']}` (repeated until done), geonorm-jax {doc['version']}, "
+           f"{doc['device']} ({m['cpu_count']} cores), results written {doc['finished']}.*", "",
+           f"Split 3000/2000/2000, hidden 64, 4 layers, batch 100, Adam lr 5e-4, weight "
+           f"decay 1e-12, validation and test every 5 epochs, one seed, no normalization. "
+           f"{state}: epoch {g['epochs_done']} of {g['epochs']}, "
+           f"{g['train_wall_hours']:.2f} h of training "
+           f"({_f(g['sec_per_epoch'], 3)} s per epoch over the last 100). Curve: "
+           f"`results/egnn_5body/paper-cpu/{doc['plots'][0]}`.", ""]
+    mse = g["test_mse_at_best_val"]
+    out += _table(
+        ["seed", "epochs", "best val epoch", "val MSE", "test MSE @ best val",
+         "test MSE, last eval", "EGNN paper", "JAX port", "≤ 0.0071?"],
+        [[seed, str(g["epochs_done"]), str(g["best_epoch"]), _f(g["best_val_mse"]), _f(mse),
+          _f(tests[-1]), _f(r["paper_mse"]), _f(r["jax_port_mse"]),
+          "reproduced" if r["rows"][0]["reached_paper"] else "not reproduced"]])
+    out.append("")
+    if not spread:
+        return out
+    rows = [[str(x["data_seed"]) + (" (the run's)" if x["own"] else ""), x["split"],
+             str(x["systems"]), _f(x["mse"]), f"{_f(x['ci95'][0])}–{_f(x['ci95'][1])}",
+             _f(x["median"]), f"{100 * x['top1_share']:.0f}%"] for x in spread["rows"]]
+    sm = spread["summary"]
+    own_test = next(x for x in spread["rows"] if x["own"] and x["split"] == "test")
+    inside = own_test["ci95"][0] <= r["paper_mse"] <= own_test["ci95"][1]
+    out += [f"**Split sampling** (`{spread['command']}`): the best-validation parameters "
+            f"(epoch {spread['best_epoch']}) on the run's validation and test splits and on "
+            f"those of further data seeds (same generator and settings); 95% interval of the "
+            f"mean from {spread['bootstrap_resamples']} bootstrap resamples of the systems."
+            + ("" if spread["best_epoch"] == g["best_epoch"] else
+               f" **Stale:** the run's best epoch is now {g['best_epoch']}; rerun the "
+               f"command."), ""]
+    out += _table(["data seed", "split", "systems", "MSE", "95% interval", "median",
+                   "error share of the worst 1%"], rows)
+    out += ["", f"Over the {sm['splits']} splits the MSE of the same parameters is "
+            f"{_f(sm['mean'])} ± {_f(sm['std'], 2)} (min {_f(sm['min'])}, max {_f(sm['max'])}); "
+            f"the run's test MSE is {_f(sm['own_test_over_val'], 3)}× its validation MSE. "
+            f"The EGNN paper's {_f(r['paper_mse'])} lies "
+            f"{'inside' if inside else 'outside'} the 95% interval of the run's test MSE.", ""]
+    return out
+
+
 def instability(doc: dict | None) -> list[str]:
     """GeoNorm paper Figure 2 section."""
     out = ["### 2. `instability`: GeoNorm paper Figure 2 (vanilla EGNN explodes)", ""]
@@ -364,6 +416,10 @@ def render(results: Path = RESULTS) -> str:
                 "norm_zoo": norm_zoo, "beyond": beyond}
     for name in EXPERIMENTS:
         lines += sections[name](_load(results, name))
+        if name == "egnn_5body":
+            spread = results / name / "paper-cpu" / "spread.json"
+            lines += egnn_5body_paper(_load(results / name, "paper-cpu"),
+                                      json.loads(spread.read_text()) if spread.exists() else None)
     est = results / "gpu_campaign" / "estimate.json"
     lines += gpu_campaign(_load(results, "gpu_campaign"),
                           json.loads(est.read_text()) if est.exists() else None)

@@ -23,6 +23,7 @@ from experiments import (  # noqa: E402
     beyond,
     common,
     egnn_5body,
+    egnn_5body_spread,
     instability,
     norm_comparison,
     norm_zoo,
@@ -304,6 +305,45 @@ def test_egnn_5body_paper_cpu_stops_resumes_and_reports(tmp_path, monkeypatch, c
     doc = json.loads((out / "results.json").read_text())
     assert doc["complete"] is True and doc["results"]["progress"]["epochs_done"] == 3
     assert (out / "cells" / "paper-cpu__none.json").exists()
+
+    # the split-sampling spread of the finished run, and both in the report
+    from geonorm_jax import train
+
+    spread_path = out / "spread.json"
+    assert egnn_5body_spread.main(["--run-dir", str(runs / "none"), "--data-seeds", "44",
+                                   "--cache", str(tmp_path / "cache"),
+                                   "--out", str(spread_path)]) == 0
+    spread = json.loads(spread_path.read_text())
+    ev = train.evaluate_run(runs / "none", cache_dir=tmp_path / "cache")
+    own = {r["split"]: r for r in spread["rows"] if r["own"]}
+    other = {r["split"]: r for r in spread["rows"] if not r["own"]}
+    assert own["valid"]["mse"] == pytest.approx(ev["val_mse"][0], rel=1e-6)
+    assert own["test"]["mse"] == pytest.approx(ev["test_mse"][0], rel=1e-6)
+    assert [r["data_seed"] for r in spread["rows"]] == [43, 43, 44, 44]
+    assert other["test"]["mse"] != own["test"]["mse"]  # other data, other error
+    assert spread["summary"]["splits"] == 4 and [spread["best_epoch"]] == ev["best_epoch"]
+    assert spread["command"].endswith("--data-seeds 44")
+    results = tmp_path / "results"
+    (results / "egnn_5body" / "paper-cpu").mkdir(parents=True)
+    (out / "results.json").rename(results / "egnn_5body" / "paper-cpu" / "results.json")
+    (results / "egnn_5body" / "paper-cpu" / "spread.json").write_text(spread_path.read_text())
+    text = report.render(results)
+    assert "#### The EGNN paper's protocol" in text and "epoch 3 of 3" in text
+    assert "| 44 | test | 10 |" in text and "Stale" not in text
+    spread["best_epoch"] += 1
+    (results / "egnn_5body" / "paper-cpu" / "spread.json").write_text(json.dumps(spread))
+    assert "**Stale:**" in report.render(results)
+
+
+def test_spread_split_stats():
+    stats = egnn_5body_spread.split_stats([1.0] * 99 + [101.0], resamples=500)
+    assert stats["mse"] == pytest.approx(2.0) and stats["median"] == 1.0
+    assert stats["top1_share"] == pytest.approx(101.0 / 200.0)
+    assert stats["ci95"][0] <= 2.0 <= stats["ci95"][1] and stats["ci95"][1] > stats["ci95"][0]
+    flat = egnn_5body_spread.split_stats([0.5, 0.5, 0.5], resamples=50)
+    assert flat["ci95"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match=r"1-D array of at least 2 systems, got shape \(2, 2\)"):
+        egnn_5body_spread.split_stats([[1.0, 2.0], [3.0, 4.0]])
 
 
 def test_egnn_5body_sparkline():
