@@ -30,6 +30,10 @@ epoch of the last 100 epochs) and the test-MSE curve as a sparkline, and redraws
     nice -n 15 python -m experiments.egnn_5body --preset paper-cpu --budget-min 600 &
     python -m experiments.egnn_5body --preset paper-cpu --status
 
+``--seed N`` runs the same protocol with another training seed (initialization and batch
+order; the data splits stay those of data seed 43) in its own folders
+``paper-cpu-seedN``, for the spread over training seeds.
+
 Results: ``experiments/results/egnn_5body/paper-cpu/results.json`` (``complete`` is false until
 epoch 10000) and ``egnn_5body_paper_cpu.png``; run directory
 ``experiments/runs/egnn_5body/paper-cpu/none`` (not committed). Reference numbers: 0.0071 is
@@ -158,13 +162,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="discard finished cells and run directories of this preset first")
     p.add_argument("--status", action="store_true",
                    help="paper-cpu: print the progress and redraw the curve; trains nothing")
+    p.add_argument("--seed", type=int, default=1,
+                   help="paper-cpu: the training seed (initialization and batch order; the "
+                        "data are the same); seed N != 1 has its own results and run "
+                        "directories, paper-cpu-seedN")
     args = p.parse_args(argv)
+    if args.seed != 1 and args.preset != RESUMABLE:
+        p.error(f"--seed is for --preset {RESUMABLE}; preset {args.preset!r} has its own seeds")
+    if args.seed < 0:
+        p.error(f"--seed must be a non-negative integer, got {args.seed}")
     if args.preset == RESUMABLE:
+        folder = resumable_folder(args.seed)
         if args.out is None:
-            args.out = str(common.RESULTS / NAME / RESUMABLE)
+            args.out = str(common.RESULTS / NAME / folder)
         if args.runs is None:
-            args.runs = str(common.RUNS / NAME / RESUMABLE)
+            args.runs = str(common.RUNS / NAME / folder)
     return args
+
+
+def resumable_folder(seed: int) -> str:
+    """``paper-cpu`` for seed 1 (the first run's folders), ``paper-cpu-seedN`` otherwise."""
+    return RESUMABLE if seed == 1 else f"{RESUMABLE}-seed{seed}"
+
+
+def resumable_preset(args) -> dict:
+    """The ``paper-cpu`` preset with the seed of ``--seed``."""
+    return dict(PRESETS[RESUMABLE], seeds=[int(getattr(args, "seed", 1))])
 
 
 def resumable_config(p: dict):
@@ -233,7 +256,7 @@ def run_resumable(args, argv) -> dict:
     """The ``paper-cpu`` preset: train (resuming) until the budget is spent; write results."""
     from geonorm_jax import train
 
-    p = PRESETS[RESUMABLE]
+    p = resumable_preset(args)
     exp = common.Experiment(NAME, args, argv)
     config = resumable_config(p)
     run_dir = exp.runs / "none"
@@ -328,15 +351,17 @@ def print_status(doc: dict | None, stream=None) -> None:
 
 def status(args) -> dict | None:
     """``--status``: read the run directory, rewrite the results and print the progress."""
-    p = PRESETS[RESUMABLE]
+    p = resumable_preset(args)
     run_dir = Path(args.runs) / "none"
     if not (run_dir / "metrics.jsonl").exists():
+        seed = "" if args.seed == 1 else f" --seed {args.seed}"
         print(f"no paper-cpu run in {run_dir}; start one with `nice -n 15 python -m "
-              f"experiments.{NAME} --preset {RESUMABLE} --budget-min 600`")
+              f"experiments.{NAME} --preset {RESUMABLE}{seed} --budget-min 600`")
         return None
     path = Path(args.out) / "results.json"
     state = common.read_json(path)["results"]["progress"]["state"] if path.exists() else "?"
-    exp = common.Experiment(NAME, args, ["--preset", RESUMABLE, "--status"])
+    exp = common.Experiment(NAME, args, ["--preset", RESUMABLE, "--status"]
+                            + ([] if args.seed == 1 else ["--seed", str(args.seed)]))
     doc = write_resumable(exp, p, run_dir, state)
     print_status(dict(doc, _out=str(exp.out)))
     return doc

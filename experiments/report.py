@@ -97,13 +97,13 @@ def egnn_5body(doc: dict | None) -> list[str]:
     return out + [""]
 
 
-def egnn_5body_paper(doc: dict | None, spread: dict | None) -> list[str]:
-    """The EGNN paper's protocol run on CPU (``paper-cpu``) and its split-sampling spread."""
+def egnn_5body_paper(doc: dict | None, spread: dict | None,
+                     others: list[dict] = ()) -> list[str]:
+    """The EGNN paper's protocol run on CPU (``paper-cpu``), its split-sampling spread, and
+    runs of further training seeds (``paper-cpu-seedN``, ``others``)."""
     if doc is None:
         return []
     r, g = doc["results"], doc["results"]["progress"]
-    seed = str(doc["config"]["seeds"][0])
-    tests = (r.get("curves") or {}).get("test_mse", {}).get(seed) or [None]
     m = doc["machine"]
     state = ("complete" if doc.get("complete")
              else "**in progress** (the numbers below are partial)")
@@ -116,13 +116,24 @@ def egnn_5body_paper(doc: dict | None, spread: dict | None) -> list[str]:
            f"{g['train_wall_hours']:.2f} h of training "
            f"({_f(g['sec_per_epoch'], 3)} s per epoch over the last 100). Curve: "
            f"`results/egnn_5body/paper-cpu/{doc['plots'][0]}`.", ""]
-    mse = g["test_mse_at_best_val"]
+    def row(d: dict) -> list[str]:
+        q, pr = d["results"]["progress"], d["results"]
+        sd = str(d["config"]["seeds"][0])
+        last = ((pr.get("curves") or {}).get("test_mse", {}).get(sd) or [None])[-1]
+        done = str(q["epochs_done"]) + ("" if d.get("complete") else " (running)")
+        return [sd, done, str(q["best_epoch"]), _f(q["best_val_mse"]),
+                _f(q["test_mse_at_best_val"]), _f(last), _f(pr["paper_mse"]),
+                _f(pr["jax_port_mse"]),
+                "reproduced" if pr["rows"][0]["reached_paper"] else "not reproduced"]
+
     out += _table(
         ["seed", "epochs", "best val epoch", "val MSE", "test MSE @ best val",
          "test MSE, last eval", "EGNN paper", "JAX port", "≤ 0.0071?"],
-        [[seed, str(g["epochs_done"]), str(g["best_epoch"]), _f(g["best_val_mse"]), _f(mse),
-          _f(tests[-1]), _f(r["paper_mse"]), _f(r["jax_port_mse"]),
-          "reproduced" if r["rows"][0]["reached_paper"] else "not reproduced"]])
+        [row(doc)] + [row(d) for d in others])
+    if others:
+        out += ["", "Further seeds: "
+                + "; ".join(f"`{d['command']}`, {d['results']['progress']['train_wall_hours']:.2f}"
+                            f" h, results written {d['finished']}" for d in others) + "."]
     out.append("")
     if not spread:
         return out
@@ -418,8 +429,11 @@ def render(results: Path = RESULTS) -> str:
         lines += sections[name](_load(results, name))
         if name == "egnn_5body":
             spread = results / name / "paper-cpu" / "spread.json"
+            others = [json.loads(f.read_text()) for f in
+                      sorted((results / name).glob("paper-cpu-seed*/results.json"))]
             lines += egnn_5body_paper(_load(results / name, "paper-cpu"),
-                                      json.loads(spread.read_text()) if spread.exists() else None)
+                                      json.loads(spread.read_text()) if spread.exists() else None,
+                                      others)
     est = results / "gpu_campaign" / "estimate.json"
     lines += gpu_campaign(_load(results, "gpu_campaign"),
                           json.loads(est.read_text()) if est.exists() else None)

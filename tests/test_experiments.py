@@ -351,3 +351,31 @@ def test_egnn_5body_sparkline():
     line = egnn_5body.sparkline([1.0, 0.1, 0.01] * 50, width=20)
     assert len(line) == 20
     assert egnn_5body.sparkline([1.0, 0.01]) == "@ "
+
+
+def test_egnn_5body_paper_cpu_other_seed(tmp_path, monkeypatch):
+    """``--seed N`` trains the same protocol with another seed in folders of its own, and the
+    report lists it beside seed 1."""
+    args = egnn_5body.parse_args(["--preset", "paper-cpu", "--seed", "2"])
+    assert args.out.endswith("paper-cpu-seed2") and args.runs.endswith("paper-cpu-seed2")
+    assert egnn_5body.parse_args(["--preset", "paper-cpu"]).out.endswith("paper-cpu")
+    with pytest.raises(SystemExit):
+        egnn_5body.parse_args(["--preset", "cpu", "--seed", "2"])
+    tiny = dict(egnn_5body.PRESETS["test"], epochs=1, models=["none"])
+    monkeypatch.setitem(egnn_5body.PRESETS, egnn_5body.RESUMABLE, tiny)
+    results = tmp_path / "results" / "egnn_5body"
+    docs = {}
+    for seed in (1, 2):
+        folder = egnn_5body.resumable_folder(seed)
+        argv = ["--preset", "paper-cpu", "--seed", str(seed), "--out", str(results / folder),
+                "--runs", str(tmp_path / "runs" / folder), "--cache", str(tmp_path / "cache")]
+        assert egnn_5body.main(argv) == 0
+        docs[seed] = json.loads((results / folder / "results.json").read_text())
+        assert docs[seed]["config"]["seeds"] == [seed] and docs[seed]["complete"] is True
+    loss = lambda seed: json.loads(
+        (tmp_path / "runs" / egnn_5body.resumable_folder(seed) / "none" / "metrics.jsonl")
+        .read_text().splitlines()[0])["train_loss"][0]
+    assert loss(1) != loss(2)  # another initialization, not a copy
+    text = report.render(tmp_path / "results")
+    table = text.split("#### The EGNN paper's protocol", 1)[1]
+    assert "\n| 1 | 1 |" in table and "\n| 2 | 1 |" in table and "--seed 2" in table
