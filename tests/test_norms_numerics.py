@@ -207,3 +207,40 @@ def test_centroid_and_safe_norm_at_extreme_magnitudes(scale):
     x = np.random.default_rng(0).uniform(0.5, 1.0, (2, 4, 3))
     got = geometry.centroid(jnp.asarray(x * scale, jnp.float32))
     np.testing.assert_allclose(np.asarray(got, np.float64), x.mean(axis=1) * scale, rtol=1e-6)
+
+
+_SECOND: dict = {}
+
+
+@pytest.mark.parametrize("entry", NODE_ENTRIES, ids=lambda e: e.name)
+def test_second_derivatives_finite_at_a_zero_node(entry):
+    """Force training differentiates every layer twice (forces are ``-dE/dx``, then the loss
+    is differentiated for the parameters). A real node whose features are exactly 0 (an edge
+    at the cutoff, the cross product of parallel vectors) must keep those second derivatives
+    finite in float32: ``d/d(params, x) sum(w2 * d/dx sum(w * y))``."""
+    case = make_case(_norm(entry), entry.kind, jax.random.PRNGKey(7), context=entry.context,
+                     dtype=jnp.float64)
+    x = jax.tree_util.tree_map(lambda a: a.at[:, 1].set(0.0), case.x)
+    rng = np.random.default_rng(1)
+    x_leaf = jax.tree_util.tree_leaves(x)[0]
+    y_shape = jax.eval_shape(lambda xx: jax.tree_util.tree_leaves(case.norm.apply(
+        case.params, case.state, xx, training=True, **case.context)[0])[0], x).shape
+    w, w2 = rng.standard_normal(y_shape), rng.standard_normal(x_leaf.shape)
+    params, state, x, ctx, w, w2 = _cast((case.params, case.state, x, case.context, w, w2),
+                                         jnp.float32)
+    norm = case.norm
+    if norm.apply not in _SECOND:
+        def first(p, xx, ctx, w):
+            y, _ = norm.apply(p, state, xx, training=True, **ctx)
+            return jnp.sum(jax.tree_util.tree_leaves(y)[0] * w)
+
+        def second(p, xx, ctx, w, w2):
+            gx = jax.grad(first, argnums=1)(p, xx, ctx, w)
+            return jnp.sum(jax.tree_util.tree_leaves(gx)[0] * w2)
+
+        _SECOND[norm.apply] = jax.jit(jax.grad(second, argnums=(0, 1)))
+    grads = _SECOND[norm.apply](params, x, ctx, jnp.asarray(w), jnp.asarray(w2))
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        bad = int(np.sum(~np.isfinite(np.asarray(g))))
+        assert bad == 0, (f"{entry.name}: {bad}/{g.size} non-finite second derivatives in "
+                          f"{jax.tree_util.keystr(path)} with node 1 exactly zero (float32)")

@@ -100,10 +100,16 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
 
     def block(v):  # [B, N, C, d]
         dist = jnp.maximum(_safe_norm(v), epsilon)  # [B, N, C, 1]
-        s = jax.lax.stop_gradient(jnp.maximum(jnp.max(dist, axis=-2, keepdims=True), 1.0))
-        ds = dist / s
+        top = jax.lax.stop_gradient(jnp.max(dist, axis=-2, keepdims=True))  # >= eps > 0
         if norm_type == "rms":
-            return (v / s) * jax.lax.rsqrt(jnp.mean(jnp.square(ds), axis=-2, keepdims=True))
+            # v / sqrt(mean d^2) = (v/s) / sqrt(mean (d/s)^2) for any s; s = max d puts the
+            # mean in [1/C, 1], so no derivative of the rsqrt meets eps^-5 (a node whose
+            # channels are all 0, e.g. a cross product of parallel vectors, has mean d^2 =
+            # eps^2: the second derivatives of force training overflowed float32 there)
+            ds = dist / top
+            return (v / top) * jax.lax.rsqrt(jnp.mean(jnp.square(ds), axis=-2, keepdims=True))
+        s = jnp.maximum(top, 1.0)
+        ds = dist / s
         hi = jnp.max(ds, axis=-2, keepdims=True)
         lo = jnp.min(ds, axis=-2, keepdims=True)
         delta = hi - lo
