@@ -79,8 +79,8 @@ class Setup:
     fns.
 
     ``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)`` and
-    ``init_fn(key) -> {"params": flat, "batch_stats": ...}`` work on flat parameters
-    (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``info`` is the task's
+    ``init_fn(key, sample=init_sample) -> {"params": flat, "batch_stats": ...}`` work on flat
+    parameters (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``info`` is the task's
     description of the loaded data (fitted statistics; JSON values); ``provenance`` the
     run's ``data.json`` record (:mod:`geonorm_jax.train.provenance`: the content hash of
     ``data`` and the task's description of its source).
@@ -99,6 +99,7 @@ class Setup:
     task: Task | None = None
     info: dict = dataclasses.field(default_factory=dict)
     provenance: dict = dataclasses.field(default_factory=dict)
+    init_sample: Any = None  # the example batch of ``init_fn`` (``{name: [B, ...]}``)
 
     @property
     def num_params(self) -> int:
@@ -112,8 +113,16 @@ class Setup:
 
     @functools.cached_property
     def init_one(self):
-        """Jitted ``key -> TrainState`` of one seed."""
-        return self.jit(lambda key: init_seed_state(self.init_fn, self.optimizer, key))
+        """``key -> TrainState`` of one seed, jitted with the example batch as an argument:
+        closed over, it would be a constant that XLA folds (GemNet's triplet tables took
+        seconds of constant folding)."""
+        return lambda key: self.init_one_with_sample(key, self.init_sample)
+
+    @functools.cached_property
+    def init_one_with_sample(self):
+        """Jitted ``(key, sample) -> TrainState`` behind :attr:`init_one`."""
+        return self.jit(lambda key, sample: init_seed_state(
+            functools.partial(self.init_fn, sample=sample), self.optimizer, key))
 
     def init_state(self) -> TrainState:
         """The stacked initial state of all seeds, replicated over the mesh."""
@@ -122,7 +131,7 @@ class Setup:
     def abstract_state(self) -> TrainState:
         """Shapes, dtypes and (replicated) shardings of :meth:`init_state`, computed without
         running anything (the target structure for restoring a checkpoint)."""
-        one = jax.eval_shape(self.init_one, jax.random.PRNGKey(0))
+        one = jax.eval_shape(self.init_one_with_sample, jax.random.PRNGKey(0), self.init_sample)
         n, sharding = len(self.config.train.seeds), parallel.replicated(self.mesh)
         return jax.tree.map(
             lambda x: jax.ShapeDtypeStruct((n, *x.shape), x.dtype, sharding=sharding), one
@@ -220,7 +229,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     count = getattr(task, "init_samples", None) or min(t.batch_size, 4)
     sample = jax.tree.map(lambda v: v[:count], data["train"])
 
-    def tree_init(key):
+    def tree_init(key, sample=sample):
         return task.init(model, key, sample)
 
     try:  # shape problems of the norm/place surface here, before any file is written
@@ -230,8 +239,8 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
                          f"{_place(task, config)!r}: {e}") from None
     flat = FlatParams(variables["params"])
 
-    def init_fn(key):
-        v = tree_init(key)
+    def init_fn(key, sample=sample):
+        v = tree_init(key, sample)
         return {"params": flat.ravel(v["params"]), "batch_stats": v.get("batch_stats", {})}
 
     def apply(params, batch_stats, batch, training):
@@ -239,7 +248,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
         return task.apply(model, variables, batch, training)
 
     return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh,
-                 task, info, record)
+                 task, info, record, sample)
 
 
 def _place(task: Task, config: RunConfig) -> str | None:
