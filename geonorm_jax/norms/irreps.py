@@ -156,11 +156,14 @@ def _sq_stat(block: jax.Array, normalization: str) -> jax.Array:
     return jnp.mean(sq, axis=-1) if normalization == "component" else jnp.sum(sq, axis=-1)
 
 
-def _prepare(x, name, mask=None):
-    """Checks, then the chunks in the compute dtype with padded nodes set to 0 (``jnp.where``:
-    whatever padding holds, NaN included, reaches no output or gradient of a real node)."""
+def _prepare(x, name, mask=None, params=None, shapes=None):
+    """Checks (the mask; ``params`` against ``shapes(irreps)`` when given), then the chunks in
+    the compute dtype with padded nodes set to 0 (``jnp.where``: whatever padding holds, NaN
+    included, reaches no output or gradient of a real node)."""
     xi, raw = as_irreps(x, name)
     check_mask(mask, xi.shape)
+    if shapes is not None:
+        _check_param_shapes(params, shapes(xi.irreps), name, x)
     dtype = xi.array.dtype
     cdt = jnp.promote_types(dtype, jnp.float32)
     blocks = [b.astype(cdt) for b in _blocks(xi)]
@@ -177,6 +180,13 @@ def _affine_init(irreps, dtype, affine: bool, bias: bool = True) -> dict:
     if bias:
         p["bias"] = jnp.zeros((_num_scalars(irreps),), dtype)
     return p
+
+
+def _scale_and_eps(blocks: list[jax.Array], epsilon: float):
+    """:func:`_node_scale` ``s [B, N, 1, 1]`` and ``epsilon / s^2`` ``[B, N, 1]``: the epsilon
+    of a mean square of ``x / s``, so that ``ms(x/s) + eps/s^2 = (ms(x) + eps) / s^2``."""
+    s = _node_scale(blocks)
+    return s, epsilon / jnp.square(s[..., 0, 0])[..., None]
 
 
 def _affine_shapes(irreps) -> dict:
@@ -227,11 +237,8 @@ def equivariant_layer_norm(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
-        _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
-        s = _node_scale(blocks)
-        eps = epsilon / jnp.square(s[..., 0, 0])[..., None]  # [B, N, 1]
+        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
+        s, eps = _scale_and_eps(blocks, epsilon)  # [B, N, 1, 1], [B, N, 1]
         out = []
         for mi, blk, (ps, pb) in zip(xi.irreps, blocks, _param_slices(xi.irreps), strict=True):
             f = blk / s
@@ -293,11 +300,8 @@ def equivariant_layer_norm_sh(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
-        _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
-        s = _node_scale(blocks)
-        eps = epsilon / jnp.square(s[..., 0, 0])[..., None]  # [B, N, 1]
+        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
+        s, eps = _scale_and_eps(blocks, epsilon)  # [B, N, 1, 1], [B, N, 1]
         scaled = [b / s for b in blocks]
         # l = 0: LayerNorm over all 0e channels of the node
         sc = [f[..., 0] for mi, f in zip(xi.irreps, scaled, strict=True) if _is_even_scalar(mi)]
@@ -381,11 +385,8 @@ def equivariant_rms_norm_sh(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
-        _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
-        s = _node_scale(blocks)
-        eps = epsilon / jnp.square(s[..., 0, 0])[..., None]
+        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
+        s, eps = _scale_and_eps(blocks, epsilon)  # [B, N, 1, 1], [B, N, 1]
         scaled = [b / s for b in blocks]
         if centering:
             sc = [f[..., 0] for mi, f in zip(xi.irreps, scaled, strict=True)
@@ -443,9 +444,8 @@ def degree_layer_scale(*, scale_factor: float = 2.0) -> Norm:
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
-        _check_param_shapes(params, {"scale": (xi.irreps.num_irreps,)}, name, x)
+        xi, raw, dtype, blocks = _prepare(x, name, mask, params,
+                                          lambda ir: {"scale": (ir.num_irreps,)})
         out = [f * params["scale"][ps].astype(f.dtype)[:, None]
                for f, (ps, _) in zip(blocks, _param_slices(xi.irreps), strict=True)]
         return _assemble(xi, out, raw, dtype), state
@@ -510,9 +510,7 @@ def e3nn_batch_norm(
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
-        _check_param_shapes(params, _affine_shapes(xi.irreps), name, x)
+        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
         if not instance:
             n0 = _num_scalars(xi.irreps)
             _check_param_shapes(state, {"var": (xi.irreps.num_irreps,),
@@ -650,7 +648,6 @@ def _norm_act_layer(name: str, phi: Callable, normalization: str, scalars: str) 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del params, training, context
         xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
         out = []
         for mi, f in zip(xi.irreps, blocks, strict=True):
             if scalars == "identity" and _is_even_scalar(mi):
@@ -751,7 +748,6 @@ def norm_se3(*, epsilon: float = 1e-5, norm_clamp: float = 2.0 ** -24,
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
         xi, raw, dtype, blocks = _prepare(x, name, mask)
-        check_mask(mask, xi.shape)
         k = xi.irreps.num_irreps
         _check_param_shapes(params, {"scale": (k,), "bias": (k,)}, name, x)
         out = []
