@@ -47,3 +47,26 @@ def assert_energy_model_symmetric(fn, variables, pos, z, group=FULL_GROUP) -> No
         group=group, kinds=("coordinates", "features"),
         out_kinds=("global", "vectors"), atol=1e-9, rtol=1e-9,
     )
+
+
+def ethanol_inputs(num_frames: int = 2):
+    """``(positions [B, 9, 3], species [B, 9])`` as jax arrays: :func:`ethanol_frames` and
+    ethanol's atomic numbers."""
+    import jax.numpy as jnp
+
+    pos = jnp.asarray(ethanol_frames(num_frames))
+    return pos, jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+
+
+def assert_forces_by_central_differences(fn, variables, pos, z, points, h: float = 1e-5,
+                                         rtol: float = 1e-6, atol: float = 1e-9) -> None:
+    """``F[b, a, d] = -(E_b(x + h e) - E_b(x - h e)) / 2h`` at each ``(b, a, d)`` of
+    ``points`` (float64): ``fn(variables, positions, species) -> (E [B], F [B, A, 3])``."""
+    import jax.numpy as jnp
+
+    _, f = fn(variables, pos, z)
+    for b, a, d in points:
+        step = jnp.zeros_like(pos).at[b, a, d].set(h)
+        fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
+        np.testing.assert_allclose(fd, f[b, a, d], rtol=rtol, atol=atol,
+                                   err_msg=f"force [{b}, {a}, {d}]")

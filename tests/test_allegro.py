@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _molecules import ETHANOL_Z, assert_energy_model_symmetric, ethanol_frames
+from _molecules import (
+    ETHANOL_Z,
+    assert_energy_model_symmetric,
+    assert_forces_by_central_differences,
+    ethanol_frames,
+    ethanol_inputs,
+)
 
 import geonorm_jax as gj
 from geonorm_jax.models import molecular_graph as mg
@@ -54,10 +60,7 @@ def _setup(**overrides):
     return model, variables, _frames_fn(model)
 
 
-def _inputs(num_frames=2):
-    pos = jnp.asarray(ethanol_frames(num_frames))
-    z = jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
-    return pos, z
+_inputs = ethanol_inputs
 
 
 @pytest.mark.parametrize("with_norms", [False, True])
@@ -78,15 +81,10 @@ def test_energy_invariant_forces_equivariant(with_norms):
 def test_forces_are_minus_energy_gradient_by_central_differences():
     model, variables, fn = _setup()
     pos, z = _inputs()
-    _, f = fn(variables, pos, z)
-    h = 1e-5
     rng = np.random.default_rng(3)
-    for b, a, d in zip(rng.integers(0, 2, 4), rng.integers(0, 9, 4), rng.integers(0, 3, 4),
-                       strict=True):
-        step = jnp.zeros_like(pos).at[b, a, d].set(h)
-        ep = fn(variables, pos + step, z)[0][b]
-        em = fn(variables, pos - step, z)[0][b]
-        np.testing.assert_allclose(-(ep - em) / (2 * h), f[b, a, d], rtol=1e-6, atol=1e-8)
+    points = zip(rng.integers(0, 2, 4), rng.integers(0, 9, 4), rng.integers(0, 3, 4),
+                 strict=True)
+    assert_forces_by_central_differences(fn, variables, pos, z, points, atol=1e-8)
 
 
 def test_padded_atoms_and_padded_molecule_change_nothing():

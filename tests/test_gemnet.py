@@ -7,7 +7,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _molecules import ETHANOL_Z, assert_energy_model_symmetric, ethanol_frames
+from _molecules import (
+    ETHANOL_Z,
+    assert_energy_model_symmetric,
+    assert_forces_by_central_differences,
+    ethanol_frames,
+    ethanol_inputs,
+)
 
 import geonorm_jax as gj
 from geonorm_jax.models import molecular_graph as mg
@@ -54,9 +60,7 @@ def _setup(**overrides):
     return model, variables, fn
 
 
-def _inputs(num_frames=2):
-    pos = jnp.asarray(ethanol_frames(num_frames))
-    return pos, jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+_inputs = ethanol_inputs
 
 
 @pytest.mark.parametrize("norm", [None, pytest.param("layer_norm", marks=pytest.mark.slow)])
@@ -72,12 +76,7 @@ def test_energy_invariant_forces_equivariant(norm):
 def test_forces_by_central_differences():
     _, variables, fn = _setup()
     pos, z = _inputs()
-    e, f = fn(variables, pos, z)
-    h = 1e-5
-    for b, a, d in ((0, 2, 1), (1, 5, 0), (1, 0, 2)):
-        step = jnp.zeros_like(pos).at[b, a, d].set(h)
-        fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
-        np.testing.assert_allclose(fd, f[b, a, d], rtol=1e-6, atol=1e-9)
+    assert_forces_by_central_differences(fn, variables, pos, z, ((0, 2, 1), (1, 5, 0), (1, 0, 2)))
 
 
 def test_padded_atoms_molecules_edges_and_triplets_change_nothing():

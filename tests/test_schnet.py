@@ -8,7 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _molecules import ETHANOL_Z, assert_energy_model_symmetric, ethanol_frames
+from _molecules import (
+    ETHANOL_Z,
+    assert_energy_model_symmetric,
+    assert_forces_by_central_differences,
+    ethanol_frames,
+    ethanol_inputs,
+)
 
 import geonorm_jax as gj
 from geonorm_jax.models import molecular_graph as mg
@@ -33,9 +39,7 @@ def _setup(**overrides):
     return model, variables, fn
 
 
-def _inputs(num_frames=2):
-    pos = jnp.asarray(ethanol_frames(num_frames))
-    return pos, jnp.broadcast_to(jnp.asarray(ETHANOL_Z), (num_frames, 9))
+_inputs = ethanol_inputs
 
 
 @pytest.mark.parametrize("with_norm", [False, True])
@@ -52,11 +56,7 @@ def test_forces_by_central_differences_and_padding():
     _, variables, fn = _setup()
     pos, z = _inputs()
     e, f = fn(variables, pos, z)
-    h = 1e-5
-    for b, a, d in ((0, 2, 1), (1, 5, 0), (1, 0, 2)):
-        step = jnp.zeros_like(pos).at[b, a, d].set(h)
-        fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
-        np.testing.assert_allclose(fd, f[b, a, d], rtol=1e-6, atol=1e-9)
+    assert_forces_by_central_differences(fn, variables, pos, z, ((0, 2, 1), (1, 5, 0), (1, 0, 2)))
     pad_pos = jnp.concatenate([pos, pos[:, :1] + 0.4], axis=1)
     pad_pos = jnp.concatenate([pad_pos, pad_pos[:1]], axis=0)  # [3, 10, 3]
     pad_z = jnp.concatenate([z, jnp.zeros((2, 1), z.dtype)], axis=1)
