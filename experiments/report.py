@@ -105,8 +105,8 @@ def egnn_5body_paper(doc: dict | None, spread: dict | None,
         return []
     r, g = doc["results"], doc["results"]["progress"]
     m = doc["machine"]
-    state = ("complete" if doc.get("complete")
-             else "**in progress** (the numbers below are partial)")
+    state = ("Complete" if doc.get("complete")
+             else "**In progress** (the numbers below are partial)")
     out = ["#### The EGNN paper's protocol, run to the end on CPU (`paper-cpu`)", "",
            f"*`{doc['command']}` (repeated until done), geonorm-jax {doc['version']}, "
            f"{doc['device']} ({m['cpu_count']} cores), results written {doc['finished']}.*", "",
