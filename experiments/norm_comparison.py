@@ -208,7 +208,8 @@ def plot(exp, cells: dict, p: dict) -> list[str]:
                 ax.set_xlabel("epoch")
                 ax.set_ylabel(what)
                 ax.set_title(f"N = {n}, depth {p['depth']}, lr {lr:g} (x: explosion)")
-            axes[0][j].legend(fontsize=7)
+            if axes[0][j].get_legend_handles_labels()[0]:  # no curves when every cell skipped
+                axes[0][j].legend(fontsize=7)
         name = f"norm_comparison_N{n}.png"
         names.append(common.save_figure(fig, exp, name))
     return names
