@@ -120,7 +120,7 @@ def egnn_5body_paper(doc: dict | None, spread: dict | None,
         q, pr = d["results"]["progress"], d["results"]
         sd = str(d["config"]["seeds"][0])
         last = ((pr.get("curves") or {}).get("test_mse", {}).get(sd) or [None])[-1]
-        done = str(q["epochs_done"]) + ("" if d.get("complete") else " (running)")
+        done = str(q["epochs_done"]) + ("" if d.get("complete") else " (partial)")
         return [sd, done, str(q["best_epoch"]), _f(q["best_val_mse"]),
                 _f(q["test_mse_at_best_val"]), _f(last), _f(pr["paper_mse"]),
                 _f(pr["jax_port_mse"]),
