@@ -45,22 +45,20 @@ Measured on a shared 2-core machine (load average 7 to 9, the run got 0.49 cores
 3889 s wall, 0.51 frames/s, 105 xTB evaluations/s. The kept frames' energies have a lag-one
 autocorrelation of 0.02 to 0.12 across the four trajectories (0.07 expected from C(100 fs)).
 
-One module on purpose: chunk files, resume, the worker pool and the final assembly share one
-file layout and one atomicity argument, which reads best in one place.
+Modules: this one plans, runs and assembles a generation (and is the import path of the whole
+API); :mod:`geonorm_jax.data.molecules.chunks` holds the chunk files and the unit of work a
+worker runs; :mod:`geonorm_jax.data.molecules.store` reads and verifies a finished data set
+(layout, ``metadata.json``, ``data.npz``). Its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
-import json
 import multiprocessing
 import os
-import re
 import shutil
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +66,34 @@ import numpy as np
 
 from geonorm_jax._io import atomic_write_bytes, write_json_atomic
 from geonorm_jax.data.files import cache_root
+from geonorm_jax.data.molecules.chunks import (
+    chain,
+    chunk_path,
+    completed,
+    equil_path,
+    prepare_geometry,
+    worker_init,
+)
+
+# A module-level name, looked up at each call, so that tests can replace the unit of work.
+from geonorm_jax.data.molecules.chunks import run_task as _run_task
 from geonorm_jax.data.molecules.config import MOLECULE_FORMAT_VERSION, MoleculeConfig
 from geonorm_jax.data.molecules.dataset import MolecularData, molecular_data
+from geonorm_jax.data.molecules.store import (
+    CHUNKS_DIR,
+    DATA_FILE,
+    METADATA_FILE,
+    MOLECULE_FORMAT,
+    UNITS,
+    MolecularDataError,
+    describe_molecular_dataset,
+    is_complete,
+    is_molecular_dataset,
+    load_molecular_dataset,
+    npz_bytes,
+    read_molecular_metadata,
+    read_npz,
+)
 
 __all__ = [
     "MOLECULE_FORMAT",
@@ -84,209 +108,6 @@ __all__ = [
     "describe_molecular_dataset",
     "GenerationReport",
 ]
-
-MOLECULE_FORMAT = "geonorm-jax md17-xtb"
-_DATA, _METADATA, _CHUNKS = "data.npz", "metadata.json", "chunks"
-_UNITS = {
-    "positions": "angstrom",
-    "energies": "eV",
-    "forces": "eV/angstrom",
-    "temperature": "K",
-    "timestep": "fs",
-    "friction": "1/fs",
-}
-
-
-class MolecularDataError(ValueError):
-    """A molecular data set file is missing, truncated, corrupted or does not match."""
-
-
-def _npz_bytes(**arrays) -> bytes:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray] | None:
-    """All arrays of ``path``, or None if it is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return None
-
-
-# ----------------------------------------------------------------------------------------
-# One unit of work: the equilibration or one chunk of one trajectory (runs in a worker).
-# ----------------------------------------------------------------------------------------
-
-
-def _worker_init() -> None:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    os.environ["MKL_NUM_THREADS"] = "1"
-
-
-def _equil_path(chunks: Path, t: int) -> Path:
-    return chunks / f"t{t:02d}_equil.npz"
-
-
-def _chunk_path(chunks: Path, t: int, start: int, stop: int) -> Path:
-    return chunks / f"t{t:02d}_f{start:06d}_{stop:06d}.npz"
-
-
-def _state_arrays(state, rng, key: str, evaluations: int) -> dict[str, Any]:
-    from geonorm_jax.data.molecules.md import generator_state
-
-    return {
-        "state_positions": state.positions,
-        "state_velocities": state.velocities,
-        "state_forces": state.forces,
-        "state_energy": np.float64(state.energy),
-        "state_step": np.int64(state.step),
-        "rng_state": np.str_(generator_state(rng)),
-        "cache_key": np.str_(key),
-        "evaluations": np.int64(evaluations),
-    }
-
-
-def _load_state(arrays: dict[str, np.ndarray]):
-    from geonorm_jax.data.molecules.md import MDState, generator_from_state
-
-    state = MDState(
-        arrays["state_positions"],
-        arrays["state_velocities"],
-        float(arrays["state_energy"]),
-        arrays["state_forces"],
-        int(arrays["state_step"]),
-    )
-    return state, generator_from_state(str(arrays["rng_state"]))
-
-
-def _run_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Runs the equilibration (``start is None``) or frames ``[start, stop)`` of trajectory
-    ``t`` and writes the result atomically. Returns counts for the progress report."""
-    from geonorm_jax.data.molecules.md import (
-        MDState,
-        atomic_masses,
-        langevin_steps,
-        maxwell_boltzmann,
-    )
-    from geonorm_jax.data.molecules.xtb import XTB
-
-    began = time.perf_counter()
-    config = MoleculeConfig.from_dict(task["config"])
-    chunks, t, start, stop = Path(task["chunks"]), task["t"], task["start"], task["stop"]
-    key = config.cache_key()
-    geometry = _read_npz(chunks / "geometry.npz")
-    if geometry is None:
-        raise MolecularDataError(f"{chunks / 'geometry.npz'}: missing relaxed geometry")
-    z = geometry["atomic_numbers"]
-    xtb, masses = XTB(z, method=config.method), atomic_masses(z)
-    dt, temp, gamma = config.timestep, config.temperature, config.friction
-    if start is None:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([config.seed, t])))
-        x = geometry["positions"]
-        energy, forces = xtb(x)
-        state = MDState(x, maxwell_boltzmann(masses, temp, rng), energy, forces, 0)
-        state = langevin_steps(state, xtb, masses, config.equilibration, dt, temp, gamma, rng)
-        payload = _state_arrays(state, rng, key, xtb.evaluations)
-        atomic_write_bytes(_equil_path(chunks, t), _npz_bytes(**payload))
-        return {
-            "t": t,
-            "frames": 0,
-            "evaluations": xtb.evaluations,
-            "seconds": time.perf_counter() - began,
-        }
-    previous = task["previous"]
-    arrays = _read_npz(Path(previous))
-    if arrays is None:
-        raise MolecularDataError(f"{previous}: missing or unreadable chunk")
-    state, rng = _load_state(arrays)
-    n = stop - start
-    a = z.shape[0]
-    out = {
-        "positions": np.empty((n, a, 3)),
-        "energies": np.empty(n),
-        "forces": np.empty((n, a, 3)),
-        "step": np.empty(n, np.int64),
-    }
-    for k in range(n):
-        state = langevin_steps(state, xtb, masses, config.stride, dt, temp, gamma, rng)
-        out["positions"][k], out["energies"][k] = state.positions, state.energy
-        out["forces"][k], out["step"][k] = state.forces, state.step
-    payload = {**out, **_state_arrays(state, rng, key, xtb.evaluations)}
-    atomic_write_bytes(_chunk_path(chunks, t, start, stop), _npz_bytes(**payload))
-    return {
-        "t": t,
-        "frames": n,
-        "evaluations": xtb.evaluations,
-        "seconds": time.perf_counter() - began,
-    }
-
-
-# ----------------------------------------------------------------------------------------
-# Planning, resuming and assembling.
-# ----------------------------------------------------------------------------------------
-
-_CHUNK_RE = re.compile(r"^t(\d+)_f(\d+)_(\d+)\.npz$")
-
-
-def _valid_state_file(path: Path, key: str) -> bool:
-    arrays = _read_npz(path)
-    return arrays is not None and str(arrays.get("cache_key", "")) == key
-
-
-def _completed(chunks: Path, t: int, key: str) -> tuple[Path | None, int]:
-    """The last file of trajectory ``t``'s contiguous chain (equilibration, then chunks
-    starting at frame 0) and the number of frames it reaches; ``(None, 0)`` if nothing."""
-    equil = _equil_path(chunks, t)
-    if not _valid_state_file(equil, key):
-        return None, 0
-    by_start: dict[int, tuple[int, Path]] = {}
-    for path in chunks.glob(f"t{t:02d}_f*.npz"):
-        m = _CHUNK_RE.match(path.name)
-        if m and int(m.group(3)) > int(m.group(2)):
-            by_start[int(m.group(2))] = (int(m.group(3)), path)
-    last, reached = equil, 0
-    while reached in by_start and _valid_state_file(by_start[reached][1], key):
-        reached, last = by_start[reached]
-    return last, reached
-
-
-def _chain(chunks: Path, t: int, frames: int) -> list[Path]:
-    paths, reached = [], 0
-    by_start = {}
-    for path in chunks.glob(f"t{t:02d}_f*.npz"):
-        m = _CHUNK_RE.match(path.name)
-        if m:
-            by_start[int(m.group(2))] = (int(m.group(3)), path)
-    while reached < frames:
-        stop, path = by_start[reached]
-        paths.append(path)
-        reached = stop
-    return paths
-
-
-def _prepare_geometry(config: MoleculeConfig, chunks: Path) -> dict[str, Any]:
-    from geonorm_jax.data.molecules.structures import build_geometry
-
-    path = chunks / "geometry.npz"
-    arrays = _read_npz(path)
-    if arrays is not None and str(arrays.get("cache_key", "")) == config.cache_key():
-        return arrays
-    g = build_geometry(config.molecule, seed=config.seed, method=config.method, fmax=config.fmax)
-    arrays = {
-        "atomic_numbers": g["atomic_numbers"],
-        "positions": g["positions"],
-        "energy": np.float64(g["energy"]),
-        "max_force": np.float64(g["max_force"]),
-        "bfgs_steps": np.int64(g["bfgs_steps"]),
-        "smiles": np.str_(g["smiles"]),
-        "cache_key": np.str_(config.cache_key()),
-    }
-    atomic_write_bytes(path, _npz_bytes(**arrays))
-    return arrays
 
 
 class GenerationReport(dict):
@@ -326,14 +147,14 @@ def generate_molecular_dataset(
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     directory = Path(directory)
-    chunks = directory / _CHUNKS
+    chunks = directory / CHUNKS_DIR
     chunks.mkdir(parents=True, exist_ok=True)
-    (directory / _METADATA).unlink(missing_ok=True)
+    (directory / METADATA_FILE).unlink(missing_ok=True)
     began = time.perf_counter()
     key = config.cache_key()
-    geometry = _prepare_geometry(config, chunks)
+    geometry = prepare_geometry(config, chunks)
     targets = config.frames_per_trajectory()
-    status = [_completed(chunks, t, key) for t in range(config.trajectories)]
+    status = [completed(chunks, t, key) for t in range(config.trajectories)]
     resumed = sum(reached for _, reached in status)
 
     def next_task(t: int) -> dict[str, Any] | None:
@@ -349,9 +170,9 @@ def generate_molecular_dataset(
     def done(task, result) -> None:
         t = task["t"]
         if task["start"] is None:
-            status[t] = (_equil_path(chunks, t), 0)
+            status[t] = (equil_path(chunks, t), 0)
         else:
-            status[t] = (_chunk_path(chunks, t, task["start"], task["stop"]), task["stop"])
+            status[t] = (chunk_path(chunks, t, task["start"], task["stop"]), task["stop"])
 
     bar = None
     if progress:
@@ -377,7 +198,7 @@ def generate_molecular_dataset(
         else:
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_worker_init
+                workers, mp_context=context, initializer=worker_init
             ) as pool:
                 running = {}
                 for t in range(config.trajectories):
@@ -399,7 +220,8 @@ def generate_molecular_dataset(
             bar.close()
     seconds = time.perf_counter() - began
     frames_done, evaluations = counts["frames"], counts["evaluations"]
-    _assemble(config, directory, geometry, targets, seconds, frames_done, evaluations)
+    _assemble(config, directory, geometry, targets, seconds=seconds,
+              frames_done=frames_done, evaluations=evaluations)
     if not keep_chunks:
         shutil.rmtree(chunks, ignore_errors=True)
     return GenerationReport(
@@ -415,6 +237,7 @@ def generate_molecular_dataset(
 
 
 def _versions() -> dict[str, str]:
+    """Installed versions of the packages that shape the data (``"unknown"`` if missing)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -426,14 +249,26 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _assemble(config, directory, geometry, targets, seconds, frames_done, evaluations) -> None:
-    chunks = directory / _CHUNKS
+def _assemble(
+    config: MoleculeConfig,
+    directory: Path,
+    geometry: dict[str, Any],
+    targets: list[int],
+    *,
+    seconds: float,
+    frames_done: int,
+    evaluations: int,
+) -> None:
+    """Concatenate every trajectory's chunks (``targets[t]`` frames of trajectory ``t``) into
+    ``data.npz``, then write ``metadata.json`` (with its hash) last. ``seconds``,
+    ``frames_done`` and ``evaluations`` describe this run (for the metadata)."""
+    chunks = directory / CHUNKS_DIR
     parts: dict[str, list[np.ndarray]] = {
         k: [] for k in ("positions", "energies", "forces", "step", "trajectory")
     }
     for t, target in enumerate(targets):
-        for path in _chain(chunks, t, target):
-            arrays = _read_npz(path)
+        for path in chain(chunks, t, target):
+            arrays = read_npz(path)
             if arrays is None:
                 raise MolecularDataError(f"{path}: unreadable chunk while assembling")
             for name in ("positions", "energies", "forces", "step"):
@@ -444,15 +279,15 @@ def _assemble(config, directory, geometry, targets, seconds, frames_done, evalua
     data = molecular_data(
         arrays["positions"], arrays["energies"], arrays["forces"], arrays["atomic_numbers"]
     )
-    payload = _npz_bytes(**arrays)
-    atomic_write_bytes(directory / _DATA, payload)
+    payload = npz_bytes(**arrays)
+    atomic_write_bytes(directory / DATA_FILE, payload)
     metadata = {
         "format": MOLECULE_FORMAT,
         "format_version": MOLECULE_FORMAT_VERSION,
         "dataset": "md17-xtb",
         "config": config.generation_dict(),
         "cache_key": config.cache_key(),
-        "units": _UNITS,
+        "units": UNITS,
         "method": f"{config.method} (tblite)",
         "references": {
             "GFN2-xTB": "Bannwarth, Ehlert & Grimme, J. Chem. Theory Comput. 15, 1652 (2019)",
@@ -471,7 +306,7 @@ def _assemble(config, directory, geometry, targets, seconds, frames_done, evalua
         "relaxed_max_force_eV_per_A": float(geometry["max_force"]),
         "statistics": _statistics(data),
         "file": {
-            "name": _DATA,
+            "name": DATA_FILE,
             "sha256": hashlib.sha256(payload).hexdigest(),
             "bytes": len(payload),
         },
@@ -483,91 +318,17 @@ def _assemble(config, directory, geometry, targets, seconds, frames_done, evalua
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json_atomic(directory / _METADATA, metadata, indent=2)
+    write_json_atomic(directory / METADATA_FILE, metadata, indent=2)
 
 
 def _statistics(data: MolecularData) -> dict[str, float]:
+    """Energy mean and std (eV), force RMS and max |component| (eV/Å) of ``data``."""
     return {
         "energy_mean_eV": float(data.energies.mean()),
         "energy_std_eV": float(data.energies.std()),
         "force_rms_eV_per_A": float(np.sqrt(np.mean(data.forces**2))),
         "force_max_eV_per_A": float(np.abs(data.forces).max()),
     }
-
-
-def read_molecular_metadata(directory: str | os.PathLike) -> dict[str, Any]:
-    """Reads and checks ``metadata.json`` of an ``md17-xtb`` directory; raises
-    :class:`MolecularDataError` naming the file."""
-    path = Path(directory) / _METADATA
-    if not path.is_file():
-        raise MolecularDataError(
-            f"{path}: no metadata (not an md17-xtb data set, or an interrupted generation)"
-        )
-    try:
-        metadata = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MolecularDataError(f"{path}: unreadable metadata ({e})") from e
-    if not isinstance(metadata, dict) or metadata.get("format") != MOLECULE_FORMAT:
-        raise MolecularDataError(f"{path}: not a {MOLECULE_FORMAT!r} metadata file")
-    return metadata
-
-
-def is_molecular_dataset(directory: str | os.PathLike) -> bool:
-    """True if ``directory`` holds ``md17-xtb`` metadata (no hashing)."""
-    try:
-        read_molecular_metadata(directory)
-    except MolecularDataError:
-        return False
-    return True
-
-
-def load_molecular_dataset(directory: str | os.PathLike) -> MolecularData:
-    """Loads ``data.npz`` after checking its SHA-256 against ``metadata.json``.
-
-    Returns:
-      :class:`MolecularData` (Å, eV, eV/Å); ``meta`` is the metadata plus ``source`` (the
-      file). The per-frame trajectory index and MD step are the ``trajectory`` and ``step``
-      members of ``data.npz``.
-
-    Raises:
-      MolecularDataError: naming the file, if it is missing, corrupted or mismatched.
-    """
-    directory = Path(directory)
-    metadata = read_molecular_metadata(directory)
-    path = directory / metadata["file"]["name"]
-    try:
-        payload = path.read_bytes()
-    except OSError as e:
-        raise MolecularDataError(f"{path}: cannot read data file ({e})") from e
-    digest = hashlib.sha256(payload).hexdigest()
-    if digest != metadata["file"]["sha256"]:
-        raise MolecularDataError(
-            f"{path}: content hash {digest[:16]}... does not match the metadata's "
-            f"{metadata['file']['sha256'][:16]}... (delete the directory to regenerate it)"
-        )
-    with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
-    meta = dict(metadata, source=str(path))
-    return molecular_data(
-        arrays["positions"], arrays["energies"], arrays["forces"], arrays["atomic_numbers"], meta
-    )
-
-
-def is_complete(directory: str | os.PathLike, config: MoleculeConfig) -> bool:
-    """Whether ``directory`` holds a finished data set of ``config``: its metadata loads, names
-    ``config``'s cache key, and the data file it lists exists with the recorded size."""
-    directory = Path(directory)
-    try:
-        metadata = read_molecular_metadata(directory)
-    except MolecularDataError:
-        return False
-    entry = metadata.get("file", {})
-    path = directory / str(entry.get("name", ""))
-    return (
-        metadata.get("cache_key") == config.cache_key()
-        and path.is_file()
-        and path.stat().st_size == entry.get("bytes")
-    )
 
 
 def get_molecular_dataset(
@@ -598,32 +359,3 @@ def molecular_dataset(
 ) -> MolecularData:
     """``load_molecular_dataset(get_molecular_dataset(config, cache_dir, **kwargs))``."""
     return load_molecular_dataset(get_molecular_dataset(config, cache_dir, **kwargs))
-
-
-def describe_molecular_dataset(directory: str | os.PathLike) -> str:
-    """A few lines for ``geonorm-jax data info``: molecule, frames, units, temperature, energy
-    mean/std, force RMS, hash (the data file's hash is checked)."""
-    data = load_molecular_dataset(directory)
-    meta, config = data.meta, data.meta["config"]
-    stats = meta["statistics"]
-    gen = meta.get("generation", {})
-    lines = [
-        f"data set: {directory}",
-        f"md17-xtb: {meta['molecule']} ({meta['smiles']}), {meta['method']}, "
-        f"format {meta['format_version']}, created {meta.get('created')}",
-        f"frames: {data.num_frames} over {config['trajectories']} trajectories, "
-        f"{data.num_atoms} atoms, Z = {data.atomic_numbers.tolist()}",
-        f"dynamics: Langevin at {config['temperature']} K, timestep {config['timestep']} fs, "
-        f"stride {config['stride']} steps, friction {config['friction']} 1/fs, "
-        f"equilibration {config['equilibration']} steps, seed {config['seed']}",
-        "units: positions Å, energies eV, forces eV/Å",
-        f"energy: mean {stats['energy_mean_eV']:.6f} eV, std {stats['energy_std_eV']:.6f} eV",
-        f"forces: RMS {stats['force_rms_eV_per_A']:.4f} eV/Å, "
-        f"max |component| {stats['force_max_eV_per_A']:.4f} eV/Å",
-        f"cache key {meta['cache_key']}",
-        f"data.npz sha256 {meta['file']['sha256']} ({meta['file']['bytes']} bytes, verified)",
-        f"last run: {gen.get('frames_this_run')} frames, "
-        f"{gen.get('xtb_evaluations_this_run')} xTB evaluations in "
-        f"{gen.get('seconds_this_run')} s",
-    ]
-    return "\n".join(lines)
