@@ -47,7 +47,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import jax
 import jax.numpy as jnp
@@ -76,10 +79,12 @@ from geonorm_jax.train.state import TrainState
 
 # read_metrics, summarize, format_table and check_resume live in rundir.py and are re-exported
 # here, where they were first defined.
-__all__ = ["train", "read_metrics", "summarize", "format_table", "check_resume"]
+__all__ = ["train", "EpochContext", "read_metrics", "summarize", "format_table", "check_resume"]
 
 
 def _floats(a) -> list:
+    """``a`` (any shape, e.g. ``[seeds]``) as a flat list of floats, non-finite values as None
+    (JSON has no NaN)."""
     return [float(x) if math.isfinite(float(x)) else None for x in np.asarray(a).reshape(-1)]
 
 
@@ -108,6 +113,7 @@ class _StopRequest:
 
 
 def _alive(state: TrainState) -> bool:
+    """False if any buffer of ``state`` was deleted (donated to a call that did not return)."""
     return not any(getattr(x, "is_deleted", lambda: False)() for x in jax.tree.leaves(state))
 
 
@@ -198,8 +204,12 @@ def train(
         if not has_provenance:
             write_provenance(run_dir, provenance)
         write_metrics(run_dir, records)
-        return _loop(s, state, ckpt, run_dir, start_epoch, wall0, records, progress,
-                     stream, on_epoch_end, deadline)
+        ctx = EpochContext(
+            setup=s, checkpoints=ckpt, run_dir=run_dir, start_epoch=start_epoch,
+            records=records, t0=time.perf_counter() - wall0, progress=progress, stream=stream,
+            on_epoch_end=on_epoch_end, deadline=deadline,
+        )
+        return _loop(ctx, state)
     except BaseException:
         # A run directory this call created is removed if it holds no checkpoint yet.
         has_checkpoint = ckpt is not None and ckpt.latest_epoch() is not None
@@ -244,101 +254,174 @@ def _restore(ckpt: RunCheckpoints, s: Setup, stream):
     return state, meta
 
 
-def _loop(s: Setup, state, ckpt, run_dir, start_epoch, wall0, records, progress, stream,
-          on_epoch_end, deadline=None) -> dict:
-    t = s.config.train
-    data = s.data
-    bar = _EpochBar(t.epochs, start_epoch, stream, progress)
-    t0 = time.perf_counter() - wall0
-    interrupted = False
+@dataclass(frozen=True, kw_only=True)
+class EpochContext:
+    """What the epoch loop of one :func:`train` call works with, built once per call.
+
+    The frozen fields never change during the loop; ``records`` is the one mutable member
+    (the loop appends one record per epoch). The train state is not part of it: it changes
+    every epoch (and its buffers are donated), so it is passed beside the context.
+
+    Attributes:
+      setup: the built run: config, task, data (``{"train" | "valid" | "test": {name: [S,
+        ...]}}``), and the jitted ``epoch_fn``, ``metrics_fn`` and ``update_best_fn`` over
+        the seed axis.
+      checkpoints: the run's interval and best checkpoints.
+      run_dir: the run directory (``metrics.jsonl``, ``summary.json``, ``curves.png``).
+      start_epoch: the last epoch already done (0 for a new run, the restored epoch on resume).
+      records: the ``metrics.jsonl`` records of epochs ``1..start_epoch``, then those of this
+        call, one per epoch as it completes.
+      t0: the ``time.perf_counter()`` reading at which the run's wall time would be 0 (the
+        wall time of earlier calls is subtracted on resume).
+      progress: show the epoch bar.
+      stream: where the bar and messages go.
+      on_epoch_end: optional ``callback(epoch, record)``.
+      deadline: wall-clock stop in ``time.time()`` seconds, or None.
+    """
+
+    setup: Setup
+    checkpoints: RunCheckpoints
+    run_dir: Path
+    start_epoch: int
+    records: list[dict]
+    t0: float
+    progress: bool
+    stream: TextIO
+    on_epoch_end: Callable[[int, dict], None] | None = None
+    deadline: float | None = None
+
+    @property
+    def config(self) -> RunConfig:
+        """The run's configuration (``setup.config``)."""
+        return self.setup.config
+
+    def meta(self, epoch: int) -> dict:
+        """A checkpoint's metadata: ``{"epoch": epoch, "wall_time": seconds so far}``."""
+        return {"epoch": epoch, "wall_time": time.perf_counter() - self.t0}
+
+
+def _loop(ctx: EpochContext, state: TrainState) -> dict:
+    """Epochs ``ctx.start_epoch + 1 ..`` until the last one or a stop; returns the summary."""
+    t = ctx.config.train
+    bar = _EpochBar(t.epochs, ctx.start_epoch, ctx.stream, ctx.progress)
     stopped = None
-    epoch = start_epoch
-
-    def meta(e):
-        return {"epoch": e, "wall_time": time.perf_counter() - t0}
-
-    metrics_file = open(run_dir / "metrics.jsonl", "a")  # noqa: SIM115
+    epoch = ctx.start_epoch
+    metrics_file = open(ctx.run_dir / "metrics.jsonl", "a")  # noqa: SIM115
     try:
-        with _StopRequest(stream) as stop:
+        with _StopRequest(ctx.stream) as stop:
             try:
-                for epoch in range(start_epoch + 1, t.epochs + 1):
-                    was_exploded = np.asarray(state.exploded).copy()
-                    step_before = int(np.asarray(state.step)[0])
-                    state, losses, applied = s.epoch_fn(state, data["train"])
-                    losses, applied = np.asarray(losses), np.asarray(applied)
-                    train_loss = [
-                        float(np.mean(lo[ap])) if ap.any() else None
-                        for lo, ap in zip(losses, applied, strict=True)
-                    ]
-                    record = {
-                        "epoch": epoch,
-                        "step": int(np.asarray(state.step)[0]),
-                        "time": round(time.perf_counter() - t0, 3),
-                        "train_loss": train_loss,
-                        "exploded": [bool(x) for x in np.asarray(state.exploded)],
-                        "exploded_at": [int(x) for x in np.asarray(state.exploded_at)],
-                    }
-                    newly = np.asarray(state.exploded) & ~was_exploded
-                    if newly.any():
-                        record["exploded_cause"] = _explosion_causes(
-                            s, newly, record["exploded_at"], step_before, losses)
-                    if epoch % t.eval_every == 0 or epoch == t.epochs:
-                        val, _ = s.metrics_fn(state.params, state.batch_stats, data["valid"])
-                        test, _ = s.metrics_fn(state.params, state.batch_stats, data["test"])
-                        val_mse = jnp.mean(val["mse"], axis=1)
-                        state, improved = s.update_best_fn(
-                            state, val_mse, jnp.asarray(epoch, jnp.int32)
-                        )
-                        record.update(
-                            val_mse=_floats(val_mse),
-                            test_mse=_floats(jnp.mean(test["mse"], axis=1)),
-                            best_val=_floats(state.best_val),
-                            best_epoch=[int(x) for x in np.asarray(state.best_epoch)],
-                        )
-                        for name in s.task.metrics:  # the task's further metrics
-                            record[f"val_{name}"] = _floats(jnp.mean(val[name], axis=1))
-                            record[f"test_{name}"] = _floats(jnp.mean(test[name], axis=1))
-                        if np.asarray(improved).any():
-                            ckpt.save_best(epoch, state, meta(epoch) | {
-                                "best_epoch": record["best_epoch"],
-                                "best_val": record["best_val"],
-                            })
-                    records.append(record)
+                for epoch in range(ctx.start_epoch + 1, t.epochs + 1):
+                    state, record = _run_epoch(ctx, state, epoch)
+                    ctx.records.append(record)
                     metrics_file.write(json.dumps(record) + "\n")
                     metrics_file.flush()
                     if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
-                        ckpt.save(epoch, state, meta(epoch))
+                        ctx.checkpoints.save(epoch, state, ctx.meta(epoch))
                     bar.update(record)
-                    if on_epoch_end is not None:
-                        on_epoch_end(epoch, record)
-                    if stop.requested:
-                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
-                        interrupted = True
-                        stopped = "interrupt"
-                        break
-                    if deadline is not None and epoch < t.epochs and time.time() >= deadline:
-                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
-                        stopped = "deadline"
-                        break
-                    if all(record["exploded"]) and epoch < t.epochs:
-                        ckpt.save(epoch, state, meta(epoch))  # no-op if already saved
-                        stopped = "all_exploded"
+                    if ctx.on_epoch_end is not None:
+                        ctx.on_epoch_end(epoch, record)
+                    stopped = _stop_reason(ctx, epoch, record, stop.requested)
+                    if stopped is not None:
+                        ctx.checkpoints.save(epoch, state, ctx.meta(epoch))  # no-op if saved
                         break
             except KeyboardInterrupt:
                 bar.close()
-                done = records[-1]["epoch"] if records else start_epoch
-                consistent = _alive(state) and int(
-                    np.asarray(state.step)[0]) == done * s.steps_per_epoch
-                if consistent and done > start_epoch:
-                    ckpt.save(done, state, meta(done))
-                    stream.write(f"interrupted: checkpoint saved at epoch {done}; resume with "
-                                 f"--resume {run_dir}\n")
+                _save_on_abort(ctx, state)
                 raise
     finally:
         metrics_file.close()
     bar.close()
-    wall = time.perf_counter() - t0
-    summary = summarize(s.config, records, wall_time=wall, devices=s.devices,
+    return _finish(ctx, epoch, stopped)
+
+
+def _run_epoch(ctx: EpochContext, state: TrainState, epoch: int) -> tuple[TrainState, dict]:
+    """Train one epoch (all seeds), evaluate when due; returns the new state and the epoch's
+    ``metrics.jsonl`` record (per-seed lists: ``train_loss``, ``exploded``, ...)."""
+    s = ctx.setup
+    was_exploded = np.asarray(state.exploded).copy()
+    step_before = int(np.asarray(state.step)[0])
+    state, losses, applied = s.epoch_fn(state, s.data["train"])
+    losses, applied = np.asarray(losses), np.asarray(applied)  # [seeds, steps_per_epoch]
+    train_loss = [
+        float(np.mean(lo[ap])) if ap.any() else None
+        for lo, ap in zip(losses, applied, strict=True)
+    ]
+    record = {
+        "epoch": epoch,
+        "step": int(np.asarray(state.step)[0]),
+        "time": round(time.perf_counter() - ctx.t0, 3),
+        "train_loss": train_loss,
+        "exploded": [bool(x) for x in np.asarray(state.exploded)],
+        "exploded_at": [int(x) for x in np.asarray(state.exploded_at)],
+    }
+    newly = np.asarray(state.exploded) & ~was_exploded
+    if newly.any():
+        record["exploded_cause"] = _explosion_causes(
+            s, newly, record["exploded_at"], step_before, losses)
+    t = ctx.config.train
+    if epoch % t.eval_every == 0 or epoch == t.epochs:
+        state = _evaluate(ctx, state, epoch, record)
+    return state, record
+
+
+def _evaluate(ctx: EpochContext, state: TrainState, epoch: int, record: dict) -> TrainState:
+    """Validation and test metrics into ``record`` (per seed: ``val_mse``, ``test_mse``,
+    ``best_val``, ``best_epoch``, ``val_<name>``, ``test_<name>``); updates the best state and
+    saves a best checkpoint when a seed improved. Returns the updated state."""
+    s = ctx.setup
+    val, _ = s.metrics_fn(state.params, state.batch_stats, s.data["valid"])
+    test, _ = s.metrics_fn(state.params, state.batch_stats, s.data["test"])
+    val_mse = jnp.mean(val["mse"], axis=1)  # [seeds]
+    state, improved = s.update_best_fn(state, val_mse, jnp.asarray(epoch, jnp.int32))
+    record.update(
+        val_mse=_floats(val_mse),
+        test_mse=_floats(jnp.mean(test["mse"], axis=1)),
+        best_val=_floats(state.best_val),
+        best_epoch=[int(x) for x in np.asarray(state.best_epoch)],
+    )
+    for name in s.task.metrics:  # the task's further metrics
+        record[f"val_{name}"] = _floats(jnp.mean(val[name], axis=1))
+        record[f"test_{name}"] = _floats(jnp.mean(test[name], axis=1))
+    if np.asarray(improved).any():
+        ctx.checkpoints.save_best(epoch, state, ctx.meta(epoch) | {
+            "best_epoch": record["best_epoch"],
+            "best_val": record["best_val"],
+        })
+    return state
+
+
+def _stop_reason(ctx: EpochContext, epoch: int, record: dict, requested: bool) -> str | None:
+    """Why the run stops after ``epoch`` before its last one: ``"interrupt"`` (Ctrl-C was
+    ``requested``), ``"deadline"``, ``"all_exploded"``; None to go on."""
+    last = ctx.config.train.epochs
+    if requested:
+        return "interrupt"
+    if ctx.deadline is not None and epoch < last and time.time() >= ctx.deadline:
+        return "deadline"
+    if all(record["exploded"]) and epoch < last:
+        return "all_exploded"
+    return None
+
+
+def _save_on_abort(ctx: EpochContext, state: TrainState) -> None:
+    """After a second Ctrl-C: checkpoint the last complete epoch if ``state`` is still that
+    epoch's state (its buffers alive and its step count matching)."""
+    done = ctx.records[-1]["epoch"] if ctx.records else ctx.start_epoch
+    consistent = _alive(state) and int(
+        np.asarray(state.step)[0]) == done * ctx.setup.steps_per_epoch
+    if consistent and done > ctx.start_epoch:
+        ctx.checkpoints.save(done, state, ctx.meta(done))
+        ctx.stream.write(f"interrupted: checkpoint saved at epoch {done}; resume with "
+                         f"--resume {ctx.run_dir}\n")
+
+
+def _finish(ctx: EpochContext, epoch: int, stopped: str | None) -> dict:
+    """Write ``summary.json`` and ``curves.png`` of the run that ended after ``epoch``
+    (``stopped``: see :func:`_stop_reason`); returns the summary."""
+    s, run_dir, stream = ctx.setup, ctx.run_dir, ctx.stream
+    interrupted = stopped == "interrupt"
+    wall = time.perf_counter() - ctx.t0
+    summary = summarize(s.config, ctx.records, wall_time=wall, devices=s.devices,
                         num_params=s.num_params, steps_per_epoch=s.steps_per_epoch,
                         **({"task_info": s.info} if s.config.task != "nbody" else {}))
     summary["interrupted"] = interrupted
