@@ -14,8 +14,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from experiments.common import RESULTS, ROOT, finite
@@ -27,11 +29,14 @@ EXPERIMENTS = ("egnn_5body", "instability", "norm_comparison", "rte_table", "nor
                "beyond")
 
 
+def _read(path: Path) -> dict | None:
+    """The JSON document at ``path``, or None if there is none."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def _load(results: Path, name: str) -> dict | None:
-    path = results / name / "results.json"
-    if not path.exists():
-        return None
-    return json.loads(path.read_text())
+    """``results/<name>/results.json``, or None if the experiment has not been run."""
+    return _read(results / name / "results.json")
 
 
 def _f(x, digits: int = 4) -> str:
@@ -79,16 +84,62 @@ def _missing(name: str) -> list[str]:
     return [f"Not run yet: `python -m experiments.{name} --preset cpu`.", ""]
 
 
-def egnn_5body(doc: dict | None) -> list[str]:
+def _section(number: int, title: str) -> Callable:
+    """Decorator for an experiment's section: ``body(doc) -> lines`` becomes
+    ``section(doc | None) -> lines`` under the heading ``### <number>. `<name>`: <title>``
+    (``name`` is the body's name, the experiment's module), or the heading and a 'Not run
+    yet' line when ``doc`` is None."""
+    def wrap(body: Callable[[dict], list[str]]) -> Callable[[dict | None], list[str]]:
+        @functools.wraps(body)
+        def section(doc: dict | None) -> list[str]:
+            out = [f"### {number}. `{body.__name__}`: {title}", ""]
+            return out + (_missing(body.__name__) if doc is None else body(doc))
+        return section
+    return wrap
+
+
+def _intro(doc: dict, *paragraphs: str) -> list[str]:
+    """The run's metadata line (:func:`_meta`), then ``paragraphs``, each followed by a blank
+    line."""
+    out = [_meta(doc), ""]
+    for text in paragraphs:
+        out += [text, ""]
+    return out
+
+
+def _budget(c: dict) -> str:
+    """The training budget of an experiment's ``config``: samples, batch size, epochs."""
+    return f"{c['train']} training samples, batch {c['batch_size']}, {c['epochs']} epochs"
+
+
+def _paper(doc: dict) -> str:
+    """The paper's claim the experiment tests, as a paragraph."""
+    return "Paper: " + doc["results"]["paper"]["text"]
+
+
+def _verdicts(doc: dict) -> list[str]:
+    """One bullet per verdict: ``- `claim`: **status** (other fields)``."""
+    out = []
+    for k, v in doc["results"]["verdicts"].items():
+        extra = ", ".join(f"{a}: {b}" for a, b in v.items() if a != "status")
+        out.append(f"- `{k}`: **{v['status']}** ({extra})")
+    return out
+
+
+def _audit(row: dict) -> str:
+    """A zoo row's audit cell: ``match``, ``mismatch: <violated rules>`` or ``n/a``."""
+    if row["matched"] is None:
+        return "n/a"
+    return "match" if row["matched"] else "mismatch: " + ", ".join(row["violated"] or [])
+
+
+@_section(1, "EGNN paper, charged 5-body")
+def egnn_5body(doc: dict) -> list[str]:
     """EGNN paper anchor section."""
-    out = ["### 1. `egnn_5body`: EGNN paper, charged 5-body", ""]
-    if doc is None:
-        return out + _missing("egnn_5body")
     c = doc["config"]
-    out += [_meta(doc), "",
-            f"Split {c['train']}/{c['valid']}/{c['test']}, hidden {c['hidden']}, "
-            f"{c['layers']} layers, batch {c['batch_size']}, lr 5e-4, "
-            f"{c['epochs']} epochs (paper: 10000).", ""]
+    out = _intro(doc, f"Split {c['train']}/{c['valid']}/{c['test']}, hidden {c['hidden']}, "
+                 f"{c['layers']} layers, batch {c['batch_size']}, lr 5e-4, "
+                 f"{c['epochs']} epochs (paper: 10000).")
     rows = [[r["model"], str(r["seed"]), _f(r["test_mse_at_best_val"]), str(r["best_epoch"]),
              str(r["epochs"]), "0.0071", "reproduced" if r["reached_paper"] else
              "not reproduced"] for r in doc["results"]["rows"]]
@@ -160,17 +211,13 @@ def egnn_5body_paper(doc: dict | None, spread: dict | None,
     return out
 
 
-def instability(doc: dict | None) -> list[str]:
+@_section(2, "GeoNorm paper Figure 2 (vanilla EGNN explodes)")
+def instability(doc: dict) -> list[str]:
     """GeoNorm paper Figure 2 section."""
-    out = ["### 2. `instability`: GeoNorm paper Figure 2 (vanilla EGNN explodes)", ""]
-    if doc is None:
-        return out + _missing("instability")
     c = doc["config"]
-    out += [_meta(doc), "",
-            f"{c['train']} training samples, batch {c['batch_size']}, {c['epochs']} epochs, "
-            f"hidden {c['hidden']}, lr {', '.join(f'{x:g}' for x in c['lrs'])}, "
-            f"seeds {c['seeds']}; explosion = batch loss NaN/inf or > 1e3.", "",
-            "Paper: " + doc["results"]["paper"]["text"], ""]
+    lrs = ", ".join(f"{x:g}" for x in c["lrs"])
+    out = _intro(doc, f"{_budget(c)}, hidden {c['hidden']}, lr {lrs}, seeds {c['seeds']}; "
+                 "explosion = batch loss NaN/inf or > 1e3.", _paper(doc))
     claimed = {tuple(x) for x in doc["results"]["paper"]["explodes"]}
     rows = [[str(r["particles"]), str(r["depth"]), f"{r['lr']:g}",
              "explodes" if (r["particles"], r["depth"]) in claimed else "stable",
@@ -188,38 +235,28 @@ def instability(doc: dict | None) -> list[str]:
     return out
 
 
-def norm_comparison(doc: dict | None) -> list[str]:
+@_section(3, "GeoNorm paper Figure 5")
+def norm_comparison(doc: dict) -> list[str]:
     """GeoNorm paper Figure 5 section."""
-    out = ["### 3. `norm_comparison`: GeoNorm paper Figure 5", ""]
-    if doc is None:
-        return out + _missing("norm_comparison")
     c = doc["config"]
-    out += [_meta(doc), "",
-            f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
-            f"{c['train']} training samples, batch {c['batch_size']}, {c['epochs']} epochs, "
-            f"seeds {c['seeds']} (vmapped). Final test MSE excludes exploded seeds.", "",
-            "Paper: " + doc["results"]["paper"]["text"], ""]
+    out = _intro(doc, f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
+                 f"{_budget(c)}, seeds {c['seeds']} (vmapped). Final test MSE excludes "
+                 "exploded seeds.", _paper(doc))
     rows = [[r["norm"], str(r["particles"]), f"{r['lr']:g}", _ms(r["final_test_mse"]),
              _ms(r["best_test_mse"]), _ms(r["test_mse_at_best_val"]),
              f"{r['exploded_seeds']}/{len(r['seeds'])}"] for r in doc["results"]["rows"]]
     out += _table(["norm", "N", "lr", "final test MSE", "best test MSE",
                    "test MSE @ best val", "exploded"], rows)
-    out += [""]
-    for k, v in doc["results"]["verdicts"].items():
-        extra = ", ".join(f"{a}: {b}" for a, b in v.items() if a != "status")
-        out.append(f"- `{k}`: **{v['status']}** ({extra})")
-    return out + [""]
+    return out + [""] + _verdicts(doc) + [""]
 
 
-def rte_table(doc: dict | None) -> list[str]:
+@_section(4, "GeoNorm paper Table 1 (rotation/translation errors)")
+def rte_table(doc: dict) -> list[str]:
     """GeoNorm paper Table 1 section."""
-    out = ["### 4. `rte_table`: GeoNorm paper Table 1 (rotation/translation errors)", ""]
-    if doc is None:
-        return out + _missing("rte_table")
     cols = doc["results"]["paper_columns"]
     short = ["mean R", "median R", "max R", "ΔR", "mean T", "median T", "max T", "ΔT"]
-    out += [_meta(doc), "", "Paper: " + doc["results"]["paper"]["text"], "",
-            "Ours (MSE units; Δ = mean error under the transform − untransformed test MSE):", ""]
+    out = _intro(doc, _paper(doc), "Ours (MSE units; Δ = mean error under the transform − "
+                 "untransformed test MSE):")
     rows = [[r["norm"], f"N{r['particles']} L{r['depth']}", str(r["seed"]), f"{r['lr']:g}",
              _f(r["mse"])] + [_f(r[k]) for k in cols] for r in doc["results"]["rows"]]
     out += _table(["norm", "cell", "seed", "lr", "test MSE", *short], rows)
@@ -233,26 +270,17 @@ def rte_table(doc: dict | None) -> list[str]:
         for norm, vals in norms.items():
             prow.append([norm, cell] + [_f(v) for v in vals])
     out += _table(["norm", "cell", *short], prow)
-    out += [""]
-    for k, v in doc["results"]["verdicts"].items():
-        extra = ", ".join(f"{a}: {b}" for a, b in v.items() if a != "status")
-        out.append(f"- `{k}`: **{v['status']}** ({extra})")
-    return out + [""]
+    return out + [""] + _verdicts(doc) + [""]
 
 
-def norm_zoo(doc: dict | None) -> list[str]:
+@_section(5, "does geometric match predict which layers train well?")
+def norm_zoo(doc: dict) -> list[str]:
     """Survey Section 4 question over the whole catalogue."""
-    out = ["### 5. `norm_zoo`: does geometric match predict which layers train well?", ""]
-    if doc is None:
-        return out + _missing("norm_zoo")
     c = doc["config"]
-    out += [_meta(doc), "",
-            f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
-            f"{c['train']} training samples, {c['epochs']} epochs, seeds {c['seeds']}. "
-            "Equivariance errors are relative RMS output errors of the trained model.", ""]
-    rows = [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—",
-             {True: "match", False: "mismatch: " + ", ".join(r["violated"]),
-              None: "n/a"}[r["matched"]],
+    out = _intro(doc, f"N = {c['particles']}, depth {c['depth']}, hidden {c['hidden']}, "
+                 f"{c['train']} training samples, {c['epochs']} epochs, seeds {c['seeds']}. "
+                 "Equivariance errors are relative RMS output errors of the trained model.")
+    rows = [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—", _audit(r),
              _ms(r["test_mse"]), str(r["exploded_seeds"]), _f(r["equiv_rot"], 2),
              _f(r["equiv_trans"], 2), _f(r["equiv_perm"], 2),
              (r["error"] or "")[:60]] for r in doc["results"]["rows"]]
@@ -271,14 +299,12 @@ def norm_zoo(doc: dict | None) -> list[str]:
     return out + [""]
 
 
-def beyond(doc: dict | None) -> list[str]:
+@_section(6, "GeoNorm's stated limits")
+def beyond(doc: dict) -> list[str]:
     """Beyond-the-paper section."""
-    out = ["### 6. `beyond`: GeoNorm's stated limits", ""]
-    if doc is None:
-        return out + _missing("beyond")
     res = doc["results"]
-    out += [_meta(doc), "", "Equivariance errors of the trained `norm_comparison` models "
-            "(max over seeds; relative RMS):", ""]
+    out = _intro(doc, "Equivariance errors of the trained `norm_comparison` models "
+                 "(max over seeds; relative RMS):")
     out += _table(["cell", "rot", "trans", "perm"],
                   [[e["cell"], _f(e["rot"], 2), _f(e["trans"], 2), _f(e["perm"], 2)]
                    for e in res["equivariance"]])
@@ -348,19 +374,16 @@ def gpu_campaign(doc: dict | None, estimate: dict | None = None) -> list[str]:
     return out + [""]
 
 
-def survey_case_studies(doc: dict | None) -> list[str]:
+@_section(8, "the survey's Figures 1-2 (molecular models with and without their "
+          "normalizations)")
+def survey_case_studies(doc: dict) -> list[str]:
     """The survey's Section 4: Allegro and SchNet with and without their normalizations."""
-    out = ["### 8. `survey_case_studies`: the survey's Figures 1-2 (molecular models with and "
-           "without their normalizations)", ""]
-    if doc is None:
-        return out + _missing("survey_case_studies")
     c, res = doc["config"], doc["results"]
     d = c["data"]
-    out += [_meta(doc), "",
-            f"{d['molecule']}, {d['frames']} {d['method']} frames at {d['temperature_K']} K; "
-            f"{c['train']} / {c['valid']} / {c['test']} train / validation / test frames, "
-            f"{c['epochs']} epochs, batch {c['batch_size']}, seeds {c['seeds']}. Loss: "
-            f"{c['loss']}. MAEs at the best validation epoch.", ""]
+    out = _intro(doc, f"{d['molecule']}, {d['frames']} {d['method']} frames at "
+                 f"{d['temperature_K']} K; {c['train']} / {c['valid']} / {c['test']} train / "
+                 f"validation / test frames, {c['epochs']} epochs, batch {c['batch_size']}, "
+                 f"seeds {c['seeds']}. Loss: {c['loss']}. MAEs at the best validation epoch.")
     flag = lambda b: "yes" if b else "no"
     out += _table(
         ["cell", "molecule", "params", "epochs × seeds", "shift+scale", "own norm",
@@ -406,9 +429,8 @@ def survey_case_studies(doc: dict | None) -> list[str]:
         out += _table(
             ["layer", "kind", "place", "md-energy-forces audit", "force MAE (meV/Å)",
              "energy MAE (meV)", "exploded", "error"],
-            [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—",
-              {True: "match", False: "mismatch: " + ", ".join(r["violated"] or []),
-               None: "n/a"}[r["matched"]], _ms(r["force_mae_meV_per_A"]),
+            [[f"`{r['layer']}`", r["kind"] or "—", r["place"] or "—", _audit(r),
+              _ms(r["force_mae_meV_per_A"]),
               _ms(r["energy_mae_meV"]), str(r["exploded_seeds"]), (r["error"] or "")[:70]]
              for r in res["zoo"]])
     return out + [""]
@@ -428,15 +450,13 @@ def render(results: Path = RESULTS) -> str:
     for name in EXPERIMENTS:
         lines += sections[name](_load(results, name))
         if name == "egnn_5body":
-            spread = results / name / "paper-cpu" / "spread.json"
-            others = [json.loads(f.read_text()) for f in
+            others = [_read(f) for f in
                       sorted((results / name).glob("paper-cpu-seed*/results.json"))]
             lines += egnn_5body_paper(_load(results / name, "paper-cpu"),
-                                      json.loads(spread.read_text()) if spread.exists() else None,
+                                      _read(results / name / "paper-cpu" / "spread.json"),
                                       others)
-    est = results / "gpu_campaign" / "estimate.json"
     lines += gpu_campaign(_load(results, "gpu_campaign"),
-                          json.loads(est.read_text()) if est.exists() else None)
+                          _read(results / "gpu_campaign" / "estimate.json"))
     lines += survey_case_studies(_load(results, "survey_case_studies"))
     return "\n".join(lines).rstrip() + "\n"
 

@@ -18,6 +18,9 @@ Usage::
 
 from __future__ import annotations
 
+import csv
+from pathlib import Path
+
 from experiments import common, norm_comparison, training
 
 NAME = "rte_table"
@@ -25,39 +28,19 @@ NAME = "rte_table"
 COLUMNS = ("mean_R_err", "median_R_err", "max_R_err", "delta_R_err",
            "mean_T_err", "median_T_err", "max_T_err", "delta_T_err")
 
-# The GeoNorm paper's Table 1 (Meng et al.; LN/SN/GN = LayerNorm/ScaleNorm/GeoNorm).
-PAPER_TABLE = {
-    "N100_L5_seed30": {
-        "layer_norm": [77.6337, 76.2877, 120.6114, 70.2623, 76.4022, 76.5329, 108.3657, 69.0064],
-        "scale_norm": [11.6812, 11.6423, 12.8005, 0.00, 79.9684, 79.0553, 113.0788, 68.3327],
-        "geo_norm_particle": [12.0141, 11.9806, 13.1563, 0.00, 12.0149, 11.9934, 13.1494, 0.00],
-    },
-    "N100_L5_seed40": {
-        "layer_norm": [79.7006, 78.9167, 119.5280, 72.3209, 80.5087, 80.8898, 117.7024, 73.1220],
-        "scale_norm": [11.7812, 11.7750, 12.9575, 0.00, 84.7791, 82.4171, 139.6815, 73.0484],
-        "geo_norm_particle": [11.9976, 11.9577, 13.1755, 0.00, 12.0059, 11.9898, 13.0797, 0.00],
-    },
-    "N100_L3_seed30": {
-        "layer_norm": [75.7769, 77.0998, 114.7744, 68.4406, 74.4919, 73.3482, 120.7420, 67.1195],
-        "scale_norm": [11.6409, 11.5987, 12.6707, 0.00, 81.2245, 81.2323, 108.4697, 69.7046],
-        "geo_norm_particle": [12.0191, 11.997, 13.0744, 0.00, 12.01149, 12.00350, 13.1469, 0.00],
-    },
-    "N100_L3_seed40": {
-        "layer_norm": [76.2032, 73.3847, 116.7627, 68.8349, 73.0035, 72.6746, 104.7594, 65.6595],
-        "scale_norm": [11.4117, 11.3684, 12.5119, 0.00, 81.2904, 79.4168, 120.2692, 69.9343],
-        "geo_norm_particle": [11.9349, 11.9154, 13.1020, 0.00, 11.8147, 11.8018, 12.8062, 0.00],
-    },
-    "N50_L5_seed30": {
-        "layer_norm": [43.4534, 43.2547, 74.5962, 38.1556, 42.3317, 41.4941, 66.3715, 37.0249],
-        "scale_norm": [8.5636, 8.5396, 9.5382, 0.00, 51.8175, 50.1510, 68.9853, 43.2368],
-        "geo_norm_particle": [9.0896, 9.0807, 9.9733, 0.00, 9.1155, 9.1257, 10.0839, 0.00],
-    },
-    "N50_L5_seed40": {
-        "layer_norm": [42.7479, 41.4761, 75.6686, 37.4484, 43.5382, 41.7819, 71.8296, 38.2338],
-        "scale_norm": [8.6886, 8.6783, 9.6922, 0.00, 52.4891, 50.8263, 84.0599, 43.7528],
-        "geo_norm_particle": [9.1182, 9.0935, 10.1146, 0.00, 9.0662, 9.0217, 10.0238, 0.00],
-    },
-}
+
+def _paper_table(path: Path = Path(__file__).with_name("rte_table_paper.csv")) -> dict:
+    """The GeoNorm paper's Table 1 (Meng et al.) from its transcription ``path``:
+    ``{cell: {norm: [the 8 COLUMNS]}}``, cells such as ``"N100_L5_seed30"`` and norms
+    ``layer_norm``, ``scale_norm``, ``geo_norm_particle`` (LN/SN/GN) in the file's order."""
+    lines = [x for x in path.read_text().splitlines() if x and not x.startswith("#")]
+    table: dict[str, dict[str, list[float]]] = {}
+    for row in csv.DictReader(lines):
+        table.setdefault(row["cell"], {})[row["norm"]] = [float(row[c]) for c in COLUMNS]
+    return table
+
+
+PAPER_TABLE = _paper_table()
 
 PAPER_CLAIMS = {
     "text": "ΔR_err = ΔT_err = 0 only for GeoNorm; ScaleNorm keeps ΔR_err = 0 but its ΔT_err is "
