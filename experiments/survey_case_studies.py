@@ -123,8 +123,9 @@ def make_config(p: dict, model: str, target: bool, neighbor: bool, *, norm=None,
                 place=None, epochs=None, train_frames=None, fast_compile=None, data=None):
     """The run configuration of one cell (the ``<model>-uracil`` preset, resized).
 
-    ``neighbor`` is the model's own normalization switch: ``neighbor_norm`` for Allegro and
-    SchNet, ``scale_norm`` (scale factors and residual scaling) for GemNet."""
+    ``target`` is the per-species target normalization (``molecules.target_norm``);
+    ``neighbor`` the model's own normalization (``model.builtin_norm``: Allegro's and SchNet's
+    neighbour normalization, GemNet's scale factors and residual scaling)."""
     from geonorm_jax import train
 
     hidden, layers, kwargs = p[model]
@@ -132,13 +133,12 @@ def make_config(p: dict, model: str, target: bool, neighbor: bool, *, norm=None,
     run = p.get(f"{model}_run", {})
     epochs = epochs or run.get("epochs")
     seeds = run.get("seeds", p["seeds"])
-    switch = {"scale_norm": neighbor} if model == "gemnet" else {"neighbor_norm": neighbor}
     return train.merge(train.preset(f"{model}-uracil"), {
         "molecules": {"molecule": data["molecule"], "frames": data["frames"],
                       "train": train_frames or p["train"], "valid": p["valid"],
-                      "test": p["test"]},
+                      "test": p["test"], "target_norm": target},
         "model": {"hidden": hidden, "num_layers": layers, "model_kwargs": dict(kwargs),
-                  "target_norm": target, "norm": norm, "norm_place": place, **switch},
+                  "builtin_norm": neighbor, "norm": norm, "norm_place": place},
         "train": {"epochs": epochs or p["epochs"], "batch_size": p["batch_size"],
                   "seeds": list(seeds), "eval_every": p["eval_every"],
                   "checkpoint_every": p["eval_every"], "eval_batch_size": 50,

@@ -164,7 +164,7 @@ def make_config(*, particles: int, layers: int, norm: str | None = None,
         data.update(TEST_DATA)
     return train_lib.merge(train_lib.RunConfig(), {
         "data": data,
-        "model": {"hidden": hidden, "layers": layers, "norm": norm, "norm_place": norm_place,
+        "model": {"hidden": hidden, "num_layers": layers, "norm": norm, "norm_place": norm_place,
                   "norm_kwargs": dict(norm_kwargs or {}),
                   "model_kwargs": dict(model_kwargs or {})},
         "optimizer": {"lr": lr, "weight_decay": weight_decay},

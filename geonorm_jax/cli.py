@@ -15,6 +15,7 @@ __all__ = ["main", "build_parser", "SUBCOMMAND_MODULES"]
 # imports what it needs lazily, so that `geonorm-jax norms` does not pay for the trainer.
 SUBCOMMAND_MODULES = (
     "geonorm_jax.norms.cli",
+    "geonorm_jax.models.cli",
     "geonorm_jax.data.cli",
     "geonorm_jax.train.cli",
     "geonorm_jax.audit.cli",

@@ -65,13 +65,14 @@ def test_a_model_declares_its_own_places():
 @pytest.mark.parametrize("name", ["geo_norm", "gvp_vector_layer_norm", "layer_norm"])
 def test_trainer_and_make_egnn_ask_the_model(name):
     kind = catalog.get(name).kind
-    place = setup.norm_place(cfg.ModelConfig(norm=name))
+    run = lambda **model: cfg.merge(cfg.RunConfig(), {"model": model})  # noqa: E731
+    place = setup.norm_place(run(norm=name))
     assert place == EGNN.placement.default_place(kind)
     model = make_egnn(name, place=None)
     assert getattr(model, f"{place}_norm").name == name
     others = [f for f in EGNN.placement.fields() if f != f"{place}_norm"]
     assert all(getattr(model, f) is None for f in others)
-    assert setup.norm_place(cfg.ModelConfig(norm=name, norm_place="update")) == "update"
+    assert setup.norm_place(run(norm=name, norm_place="update")) == "update"
 
 
 # ----------------------------------------------------------------------------- the kNN graph
@@ -131,7 +132,7 @@ def test_old_config_key_layers_still_loads(tmp_path):
     old["model"]["layers"] = old["model"].pop("num_layers") + 1
     (tmp_path / "config.json").write_text(json.dumps(old))
     loaded = cfg.load_config(tmp_path / "config.json")
-    assert loaded.model.num_layers == loaded.model.layers == cfg.preset("test").model.num_layers + 1
+    assert loaded.model.num_layers == cfg.preset("test").model.num_layers + 1
     assert "num_layers" in cfg.to_dict(loaded)["model"]
     assert "layers" not in cfg.to_dict(loaded)["model"]
     with pytest.raises(ValueError, match="model.layers and model.num_layers"):
@@ -142,22 +143,21 @@ def test_old_config_key_layers_still_loads(tmp_path):
 def test_cli_layers_flag_and_its_older_spelling(flag):
     args = cli.build_parser().parse_args(["train", "--test", flag, "3", "--graph", "knn"])
     config, _ = config_from_args(args)
-    assert config.model.num_layers == 3 and config.model.graph == "knn"
-    model = setup.build_model(config.model)
-    assert (model.num_layers, model.graph, model.neighbors) == (3, "knn", config.model.neighbors)
+    assert config.model.num_layers == 3 and config.model.model_kwargs == {"graph": "knn"}
+    model = setup.build_model(config)
+    assert (model.num_layers, model.graph, model.neighbors) == (3, "knn", 32)
+    args = cli.build_parser().parse_args(["train", "--preset", "knn-500", "--neighbors", "8"])
+    config, _ = config_from_args(args)  # a flag adds to the preset's model_kwargs
+    assert config.model.model_kwargs == {"graph": "knn", "neighbors": 8}
 
 
 def test_config_places_are_the_models():
-    with pytest.raises(ValueError, match="model.norm_place"):
-        cfg.merge(cfg.RunConfig(), {"model": {"norm_place": "edges"}})
+    bad = cfg.merge(cfg.RunConfig(), {"model": {"norm_place": "edges"}})
+    with pytest.raises(ValueError, match="place: expected one of .*'coord'.*received 'edges'"):
+        setup.norm_place(bad)
     for place in EGNN.placement.names():
-        assert cfg.merge(cfg.RunConfig(), {"model": {"norm_place": place}}).model.norm_place \
-            == place
-    from geonorm_jax.models import ALLEGRO_PLACEMENT, GEMNET_PLACEMENT, SCHNET_PLACEMENT
-
-    union = {n for pl in (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT, GEMNET_PLACEMENT)
-             for n in pl.names()}
-    assert set(cfg.NORM_PLACES) == union
+        config = cfg.merge(cfg.RunConfig(), {"model": {"norm_place": place}})
+        assert setup.norm_place(config) == place
 
 
 def test_a_place_of_another_model_is_refused_when_the_run_is_built():

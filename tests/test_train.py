@@ -417,15 +417,16 @@ def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, transla
 
 def test_knn_graph_training_equals_dense_when_fully_connected_and_stays_equivariant(
         cache_dir, one_seed_setup):
-    """``model.graph="knn"`` with ``k = N - 1`` is the dense model as an edge list: the same
+    """``model.model_kwargs.graph="knn"`` with ``k = N - 1`` is the dense model as an edge list: the same
     initial parameters give the same epoch losses. With ``k = 2`` the model differs and is
     still exactly E(3)-equivariant (the kNN graph depends on distances only)."""
     from geonorm_jax.train.evaluate import rte_errors, summarize_rte
 
     dense = one_seed_setup
     n = dense.config.data.particles
-    full = setup.build(tiny(model={"graph": "knn", "neighbors": n - 1}), cache_dir=cache_dir)
-    sparse = setup.build(tiny(model={"graph": "knn", "neighbors": 2}), cache_dir=cache_dir)
+    knn = lambda k: tiny(model={"model_kwargs": {"graph": "knn", "neighbors": k}})  # noqa: E731
+    full = setup.build(knn(n - 1), cache_dir=cache_dir)
+    sparse = setup.build(knn(2), cache_dir=cache_dir)
     losses = {}
     for name, s in (("dense", dense), ("full", full), ("sparse", sparse)):
         state = s.init_state()
@@ -441,7 +442,29 @@ def test_knn_graph_training_equals_dense_when_fully_connected_and_stays_equivari
 
 
 def test_knn_model_config_is_validated():
-    with pytest.raises(ValueError, match="model.neighbors"):
-        cfg.validate(tiny(model={"graph": "knn", "neighbors": 0}))
-    with pytest.raises(ValueError, match="model.graph"):
-        cfg.from_dict(cfg.RunConfig, {"model": {"graph": "radius"}})
+    from geonorm_jax.train.tasks import get_task
+
+    for kwargs, match in (({"graph": "knn", "neighbors": 0}, "neighbors: expected an integer"),
+                          ({"graph": "radius"}, "graph: expected 'dense', 'knn'"),
+                          ({"neighbours": 3}, r"model.model_kwargs: \['neighbours'\] are not")):
+        config = tiny(model={"model_kwargs": kwargs})
+        with pytest.raises(ValueError, match=match):
+            get_task(config).check(config)
+
+
+def test_version_1_configs_are_migrated_or_refused():
+    """A ``config.json`` of version 1 (one flat model section) reads with the same meaning;
+    one whose two normalization switches disagree is refused, naming the version."""
+    v1 = {"task": "molecules", "model": {"name": "schnet", "hidden": 8, "graph": "dense",
+                                         "neighbors": 32, "cutoff": None, "target_norm": False,
+                                         "neighbor_norm": False, "scale_norm": False}}
+    config = cfg.from_dict(cfg.RunConfig, v1)
+    assert config.version == cfg.CONFIG_VERSION
+    assert config.molecules.target_norm is False and config.model.builtin_norm is False
+    assert config.model.model_kwargs == {}
+    knn = cfg.from_dict(cfg.RunConfig, {"model": {"graph": "knn", "neighbors": 8}})
+    assert knn.model.model_kwargs == {"graph": "knn", "neighbors": 8}
+    with pytest.raises(ValueError, match="configuration version 1.*model.builtin_norm"):
+        cfg.from_dict(cfg.RunConfig, {"model": {"neighbor_norm": False, "scale_norm": True}})
+    with pytest.raises(ValueError, match="version 7 is not a configuration layout"):
+        cfg.from_dict(cfg.RunConfig, {"version": 7})

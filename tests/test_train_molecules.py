@@ -90,13 +90,13 @@ def test_cli_trains_schnet_on_a_data_file(water_file, tmp_path, capsys):
     code = cli.main(["train", "--model", "schnet", "--data-file", str(path),
                      "--train-frames", "12", "--valid-frames", "4", "--hidden", "8",
                      "--num-layers", "1", "--epochs", "1", "--batch-size", "4", "--seeds", "0",
-                     "--no-neighbor-norm",
+                     "--no-builtin-norm",
                      "--out", str(out), "--no-progress"])
     assert code == 0
     text = capsys.readouterr().out
     assert "test force mae" in text
     saved = cfg.load_config(out / "config.json")
-    assert saved.model.name == "schnet" and saved.model.neighbor_norm is False
+    assert saved.model.name == "schnet" and saved.model.builtin_norm is False
     assert saved.molecules.data_file == str(path)
 
 
@@ -127,12 +127,37 @@ def test_normalization_switches_reach_the_models():
     kw = model_kwargs(on, info)
     assert kw["env_normalization"] == "sqrt" and kw["avg_num_neighbors"] == 9.5
     assert kw["species_shift"] == (0.0, -13.6) and kw["species_scale"] == 1.5
-    off = cfg.merge(on, {"model": {"target_norm": False, "neighbor_norm": False}})
+    off = cfg.merge(on, {"molecules": {"target_norm": False}, "model": {"builtin_norm": False}})
     kw = model_kwargs(off, info)
     assert kw["env_normalization"] == "none" and "species_shift" not in kw
     s = model_kwargs(cfg.merge(cfg.preset("schnet-uracil"),
-                               {"model": {"neighbor_norm": False}}), info)
+                               {"model": {"builtin_norm": False}}), info)
     assert s["neighbor_normalization"] is False and s["features"] == 64
+    g = model_kwargs(cfg.merge(cfg.preset("gemnet-uracil"),
+                               {"model": {"builtin_norm": False}}), info)
+    assert g["scale_factors"] is False and g["residual_scaling"] is False
+    assert g["emb_size_atom"] == g["emb_size_edge"] == 128 and "avg_num_neighbors" not in g
+
+
+def test_the_cutoff_has_one_source(water_file):
+    """``model.cutoff`` and the model's own spelling in ``model_kwargs`` give the same run: the
+    neighbour statistics are fitted with exactly the cutoff the model receives."""
+    path, _ = water_file
+    infos = []
+    for overrides in ({"cutoff": 1.2}, {"model_kwargs": {**TINY_ALLEGRO, "cutoff": 1.2}}):
+        config = _config(path, **overrides)
+        task = get_task(config)
+        _, info = task.load(config)
+        model = task.build_model(config, info)
+        assert model.cutoff == info["cutoff"] == 1.2
+        infos.append(info)
+    # water within 1.2 Å: O sees both H (0.96 Å), each H only O (H-H 1.5 Å): N̄ = 4/3
+    assert infos[0]["avg_num_neighbors"] == infos[1]["avg_num_neighbors"]
+    assert abs(infos[0]["avg_num_neighbors"] - 4 / 3) < 0.05
+    both = _config(path, cutoff=1.2, model_kwargs={**TINY_ALLEGRO, "cutoff": 3.0})
+    with pytest.raises(ValueError, match=r"cutoff of 'allegro' is given twice.*model.cutoff = "
+                                         r"1.2, model.model_kwargs\['cutoff'\] = 3.0"):
+        get_task(both).check(both)
 
 
 def test_molecular_config_errors_name_the_key(tmp_path):

@@ -57,6 +57,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geonorm_jax.models import registry
+from geonorm_jax.models.layers import merge_training
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     apply_block_norm,
@@ -67,7 +69,14 @@ from geonorm_jax.models.placement import NormPlace, NormPlacement
 from geonorm_jax.models.radial import bessel_basis, polynomial_envelope
 from geonorm_jax.norms.base import Norm
 
-__all__ = ["Allegro", "ALLEGRO_PLACEMENT", "ALLEGRO_TUTORIAL", "ENV_NORMALIZATIONS", "env_factor"]
+__all__ = [
+    "ALLEGRO_SPEC",
+    "Allegro",
+    "ALLEGRO_PLACEMENT",
+    "ALLEGRO_TUTORIAL",
+    "ENV_NORMALIZATIONS",
+    "env_factor",
+]
 
 # The hyperparameters of the authors' tutorial configuration (mir-group/allegro,
 # configs/tutorial.yaml): r_c = 5 Å, 8 Bessels, p = 6, l_max = 1 with both parities
@@ -166,7 +175,8 @@ class Allegro(nn.Module):
       species_scale, species_shift: normalization (b) (None: off).
       max_atomic_number: embedding table size minus one.
       latent_norm, tensor_norm: ``Norm`` (kinds ``features`` / ``vectors``) or None.
-      training: passed to the norms.
+      training: passed to the norms; also a call argument (Flax's convention,
+        :func:`~geonorm_jax.models.layers.merge_training`); default False.
     """
 
     num_layers: int = 2
@@ -189,7 +199,7 @@ class Allegro(nn.Module):
     max_atomic_number: int = 118
     latent_norm: Norm | None = None
     tensor_norm: Norm | None = None
-    training: bool = False
+    training: bool | None = None
 
     def __post_init__(self):
         ALLEGRO_PLACEMENT.check(self.latent_norm, "latent")
@@ -208,12 +218,14 @@ class Allegro(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def atomic_energies(self, graph: MolecularGraph) -> jax.Array:
+    def atomic_energies(self, graph: MolecularGraph,
+                        training: bool | None = None) -> jax.Array:
         """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms).
 
         ``model.apply(variables, graph, method="atomic_energies")``.
         """
         graph.validate()
+        training = merge_training(self.training, training)
         dtype = graph.positions.dtype
         n, c = graph.num_atoms, self.num_channels
         nu = env_factor(self.env_normalization, self.avg_num_neighbors)
@@ -276,12 +288,12 @@ class Allegro(nn.Module):
             if self.latent_norm is not None:  # re-cut: x_ij stays 0 beyond r_c, smooth at r_c
                 x = apply_block_norm(
                     self.latent_norm, x, emask, per_edge,
-                    name=f"latent_norm_{layer}", training=self.training,
+                    name=f"latent_norm_{layer}", training=training,
                 ) * u[:, None]
             if self.tensor_norm is not None and not last:
                 vb = apply_block_norm(
                     self.tensor_norm, v.axis_to_mul(), emask, per_edge,
-                    name=f"tensor_norm_{layer}", training=self.training,
+                    name=f"tensor_norm_{layer}", training=training,
                 )
                 v = vb.mul_to_axis(c) * u[:, None, None]
 
@@ -292,8 +304,25 @@ class Allegro(nn.Module):
         )
         return jnp.where(graph.atom_mask, e_atom, 0.0)
 
-    def __call__(self, graph: MolecularGraph) -> jax.Array:
+    def __call__(self, graph: MolecularGraph, training: bool | None = None) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
-        ``graph_ids``."""
-        e = self.atomic_energies(graph)
+        ``graph_ids``; ``training`` as the attribute (:func:`~.layers.merge_training`)."""
+        e = self.atomic_energies(graph, training)
         return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
+
+
+ALLEGRO_SPEC = registry.register(registry.ModelSpec(
+    name="allegro",
+    task="molecules",
+    placement=ALLEGRO_PLACEMENT,
+    module=Allegro,
+    defaults=ALLEGRO_TUTORIAL,
+    knobs={"hidden": ("latent_dim",)},
+    builtin_norm={True: {"env_normalization": "sqrt"}, False: {"env_normalization": "none"}},
+    sizes={"tiny": dict(num_bessel=4, num_layers=1, latent_dim=8, num_channels=2, embed_dim=4,
+                        two_body_hidden=(8,), latent_hidden=(8,), edge_energy_hidden=(4,))},
+    citation="Musaelian et al., Learning local equivariant representations for large-scale "
+             "atomistic dynamics, Nat. Commun. 14, 579 (2023); configuration: "
+             "mir-group/allegro configs/tutorial.yaml",
+    description="Allegro: strictly local edge-based equivariant potential (energies, forces)",
+))

@@ -56,14 +56,24 @@ import jax.numpy as jnp
 
 from geonorm_jax import geometry
 from geonorm_jax.models import edges as edges_lib
+from geonorm_jax.models import registry
 from geonorm_jax.models import sharding as sharding_lib
 from geonorm_jax.models.egnn_layer import EGCLVel, LayerSettings
-from geonorm_jax.models.layers import TorchDense
+from geonorm_jax.models.layers import TorchDense, merge_training
 from geonorm_jax.models.placement import EGNN_PLACEMENT, PLACES, NormPlacement
 from geonorm_jax.norms.base import Norm
 from geonorm_jax.parallel.nodes import NodeSharding
 
-__all__ = ["EGNN", "EGCLVel", "LayerSettings", "make_egnn", "count_params", "PLACES", "GRAPHS"]
+__all__ = [
+    "EGNN_SPEC",
+    "EGNN",
+    "EGCLVel",
+    "LayerSettings",
+    "make_egnn",
+    "count_params",
+    "PLACES",
+    "GRAPHS",
+]
 
 # The graph choices of the EGNN (and of the trainer's ``model.graph``): fully connected, the
 # k nearest neighbours of the input positions (built inside the model), or an edge list given
@@ -142,6 +152,7 @@ class EGNN(nn.Module):
     edge_chunk: int | None = 16384
     param_dtype: Any = jnp.float32
     node_sharding: NodeSharding | None = None
+    training: bool | None = None
 
     placement: ClassVar[NormPlacement] = EGNN_PLACEMENT
 
@@ -176,7 +187,7 @@ class EGNN(nn.Module):
         charges: jax.Array,
         mask: jax.Array | None = None,
         *,
-        training: bool = False,
+        training: bool | None = None,
         senders: jax.Array | None = None,
         receivers: jax.Array | None = None,
         edge_mask: jax.Array | None = None,
@@ -189,7 +200,8 @@ class EGNN(nn.Module):
           charges: ``[batch, nodes, 1]``; they enter through ``q_i q_j``.
           mask: node mask ``[batch, nodes]`` bool (True = real node), or None.
           training: passed to the norms (running statistics update when True and the
-            ``"batch_stats"`` collection is mutable).
+            ``"batch_stats"`` collection is mutable); or set as the attribute (Flax's
+            convention, :func:`~geonorm_jax.models.layers.merge_training`); default False.
           senders, receivers, edge_mask: edge list (see :mod:`geonorm_jax.models.edges`),
             per graph ``[batch, edges]`` or flat ``[edges]`` over ``batch * nodes``.
         """
@@ -235,6 +247,7 @@ class EGNN(nn.Module):
         speed = geometry.safe_norm(v, axis=-1, keepdims=True)  # ||v_i||, [B, N, 1]
         h = TorchDense(self.hidden, name="embedding", param_dtype=self.param_dtype)(speed)
 
+        training = merge_training(self.training, training)
         settings = self.layer_settings(training=training, dense=not use_edges)
         layer_cls = nn.remat(EGCLVel) if self.remat else EGCLVel
         for layer in range(self.num_layers):
@@ -311,3 +324,14 @@ def count_params(variables: Any) -> int:
     return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(variables)))
 
 
+EGNN_SPEC = registry.register(registry.ModelSpec(
+    name="egnn",
+    task="nbody",
+    module=EGNN,
+    defaults=dict(hidden=64, num_layers=4),
+    sizes={"tiny": dict(hidden=16, num_layers=2)},
+    citation="Satorras, Hoogeboom and Welling, E(n) Equivariant Graph Neural Networks, ICML "
+             "2021 (velocity variant EGNN_vel, N-body: 4 layers of width 64; "
+             "vgsatorras/egnn main_nbody.py)",
+    description="velocity EGNN: positions of charged particles after a horizon (N-body)",
+))

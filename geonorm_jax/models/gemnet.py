@@ -54,6 +54,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.models import registry
 from geonorm_jax.models.gemnet_basis import (
     gemnet_radial_basis,
     he_orthogonal_init,
@@ -62,6 +63,7 @@ from geonorm_jax.models.gemnet_basis import (
 )
 from geonorm_jax.models.gemnet_blocks import InteractionBlock, OutputBlock, dense
 from geonorm_jax.models.gemnet_triplets import edge_triplets
+from geonorm_jax.models.layers import merge_training
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     edge_vectors,
@@ -70,7 +72,7 @@ from geonorm_jax.models.molecular_graph import (
 from geonorm_jax.models.placement import NormPlace, NormPlacement
 from geonorm_jax.norms.base import Norm
 
-__all__ = ["GemNetT", "GEMNET_PLACEMENT", "GEMNET_T_MD17", "GEMNET_T_SMALL"]
+__all__ = ["GEMNET_SPEC", "GemNetT", "GEMNET_PLACEMENT", "GEMNET_T_MD17", "GEMNET_T_SMALL"]
 
 # The authors' GemNet-T for MD17 (TUM-DAML/gemnet_pytorch, pretrained/GemNet-T/
 # model_kwargs.json): 4 blocks, atom and edge width 128, triplet 64, radial and circular
@@ -126,7 +128,8 @@ class GemNetT(nn.Module):
       species_scale, species_shift: optional per-species energy scale and shift.
       max_atomic_number: embedding table size minus one.
       atom_norm, edge_norm: ``Norm`` of kind ``features`` or None.
-      training: passed to the norms.
+      training: passed to the norms; also a call argument (Flax's convention,
+        :func:`~geonorm_jax.models.layers.merge_training`); default False.
     """
 
     num_blocks: int = 2
@@ -152,7 +155,7 @@ class GemNetT(nn.Module):
     max_atomic_number: int = 118
     atom_norm: Norm | None = None
     edge_norm: Norm | None = None
-    training: bool = False
+    training: bool | None = None
 
     def __post_init__(self):
         GEMNET_PLACEMENT.check(self.atom_norm, "atom")
@@ -180,13 +183,15 @@ class GemNetT(nn.Module):
         return max(graph.atoms_per_graph - 1, 1)
 
     @nn.compact
-    def atomic_energies(self, graph: MolecularGraph, fit_scale_factors: bool = False):
+    def atomic_energies(self, graph: MolecularGraph, fit_scale_factors: bool = False,
+                        training: bool | None = None):
         """Atomic energies ``E_a [N]`` (0 at padded atoms).
 
         ``model.apply(variables, graph, method="atomic_energies")``; ``fit_scale_factors``:
         see :func:`~.gemnet_scaling.fit_scale_factors`.
         """
         graph.validate()
+        training = merge_training(self.training, training)
         dtype = graph.positions.dtype
         n, fit = graph.num_atoms, fit_scale_factors
         s = 1.0 / math.sqrt(2.0) if self.residual_scaling else 1.0
@@ -229,7 +234,7 @@ class GemNetT(nn.Module):
                 self.num_after_skip, self.num_concat, self.num_atom, self.scale_factors, s,
                 atom_norm=self.atom_norm, edge_norm=self.edge_norm,
                 atoms_per_graph=graph.atoms_per_graph, edges_per_graph=graph.edges_per_graph,
-                training=self.training, name=f"interaction_{t}",
+                training=training, name=f"interaction_{t}",
             )(h, m, rbf3, rbf_w1, sph, trip, rbf_h, senders, receivers, emask,
               graph.atom_mask, fit)
             energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
@@ -237,9 +242,45 @@ class GemNetT(nn.Module):
                                      self.species_shift)
         return jnp.where(graph.atom_mask, energy, 0.0)
 
-    def __call__(self, graph: MolecularGraph, fit_scale_factors: bool = False) -> jax.Array:
+    def __call__(self, graph: MolecularGraph, fit_scale_factors: bool = False,
+                 training: bool | None = None) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
-        ``graph_ids``."""
-        e = self.atomic_energies(graph, fit_scale_factors)
+        ``graph_ids``; ``training`` as the attribute (:func:`~.layers.merge_training`)."""
+        e = self.atomic_energies(graph, fit_scale_factors, training)
         return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
 
+
+def gemnet_init(model: GemNetT, key: jax.Array, batch: dict) -> dict:
+    """:func:`~geonorm_jax.models.predict.potential_init`, then GemNet-T's scale factors fitted
+    on ``batch`` when ``model.scale_factors`` (:func:`~.gemnet_scaling.fit_scale_factors`; the
+    authors fit on 16 batches of 32 molecules)."""
+    from geonorm_jax.models.gemnet_scaling import fit_scale_factors
+    from geonorm_jax.models.predict import potential_graph
+
+    graph = potential_graph(model, batch)
+    variables = model.init(key, graph)
+    if model.scale_factors:
+        variables = fit_scale_factors(model, variables, graph)
+    return {"params": variables["params"],
+            "batch_stats": {k: v for k, v in variables.items() if k != "params"}}
+
+
+GEMNET_SPEC = registry.register(registry.ModelSpec(
+    name="gemnet",
+    task="molecules",
+    module=GemNetT,
+    defaults=GEMNET_T_MD17,
+    knobs={"hidden": ("emb_size_atom", "emb_size_edge"), "num_layers": ("num_blocks",)},
+    builtin_norm={True: {"scale_factors": True, "residual_scaling": True},
+                  False: {"scale_factors": False, "residual_scaling": False}},
+    sizes={"tiny": dict(num_blocks=1, emb_size_atom=8, emb_size_edge=8, emb_size_trip=4,
+                        emb_size_rbf=4, emb_size_cbf=4, emb_size_bil_trip=4, num_spherical=3,
+                        num_radial=4),
+           "small": GEMNET_T_SMALL},
+    placement=GEMNET_PLACEMENT,
+    init=gemnet_init,
+    citation="Gasteiger, Becker and Günnemann, GemNet: Universal Directional Graph Neural "
+             "Networks for Molecules, NeurIPS 2021; configuration: TUM-DAML/gemnet_pytorch "
+             "pretrained/GemNet-T model_kwargs.json",
+    description="GemNet-T: two-hop message passing with triplet angles (energies, forces)",
+))

@@ -1,4 +1,4 @@
-"""Building blocks for the EGNN: dense layers initialised like PyTorch's ``nn.Linear``.
+"""Building blocks shared by the models: PyTorch-initialised dense layers and the train/eval switch.
 
 ``TorchDense`` reproduces ``torch.nn.Linear``'s default initialisation (Kaiming-uniform with
 ``a = sqrt(5)``), which is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for the kernel and the
@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["torch_linear_init", "xavier_uniform", "TorchDense"]
+__all__ = ["torch_linear_init", "xavier_uniform", "TorchDense", "merge_training"]
 
 
 def torch_linear_init(fan_in: int):
@@ -55,3 +55,22 @@ class TorchDense(nn.Module):
             bias = self.param("bias", torch_linear_init(fan_in), (self.features,), self.param_dtype)
             y = y + bias.astype(x.dtype)
         return y
+
+
+def merge_training(attribute: bool | None, argument: bool | None) -> bool:
+    """The train/eval switch of a model, given as a module attribute, a call argument, or both.
+
+    Flax's convention (``nn.merge_param``, as ``BatchNorm.use_running_average`` and
+    ``Dropout.deterministic``): every model of :mod:`geonorm_jax.models` takes ``training``
+    both ways, ``Model(training=True)`` or ``model.apply(variables, ..., training=True)``.
+    Neither given means evaluation (``False``); both given must agree.
+
+    Raises:
+      ValueError: the attribute and the argument disagree.
+    """
+    if attribute is None:
+        return bool(argument) if argument is not None else False
+    if argument is None or bool(argument) == bool(attribute):
+        return bool(attribute)
+    raise ValueError(f"training: given as attribute ({attribute}) and as call argument "
+                     f"({argument}); expected one of them, or equal values")

@@ -37,6 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from geonorm_jax.models import registry
+from geonorm_jax.models.layers import merge_training
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     apply_block_norm,
@@ -47,7 +49,7 @@ from geonorm_jax.models.placement import NormPlace, NormPlacement
 from geonorm_jax.models.radial import cosine_cutoff, gaussian_rbf, shifted_softplus
 from geonorm_jax.norms.base import Norm
 
-__all__ = ["SchNet", "SCHNET_PLACEMENT", "SCHNET_MD17"]
+__all__ = ["SCHNET_SPEC", "SchNet", "SCHNET_PLACEMENT", "SCHNET_MD17"]
 
 # SchNet (2018) for MD17 molecules: F = 64, T = 3 interactions, Gaussians every 0.1 Å with
 # gamma = 10 Å^-2, here within schnetpack's 5 Å cosine cutoff (51 centres on [0, 5] Å).
@@ -81,7 +83,8 @@ class SchNet(nn.Module):
       species_shift: ``mu_Z``: a tuple indexed by atomic number, or None (0).
       max_atomic_number: size of the embedding table minus one.
       feature_norm, aggregate_norm: ``Norm`` of kind ``"features"`` or None.
-      training: passed to the norms (batch statistics).
+      training: passed to the norms; also a call argument (Flax's convention,
+        :func:`~geonorm_jax.models.layers.merge_training`); default False (batch statistics).
       activation: ``ssp`` by default.
     """
 
@@ -96,7 +99,7 @@ class SchNet(nn.Module):
     max_atomic_number: int = 118
     feature_norm: Norm | None = None
     aggregate_norm: Norm | None = None
-    training: bool = False
+    training: bool | None = None
     activation: Callable = shifted_softplus
 
     def __post_init__(self):
@@ -109,12 +112,14 @@ class SchNet(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def atomic_energies(self, graph: MolecularGraph) -> jax.Array:
+    def atomic_energies(self, graph: MolecularGraph,
+                        training: bool | None = None) -> jax.Array:
         """Scaled and shifted atomic energies ``E_i [N]`` (0 at padded atoms).
 
         ``model.apply(variables, graph, method="atomic_energies")``.
         """
         graph.validate()
+        training = merge_training(self.training, training)
         dtype = graph.positions.dtype
         act = self.activation
         n, f = graph.num_atoms, self.features
@@ -138,21 +143,41 @@ class SchNet(nn.Module):
             if self.aggregate_norm is not None:
                 conv = apply_block_norm(
                     self.aggregate_norm, conv, graph.atom_mask, graph.atoms_per_graph,
-                    name=f"aggregate_norm_{t}", training=self.training, num_neighbors=counts,
+                    name=f"aggregate_norm_{t}", training=training, num_neighbors=counts,
                 )
             v = nn.Dense(f, name=f"f2out_{t}")(conv)
             h = h + nn.Dense(f, name=f"dense_{t}")(act(v))
             if self.feature_norm is not None:
                 h = apply_block_norm(
                     self.feature_norm, h, graph.atom_mask, graph.atoms_per_graph,
-                    name=f"feature_norm_{t}", training=self.training,
+                    name=f"feature_norm_{t}", training=training,
                 )
         e = nn.Dense(1, name="out_1")(act(nn.Dense(f // 2, name="out_0")(h)))[:, 0]
         e = species_scale_shift(e, graph.species, self.species_scale, self.species_shift)
         return jnp.where(graph.atom_mask, e, 0.0)
 
-    def __call__(self, graph: MolecularGraph) -> jax.Array:
+    def __call__(self, graph: MolecularGraph, training: bool | None = None) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
-        ``graph_ids``."""
-        e = self.atomic_energies(graph)
+        ``graph_ids``; ``training`` as the attribute (:func:`~.layers.merge_training`)."""
+        e = self.atomic_energies(graph, training)
         return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
+
+
+SCHNET_SPEC = registry.register(registry.ModelSpec(
+    name="schnet",
+    task="molecules",
+    placement=SCHNET_PLACEMENT,
+    module=SchNet,
+    defaults=SCHNET_MD17,
+    knobs={"hidden": ("features",), "num_layers": ("num_interactions",)},
+    builtin_norm={True: {"neighbor_normalization": True},
+                  False: {"neighbor_normalization": False}},
+    # "reference": the conventions of schnetpack, the peer benchmark's implementation (sum over
+    # neighbours, a species table of 100 rows)
+    sizes={"tiny": dict(features=8, num_interactions=1, num_rbf=8),
+           "reference": dict(max_atomic_number=99, neighbor_normalization=False)},
+    citation="Schütt et al., SchNet - A deep learning architecture for molecules and "
+             "materials, J. Chem. Phys. 148, 241722 (2018); MD17 setting F = 64, T = 3",
+    description="SchNet: continuous-filter convolutions on interatomic distances (energies, "
+                "forces)",
+))

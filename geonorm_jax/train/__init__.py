@@ -1,5 +1,6 @@
 """Training: one loop for every task (:mod:`geonorm_jax.train.tasks`: charged N-body with the
-EGNN, molecular energies and forces with Allegro or SchNet), optax Adam over an explicit
+EGNN, molecular energies and forces with Allegro, SchNet, GemNet-T or any model registered in
+:mod:`geonorm_jax.models.registry`), optax Adam over an explicit
 train state, seeds in one vmapped program, explosion detection, evaluation (MSE, energy and
 force MAE, rotation/translation errors), orbax checkpoints with resume, data parallelism
 with ``jax.sharding``, and the ``geonorm-jax train/eval/plot`` commands.
@@ -17,7 +18,7 @@ from geonorm_jax.train.checkpoint import CheckpointError
 from geonorm_jax.train.config import (
     PRESETS,
     ModelConfig,
-    MoleculesConfig,
+    MolecularTaskConfig,
     OptimizerConfig,
     RunConfig,
     TrainConfig,
@@ -50,7 +51,7 @@ from geonorm_jax.train.tasks import MolecularTask, NBodyTask, Task, get_task
 __all__ = [
     "PRESETS",
     "ModelConfig",
-    "MoleculesConfig",
+    "MolecularTaskConfig",
     "OptimizerConfig",
     "RunConfig",
     "TrainConfig",

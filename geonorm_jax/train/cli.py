@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
 import sys
 import time
+import types
 import typing
 from pathlib import Path
+from typing import Any
 
 __all__ = [
+    "FLAGS",
+    "Flag",
+    "OLD_FLAGS",
     "add_parser",
     "config_from_args",
     "accept_negative_numbers",
@@ -31,67 +37,178 @@ PRESET_HELP = (
     "epochs), schnet-uracil (SchNet, published MD17 size, 100 epochs), gemnet-uracil (GemNet-T, "
     "the authors' MD17 size, 100 epochs)"
 )
-PRESET_NAMES = ["quick", "egnn-5body", "geonorm-paper", "knn-500", "test", "allegro-uracil",
-                "schnet-uracil", "gemnet-uracil"]
 
-# flag dest -> dotted config key
-_OVERRIDES = {
-    "particles": "data.particles",
-    "model": "model.name",
-    "molecule": "molecules.molecule",
-    "frames": "molecules.frames",
-    "train_frames": "molecules.train",
-    "valid_frames": "molecules.valid",
-    "num_layers": "model.num_layers",
-    "hidden": "model.hidden",
-    "norm": "model.norm",
-    "norm_place": "model.norm_place",
-    "graph": "model.graph",
-    "neighbors": "model.neighbors",
-    "lr": "optimizer.lr",
-    "weight_decay": "optimizer.weight_decay",
-    "clip_norm": "optimizer.clip_norm",
-    "schedule": "optimizer.schedule",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "seeds": "train.seeds",
-    "train_samples": "train.train_samples",
-    "eval_every": "train.eval_every",
-    "checkpoint_every": "train.checkpoint_every",
-    "devices": "train.devices",
-    "explosion_threshold": "train.explosion_threshold",
-}
+#: the preset a task starts from when ``--model`` names a model with no ``MODEL-uracil``
+#: preset (the model's published defaults replace the preset's model section)
+TASK_PRESETS = {"nbody": "quick", "molecules": "allegro-uracil"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One ``geonorm-jax train`` flag that sets one config key.
+
+    The flag's type (and choices, for a ``Literal``) comes from the typed config field of
+    ``key`` (:mod:`geonorm_jax.train.sections`), so the parser and the configuration cannot
+    disagree. ``value``: a constant the flag stores (``--no-target-norm`` stores False);
+    ``type``: the type of an entry of the free-form ``model.model_kwargs``.
+    """
+
+    key: str
+    help: str
+    flag: str | None = None
+    value: Any = None
+    metavar: str | None = None
+    type: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.flag or "--" + self.key.rsplit(".", 1)[-1].replace("_", "-")
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+
+def _model_places() -> str:
+    from geonorm_jax.models import registry
+
+    return "; ".join(f"{s.name}: {', '.join(s.placement.names())}" for s in registry.specs())
+
+
+# Every flag that sets a config key, in help order (group, flags).
+FLAGS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
+    ("data and model", (
+        Flag("model.name", "a registered model (`geonorm-jax models`): egnn (charged N-body), "
+             "allegro, schnet, gemnet (molecules), or one added with --import; without "
+             "--preset: MODEL-uracil if it exists, else the task's default preset",
+             flag="--model"),
+        Flag("molecules.molecule", "molecules: uracil, ethanol, aspirin or water (generated "
+             "GFN2-xTB frames)"),
+        Flag("molecules.frames", "molecules: frames to generate in all"),
+        Flag("molecules.train", "molecules: training frames (rMD17: 1000)",
+             flag="--train-frames"),
+        Flag("molecules.valid", "molecules: validation frames (rMD17: 50)",
+             flag="--valid-frames"),
+        Flag("molecules.target_norm", "molecules: no per-species energy shift and scale",
+             flag="--no-target-norm", value=False),
+        Flag("model.builtin_norm", "the model without its authors' own normalization "
+             "(Allegro 1/sqrt(N̄), SchNet's mean over neighbours, GemNet-T's scale factors "
+             "and residual scaling)", flag="--no-builtin-norm", value=False),
+        Flag("data.particles", "nbody: number of particles N"),
+        Flag("train.train_samples", "use the first this many training samples"),
+        Flag("model.num_layers", "depth: EGNN layers, Allegro layers, SchNet interactions, "
+             "GemNet-T blocks (>= 1); --layers is the older spelling"),
+        Flag("model.hidden", "width: EGNN hidden, Allegro latent_dim, SchNet features, "
+             "GemNet-T atom and edge embeddings"),
+        Flag("model.cutoff", "cutoff radius in Å (molecular models; the EGNN's kNN radius)"),
+        Flag("model.norm", "normalization: a catalogue name (see `geonorm-jax norms`) or "
+             "'none'", metavar="NAME"),
+        Flag("model.norm_place", "where the norm goes (default: the model's place for its "
+             "kind); places per model: {places}"),
+        Flag("model.model_kwargs", "further constructor arguments of the model, as a JSON "
+             "object in its own argument names (`geonorm-jax models --json`), e.g. "
+             "'{\"tanh\": true}'", metavar="JSON"),
+        Flag("model.model_kwargs.graph", "EGNN: dense (fully connected, the papers') or knn "
+             "(edge list, O(N k); for large N)", flag="--graph", type=str),
+        Flag("model.model_kwargs.neighbors", "EGNN: k of the kNN graph (--graph knn)",
+             flag="--neighbors", type=int),
+    )),
+    ("optimization", (
+        Flag("optimizer.lr", "learning rate (Adam)"),
+        Flag("optimizer.weight_decay", "L2 weight decay, PyTorch-Adam style"),
+        Flag("optimizer.clip_norm", "clip gradients to this global norm"),
+        Flag("optimizer.schedule", "learning-rate schedule"),
+        Flag("train.epochs", "number of epochs"),
+        Flag("train.batch_size", "batch size (train); drop_last"),
+        Flag("train.seeds", "seeds trained together with jax.vmap, e.g. --seeds 30 40 50 60",
+             metavar="SEED"),
+        Flag("train.eval_every", "evaluate val/test every k epochs"),
+        Flag("train.checkpoint_every", "checkpoint every k epochs"),
+        Flag("train.devices", "data-parallel devices (default: as many as divide the batch)"),
+        Flag("train.explosion_threshold", "a seed whose batch loss is NaN/inf or above this "
+             "is frozen and recorded as exploded"),
+    )),
+)
+
+# Older spellings of flags, accepted but not listed: {flag: the flag it stands for}.
+OLD_FLAGS = {"--layers": "--num-layers", "--no-neighbor-norm": "--no-builtin-norm",
+             "--no-scale-norm": "--no-builtin-norm"}
+
+
+def _field_type(key: str):
+    """The annotation of config field ``key`` (``"model.hidden"``); ``dict`` entries of
+    ``model.model_kwargs`` are free-form (None)."""
+    from geonorm_jax.train.config import RunConfig
+
+    tp = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        tp = typing.get_type_hints(tp)[part]
+    return tp
+
+
+def _argparse_kwargs(f: Flag) -> dict:
+    """``add_argument`` keywords of ``f`` from the typed config (type, choices, nargs)."""
+    out: dict = {"dest": f.dest, "default": None, "help": f"{f.help} [{f.key}]"}
+    if f.metavar:
+        out["metavar"] = f.metavar
+    if f.value is not None:
+        return {**out, "action": "store_const", "const": f.value}
+    tp = _field_type(f.key)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp, args = args[0], list(typing.get_args(args[0]))
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return {**out, "choices": list(args)}
+    if origin is tuple:
+        return {**out, "type": args[0], "nargs": "+"}
+    if tp is dict:
+        return {**out, "type": _json_object}
+    if tp in (int, float):
+        return {**out, "type": tp}
+    return {**out, "type": f.type} if f.type is not None else out
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object; {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object; received {text!r}")
+    return value
 
 
 def add_parser(subparsers) -> None:
     """Register ``train``, ``eval`` and ``plot``.
 
-    The model flags use the model's names (``--num-layers``, ``--graph``), and the choices of
-    ``--norm-place`` are the places the models declare (:data:`geonorm_jax.models.EGNN_PLACEMENT`,
-    ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``).
-    ``--layers`` is accepted as the older spelling of ``--num-layers`` (not listed).
+    The flags of ``train`` that set config keys come from :data:`FLAGS`, typed by the config
+    dataclasses; the older spellings in :data:`OLD_FLAGS` are accepted (not listed).
     """
-    from geonorm_jax.models import ALLEGRO_PLACEMENT, EGNN, GEMNET_PLACEMENT, SCHNET_PLACEMENT
-    from geonorm_jax.train.config import MODELS, ModelConfig
+    from geonorm_jax.models.cli import add_import_flag
+    from geonorm_jax.train.config import PRESETS
+
     p = subparsers.add_parser(
         "train",
-        help="train an EGNN on charged N-body (default: the quick GeoNorm job), or Allegro / "
-             "SchNet / GemNet-T on molecular energies and forces",
+        help="train an EGNN on charged N-body (default: the quick GeoNorm job), or a "
+             "registered potential (Allegro / SchNet / GemNet-T / your own) on molecular "
+             "energies and forces",
         description=(
             "Train the velocity EGNN on the charged N-body task, or a molecular model (--model "
             "allegro|schnet|gemnet, or --preset allegro-uracil|schnet-uracil|gemnet-uracil) on "
-            "the energies and "
-            "forces of MD frames. With no arguments: the quick preset (5-body data from the "
-            "cache, generated if missing; EGNN + GeoNorm; about 3 minutes on 2 CPU cores). "
-            "Several --seeds train together in one jitted program (jax.vmap). Writes "
-            "RUN_DIR/{config.json, metrics.jsonl, checkpoints/, curves.png, summary.json} and "
-            "prints a table. Flags override the preset; the result is saved as config.json. "
+            "the energies and forces of MD frames. With no arguments: the quick preset "
+            "(5-body data from the cache, generated if missing; EGNN + GeoNorm; about 3 "
+            "minutes on 2 CPU cores). Several --seeds train together in one jitted program "
+            "(jax.vmap). Writes RUN_DIR/{config.json, metrics.jsonl, checkpoints/, "
+            "curves.png, summary.json} and prints a table. Flags override the preset "
+            "(each flag's config key in brackets); the result is saved as config.json. "
             "Ctrl-C saves a checkpoint; --resume RUN_DIR continues."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     g = p.add_argument_group("run")
-    g.add_argument("--preset", choices=PRESET_NAMES,
+    g.add_argument("--preset", choices=list(PRESETS),
                    default=None, help=f"named configuration: {PRESET_HELP}")
     g.add_argument("--test", action="store_true",
                    help="the tiny 'test' preset (same as --preset test)")
@@ -105,67 +222,24 @@ def add_parser(subparsers) -> None:
     g.add_argument("--data-dir", metavar="DIR", default=None,
                    help="dataset directory to use instead of the cache (N-body, or a "
                         "molecular dataset written by `geonorm-jax data generate`)")
+    g.add_argument("--data-file", metavar="NPZ",
+                   help="molecules: train on an MD17 (R, E, F, z) or revised MD17 (coords, "
+                        "energies, forces, nuclear_charges) .npz file "
+                        "[molecules.dataset = file, molecules.data_file]")
     g.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="dataset cache (default: $GEONORM_JAX_CACHE or the data default)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("data and model")
-    g.add_argument("--model", choices=list(MODELS),
-                   help="egnn (charged N-body), allegro, schnet or gemnet (molecules; without "
-                        "--preset the MODEL-uracil preset)")
-    g.add_argument("--molecule", help="molecules: uracil, ethanol, aspirin or water "
-                                      "(generated GFN2-xTB frames)")
-    g.add_argument("--frames", type=int, help="molecules: frames to generate in all")
-    g.add_argument("--train-frames", type=int, help="molecules: training frames (rMD17: 1000)")
-    g.add_argument("--valid-frames", type=int, help="molecules: validation frames (rMD17: 50)")
-    g.add_argument("--data-file", metavar="NPZ",
-                   help="molecules: train on an MD17 (R, E, F, z) or revised MD17 (coords, "
-                        "energies, forces, nuclear_charges) .npz file")
-    g.add_argument("--no-target-norm", action="store_true",
-                   help="molecules: no per-species energy shift and scale")
-    g.add_argument("--no-neighbor-norm", action="store_true",
-                   help="molecules: no neighbour normalization (Allegro 1/sqrt(N̄), SchNet's "
-                        "mean over neighbours)")
-    g.add_argument("--no-scale-norm", action="store_true",
-                   help="molecules: GemNet without its fitted scale factors and 1/sqrt(2) "
-                        "residual scaling")
-    g.add_argument("--particles", type=int, help="number of particles N")
-    g.add_argument("--train-samples", type=int,
-                   help="use the first this many training simulations")
-    g.add_argument("--num-layers", type=int,
-                   help="number of EGNN layers (>= 1); --layers is the older spelling")
-    g.add_argument("--layers", type=int, dest="num_layers", help=argparse.SUPPRESS)
-    g.add_argument("--hidden", type=int, help="hidden width")
-    g.add_argument("--norm", metavar="NAME",
-                   help="normalization: a catalogue name (see `geonorm-jax norms`) or 'none'")
-    placements = (EGNN.placement, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT, GEMNET_PLACEMENT)
-    places = list(dict.fromkeys(n for pl in placements for n in pl.names()))
-    g.add_argument("--norm-place", choices=places,
-                   help="where the norm goes (default: the model's place for its kind; EGNN: "
-                        + ", ".join(f"{kind} -> {place}" for kind, place in
-                                    EGNN.placement.defaults)
-                        + "; Allegro: " + ", ".join(ALLEGRO_PLACEMENT.names())
-                        + "; SchNet: " + ", ".join(SCHNET_PLACEMENT.names())
-                        + "; GemNet: " + ", ".join(GEMNET_PLACEMENT.names()) + ")")
-    g.add_argument("--graph", choices=typing.get_args(typing.get_type_hints(ModelConfig)["graph"]),
-                   help="dense (fully connected, the papers') or knn (edge list, O(N k); "
-                        "for large N)")
-    g.add_argument("--neighbors", type=int, help="k of the kNN graph (--graph knn)")
-    g = p.add_argument_group("optimization")
-    g.add_argument("--lr", type=float, help="learning rate (Adam)")
-    g.add_argument("--weight-decay", type=float, help="L2 weight decay, PyTorch-Adam style")
-    g.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
-    g.add_argument("--schedule", choices=["constant", "cosine"], help="learning-rate schedule")
-    g.add_argument("--epochs", type=int, help="number of epochs")
-    g.add_argument("--batch-size", type=int, help="batch size (train); drop_last")
-    g.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
-                   help="seeds trained together with jax.vmap, e.g. --seeds 30 40 50 60")
-    g.add_argument("--eval-every", type=int, help="evaluate val/test every k epochs")
-    g.add_argument("--checkpoint-every", type=int, help="checkpoint every k epochs")
-    g.add_argument("--devices", type=int,
-                   help="data-parallel devices (default: as many as divide the batch)")
-    g.add_argument("--explosion-threshold", type=float,
-                   help="a seed whose batch loss is NaN/inf or above this is frozen and "
-                        "recorded as exploded")
+    add_import_flag(g)
+    for title, flags in FLAGS:
+        g = p.add_argument_group(title)
+        for f in flags:
+            kwargs = _argparse_kwargs(f)
+            if "{places}" in kwargs["help"]:
+                kwargs["help"] = kwargs["help"].replace("{places}", _model_places())
+            g.add_argument(f.name, **kwargs)
+    for old, new in OLD_FLAGS.items():
+        f = next(f for _, flags in FLAGS for f in flags if f.name == new)
+        p.add_argument(old, **{**_argparse_kwargs(f), "help": argparse.SUPPRESS})
     p.set_defaults(func=run_train)
     accept_negative_numbers(p)
 
@@ -191,6 +265,7 @@ def add_parser(subparsers) -> None:
     e.add_argument("--data-dir", metavar="DIR", default=None, help="dataset directory")
     e.add_argument("--cache-dir", metavar="DIR", default=None, help="dataset cache")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_import_flag(e)
     e.set_defaults(func=run_eval)
     accept_negative_numbers(e)
 
@@ -251,30 +326,51 @@ def _set(d: dict, dotted: str, value) -> None:
     d[last] = value
 
 
+def _default_preset(model: str | None) -> str:
+    """The preset of ``--model`` without ``--preset``: ``MODEL-uracil`` if it exists, else the
+    default preset of the model's task (``quick`` for N-body)."""
+    from geonorm_jax.models import registry
+    from geonorm_jax.train.config import PRESETS
+
+    if model is None:
+        return TASK_PRESETS["nbody"]
+    if f"{model}-uracil" in PRESETS:
+        return f"{model}-uracil"
+    return TASK_PRESETS[registry.get(model).task]
+
+
 def config_from_args(args):
-    """``(config, preset_name)`` from the parsed flags (preset, then --config, then flags)."""
+    """``(config, preset_name)`` from the parsed flags (preset, then --config, then flags).
+
+    A model named by ``--model`` that differs from the preset's starts from its published
+    defaults (the preset's ``hidden``, ``num_layers``, ``cutoff`` and ``model_kwargs`` belong
+    to the preset's model and are dropped)."""
+    from geonorm_jax.models.cli import import_plugins
     from geonorm_jax.train import config as cfg
 
+    import_plugins(getattr(args, "imports", ()))
     if args.test:
         if args.preset not in (None, "test"):
             raise ValueError(f"--test conflicts with --preset {args.preset}")
         args.preset = "test"
     overrides: dict = {}
-    for dest, key in _OVERRIDES.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        if dest == "norm" and value.lower() == "none":
-            value = None
-        _set(overrides, key, value)
+    extra: dict = {}
+    for _, flags in FLAGS:
+        for f in flags:
+            value = getattr(args, f.dest, None)
+            if value is None:
+                continue
+            if f.key == "model.norm" and value.lower() == "none":
+                value = None
+            if f.key.startswith("model.model_kwargs."):
+                extra[f.key.rsplit(".", 1)[-1]] = value
+            elif f.key == "model.model_kwargs":
+                extra = {**value, **extra}
+            else:
+                _set(overrides, f.key, value)
     if getattr(args, "data_file", None):
         _set(overrides, "molecules.dataset", "file")
         _set(overrides, "molecules.data_file", str(args.data_file))
-    for flag, key in (("no_target_norm", "model.target_norm"),
-                      ("no_neighbor_norm", "model.neighbor_norm"),
-                      ("no_scale_norm", "model.scale_norm")):
-        if getattr(args, flag, False):
-            _set(overrides, key, False)
     model = getattr(args, "model", None)
     if args.resume and args.preset is None and args.config is None:
         from geonorm_jax.train.rundir import check_resume
@@ -285,8 +381,16 @@ def config_from_args(args):
         base = cfg.load_config(args.config)
         name = Path(args.config).stem
     else:
-        name = args.preset or (f"{model}-uracil" if model not in (None, "egnn") else "quick")
+        name = args.preset or _default_preset(model)
         base = cfg.preset(name)
+    if model is not None and model != base.model.name:
+        from geonorm_jax.models import registry
+
+        base = cfg.merge(base, {"task": registry.get(model).task,
+                                "model": {"hidden": None, "num_layers": None, "cutoff": None,
+                                          "model_kwargs": {}}})
+    if extra:
+        _set(overrides, "model.model_kwargs", {**base.model.model_kwargs, **extra})
     return cfg.merge(base, overrides), name
 
 
@@ -311,8 +415,10 @@ def run_train(args) -> int:
 
 
 def run_eval(args) -> int:
+    from geonorm_jax.models.cli import import_plugins
     from geonorm_jax.train.eval_run import evaluate_run, format_rte_table
 
+    import_plugins(args.imports)
     enable_compile_cache()
     result = evaluate_run(args.run_dir, rte=args.rte, draws=args.draws,
                           translation_scale=args.translation_scale, data_dir=args.data_dir,

@@ -1,25 +1,31 @@
-"""Run configuration as typed dataclasses, the named presets, and JSON round trips.
+"""Run configuration: :class:`RunConfig`, the named presets, versions and JSON round trips.
 
-A run is described by a :class:`RunConfig`: the task and five sections::
+A run is described by a :class:`RunConfig`: the task and five sections
+(:mod:`geonorm_jax.train.sections`)::
 
-    RunConfig(task="nbody",                # or "molecules" (geonorm_jax.train.tasks)
-              data=DataConfig(...),        # nbody: the N-body simulation and split sizes
-              molecules=MoleculesConfig(...),  # molecules: frames, split, loss weights
-              model=ModelConfig(...),      # model, width/depth, the normalization and its place
+    RunConfig(task="nbody",                   # or "molecules" (geonorm_jax.train.tasks)
+              data=DataConfig(...),           # nbody: the N-body simulation and split sizes
+              molecules=MolecularTaskConfig(...),  # molecules: frames, split, targets, loss
+              model=ModelConfig(...),         # a registered model, its knobs and its norm
               optimizer=OptimizerConfig(...),  # Adam + L2 weight decay, clipping, schedule
-              train=TrainConfig(...))      # epochs, batch, seeds, evaluation, checkpoints, RTE
+              train=TrainConfig(...),         # epochs, batch, seeds, evaluation, checkpoints
+              version=CONFIG_VERSION)
 
 Only the data section of the run's task is written to ``config.json`` (:func:`save_config`);
 the other keeps its defaults.
 
-``config.json`` in every run directory is ``to_dict(config)``; :func:`from_dict` reads it back
-and raises ``ValueError`` naming the offending key (``"model.num_layers: expected an integer >= 1,
-got 0"``, ``"unknown config key 'optimizer.learnig_rate'"``).
+``config.json`` in every run directory is ``config_dict(config)``; :func:`load_config` reads it
+back and raises ``ValueError`` naming the offending key (``"model.num_layers: expected an
+integer >= 1, got 0"``, ``"unknown config key 'optimizer.learnig_rate'"``).
 
-The model section uses the model's own names (:class:`geonorm_jax.models.EGNN`): ``num_layers``,
-``graph``, ``neighbors``, ``cutoff``, and the places of
-:data:`geonorm_jax.models.EGNN_PLACEMENT` for ``norm_place``. Older ``config.json`` files
-spelled ``num_layers`` as ``layers``; they still load (:data:`OLD_KEYS`).
+Versions (:func:`migrate`): version 1 (files without ``version``) had one flat model section
+for every model: ``graph`` and ``neighbors`` (EGNN only) and ``target_norm``,
+``neighbor_norm``, ``scale_norm`` (molecular models only). Version 2 keeps in ``model`` what
+every model shares and moves the rest where it belongs: ``graph``/``neighbors`` into
+``model.model_kwargs`` (the EGNN's own argument names), ``target_norm`` into ``molecules``,
+and the two architecture switches into the one ``model.builtin_norm``. A version-1 file whose
+two switches disagree cannot be read unambiguously and is refused with a message naming the
+version. ``num_layers`` was once spelled ``layers``; that still loads (:data:`OLD_KEYS`).
 """
 
 from __future__ import annotations
@@ -31,24 +37,29 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geonorm_jax.data import DataConfig
-from geonorm_jax.train import typed_config
-from geonorm_jax.train.molecules_config import MoleculesConfig
-from geonorm_jax.train.typed_config import diff, to_dict
+from geonorm_jax.models import registry
+from geonorm_jax.train import config_codec
+from geonorm_jax.train.config_codec import diff, to_dict
+from geonorm_jax.train.sections import (
+    ModelConfig,
+    MolecularTaskConfig,
+    OptimizerConfig,
+    TrainConfig,
+)
 
 __all__ = [
     "ModelConfig",
-    "MoleculesConfig",
+    "MolecularTaskConfig",
     "OptimizerConfig",
-    "TASKS",
-    "MODELS",
-    "NORM_PLACES",
     "TrainConfig",
     "RunConfig",
+    "CONFIG_VERSION",
     "PRESETS",
     "preset",
     "to_dict",
     "from_dict",
     "merge",
+    "migrate",
     "load_config",
     "save_config",
     "config_dict",
@@ -57,143 +68,8 @@ __all__ = [
     "OLD_KEYS",
 ]
 
-# The tasks and the models each one trains (the first is the task's default model).
-TASKS: dict[str, tuple[str, ...]] = {"nbody": ("egnn",),
-                                     "molecules": ("allegro", "schnet", "gemnet")}
-MODELS: tuple[str, ...] = tuple(m for models in TASKS.values() for m in models)
-# Every place name of those models (EGNN_PLACEMENT, ALLEGRO_PLACEMENT, SCHNET_PLACEMENT,
-# GEMNET_PLACEMENT; a test keeps this equal to their union). Whether a place belongs to the
-# chosen model is checked by the task when the run is built.
-NORM_PLACES: tuple[str, ...] = ("coord", "update", "feature", "latent", "tensor", "aggregate",
-                                "atom", "edge")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The model (the EGNN for ``nbody``; Allegro, SchNet or GemNet-T for ``molecules``) and
-    where its normalization goes.
-
-    Attributes:
-      name: ``"egnn"`` (:class:`geonorm_jax.models.EGNN`), ``"allegro"``
-        (:class:`geonorm_jax.models.Allegro`), ``"schnet"``
-        (:class:`geonorm_jax.models.SchNet`) or ``"gemnet"``
-        (:class:`geonorm_jax.models.GemNetT`).
-      hidden: width: every MLP of the EGNN (the papers use 64), Allegro's scalar latent
-        ``latent_dim``, SchNet's ``features``, GemNet's atom and edge embeddings.
-      num_layers: EGNN layers, Allegro tensor-product layers, SchNet interactions, GemNet
-        blocks (>= 1); ``layers`` in older config files.
-      norm: a catalogue name (``geonorm-jax norms``) or ``None`` for none.
-      norm_place: a place of the model (:data:`geonorm_jax.models.EGNN_PLACEMENT`,
-        ``ALLEGRO_PLACEMENT``, ``SCHNET_PLACEMENT``); for the EGNN ``"coord"`` (coordinates
-        after each layer, the GeoNorm paper's place), ``"update"`` (the coordinate update)
-        or ``"feature"`` (the invariant features ``h``). ``None`` asks the model for the
-        default place of the catalogue entry's kind (EGNN: coordinates -> coord, vectors ->
-        update, features -> feature).
-      norm_kwargs: hyperparameters passed to the norm's constructor.
-      model_kwargs: extra keyword arguments for the model's constructor (e.g. ``{"tanh":
-        true}`` for the EGNN, ``{"l_max": 2}`` for Allegro), over the model's published
-        configuration (molecular models: ``ALLEGRO_TUTORIAL``, ``SCHNET_MD17``).
-      target_norm: molecular models: the per-species energy shift ``mu_Z`` and scale
-        ``sigma`` fitted on the training split (``E_i = sigma E_i^net + mu_Z``; Allegro's
-        and SchNet's output normalization). False: the network predicts raw energies.
-      neighbor_norm: molecular models: Allegro's ``1/sqrt(N̄)`` on its environment sums
-        (``env_normalization="sqrt"``, else ``"none"``); SchNet's mean over neighbours
-        (``neighbor_normalization``, else the plain sum). GemNet has none.
-      scale_norm: GemNet: its scale factors fitted on a training batch so each scaled
-        activation has unit variance, and the ``1/sqrt(2)`` of its residual sums (each alone
-        through ``model_kwargs``: ``scale_factors``, ``residual_scaling``). Others: unused.
-      graph: the EGNN's ``graph``: ``"dense"`` (fully connected, the papers' setting,
-        ``O(N^2)`` edges per system) or ``"knn"`` (edge list of the ``neighbors`` nearest
-        particles of the *input* positions, built by the model inside the jitted step:
-        ``O(N k)`` edges, for large ``N``). The EGNN's third choice, ``"edges"`` (an edge
-        list given by the caller), has no source in a training run.
-      neighbors: ``k`` of the kNN graph (``graph="knn"`` only); ``k >= N - 1`` gives the
-        fully connected graph as an edge list.
-      cutoff: optional radius for the kNN graph (longer edges are masked), or ``None``.
-    """
-
-    name: Literal[MODELS] = "egnn"
-    hidden: int = 64
-    num_layers: int = 4
-    norm: str | None = "geo_norm"
-    norm_place: Literal[NORM_PLACES] | None = None
-    norm_kwargs: dict = dataclasses.field(default_factory=dict)
-    model_kwargs: dict = dataclasses.field(default_factory=dict)
-    graph: Literal["dense", "knn"] = "dense"
-    neighbors: int = 32
-    cutoff: float | None = None
-    target_norm: bool = True
-    neighbor_norm: bool = True
-    scale_norm: bool = True
-
-    @property
-    def layers(self) -> int:
-        """``num_layers`` under its older name (read-only)."""
-        return self.num_layers
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
-    """Adam with PyTorch-style weight decay, optional clipping and schedule (all optax).
-
-    The update is ``optax.chain(clip_by_global_norm(clip_norm)?, add_decayed_weights(wd),
-    adam(lr_schedule))``: PyTorch's ``Adam(weight_decay=wd)`` adds ``wd * param`` to the
-    gradient *before* the moment estimates (L2 regularisation, not AdamW), and
-    ``clip_grad_norm_`` runs on the raw gradient before ``optimizer.step()``.
-
-    Attributes:
-      lr: peak learning rate (EGNN paper 5e-4; GeoNorm paper 5e-3 and 5e-4).
-      weight_decay: L2 coefficient (both papers: 1e-12).
-      clip_norm: global gradient-norm clip, or ``None``.
-      schedule: ``"constant"`` or ``"cosine"`` (cosine decay to 0 over the run).
-      warmup_epochs: linear warm-up from 0 (cosine schedule only).
-    """
-
-    lr: float = 5e-4
-    weight_decay: float = 1e-12
-    clip_norm: float | None = None
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup_epochs: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Epochs, batch, seeds, evaluation, explosion detection, checkpoints and RTE.
-
-    Attributes:
-      epochs: number of passes over the training samples.
-      batch_size: samples per step (EGNN protocol 100, GeoNorm paper 50); the last partial
-        batch is dropped, as the EGNN code does (``drop_last=True``).
-      seeds: one model per seed, all trained together with ``jax.vmap``; the seed fixes the
-        initialisation and the data order.
-      train_samples: use the first ``train_samples`` training simulations (EGNN: 3000);
-        ``None`` uses all of ``data.train``.
-      eval_every: evaluate validation and test MSE every this many epochs (and at the end).
-      checkpoint_every: save a checkpoint every this many epochs (and at the end).
-      keep_checkpoints: how many interval checkpoints orbax keeps.
-      explosion_threshold: a seed whose batch loss is NaN/inf or above this is frozen.
-      eval_batch_size: samples per evaluation chunk (padded; does not change results).
-      devices: data-parallel devices (``None``: all local devices; the batch must divide).
-      rte_draws: random (rotation, translation) draws per test sample for RTE.
-      rte_translation_scale: RTE translation std, in units of the test positions' std.
-      fast_compile: compile with XLA's backend optimization level 0. About halves compile
-        time and slows the steps down; for smoke tests and tiny runs, where compiling
-        dominates.
-    """
-
-    epochs: int = 100
-    batch_size: int = 100
-    seeds: tuple[int, ...] = (30,)
-    train_samples: int | None = None
-    eval_every: int = 5
-    checkpoint_every: int = 5
-    keep_checkpoints: int = 3
-    explosion_threshold: float = 1e3
-    eval_batch_size: int = 500
-    devices: int | None = None
-    rte_draws: int = 3
-    rte_translation_scale: float = 1.0
-    fast_compile: bool = False
+#: the layout of ``config.json`` written by this version of the library (:func:`migrate`)
+CONFIG_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,14 +77,17 @@ class RunConfig:
     """A whole run: the task, its data section, model, optimizer and training sections.
 
     ``task`` picks the data section that counts: ``data`` (charged N-body) for ``"nbody"``,
-    ``molecules`` for ``"molecules"`` (:mod:`geonorm_jax.train.tasks`)."""
+    ``molecules`` for ``"molecules"`` (:mod:`geonorm_jax.train.tasks`). ``version`` is the
+    layout of the configuration (:data:`CONFIG_VERSION`); older files are read through
+    :func:`migrate`."""
 
-    task: Literal[tuple(TASKS)] = "nbody"
+    task: Literal[registry.TASKS] = "nbody"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    molecules: MoleculesConfig = dataclasses.field(default_factory=MoleculesConfig)
+    molecules: MolecularTaskConfig = dataclasses.field(default_factory=MolecularTaskConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    version: int = CONFIG_VERSION
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,8 +128,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 500 particles, batch 10, 30 epochs; lr 1e-3 because the run is short.
     "knn-500": {
         "data": {"particles": 500, "train": 100, "valid": 25, "test": 25},
-        "model": {"hidden": 64, "num_layers": 4, "norm": "geo_norm_shared", "graph": "knn",
-                  "neighbors": 32},
+        "model": {"hidden": 64, "num_layers": 4, "norm": "geo_norm_shared",
+                  "model_kwargs": {"graph": "knn", "neighbors": 32}},
         "optimizer": {"lr": 1e-3},
         "train": {"epochs": 30, "batch_size": 10, "seeds": [30], "eval_every": 5,
                   "checkpoint_every": 5, "eval_batch_size": 25},
@@ -315,7 +194,7 @@ def preset(name: str) -> RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dict / JSON round trip with type checking (geonorm_jax.train.typed_config), older key names
+# Dict / JSON round trip with type checking (geonorm_jax.train.config_codec), older key names
 # ---------------------------------------------------------------------------------------------
 
 # Older names of config keys, per section: {section class: {old key: key}}. An old key is read
@@ -325,21 +204,84 @@ OLD_KEYS: dict[type, dict[str, str]] = {ModelConfig: {"layers": "num_layers"}}
 # Dict-valued fields that an override replaces whole instead of merging into.
 _OPAQUE = ("norm_kwargs", "model_kwargs")
 
+# Version 1's model keys that version 2 moved, and where they went (see migrate).
+_V1_SWITCHES = ("neighbor_norm", "scale_norm")
+
+
+def migrate(data: dict, where: str = "config") -> dict:
+    """A configuration dict (full or partial) in the current layout.
+
+    Version 1 (no ``version`` key, or ``1``) is rewritten as described in the module
+    docstring: ``model.graph``/``neighbors`` -> ``model.model_kwargs`` (dropped when they are
+    version 1's defaults ``"dense"``/32, which the EGNN shares), ``model.target_norm`` ->
+    ``molecules.target_norm``, ``model.neighbor_norm``/``scale_norm`` ->
+    ``model.builtin_norm``. A dict of the current version is returned unchanged.
+
+    Raises:
+      ValueError: a version this library does not know, or a version-1 file whose two
+        architecture switches disagree (its meaning in version 2 would be a guess).
+    """
+    if not isinstance(data, dict):
+        return data
+    version = data.get("version", 1)
+    if version == CONFIG_VERSION:
+        return data
+    if version != 1:
+        raise ValueError(f"{where}: version {version!r} is not a configuration layout this "
+                         f"geonorm-jax reads (it reads versions 1 to {CONFIG_VERSION}); written "
+                         "by a newer release?")
+    out = {k: v for k, v in data.items() if k != "version"}
+    model = dict(out.get("model") or {})
+    if not model:
+        return out
+    extra = dict(model.get("model_kwargs") or {})
+    graph = model.pop("graph", "dense")
+    neighbors = model.pop("neighbors", 32)
+    if graph != "dense":
+        extra.setdefault("graph", graph)
+        extra.setdefault("neighbors", neighbors)
+    if extra:
+        model["model_kwargs"] = extra
+    if "target_norm" in model:
+        molecules = dict(out.get("molecules") or {})
+        molecules.setdefault("target_norm", model.pop("target_norm"))
+        out["molecules"] = molecules
+    switches = {k: model.pop(k) for k in _V1_SWITCHES if k in model}
+    if switches:
+        values = set(switches.values())
+        if len(values) > 1:
+            given = ", ".join(f"model.{k} = {v}" for k, v in switches.items())
+            raise ValueError(
+                f"{where}: written in configuration version 1, which had two switches for a "
+                f"model's own normalization ({given}); version {CONFIG_VERSION} has one, "
+                "model.builtin_norm, and which of the two counted depends on the model. Set "
+                "model.builtin_norm and remove the two keys (and add \"version\": "
+                f"{CONFIG_VERSION})")
+        model.setdefault("builtin_norm", values.pop())
+    out["model"] = model
+    return out
+
 
 def from_dict(cls: type, data: dict, path: str = "") -> Any:
     """Build dataclass ``cls`` (a config section or :class:`RunConfig`) from ``data``, checking
-    keys and value types; older key names (:data:`OLD_KEYS`) are read as the new ones.
+    keys and value types; a :class:`RunConfig` dict of an older version is migrated first
+    (:func:`migrate`), older key names (:data:`OLD_KEYS`) are read as the new ones.
 
     Raises:
       ValueError: naming the dotted key of an unknown key or a value of the wrong type.
     """
-    return typed_config.from_dict(cls, data, path, old_keys=OLD_KEYS)
+    if cls is RunConfig:
+        data = migrate(data, path or "config")
+    return config_codec.from_dict(cls, data, path, old_keys=OLD_KEYS)
 
 
 def merge(config: Any, overrides: dict, path: str = "") -> Any:
     """``config`` with the (nested, partial) ``overrides`` dict applied, type-checked;
-    ``norm_kwargs`` and ``model_kwargs`` are replaced whole, not merged."""
-    return typed_config.merge(config, overrides, path, old_keys=OLD_KEYS, opaque=_OPAQUE)
+    ``norm_kwargs`` and ``model_kwargs`` are replaced whole, not merged. Overrides of a
+    :class:`RunConfig` in the version-1 layout are migrated first (:func:`migrate`)."""
+    if isinstance(config, RunConfig):
+        overrides = migrate(overrides, path or "config")
+    return config_codec.merge(config, overrides, path, old_keys=OLD_KEYS, opaque=_OPAQUE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,9 +299,9 @@ def validate(config: RunConfig) -> RunConfig:
 
     # train.epochs first: other keys' ranges depend on it (optimizer.warmup_epochs)
     need(t.epochs >= 1, "train.epochs", "an integer >= 1", t.epochs)
-    need(m.num_layers >= 1, "model.num_layers", "an integer >= 1", m.num_layers)
-    need(m.hidden >= 1, "model.hidden", "an integer >= 1", m.hidden)
-    need(m.neighbors >= 1, "model.neighbors", "an integer >= 1", m.neighbors)
+    need(m.num_layers is None or m.num_layers >= 1, "model.num_layers",
+         "an integer >= 1 or null", m.num_layers)
+    need(m.hidden is None or m.hidden >= 1, "model.hidden", "an integer >= 1 or null", m.hidden)
     need(m.cutoff is None or (math.isfinite(m.cutoff) and m.cutoff > 0), "model.cutoff",
          "a positive number or null", m.cutoff)
     if m.norm is not None:
@@ -388,8 +330,9 @@ def validate(config: RunConfig) -> RunConfig:
     need(t.rte_draws >= 1, "train.rte_draws", "an integer >= 1", t.rte_draws)
     need(t.rte_translation_scale >= 0, "train.rte_translation_scale", "a number >= 0",
          t.rte_translation_scale)
-    need(m.name in TASKS[config.task], "model.name",
-         f"a model of task {config.task!r} ({', '.join(TASKS[config.task])})", m.name)
+    models = registry.names(config.task)
+    need(m.name in models, "model.name",
+         f"a model of task {config.task!r} ({', '.join(models)}; `geonorm-jax models`)", m.name)
     if config.task != "nbody":
         return config  # the task checks its own data section (geonorm_jax.train.tasks)
     n_train = t.train_samples if t.train_samples is not None else config.data.train

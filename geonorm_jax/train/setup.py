@@ -6,8 +6,9 @@ bad input (missing or corrupt data, unknown normalization, a norm at a place it 
 batch larger than the data) raises ``ValueError`` here, so the trainer can create the run
 directory only afterwards.
 
-``build_model``, ``load_data`` and ``norm_place`` are the N-body task's
-(:mod:`geonorm_jax.train.tasks.nbody`), re-exported here where they were first defined.
+``load_data`` is the N-body task's (:mod:`geonorm_jax.train.tasks.nbody`), re-exported here
+where it was first defined; ``build_model`` and ``norm_place`` serve every task
+(:mod:`geonorm_jax.train.tasks.base`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from geonorm_jax.train.provenance import check_finite, describe
 from geonorm_jax.train.state import TrainState, init_seed_state, init_state
 from geonorm_jax.train.step import make_optimizer, train_epoch
 from geonorm_jax.train.tasks import Task, get_task, num_samples
-from geonorm_jax.train.tasks.nbody import build_model, load_data, norm_place
+from geonorm_jax.train.tasks.base import build_model, norm_place
+from geonorm_jax.train.tasks.nbody import load_data
 
 __all__ = ["Setup", "FlatParams", "build", "build_model", "load_data", "norm_place", "SPLITS"]
 
@@ -236,7 +238,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
         variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
     except (TypeError, ValueError) as e:
         raise ValueError(f"model: cannot initialise {config.model.norm!r} at place "
-                         f"{_place(task, config)!r}: {e}") from None
+                         f"{norm_place(config)!r}: {e}") from None
     flat = FlatParams(variables["params"])
 
     def init_fn(key, sample=sample):
@@ -249,11 +251,3 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
 
     return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh,
                  task, info, record, sample)
-
-
-def _place(task: Task, config: RunConfig) -> str | None:
-    if config.task == "nbody":
-        return norm_place(config.model)
-    from geonorm_jax.train.tasks.molecules import norm_place as molecular_place
-
-    return molecular_place(config)

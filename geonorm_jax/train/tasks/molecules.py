@@ -1,7 +1,8 @@
-r"""The molecular energy-and-force task (the survey's Section 4): Allegro, SchNet or GemNet-T
-on MD frames of one molecule.
+r"""The molecular energy-and-force task (the survey's Section 4): a registered potential
+(Allegro, SchNet, GemNet-T or a user's own, :mod:`geonorm_jax.models.registry`) on MD frames
+of one molecule.
 
-Data (``config.molecules``, :class:`~geonorm_jax.train.molecules_config.MoleculesConfig`):
+Data (``config.molecules``, :class:`~geonorm_jax.train.sections.MolecularTaskConfig`):
 GFN2-xTB Langevin frames generated and cached by
 :func:`geonorm_jax.data.molecules.get_molecular_dataset`, a generated dataset directory
 (``data_dir``), or a published MD17 / revised MD17 file (``dataset="file"``, ``data_file``).
@@ -10,22 +11,17 @@ per split, ``S`` frames of ``A`` atoms, float32 except the species: ``positions 
 (Å), ``energies [S]`` (eV), ``forces [S, A, 3]`` (eV/Å), ``atomic_numbers [S, A]`` int32.
 
 Fitted on the training split only, recorded in the run's ``info``: ``avg_num_neighbors``
-``N̄`` within the model's cutoff, the per-species shift ``mu_Z`` (least squares of the
-energies on the species counts) and the scale ``sigma`` (force RMS)
-(:mod:`geonorm_jax.models.target_norms`). The model's normalizations are switches
-(:class:`~geonorm_jax.train.config.ModelConfig`): ``target_norm`` (``E_i = sigma E_i^net +
-mu_Z``), ``neighbor_norm`` (Allegro's ``1/sqrt(N̄)``, SchNet's mean over neighbours) and
-``scale_norm`` (GemNet's scale factors, fitted per seed at initialization on
-:attr:`MolecularTask.init_samples` training frames, and its ``1/sqrt(2)`` residual scaling).
+``N̄`` within the cutoff the model receives (one value: :func:`~.base.resolve_model`), the
+per-species shift ``mu_Z`` (least squares of the energies on the species counts) and the
+scale ``sigma`` (force RMS) (:mod:`geonorm_jax.models.target_norms`). They reach the models
+that declare them as arguments: ``avg_num_neighbors`` (Allegro), ``species_shift`` and
+``species_scale`` (``molecules.target_norm``: ``E_i = sigma E_i^net + mu_Z``) and
+``max_atomic_number``. The architecture's own normalization is the one switch
+``model.builtin_norm`` (:class:`~geonorm_jax.models.registry.ModelSpec`).
 
-Collections: everything but ``params`` (running statistics of norms, GemNet's fitted
-``scale_factors``) travels in the train state's ``batch_stats`` slot as ``{collection:
-tree}``; only ``batch_stats`` changes in training.
-
-Prediction: ``energy [B]`` (a sum of atomic energies) and ``forces [B, A, 3] = -dE/dx``
-(:func:`geonorm_jax.models.molecular_graph.energy_and_forces`), on a graph rebuilt inside
-the step from the current positions (:func:`~geonorm_jax.models.molecular_graph.batch_frames`,
-all intra-molecule pairs, masked beyond the cutoff). Loss, with ``A_b`` real atoms per frame::
+Prediction (the model spec's ``predict``, :mod:`geonorm_jax.models.predict`): ``energy [B]``
+(a sum of atomic energies) and ``forces [B, A, 3] = -dE/dx``, on a graph rebuilt inside the
+step from the current positions. Loss, with ``A_b`` real atoms per frame::
 
     L = lambda_E mean_b ((E_b - E_b^ref) / A_b)^2 + lambda_F mean_{b, i, a} (F_bia - F_bia^ref)^2
 
@@ -41,75 +37,39 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from geonorm_jax.train.config import TASKS, RunConfig
-from geonorm_jax.train.tasks.base import Task
+from geonorm_jax.train.config import RunConfig
+from geonorm_jax.train.tasks.base import Task, model_spec, resolve_model
 
-__all__ = ["MolecularTask", "model_kwargs", "placement", "norm_place", "default_cutoff"]
-
-
-def _published(name: str) -> dict:
-    from geonorm_jax.models import ALLEGRO_TUTORIAL, GEMNET_T_MD17, SCHNET_MD17
-
-    return {"allegro": ALLEGRO_TUTORIAL, "schnet": SCHNET_MD17, "gemnet": GEMNET_T_MD17}[name]
+__all__ = ["MolecularTask", "model_kwargs", "model_cutoff", "data_statistics"]
 
 
-def placement(name: str):
-    """The :class:`~geonorm_jax.models.placement.NormPlacement` of molecular model ``name``."""
-    from geonorm_jax.models import ALLEGRO_PLACEMENT, GEMNET_PLACEMENT, SCHNET_PLACEMENT
-
-    return {"allegro": ALLEGRO_PLACEMENT, "schnet": SCHNET_PLACEMENT,
-            "gemnet": GEMNET_PLACEMENT}[name]
-
-
-def default_cutoff(config: RunConfig) -> float:
-    """``model.cutoff``, else ``model_kwargs["cutoff"]``, else the published value (5 Å)."""
-    m = config.model
-    if m.cutoff is not None:
-        return float(m.cutoff)
-    return float(m.model_kwargs.get("cutoff", _published(m.name)["cutoff"]))
-
-
-def norm_place(config: RunConfig) -> str | None:
-    """The place of ``model.norm`` in the molecular model (explicit or the model's default
-    for the norm's kind; ``ValueError`` naming the places otherwise)."""
-    m = config.model
-    if m.norm is None:
-        return None
-    from geonorm_jax.norms import catalog
-
-    info = catalog.get(m.norm)
-    p = placement(m.name)
-    if m.norm_place is not None:
-        p.place(m.norm_place)
-        return m.norm_place
-    return p.default_place(info.kind, m.norm)
+def data_statistics(config: RunConfig, info: dict) -> dict:
+    """The training-data statistics offered to the model's constructor (each reaches the
+    model only if it declares an argument of that name): the species table size, ``N̄`` and,
+    with ``molecules.target_norm``, the per-species shift and scale."""
+    out = {"max_atomic_number": int(info.get("max_z", 118))}
+    if "avg_num_neighbors" in info:
+        out["avg_num_neighbors"] = info["avg_num_neighbors"]
+    if config.molecules.target_norm and "species_shift" in info:
+        out.update(species_shift=tuple(info["species_shift"]),
+                   species_scale=float(info["species_scale"]))
+    return out
 
 
 def model_kwargs(config: RunConfig, info: dict) -> dict:
-    """The constructor arguments of ``config.model`` on data described by ``info``.
+    """The constructor arguments of ``config.model`` on data described by ``info``
+    (:func:`~.base.resolve_model` with :func:`data_statistics`)."""
+    return resolve_model(config, data_statistics(config, info))
 
-    Published configuration (``ALLEGRO_TUTORIAL`` / ``SCHNET_MD17``), then ``hidden`` and
-    ``num_layers``, the cutoff, the species table up to the data's largest ``Z``, the two
-    normalization switches, and last ``model_kwargs``.
-    """
-    m = config.model
-    kwargs = dict(_published(m.name))
-    if m.name == "allegro":
-        kwargs.update(latent_dim=m.hidden, num_layers=m.num_layers,
-                      env_normalization="sqrt" if m.neighbor_norm else "none",
-                      avg_num_neighbors=info.get("avg_num_neighbors"))
-    elif m.name == "schnet":
-        kwargs.update(features=m.hidden, num_interactions=m.num_layers,
-                      neighbor_normalization=m.neighbor_norm)
-    else:
-        kwargs.update(emb_size_atom=m.hidden, emb_size_edge=m.hidden, num_blocks=m.num_layers,
-                      scale_factors=m.scale_norm, residual_scaling=m.scale_norm)
-    kwargs.update(cutoff=default_cutoff(config), max_atomic_number=int(info.get("max_z", 118)))
-    if m.target_norm and "species_shift" in info:
-        kwargs.update(species_shift=tuple(info["species_shift"]),
-                      species_scale=float(info["species_scale"]))
-    kwargs.update(m.model_kwargs)
-    return kwargs
+
+def model_cutoff(config: RunConfig) -> float:
+    """The cutoff the model of ``config`` receives (``model.cutoff``, its alias in
+    ``model.model_kwargs``, or the published value): one value for the model and for the
+    neighbour statistics fitted on the training data."""
+    cutoff = model_spec(config).cutoff_of(resolve_model(config))
+    if not (isinstance(cutoff, int | float) and np.isfinite(cutoff) and cutoff > 0):
+        raise ValueError(f"model.cutoff: expected a positive number of Å, got {cutoff!r}")
+    return float(cutoff)
 
 
 def _frames(config: RunConfig, data_dir, cache_dir, progress):
@@ -195,7 +155,8 @@ def _is_json(value) -> bool:
 
 
 class MolecularTask(Task):
-    """Energies and forces of molecular frames with Allegro or SchNet (module docstring)."""
+    """Energies and forces of molecular frames with a registered potential (module
+    docstring)."""
 
     name = "molecules"
     metrics = ("energy_mae", "force_mae")
@@ -205,18 +166,19 @@ class MolecularTask(Task):
     #: on it; the authors fit on 16 batches of 32 molecules)
     init_samples = 32
 
-    def __init__(self, energy_weight: float = 1.0, force_weight: float = 1.0):
+    def __init__(self, spec=None, energy_weight: float = 1.0, force_weight: float = 1.0):
+        super().__init__(spec)
         self.energy_weight = float(energy_weight)
         self.force_weight = float(force_weight)
 
+    @classmethod
+    def from_config(cls, config: RunConfig) -> MolecularTask:
+        mc = config.molecules
+        return cls(model_spec(config), energy_weight=mc.energy_weight,
+                   force_weight=mc.force_weight)
+
     def check(self, config: RunConfig) -> None:
-        m, mc = config.model, config.molecules
-        if m.name not in TASKS["molecules"]:
-            raise ValueError(f"model.name: the molecules task trains one of "
-                             f"{list(TASKS['molecules'])}; received {m.name!r}")
-        if m.graph != "dense":
-            raise ValueError(f"model.graph: molecular models build their own radius graph; "
-                             f"expected 'dense' (the default), received {m.graph!r}")
+        mc = config.molecules
         for key in ("energy_weight", "force_weight"):
             value = getattr(mc, key)
             if not (np.isfinite(value) and value >= 0):
@@ -230,22 +192,9 @@ class MolecularTask(Task):
         if config.train.batch_size > mc.train:
             raise ValueError(f"train.batch_size: {config.train.batch_size} is larger than the "
                              f"number of training frames (molecules.train = {mc.train})")
-        if not default_cutoff(config) > 0:
-            raise ValueError(f"model.cutoff: expected a positive number, got {m.cutoff!r}")
-        self._norm(config)  # unknown norm, bad place
-
-    def _norm(self, config: RunConfig) -> dict:
-        place = norm_place(config)
-        if place is None:
-            return {}
-        from geonorm_jax.norms import catalog
-
-        try:
-            norm = catalog.make(config.model.norm, **config.model.norm_kwargs)
-        except TypeError as e:
-            raise ValueError(f"model.norm_kwargs: {e}") from None
-        placement(config.model.name).check(norm, place)
-        return {f"{place}_norm": norm}
+        model_cutoff(config)  # a knob given twice, a bad cutoff
+        # unknown model, norm, place or argument: built once on placeholder statistics
+        self.build_model(config, {"avg_num_neighbors": 1.0, "max_z": 118})
 
     def load(self, config: RunConfig, *, data_dir=None, cache_dir=None, progress=False):
         from geonorm_jax.data.molecules import split_data
@@ -279,7 +228,7 @@ class MolecularTask(Task):
                                               jnp.int32),
             }
         train = splits["train"]
-        cutoff = default_cutoff(config)
+        cutoff = model_cutoff(config)
         fit = target_norms.EnergyNormalization.fit(train.energies, train.forces, z)
         info = {
             "molecule": frames.meta.get("molecule", mc.molecule),
@@ -300,51 +249,12 @@ class MolecularTask(Task):
         return out, info
 
     def build_model(self, config: RunConfig, info: dict):
-        from geonorm_jax.models import Allegro, GemNetT, SchNet
+        """The potential of ``config.model`` with the statistics of ``info``
+        (:func:`model_kwargs`) and its catalogue norm at its place."""
+        from geonorm_jax.train.tasks.base import build_model
 
-        cls = {"allegro": Allegro, "schnet": SchNet, "gemnet": GemNetT}[config.model.name]
-        kwargs = {**model_kwargs(config, info), **self._norm(config)}
-        try:
-            return cls(**kwargs)
-        except TypeError as e:  # unknown keyword in model_kwargs
-            raise ValueError(f"model.model_kwargs: {e}") from None
-
-    @staticmethod
-    def graph(model, batch: dict):
-        """The block-padded :class:`~geonorm_jax.models.molecular_graph.MolecularGraph` of a
-        batch within ``model.cutoff``."""
-        from geonorm_jax.models.molecular_graph import batch_frames
-
-        return batch_frames(batch["positions"], batch["atomic_numbers"], model.cutoff)
-
-    def init(self, model, key, batch):
-        """Flax variables of ``model``; GemNet's scale factors fitted on ``batch`` (with
-        ``scale_factors=True``). Non-parameter collections are returned as ``{"batch_stats":
-        {collection: tree}}`` (see the module docstring)."""
-        from geonorm_jax.models import fit_scale_factors
-
-        graph = self.graph(model, batch)
-        variables = model.init(key, graph)
-        if getattr(model, "scale_factors", False):
-            variables = fit_scale_factors(model, variables, graph)
-        collections = {k: v for k, v in variables.items() if k != "params"}
-        return {"params": variables["params"], "batch_stats": collections}
-
-    def apply(self, model, variables, batch, training):
-        from geonorm_jax.models.molecular_graph import energy_and_forces
-
-        graph = self.graph(model, batch)
-        shape = batch["positions"].shape
-        collections = dict(variables.get("batch_stats", {}))
-        full = {"params": variables["params"], **collections}
-        if training:
-            e, f, updates = energy_and_forces(model.clone(training=True), full, graph,
-                                              mutable=["batch_stats"])
-            if "batch_stats" in updates:
-                collections["batch_stats"] = updates["batch_stats"]
-        else:
-            e, f = energy_and_forces(model, full, graph)
-        return {"energy": e, "forces": f.reshape(shape)}, collections
+        self.spec = model_spec(config)
+        return build_model(config, data_statistics(config, info))
 
     def _errors(self, pred, batch):
         mask = (batch["atomic_numbers"] > 0).astype(pred["forces"].dtype)  # [B, A]

@@ -1,5 +1,6 @@
 """The charged N-body task: predict positions after ``frame_out - frame_in`` steps (EGNN and
-GeoNorm papers), with the velocity EGNN (:class:`geonorm_jax.models.EGNN`).
+GeoNorm papers), with a registered model of the task: the velocity EGNN
+(:class:`geonorm_jax.models.EGNN`).
 
 Arrays per split (``S`` simulations of ``N`` particles): ``loc [S, N, 3]``, ``vel [S, N, 3]``,
 ``charges [S, N, 1]``, ``target [S, N, 3]``, float32. Loss: ``nn.MSELoss()`` of the predicted
@@ -14,47 +15,11 @@ from pathlib import Path
 import jax.numpy as jnp
 
 from geonorm_jax.data.config import SPLITS
-from geonorm_jax.train.config import ModelConfig, RunConfig
+from geonorm_jax.train.config import RunConfig
 from geonorm_jax.train.step import mse, per_sample_mse
 from geonorm_jax.train.tasks.base import Task
 
-__all__ = ["NBodyTask", "build_model", "load_data", "data_source", "norm_place"]
-
-
-def norm_place(model: ModelConfig) -> str | None:
-    """The place of ``model.norm``: explicit, or the model's default place for the norm's
-    catalogue kind (:data:`geonorm_jax.models.EGNN_PLACEMENT`; ValueError if it has none)."""
-    if model.norm is None:
-        return None
-    from geonorm_jax.models import EGNN
-    from geonorm_jax.norms import catalog
-
-    info = catalog.get(model.norm)
-    if model.norm_place is not None:
-        EGNN.placement.place(model.norm_place)  # ValueError naming the EGNN's places
-        return model.norm_place
-    return EGNN.placement.default_place(info.kind, model.norm)
-
-
-def build_model(model: ModelConfig):
-    """The ``EGNN`` of ``model`` (``ValueError`` for an unknown norm or a wrong place).
-
-    ``model.graph``, ``neighbors`` and ``cutoff`` are the EGNN's attributes of the same names:
-    with ``graph="knn"`` the model builds the kNN graph of its input positions inside the
-    jitted step.
-    """
-    from geonorm_jax.models import make_egnn
-
-    place = norm_place(model)
-    kwargs = dict(hidden=model.hidden, num_layers=model.num_layers, graph=model.graph,
-                  neighbors=model.neighbors, cutoff=model.cutoff)
-    kwargs.update(model.model_kwargs)
-    try:
-        if place is None:
-            return make_egnn(None, **kwargs)
-        return make_egnn(model.norm, place=place, norm_kwargs=model.norm_kwargs, **kwargs)
-    except TypeError as e:  # unknown keyword in norm_kwargs / model_kwargs
-        raise ValueError(f"model: {e}") from None
+__all__ = ["NBodyTask", "load_data", "data_source"]
 
 
 def load_data(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -> dict:
@@ -129,36 +94,18 @@ def _load(config: RunConfig, data_dir, cache_dir, progress) -> tuple[dict, Path]
 
 
 class NBodyTask(Task):
-    """Charged N-body position prediction with the EGNN (module docstring)."""
+    """Charged N-body position prediction (module docstring) with a registered model of task
+    ``"nbody"`` (the EGNN)."""
 
     name = "nbody"
 
     def check(self, config: RunConfig) -> None:
-        if config.model.name != "egnn":
-            raise ValueError(f"model.name: the nbody task trains the 'egnn'; received "
-                             f"{config.model.name!r} (molecular models need task 'molecules')")
-        self.build_model(config, {})  # cheap: unknown norm, bad place
+        self.build_model(config, {})  # cheap: unknown model or norm, bad place or argument
 
     def load(self, config: RunConfig, *, data_dir=None, cache_dir=None, progress=False):
         data, path = _load(config, data_dir, cache_dir, progress)
         return data, {"particles": int(data["train"]["loc"].shape[1]),
                       "provenance": data_source(path)}
-
-    def build_model(self, config: RunConfig, info: dict):
-        return build_model(config.model)
-
-    def init(self, model, key, batch):
-        return model.init(key, batch["loc"], batch["vel"], batch["charges"], training=False)
-
-    def apply(self, model, variables, batch, training):
-        """A kNN graph (``model.graph="knn"``) is built by the model from ``batch["loc"]``; it
-        depends only on distances, so it is unchanged by the rotations, translations and
-        permutations that the equivariance checks apply (up to ties)."""
-        args = (batch["loc"], batch["vel"], batch["charges"])
-        if training:
-            pred, updates = model.apply(variables, *args, training=True, mutable=["batch_stats"])
-            return pred, updates.get("batch_stats", variables.get("batch_stats", {}))
-        return model.apply(variables, *args, training=False), variables.get("batch_stats", {})
 
     def loss(self, pred, batch):
         return mse(pred, batch["target"], batch.get("mask"))
