@@ -418,8 +418,8 @@ def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, transla
 def test_knn_graph_training_equals_dense_when_fully_connected_and_stays_equivariant(
         cache_dir, one_seed_setup):
     """``model.model_kwargs.graph="knn"`` with ``k = N - 1`` is the dense model as an edge
-    list: the same initial parameters give the same epoch losses. With ``k = 2`` the model differs and is
-    still exactly E(3)-equivariant (the kNN graph depends on distances only)."""
+    list: the same initial parameters give the same epoch losses. With ``k = 2`` the model
+    differs and is still exactly E(3)-equivariant (the kNN graph depends on distances only)."""
     from geonorm_jax.train.evaluate import rte_errors, summarize_rte
 
     dense = one_seed_setup
