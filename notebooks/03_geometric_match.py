@@ -101,11 +101,11 @@ from geonorm_jax import audit, train
 #   node by node, or moved radially about its centroid. A change below $10^{-4}$ means
 #   the layer discards that quantity.
 #
-# A `Task` states the groups of the task and the quantities its target depends on.
+# A `TaskSymmetry` states the groups of the task and the quantities its target depends on.
 
 # %%
 for name in ("nbody-dynamics", "molecular-energy"):
-    t = audit.TASKS[name]
+    t = audit.TASK_SYMMETRIES[name]
     print(f"{t.name}: {t.description}")
     print(f"  equivariant to {t.equivariant_to}, invariant to {t.invariant_to}")
     print(f"  depends on {t.depends_on}; samples independent: {t.samples_independent},"

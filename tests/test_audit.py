@@ -10,11 +10,11 @@ import pytest
 from geonorm_jax import geometry
 from geonorm_jax.audit import (
     PROBES,
-    TASKS,
-    Task,
+    TASK_SYMMETRIES,
+    TaskSymmetry,
     audit,
     audit_table,
-    get_task,
+    get_symmetry,
     judge,
     make_case,
     perturb_like_trained,
@@ -199,15 +199,15 @@ def test_judge_reuses_measurements_for_another_task():
 
 
 def test_task_validation_and_presets():
-    assert set(TASKS) == {"nbody-dynamics", "molecular-energy", "md-energy-forces",
+    assert set(TASK_SYMMETRIES) == {"nbody-dynamics", "molecular-energy", "md-energy-forces",
                           "point-cloud-classification", "image-style-transfer", "set-prediction"}
     with pytest.raises(ValueError, match="received 'rotation'"):
-        Task("bad", equivariant_to=("rotation",))
+        TaskSymmetry("bad", equivariant_to=("rotation",))
     with pytest.raises(ValueError, match="depends_on"):
-        Task("bad", depends_on=("colour",))
+        TaskSymmetry("bad", depends_on=("colour",))
     with pytest.raises(ValueError, match="nbody"):
-        get_task("n-body")
-    assert TASKS["molecular-energy"].size_extensive
+        get_symmetry("n-body")
+    assert TASK_SYMMETRIES["molecular-energy"].size_extensive
 
 
 def test_graph_size_norm_breaks_size_consistency():

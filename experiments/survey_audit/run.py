@@ -56,7 +56,7 @@ def _verdict_matrix(results, tasks) -> str:
 def main(argv: list[str] | None = None) -> int:
     import jax
 
-    from geonorm_jax.audit import TASKS, audit_table, judge, to_json, to_markdown
+    from geonorm_jax.audit import TASK_SYMMETRIES, audit_table, judge, to_json, to_markdown
     from geonorm_jax.audit.report import LEGEND
     from geonorm_jax.norms.catalog import CATALOG, get
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     results = audit_table(entries, key=jax.random.PRNGKey(args.seed), num_inputs=args.inputs)
     seconds = time.perf_counter() - t0
 
-    tasks = list(TASKS)
+    tasks = list(TASK_SYMMETRIES)
     md = [
         "# The survey's Table 1, measured",
         "",
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "Tasks:",
         "",
     ]
-    for t in TASKS.values():
+    for t in TASK_SYMMETRIES.values():
         md.append(
             f"- `{t.name}`: {t.description}. Equivariant to {list(t.equivariant_to) or '-'}, "
             f"invariant to {list(t.invariant_to) or '-'}, depends on {list(t.depends_on)}, "
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                            "samples_independent": t.samples_independent,
                            "variable_size": t.variable_size,
                            "size_extensive": t.size_extensive,
-                           "source": t.source} for t in TASKS.values()},
+                           "source": t.source} for t in TASK_SYMMETRIES.values()},
     }))
     for layer, r in zip(payload["layers"], results, strict=True):
         layer["verdicts"] = {}

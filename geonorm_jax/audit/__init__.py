@@ -4,7 +4,7 @@ A layer is *geometrically matched* to a task when (1) it preserves every symmetr
 and (2) it introduces no invariance the task does not have. :func:`audit` measures both
 numerically (probes in :mod:`geonorm_jax.audit.probes` on the random cases of
 :mod:`geonorm_jax.audit.cases`) and compares them with a
-:class:`Task` (presets in :data:`TASKS`)::
+:class:`TaskSymmetry` (presets in :data:`TASK_SYMMETRIES`)::
 
     import geonorm_jax as gj
     result = gj.audit.audit(my_norm, "nbody-dynamics", kind="coordinates")
@@ -31,16 +31,16 @@ from geonorm_jax.audit.probes import (
     run_probe,
 )
 from geonorm_jax.audit.report import to_json, to_markdown, to_text
-from geonorm_jax.audit.tasks import TASKS, Task, check_match, get_task
+from geonorm_jax.audit.symmetries import TASK_SYMMETRIES, TaskSymmetry, check_match, get_symmetry
 
 __all__ = [
     "AuditResult",
     "audit",
     "audit_table",
     "judge",
-    "Task",
-    "TASKS",
-    "get_task",
+    "TaskSymmetry",
+    "TASK_SYMMETRIES",
+    "get_symmetry",
     "check_match",
     "PROBES",
     "SYMMETRY_PROBES",

@@ -14,7 +14,7 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(subparsers) -> None:
     """Register the ``audit`` subcommand on ``subparsers`` (an argparse subparsers action)."""
-    from geonorm_jax.audit.tasks import TASKS
+    from geonorm_jax.audit.symmetries import TASK_SYMMETRIES
 
     p = subparsers.add_parser(
         "audit",
@@ -25,7 +25,11 @@ def add_parser(subparsers) -> None:
         "scale, radial distance). With --task, add the survey's geometric-match verdict. "
         "Prints a table and writes <out-dir>/audit.{md,json}.",
     )
-    p.add_argument("--task", choices=sorted(TASKS), help="add the match verdict for this task")
+    p.add_argument("--task", choices=sorted(TASK_SYMMETRIES),
+                   help="add the match verdict for this task")
+    p.add_argument("--model", metavar="NAME",
+                   help="a registered model (`geonorm-jax models`): audit the layers that fit "
+                        "one of its norm places, judged for its task's symmetry")
     p.add_argument("--kind", choices=["features", "vectors", "coordinates", "weights"],
                    help="only layers of this kind")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these catalogue names")
@@ -36,6 +40,22 @@ def add_parser(subparsers) -> None:
     p.add_argument("--no-write", action="store_true", help="print only, write no files")
     p.add_argument("--markdown", action="store_true", help="print Markdown instead of text")
     p.set_defaults(func=run)
+
+
+def _model_layers(name: str, entries: list, task: str | None) -> tuple[list, str]:
+    """The catalogue ``entries`` that fit a place of registered model ``name`` (their kind is
+    one the place accepts), and the symmetry of the model's task (``--task`` must agree)."""
+    from geonorm_jax.models import registry
+
+    spec = registry.get(name)
+    symmetry = registry.TASKS[spec.task]
+    if task is not None and task != symmetry:
+        raise ValueError(f"--task {task} and --model {name}: the model's task {spec.task!r} has "
+                         f"the symmetry {symmetry!r}; give one of them")
+    kinds = {k for p in spec.placement.places for k in p.kinds}
+    places = ", ".join(f"{p.name} ({'/'.join(p.kinds)})" for p in spec.placement.places)
+    print(f"{name}: task {spec.task!r} ({symmetry}); norm places {places}")
+    return [e for e in entries if e.kind in kinds], symmetry
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--inputs: expected a positive integer; received {args.inputs}")
     entries = [get(n) for n in args.only] if args.only else list(CATALOG)
     entries = [e for e in entries if args.kind is None or e.kind == args.kind]
+    if args.model is not None:
+        entries, args.task = _model_layers(args.model, entries, args.task)
     if not entries:
-        raise ValueError("no layer selected: check --only / --kind")
+        raise ValueError("no layer selected: check --only / --kind / --model")
     t0 = time.perf_counter()
     results = audit_table(entries, task=args.task, key=jax.random.PRNGKey(args.seed),
                           num_inputs=args.inputs)

@@ -10,7 +10,7 @@ import jax
 
 from geonorm_jax.audit.cases import clear_jit_cache, make_case
 from geonorm_jax.audit.probes import PROBES, ProbeResult, run_probe
-from geonorm_jax.audit.tasks import Task, check_match, get_task
+from geonorm_jax.audit.symmetries import TaskSymmetry, check_match, get_symmetry
 
 __all__ = ["AuditResult", "audit", "audit_table", "judge"]
 
@@ -89,7 +89,7 @@ def _resolve(norm, kind, context):
 
 def audit(
     norm,
-    task: Task | str | None = None,
+    task: TaskSymmetry | str | None = None,
     *,
     key: jax.Array | None = None,
     kind: str | None = None,
@@ -109,7 +109,7 @@ def audit(
 
     Args:
       norm: a ``Norm``, a catalogue ``NormInfo`` or a catalogue name.
-      task: a :class:`Task` or a preset name (``"nbody-dynamics"``, ...), or None.
+      task: a :class:`TaskSymmetry` or a preset name (``"nbody-dynamics"``, ...), or None.
       key: PRNG key (default ``PRNGKey(0)``).
       kind: the input kind, if the ``Norm`` does not state it.
       context: keyword context ``apply`` needs (``"mu0"``, ``"message"``); from the catalogue
@@ -148,15 +148,15 @@ def audit(
     name = info.name if info is not None else getattr(norm, "name", "custom")
     result = AuditResult(name, kind, props, info=info)
     if task is not None:
-        t = get_task(task)
+        t = get_symmetry(task)
         result.task = t.name
         result = judge(result, t)
     return result
 
 
-def judge(result: AuditResult, task: Task | str) -> AuditResult:
+def judge(result: AuditResult, task: TaskSymmetry | str) -> AuditResult:
     """A copy of ``result`` judged against another ``task`` (no new measurement)."""
-    t = get_task(task)
+    t = get_symmetry(task)
     if not t.applies_to(result.kind):
         return dataclasses.replace(result, task=t.name, matched=None, violated=[],
                                    violations=[f"not judged: {t.name} has no {result.kind}"])
@@ -168,7 +168,7 @@ def judge(result: AuditResult, task: Task | str) -> AuditResult:
 
 def audit_table(
     entries: Iterable | None = None,
-    task: Task | str | None = None,
+    task: TaskSymmetry | str | None = None,
     *,
     key: jax.Array | None = None,
     **kwargs,

@@ -69,8 +69,9 @@ __all__ = [
 
 #: the knobs every model shares, in the registry's vocabulary
 KNOBS: tuple[str, ...] = ("hidden", "num_layers", "cutoff")
-#: the tasks a model can serve (:mod:`geonorm_jax.train.tasks`)
-TASKS: tuple[str, ...] = ("nbody", "molecules")
+#: the tasks a model can serve (:mod:`geonorm_jax.train.tasks`), each with the name of its
+#: symmetry in the geometric-match audit (:data:`geonorm_jax.audit.TASK_SYMMETRIES`)
+TASKS: dict[str, str] = {"nbody": "nbody-dynamics", "molecules": "md-energy-forces"}
 
 _SAME_NAMES = MappingProxyType({k: (k,) for k in KNOBS})
 
@@ -116,7 +117,8 @@ class ModelSpec:
         if not (isinstance(self.name, str) and self.name.isidentifier()):
             raise ValueError(f"ModelSpec.name: expected an identifier; received {self.name!r}")
         if self.task not in TASKS:
-            raise ValueError(f"ModelSpec.task: expected one of {TASKS}; received {self.task!r}")
+            raise ValueError(f"ModelSpec.task: expected one of {list(TASKS)}; received "
+                             f"{self.task!r}")
         unknown = sorted(set(self.knobs) - set(KNOBS))
         if unknown:
             raise ValueError(f"ModelSpec.knobs: expected keys among {KNOBS}; received {unknown}")

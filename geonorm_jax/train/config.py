@@ -81,7 +81,7 @@ class RunConfig:
     layout of the configuration (:data:`CONFIG_VERSION`); older files are read through
     :func:`migrate`."""
 
-    task: Literal[registry.TASKS] = "nbody"
+    task: Literal[tuple(registry.TASKS)] = "nbody"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     molecules: MolecularTaskConfig = dataclasses.field(default_factory=MolecularTaskConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)

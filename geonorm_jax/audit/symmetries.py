@@ -1,8 +1,9 @@
-"""Task specifications: the symmetry of a task, as Definition 3 of the survey needs it.
+"""The symmetry of a task, as Definition 3 of the survey needs it.
 
-A :class:`Task` states which groups the task's output is equivariant or invariant to and which
-quantities it depends on. :func:`check_match` compares measured layer properties
-(:mod:`geonorm_jax.audit.probes`) against it:
+A :class:`TaskSymmetry` states which groups the task's output is equivariant or invariant
+to and which quantities it depends on (the training tasks of :mod:`geonorm_jax.train.tasks`
+name theirs in :data:`geonorm_jax.models.registry.TASKS`). :func:`check_match` compares
+measured layer properties (:mod:`geonorm_jax.audit.probes`) against it:
 
 1. every group of the task (``equivariant_to`` and ``invariant_to``) is preserved by the layer
    (equivariance, or invariance where the task is invariant);
@@ -18,14 +19,15 @@ import dataclasses
 
 from geonorm_jax.audit.probes import INVARIANCE_PROBES
 
-__all__ = ["Task", "TASKS", "get_task", "check_match", "GROUP_NAMES", "QUANTITIES"]
+__all__ = ["TaskSymmetry", "TASK_SYMMETRIES", "get_symmetry", "check_match", "GROUP_NAMES",
+           "QUANTITIES"]
 
 GROUP_NAMES = ("SO3", "O3", "translation", "permutation")
 QUANTITIES = INVARIANCE_PROBES  # scale, shift, node_scale, radial
 
 
 @dataclasses.dataclass(frozen=True)
-class Task:
+class TaskSymmetry:
     """The symmetry of a task (Definition 2-3 of the survey).
 
     Attributes:
@@ -65,21 +67,22 @@ class Task:
     def __post_init__(self):
         for g in self.equivariant_to:
             if g not in GROUP_NAMES:
-                raise ValueError(f"Task.equivariant_to: expected {GROUP_NAMES}; received {g!r}")
+                raise ValueError(f"TaskSymmetry.equivariant_to: expected {GROUP_NAMES}; "
+                                 f"received {g!r}")
         for g in self.invariant_to:
             if g not in GROUP_NAMES + ("scale", "shift"):
                 raise ValueError(
-                    f"Task.invariant_to: expected {GROUP_NAMES + ('scale', 'shift')}; "
+                    f"TaskSymmetry.invariant_to: expected {GROUP_NAMES + ('scale', 'shift')}; "
                     f"received {g!r}")
         for q in self.depends_on:
             if q not in QUANTITIES:
-                raise ValueError(f"Task.depends_on: expected {QUANTITIES}; received {q!r}")
+                raise ValueError(f"TaskSymmetry.depends_on: expected {QUANTITIES}; received {q!r}")
 
 
-TASKS: dict[str, Task] = {
+TASK_SYMMETRIES: dict[str, TaskSymmetry] = {
     t.name: t
     for t in (
-        Task(
+        TaskSymmetry(
             "nbody-dynamics",
             equivariant_to=("SO3", "O3", "translation", "permutation"),
             depends_on=("scale", "shift", "node_scale", "radial"),
@@ -87,7 +90,7 @@ TASKS: dict[str, Task] = {
             source="GeoNorm paper Sec. 3-5: E(3)-equivariant positions; forces depend on "
             "distances, so on scale and on each particle's radial position",
         ),
-        Task(
+        TaskSymmetry(
             "molecular-energy",
             invariant_to=("SO3", "O3", "translation", "permutation"),
             depends_on=("scale", "node_scale", "radial"),
@@ -97,7 +100,7 @@ TASKS: dict[str, Task] = {
             source="survey Sec. 2 Case 1 (GemNet: molecules are independent); energy is "
             "E(3)-invariant, a sum over atoms, and depends on interatomic distances",
         ),
-        Task(
+        TaskSymmetry(
             "md-energy-forces",
             equivariant_to=("SO3", "O3", "permutation"),
             invariant_to=("translation",),
@@ -110,7 +113,7 @@ TASKS: dict[str, Task] = {
             "(F = -dE/dx); molecules are independent (survey Case 1), the energy is extensive "
             "and both depend on interatomic distances",
         ),
-        Task(
+        TaskSymmetry(
             "point-cloud-classification",
             invariant_to=("SO3", "O3", "translation", "permutation", "scale"),
             depends_on=("node_scale", "radial"),
@@ -119,7 +122,7 @@ TASKS: dict[str, Task] = {
             source="survey Sec. 3.1 (Vector Neurons, Quaternion networks): rotation-invariant "
             "label, permutation-invariant, shape = relative radial structure",
         ),
-        Task(
+        TaskSymmetry(
             "image-style-transfer",
             invariant_to=("scale",),
             kinds=("features",),
@@ -128,7 +131,7 @@ TASKS: dict[str, Task] = {
             source="survey Sec. 3: InstanceNorm is invariant to the content image's contrast, "
             "a symmetry of the task; each image is stylised on its own",
         ),
-        Task(
+        TaskSymmetry(
             "set-prediction",
             equivariant_to=("permutation",),
             kinds=("features",),
@@ -142,15 +145,15 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get_task(task: Task | str) -> Task:
-    """A preset by name, or the :class:`Task` itself."""
-    if isinstance(task, Task):
+def get_symmetry(task: TaskSymmetry | str) -> TaskSymmetry:
+    """A preset by name, or the :class:`TaskSymmetry` itself."""
+    if isinstance(task, TaskSymmetry):
         return task
     try:
-        return TASKS[task]
+        return TASK_SYMMETRIES[task]
     except KeyError:
         raise ValueError(
-            f"task: expected a Task or one of {sorted(TASKS)}; received {task!r}"
+            f"task: expected a TaskSymmetry or one of {sorted(TASK_SYMMETRIES)}; received {task!r}"
         ) from None
 
 
@@ -158,7 +161,7 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:.1e}"
 
 
-def check_match(props: dict, task: Task) -> list[tuple[str, str]]:
+def check_match(props: dict, task: TaskSymmetry) -> list[tuple[str, str]]:
     """The violated conditions of Definition 3 as ``(probe name, sentence with the measured
     number)`` pairs; empty when the layer is matched.
 
