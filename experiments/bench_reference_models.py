@@ -62,10 +62,10 @@ DEFAULT_OUT = Path("experiments") / "results" / "bench_reference_models" / "resu
 __all__ = ["REFERENCES", "check_references", "compare_model", "format_table", "main"]
 
 REFERENCES = {
-    "allegro": ("nequip-allegro", ("torch", "nequip", "allegro")),
-    "schnet": ("schnetpack", ("torch", "schnetpack")),
+    "allegro": ("nequip-allegro", ("torch", "nequip", "allegro"), True),
+    "schnet": ("schnetpack", ("torch", "schnetpack"), False),
 }
-"""Model -> (reference package, modules it needs)."""
+"""Model -> (reference package, modules it needs, whether its step runs under torch.compile)."""
 
 # What the JAX model and the reference compute differently at equal sizes, per model.
 DIFFERENCES = {
@@ -222,7 +222,7 @@ def compare_model(model: str, *, frames_path: str, size: str, batch: int, molecu
         f"{res['torch']['step_ms_median']:.1f} ms, torch/JAX {ratio:.2f}")
     return {
         "model": model, "reference": REFERENCES[model][0], "size": size, "hyper": hyper,
-        "torch_mode": torch_compile_mode if model == "allegro" else "eager",
+        "torch_mode": torch_compile_mode if REFERENCES[model][2] else "eager",
         "jax": res["jax"], "torch": res["torch"], "ratio_torch_over_jax": ratio,
         "ratio_per_round_median": statistics.median(round_ratios),
         "ratio_per_round": round_ratios,

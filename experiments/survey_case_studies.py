@@ -418,7 +418,7 @@ def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
         ax.set_ylabel("loss (eV², eV²/Å²)")
         molecule = next(c["molecule"] for k, c in cells.items() if k.startswith(model + "_"))
         ax.set_title(f"{model.rstrip('2')} on {molecule}: normalization "
-                     f"{'split' if model == 'allegro' else 'on/off'}")
+                     f"{'split' if len(names_) > 3 else 'on/off'}")
         ax.legend(fontsize=7)
     names.append(common.save_figure(fig, exp, "survey_case_studies.png"))
     three = [cells[k] for k in ("allegro_both", "schnet_both", "gemnet_both") if k in cells]

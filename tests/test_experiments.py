@@ -51,12 +51,12 @@ def fake_run_cell(config, run_dir, *, cache=None):
 
     seeds = list(config.train.seeds)
     epochs = config.train.epochs
-    boom = config.model.layers >= 10 or config.data.particles >= 50
+    boom = config.model.num_layers >= 10 or config.data.particles >= 50
     ev = list(range(config.train.eval_every, epochs + 1, config.train.eval_every))
     per_seed, curves = [], {"epoch": list(range(1, epochs + 1)), "eval_epoch": ev,
                             "train_loss": {}, "val_mse": {}, "test_mse": {}}
     for i, s in enumerate(seeds):
-        base = 0.1 * (1 + i) / (1 + config.model.layers)
+        base = 0.1 * (1 + i) / (1 + config.model.num_layers)
         tl = [base / e for e in range(1, epochs + 1)]
         if boom:
             tl[-1] = None
@@ -223,7 +223,7 @@ def test_make_config_is_valid():
     c = training.make_config(particles=20, layers=5, norm="geo_norm", lr=5e-3,
                              seeds=[30, 40, 50, 60], epochs=8, batch_size=10, train=50)
     train.validate(c)
-    assert c.train.seeds == (30, 40, 50, 60) and c.model.layers == 5
+    assert c.train.seeds == (30, 40, 50, 60) and c.model.num_layers == 5
     assert c.optimizer.weight_decay == 1e-12
 
 

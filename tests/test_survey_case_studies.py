@@ -20,8 +20,8 @@ def fake_run_cell(config, run_dir, data_dir):
     if config.model.norm == "ev_norm":
         raise ValueError("tensor_norm: cannot place")
     m = config.model
-    scale = 1.0 if m.target_norm else 1e4
-    scale *= 1.0 if (m.scale_norm if m.name == "gemnet" else m.neighbor_norm) else 1.5
+    scale = 1.0 if config.molecules.target_norm else 1e4
+    scale *= 1.0 if m.builtin_norm else 1.5
     epochs = config.train.epochs
     seeds = [str(s) for s in config.train.seeds]
     train = {s: [scale / e for e in range(1, epochs + 1)] for s in seeds}

@@ -26,14 +26,14 @@ Geometry: the molecule is embedded from SMILES and relaxed with GFN2-xTB
 the ``B`` frames are that geometry plus seeded Gaussian displacements of ``noise`` Å per
 coordinate. ``relax=False`` skips the xTB relaxation (RDKit's ETKDG geometry; for tests).
 
-Sizes (:data:`SIZES`): ``"published"`` is the models' published-size presets,
+Sizes (:data:`SIZES`): ``"published"`` is each model's registry spec (its published defaults),
 :data:`~geonorm_jax.models.allegro.ALLEGRO_TUTORIAL` (the Allegro authors' tutorial
 configuration: r_c = 5 Å, 8 Bessels, l_max = 1 with both parities, 2 layers, 64 scalar latent
 features, 32 tensor channels, two-body MLP 2 x 64, latent MLPs 2 x 128, readout 1 x 32) and
 :data:`~geonorm_jax.models.schnet.SCHNET_MD17` (F = 64, 3 interactions, 51 Gaussians, r_c =
 5 Å) and :data:`~geonorm_jax.models.gemnet.GEMNET_T_MD17` (the GemNet authors' GemNet-T for
 MD17: 4 blocks, atom and edge width 128, triplet 64, bilinear 64, 7 spherical and 6 radial
-functions, r_c = 5 Å); ``"tiny"`` is a few-hundred-parameter version of each for tests. Allegro's
+functions, r_c = 5 Å); ``"tiny"`` is the spec's few-hundred-parameter size for tests. Allegro's
 ``avg_num_neighbors`` is the mean neighbour count of the batch within ``r_c``; its species
 table holds ``Z <= 8`` (H, C, N, O). SchNet's table holds ``Z < 100`` (schnetpack's size) and
 sums over neighbours (``neighbor_normalization=False``, as schnetpack 2 does). GemNet-T's
@@ -63,6 +63,7 @@ server share the same case record and results row.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -86,26 +87,13 @@ FORCE_WEIGHT = 0.99
 LEARNING_RATE = 1e-3
 """Adam's learning rate."""
 
-SIZES: dict[str, dict[str, dict]] = {
-    "published": {
-        "allegro": {},  # ALLEGRO_TUTORIAL, filled in by model_kwargs
-        "schnet": {},  # SCHNET_MD17
-        "gemnet": {},  # GEMNET_T_MD17
-    },
-    "tiny": {
-        "allegro": dict(cutoff=5.0, num_bessel=4, envelope_p=6, l_max=1,
-                        tensor_irreps="0e+0o+1e+1o", num_layers=1, latent_dim=8, num_channels=2,
-                        embed_dim=4, two_body_hidden=(8,), latent_hidden=(8,),
-                        edge_energy_hidden=(4,)),
-        "schnet": dict(features=8, num_interactions=1, num_rbf=8, cutoff=5.0),
-        "gemnet": dict(num_blocks=1, emb_size_atom=8, emb_size_edge=8, emb_size_trip=4,
-                       emb_size_rbf=4, emb_size_cbf=4, emb_size_bil_trip=4, num_spherical=3,
-                       num_radial=4),
-    },
-}
-"""Size name -> model name -> overrides of the published preset."""
+SIZES: tuple[str, ...] = ("published", "tiny")
+"""``"published"``: each model's published configuration (its registry spec's defaults);
+``"tiny"``: the spec's ``"tiny"`` size (:class:`~geonorm_jax.models.registry.ModelSpec`)."""
 
 MODELS = ("allegro", "schnet", "gemnet")
+"""The potentials the suite presets benchmark (beside their reference implementations); a case
+takes any registered model of the ``molecules`` task."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +101,9 @@ class MoleculeCase:
     """One benchmarked configuration.
 
     Attributes:
-      model: ``"allegro"``, ``"schnet"`` or ``"gemnet"``.
-      size: a key of :data:`SIZES`.
+      model: a registered model of the ``molecules`` task (``"allegro"``, ``"schnet"``,
+        ``"gemnet"``, ...).
+      size: one of :data:`SIZES`.
       molecule: a name of :data:`~geonorm_jax.data.molecules.structures.MOLECULES`.
       batch: ``B`` frames per step.
       relax: relax the geometry with GFN2-xTB (else RDKit's embedding as is).
@@ -135,10 +124,13 @@ class MoleculeCase:
     max_repeats: int = 50
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"model: expected one of {MODELS}; received {self.model!r}")
+        from geonorm_jax.models import registry
+
+        if self.model not in registry.names("molecules"):
+            raise ValueError(f"model: expected one of {registry.names('molecules')}; received "
+                             f"{self.model!r}")
         if self.size not in SIZES:
-            raise ValueError(f"size: expected one of {tuple(SIZES)}; received {self.size!r}")
+            raise ValueError(f"size: expected one of {SIZES}; received {self.size!r}")
         if self.batch < 1:
             raise ValueError(f"batch: expected >= 1; received {self.batch}")
 
@@ -190,34 +182,27 @@ def molecule_frames(molecule: str = "uracil", batch: int = 8, *, relax: bool = T
                   rng.standard_normal(pos.shape), float(within.sum() / (batch * a)))
 
 
-def model_kwargs(model: str, size: str = "published") -> dict:
-    """The constructor arguments of ``model`` at ``size`` (without ``avg_num_neighbors``)."""
-    from geonorm_jax.models.allegro import ALLEGRO_TUTORIAL
-    from geonorm_jax.models.gemnet import GEMNET_T_MD17
-    from geonorm_jax.models.schnet import SCHNET_MD17
+def model_kwargs(model: str, size: str = "published", avg_num_neighbors: float | None = None
+                 ) -> dict:
+    """The constructor arguments of ``model`` at ``size`` (:meth:`ModelSpec.resolve`), with a
+    species table for ``Z <= 8`` and the conventions of the peer implementation where the spec
+    names them (its ``"reference"`` size: schnetpack's sum over neighbours and 100-row table);
+    ``avg_num_neighbors`` reaches the models that take it."""
+    from geonorm_jax.models import registry
 
-    if model == "gemnet":
-        return {**GEMNET_T_MD17, "max_atomic_number": 8, **SIZES[size]["gemnet"]}
-    if model == "allegro":
-        return {**ALLEGRO_TUTORIAL, "max_atomic_number": 8, **SIZES[size]["allegro"]}
-    if model == "schnet":
-        return {**SCHNET_MD17, "max_atomic_number": 99, "neighbor_normalization": False,
-                **SIZES[size]["schnet"]}
-    raise ValueError(f"model: expected one of {MODELS}; received {model!r}")
+    spec = registry.get(model)
+    data = {"max_atomic_number": 8}
+    if avg_num_neighbors is not None:
+        data["avg_num_neighbors"] = avg_num_neighbors
+    return spec.resolve(size=None if size == "published" else size, data=data,
+                        model_kwargs=spec.sizes.get("reference", {}))
 
 
 def build_model(model: str, size: str, avg_num_neighbors: float):
     """The Flax module of a case."""
-    from geonorm_jax.models.allegro import Allegro
-    from geonorm_jax.models.gemnet import GemNetT
-    from geonorm_jax.models.schnet import SchNet
+    from geonorm_jax.models import registry
 
-    kwargs = model_kwargs(model, size)
-    if model == "gemnet":
-        return GemNetT(**kwargs)
-    if model == "allegro":
-        return Allegro(**kwargs, avg_num_neighbors=avg_num_neighbors)
-    return SchNet(**kwargs)
+    return registry.get(model).build(model_kwargs(model, size, avg_num_neighbors))
 
 
 def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
@@ -290,9 +275,10 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
     import jax
     import jax.numpy as jnp
 
+    from geonorm_jax.models import registry
     from geonorm_jax.models.molecular_graph import batch_frames
 
-    cutoff = model_kwargs(case.model, case.size)["cutoff"]
+    cutoff = registry.get(case.model).cutoff_of(model_kwargs(case.model, case.size))
     if frames is None:
         frames = molecule_frames(case.molecule, case.batch, relax=case.relax, noise=case.noise,
                                  seed=case.seed, cutoff=cutoff)
@@ -301,14 +287,13 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
                          jnp.asarray(frames.atomic_numbers), cutoff)
     e_ref = jnp.asarray(frames.energies, jnp.float32)
     f_ref = jnp.asarray(frames.forces.reshape(-1, 3), jnp.float32)
-    variables = jax.jit(model.init)(jax.random.key(case.seed), graph)
-    if getattr(model, "scale_factors", False):
-        from geonorm_jax.models.gemnet_scaling import fit_scale_factors
-
-        variables = fit_scale_factors(model, variables, graph)
+    spec = registry.get(case.model)
+    batch = {"positions": jnp.asarray(frames.positions, jnp.float32),
+             "atomic_numbers": jnp.broadcast_to(jnp.asarray(frames.atomic_numbers),
+                                                frames.positions.shape[:2])}
+    variables = jax.jit(functools.partial(spec.init, model))(jax.random.key(case.seed), batch)
     params = variables["params"]
-    step, tx = build_train_step(model, constants={k: v for k, v in variables.items()
-                                                  if k != "params"})
+    step, tx = build_train_step(model, constants=variables["batch_stats"])
     opt_state = tx.init(params)
     n_params = int(sum(x.size for x in jax.tree.leaves(params)))
     groups = {k: int(sum(x.size for x in jax.tree.leaves(v))) for k, v in params.items()}

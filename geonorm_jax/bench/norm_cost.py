@@ -58,9 +58,8 @@ def norm_cost(base, names: list[str] | None = None, *, pairs: int = 8,
       ``cost_percent`` (median paired ratio), ``cost_percent_best``, ``compile_s``; or
       ``skipped`` (the reason) / ``error``.
     """
+    from geonorm_jax.models import EGNN_SPEC
     from geonorm_jax.norms import catalog
-    from geonorm_jax.train.config import ModelConfig
-    from geonorm_jax.train.setup import norm_place
 
     names = list(catalog.names()) if names is None else list(names)
     none_run, _ = _compiled(dataclasses.replace(base, norm=None, norm_place=None))
@@ -73,7 +72,7 @@ def norm_cost(base, names: list[str] | None = None, *, pairs: int = 8,
         if reason:
             row["skipped"] = reason
         else:
-            place = norm_place(ModelConfig(norm=name))
+            place = EGNN_SPEC.norm_place(info.kind, name)
             row["place"] = place
             try:
                 run, compile_s = _compiled(dataclasses.replace(base, norm=name, norm_place=place))

@@ -66,7 +66,7 @@ PRESETS: dict[str, dict] = {
         "norms": dict(names=None, nodes=20, batch=50, layers=4, hidden=64, pairs=8),
         "data": dict(particles=_SWEEP, seconds_per_n=5.0, steps=5000),
         "epoch": dict(preset="geonorm-paper", overrides={"data": {"particles": 100},
-                                                         "model": {"layers": 5}}),
+                                                         "model": {"num_layers": 5}}),
     },
     # An accelerator: the CPU sweep plus larger kNN systems, and the paper-preset epoch.
     "gpu": {
@@ -83,7 +83,7 @@ PRESETS: dict[str, dict] = {
         "norms": dict(names=None, nodes=20, batch=50, layers=4, hidden=64, pairs=20),
         "data": dict(particles=_SWEEP, seconds_per_n=5.0, steps=5000),
         "epoch": dict(preset="geonorm-paper", overrides={"data": {"particles": 100},
-                                                         "model": {"layers": 5}}),
+                                                         "model": {"num_layers": 5}}),
     },
 }
 

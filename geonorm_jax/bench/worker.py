@@ -39,7 +39,7 @@ def _epoch(payload: dict) -> dict:
     d, m, tr = config.data, config.model, config.train
     return {
         "preset": payload["preset"], "overrides": payload.get("overrides", {}),
-        "description": (f"{payload['preset']}: N={d.particles}, {m.layers} layers, norm "
+        "description": (f"{payload['preset']}: N={d.particles}, {m.num_layers} layers, norm "
                         f"{m.norm}, {s.steps_per_epoch} steps of batch {tr.batch_size}, "
                         f"{len(tr.seeds)} seeds vmapped"),
         "steps_per_epoch": s.steps_per_epoch, "seeds": len(tr.seeds), "epoch_s": epoch_s,

@@ -1,7 +1,13 @@
-"""Models with pluggable normalization: the velocity EGNN (Satorras et al., 2021) for N-body
-dynamics, and Allegro (Musaelian et al., 2023), SchNet (Schütt et al., 2018) and GemNet-T
-(Gasteiger et al., 2021) for molecular energies and forces.
+"""Models with pluggable normalization: the velocity EGNN (Satorras et al., 2021) for charged
+N-body dynamics, and Allegro (Musaelian et al., 2023), SchNet (Schütt et al., 2018) and
+GemNet-T (Gasteiger et al., 2021) for molecular energies and forces.
 
+* :mod:`~geonorm_jax.models.registry`: one :class:`~.registry.ModelSpec` per model (task,
+  published defaults, the shared knobs ``hidden``/``num_layers``/``cutoff``, the built-in
+  normalization switch, norm places, ``init`` and ``predict``), read by the trainer, the CLI,
+  the audit, the bench and the experiments; :func:`~.registry.register` adds a user's model;
+* :mod:`~geonorm_jax.models.predict`: the standard ``init`` and ``predict`` of each task
+  (energies and ``-dE/dx`` forces of potentials, positions of the N-body EGNN);
 * :mod:`~geonorm_jax.models.egnn`: :class:`EGNN` and :func:`make_egnn`;
 * :mod:`~geonorm_jax.models.egnn_layer`: :class:`EGCLVel`, one layer, configured by one
   :class:`LayerSettings`;
@@ -23,11 +29,12 @@ dynamics, and Allegro (Musaelian et al., 2023), SchNet (Schütt et al., 2018) an
   and fitted scale factors (:mod:`~geonorm_jax.models.gemnet_scaling`).
 """
 
-from geonorm_jax.models import radial, target_norms
-from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, ALLEGRO_TUTORIAL, Allegro
+from geonorm_jax.models import predict, radial, registry, target_norms
+from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, ALLEGRO_SPEC, ALLEGRO_TUTORIAL, Allegro
 from geonorm_jax.models.edges import fully_connected_edges, knn_graph
 from geonorm_jax.models.egnn import (
     EGNN,
+    EGNN_SPEC,
     GRAPHS,
     PLACES,
     EGCLVel,
@@ -35,9 +42,15 @@ from geonorm_jax.models.egnn import (
     count_params,
     make_egnn,
 )
-from geonorm_jax.models.gemnet import GEMNET_PLACEMENT, GEMNET_T_MD17, GEMNET_T_SMALL, GemNetT
+from geonorm_jax.models.gemnet import (
+    GEMNET_PLACEMENT,
+    GEMNET_SPEC,
+    GEMNET_T_MD17,
+    GEMNET_T_SMALL,
+    GemNetT,
+)
 from geonorm_jax.models.gemnet_scaling import fit_scale_factors
-from geonorm_jax.models.layers import TorchDense
+from geonorm_jax.models.layers import TorchDense, merge_training
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     batch_frames,
@@ -46,9 +59,19 @@ from geonorm_jax.models.molecular_graph import (
     radius_graph,
 )
 from geonorm_jax.models.placement import EGNN_PLACEMENT, NormPlace, NormPlacement
-from geonorm_jax.models.schnet import SCHNET_MD17, SCHNET_PLACEMENT, SchNet
+from geonorm_jax.models.registry import ModelSpec, register
+from geonorm_jax.models.schnet import SCHNET_MD17, SCHNET_PLACEMENT, SCHNET_SPEC, SchNet
 
 __all__ = [
+    "ModelSpec",
+    "register",
+    "registry",
+    "predict",
+    "merge_training",
+    "EGNN_SPEC",
+    "ALLEGRO_SPEC",
+    "SCHNET_SPEC",
+    "GEMNET_SPEC",
     "EGNN",
     "EGCLVel",
     "LayerSettings",
