@@ -72,7 +72,7 @@ N = 20  # particles
 if FAST:  # short trajectories (frames every 50 steps), tiny splits and model
     DATA = dict(particles=N, train=16, valid=8, test=8,
                 steps=1000, sample_freq=50, frame_in=2, frame_out=6)
-    MODEL = dict(hidden=16, layers=2)
+    MODEL = dict(hidden=16, num_layers=2)
     TRAIN = dict(epochs=6, batch_size=8, seeds=[30, 40], eval_every=2,
                  checkpoint_every=6, eval_batch_size=8, rte_draws=2)
     LR = 5e-3
@@ -80,7 +80,7 @@ else:
     # the GeoNorm paper's N-body protocol at N = 20: 1000 steps between input
     # (frame 30) and target (frame 40), Adam, batch 50, seeds 30/40/50
     DATA = dict(particles=N, train=1000, valid=500, test=500)
-    MODEL = dict(hidden=64, layers=5)
+    MODEL = dict(hidden=64, num_layers=5)
     TRAIN = dict(epochs=150, batch_size=50, seeds=[30, 40, 50], eval_every=5,
                  checkpoint_every=25, rte_draws=3)
     LR = 5e-3

@@ -118,12 +118,12 @@ plt.show()
 # %% [markdown]
 # ## 2. Allegro with and without its normalization
 #
-# One configuration differs in two switches only: `target_norm` (the energy of atom
-# *i* is `sigma * E_i + mu_Z`, with `mu_Z` a least-squares fit of the training
+# One configuration differs in two switches only: `molecules.target_norm` (the energy
+# of atom *i* is `sigma * E_i + mu_Z`, with `mu_Z` a least-squares fit of the training
 # energies on the species counts and `sigma` the training force RMS) and
-# `neighbor_norm` (Allegro's `1/sqrt(N̄)` on its environment sums, N̄ the mean
-# neighbour count of the training frames). The loss is the per-atom energy MSE plus
-# the force MSE, in eV² and eV²/Å².
+# `model.builtin_norm` (Allegro's own: `1/sqrt(N̄)` on its environment sums, N̄ the mean
+# neighbour count of the training frames; `geonorm-jax models` lists each model's).
+# The loss is the per-atom energy MSE plus the force MSE, in eV² and eV²/Å².
 
 # %%
 import pathlib
@@ -135,7 +135,8 @@ base = train.merge(train.preset("allegro-uracil"), {
     "model": MODEL, "train": TRAIN})
 summaries = {}
 for name, on in (("with normalization", True), ("without", False)):
-    config = train.merge(base, {"model": {"target_norm": on, "neighbor_norm": on}})
+    config = train.merge(base, {"molecules": {"target_norm": on},
+                                "model": {"builtin_norm": on}})
     summaries[name] = train.train(config, runs / name.replace(" ", "_"),
                                   data_dir=data_dir)
 info = summaries["with normalization"]["task_info"]

@@ -1,5 +1,6 @@
-"""Charged N-body data (EGNN / GeoNorm): a float64 JAX simulator, cached files, a loader for the
-reference generator's files and static-shape batching.
+"""The data of both tasks: charged N-body systems (EGNN / GeoNorm: a float64 JAX simulator,
+cached files, a loader for the reference generator's files, static-shape batching) and
+molecular energies and forces (:mod:`geonorm_jax.data.molecules`).
 
 Typical use::
 
@@ -11,8 +12,8 @@ Typical use::
     for batch in data.iterate_batches(train, 100, key=key):
         ...
 
-Molecular energies and forces (MD17 style: GFN2-xTB Langevin trajectories, or the published
-MD17 / revised MD17 files) live in :mod:`geonorm_jax.data.molecules`; its main names are
+Molecular frames (MD17 style: GFN2-xTB Langevin trajectories, or the published MD17 /
+revised MD17 files) live in :mod:`geonorm_jax.data.molecules`; its main names are
 re-exported here (``MolecularData``, ``MoleculeConfig``, ``molecular_dataset``, ``load_md17``,
 ``split_data``).
 """
