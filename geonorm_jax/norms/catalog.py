@@ -3,12 +3,17 @@
 The CLI (``geonorm-jax norms``), the tests and the audit iterate over :data:`CATALOG`.
 Each family module (``vision``, ``weights``, ``graph``, ``vector``, ``coords``, and the
 equivariant-model families ``irreps``, ``molecular``, ``clifford_norms``) exports
-``CATALOG_ENTRIES``, a list of :class:`NormInfo`; this module concatenates them.
+``CATALOG_ENTRIES``, a list of :class:`NormInfo`; this module concatenates them. Every fact
+about a layer (paper, formula, kind, reduced axes, symmetry claims, defaults) is stated once,
+in its entry; :data:`SYMMETRY_CLAIMS` is a read-only view derived from the entries.
 :class:`NormInfo` itself lives in :mod:`geonorm_jax.norms.base` (re-exported here), so the
 family modules never import this one.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from geonorm_jax.norms import (
     clifford_norms,
@@ -69,78 +74,22 @@ def make(name: str, **overrides):
     return get(name).make(**overrides)
 
 
-# The symmetries each layer's paper claims (or, for the survey's rows, that the layer is built
-# to have), named as the audit's probes (``geonorm_jax.audit.probes``): ``SO3``, ``O3``,
-# ``translation``, ``permutation`` and ``batch`` (the output of one sample does not depend on
-# the others). The catalogue-wide contract test confirms each claim with the audit's probes;
-# a claim the measurement contradicts is listed there with the measured number. Weight norms
-# act on parameters and claim none of these.
-_PER_SAMPLE_FEATURES = ("permutation", "batch")
-_O3_VECTORS = ("SO3", "O3", "permutation", "batch")
-SYMMETRY_CLAIMS: dict[str, tuple[str, ...]] = {
-    # language / vision feature norms: per-node, permutation-equivariant
-    "batch_norm": ("permutation",),
-    "layer_norm": _PER_SAMPLE_FEATURES,
-    "layer_norm_graph": _PER_SAMPLE_FEATURES,
-    "instance_norm": _PER_SAMPLE_FEATURES,
-    "group_norm": _PER_SAMPLE_FEATURES,
-    "filter_response_norm": _PER_SAMPLE_FEATURES,
-    "variance_norm": ("permutation",),
-    "weight_norm": (),
-    "spectral_norm": (),
-    "scaled_weight_standardization": (),
-    # graph norms
-    "graph_norm": _PER_SAMPLE_FEATURES,
-    "pair_norm": _PER_SAMPLE_FEATURES,
-    "mean_subtraction_norm": _PER_SAMPLE_FEATURES,
-    "message_norm": _PER_SAMPLE_FEATURES,
-    "diff_group_norm": ("permutation",),
-    "set_norm": _PER_SAMPLE_FEATURES,
-    "graph_size_norm": _PER_SAMPLE_FEATURES,
-    "schnet_neighbor_norm": _PER_SAMPLE_FEATURES,
-    "mace_avg_neighbor_norm": _PER_SAMPLE_FEATURES,
-    "allegro_avg_neighbor_norm": _PER_SAMPLE_FEATURES,
-    # vector norms of the survey
-    "quaternion_rms_norm": _O3_VECTORS,
-    "gvp_vector_layer_norm": _O3_VECTORS,
-    "vector_neuron_batch_norm": ("SO3", "O3", "permutation"),
-    "ev_norm": _O3_VECTORS,
-    # coordinate norms (the survey's rows and the GeoNorm paper's E(n)-equivariant layer)
-    "layer_norm_coords": ("batch",),
-    "scale_norm_l2": ("SO3", "O3", "batch"),
-    "scale_norm_rms": ("SO3", "O3", "batch"),
-    "geo_norm": ("SO3", "O3", "translation", "batch"),
-    "geo_norm_system": ("SO3", "O3", "translation", "batch"),
-    "geo_norm_shared": ("SO3", "O3", "translation", "permutation", "batch"),
-    "geo_norm_particle_sigma_shared": ("SO3", "O3", "translation", "permutation", "batch"),
-    # today's equivariant models
-    "equivariant_layer_norm": ("SO3", "permutation", "batch"),  # EquiformerV2: SO(3)
-    "equivariant_layer_norm_sh": ("SO3", "permutation", "batch"),
-    "equivariant_rms_norm_sh": ("SO3", "permutation", "batch"),
-    "degree_layer_scale": ("SO3", "permutation", "batch"),
-    "e3nn_batch_norm": ("SO3", "O3", "permutation"),  # e3nn: E(3)
-    "e3nn_instance_norm": _O3_VECTORS,
-    "norm_activation": _O3_VECTORS,
-    "soft_normalization": _O3_VECTORS,
-    "norm_se3": ("SO3", "permutation", "batch"),  # SE(3)-Transformer: SE(3)
-    "vec_layer_norm_maxmin": ("SO3", "permutation", "batch"),  # ViSNet: SO(3)
-    "vec_layer_norm_rms": ("SO3", "permutation", "batch"),
-    "tensor_norm": _O3_VECTORS,  # TensorNet: O(3)
-    "mace_density_norm": _O3_VECTORS,  # MACE: E(3)
-    "species_neighbor_norm": _O3_VECTORS,  # NequIP: E(3)
-    "se3_coord_norm": ("SO3", "translation", "permutation", "batch"),  # MiDi: SE(3)
-    "mv_layer_norm": _O3_VECTORS,  # CGENN: O(n)
-    "grade_norm": _O3_VECTORS,
-    "gatr_layer_norm": _O3_VECTORS,  # GATr: E(3)
-}
+def _claims() -> Mapping[str, tuple[str, ...]]:
+    return MappingProxyType({e.name: e.symmetries for e in CATALOG if e.symmetries is not None})
+
+
+#: Read-only view ``{name: claimed symmetries}`` derived from the entries'
+#: :attr:`NormInfo.symmetries` (the probe names ``SO3``, ``O3``, ``translation``,
+#: ``permutation``, ``batch``); each claim is stated once, where its layer is registered.
+SYMMETRY_CLAIMS: Mapping[str, tuple[str, ...]] = _claims()
 
 
 def claimed_symmetries(name: str) -> tuple[str, ...]:
-    """The probe names of the symmetries the layer ``name`` claims (:data:`SYMMETRY_CLAIMS`);
-    ``ValueError`` for a catalogue entry without a stated claim."""
-    get(name)
-    try:
-        return SYMMETRY_CLAIMS[name]
-    except KeyError:
-        raise ValueError(f"claimed_symmetries: expected an entry for {name!r} in "
-                         "SYMMETRY_CLAIMS; received none") from None
+    """The probe names of the symmetries the layer ``name`` claims (its entry's
+    :attr:`NormInfo.symmetries`); ``ValueError`` for an unknown name or an entry without a
+    stated claim."""
+    claims = get(name).symmetries
+    if claims is None:
+        raise ValueError(f"claimed_symmetries: expected the entry {name!r} to state its "
+                         "symmetries (NormInfo.symmetries); received none")
+    return claims

@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geonorm_jax.geometry import stable_reciprocal
 from geonorm_jax.norms.base import Norm, NormInfo, check_mask
 from geonorm_jax.norms.clifford import CliffordAlgebra
-from geonorm_jax.norms.irreps import stable_reciprocal
 
 __all__ = ["mv_layer_norm", "grade_norm", "gatr_layer_norm", "CATALOG_ENTRIES"]
 
@@ -201,12 +201,14 @@ CATALOG_ENTRIES: list[NormInfo] = [
         name="mv_layer_norm", constructor=mv_layer_norm, kind="vectors", paper=_CGENN,
         formula="a_v x / (mean_v sqrt|q(x)| + eps)", reduced_axes="v and blades (per node)",
         params=("a",), family="equivariant models", notes=_MV_NOTE,
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
         name="grade_norm", constructor=grade_norm, kind="vectors", paper=_CGENN,
         formula="x_k / (sigmoid(a_{v,k}) (sqrt|q(x_k)| - 1) + 1 + eps)",
         reduced_axes="blades of each grade (per node and channel)", params=("a",),
         family="equivariant models", notes=_MV_NOTE,
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
         name="gatr_layer_norm", constructor=gatr_layer_norm, kind="vectors",
@@ -216,5 +218,6 @@ CATALOG_ENTRIES: list[NormInfo] = [
         reduced_axes="v and blades (per node)", family="equivariant models",
         notes="Multivectors of G(3,0,1) [b, x, v, 16]; the audit probes vectors [b, x, v, 3] "
         "as e1, e2, e3.",
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
 ]

@@ -33,7 +33,8 @@ The code is in two modules: :mod:`geonorm_jax.norms.graph_stats` (standardizatio
 statistics over the nodes: GraphNorm, PairNorm, MeanSubtractionNorm, DiffGroupNorm, SetNorm)
 and :mod:`geonorm_jax.norms.graph_scaling` (rescaling by a message norm or a count:
 MessageNorm, GraphSizeNorm, SchNet, average number of neighbours). This module re-exports
-every layer and lists the catalogue entries in the order of the table above.
+every layer and lists the catalogue entries in the order of the table above (each entry states
+its place, ``NormInfo.order``).
 
 Numerics and padding: squared statistics divide their inputs by a power of two first when
 their magnitude is outside ``2**-50 .. 2**50`` (:func:`geonorm_jax.geometry.magnitude_scale`;
@@ -46,7 +47,7 @@ channels]`` with ``segment_ids=``/``n_node=`` (:func:`geonorm_jax.norms.base.gra
 from __future__ import annotations
 
 from geonorm_jax.norms import graph_scaling, graph_stats
-from geonorm_jax.norms.base import NormInfo
+from geonorm_jax.norms.base import NormInfo, family_entries
 from geonorm_jax.norms.graph_scaling import (
     avg_num_neighbors_norm,
     graph_size_norm,
@@ -76,25 +77,4 @@ __all__ = [
     "CATALOG_ENTRIES",
 ]
 
-_ORDER = (
-    "graph_norm",
-    "pair_norm",
-    "mean_subtraction_norm",
-    "message_norm",
-    "diff_group_norm",
-    "set_norm",
-    "graph_size_norm",
-    "schnet_neighbor_norm",
-    "mace_avg_neighbor_norm",
-    "allegro_avg_neighbor_norm",
-)
-
-
-def _ordered(*modules) -> list[NormInfo]:
-    by_name = {e.name: e for m in modules for e in m.CATALOG_ENTRIES}
-    if set(by_name) != set(_ORDER):
-        raise RuntimeError(f"graph catalogue: expected {sorted(_ORDER)}; found {sorted(by_name)}")
-    return [by_name[n] for n in _ORDER]
-
-
-CATALOG_ENTRIES: list[NormInfo] = _ordered(graph_stats, graph_scaling)
+CATALOG_ENTRIES: list[NormInfo] = family_entries(graph_stats, graph_scaling)

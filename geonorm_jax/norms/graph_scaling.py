@@ -16,6 +16,7 @@ re-exports both.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -324,6 +325,26 @@ def avg_num_neighbors_norm(*, avg_num_neighbors: float | None = None, power: flo
 
 # --------------------------------------------------------------------------- catalogue
 
+_MACE_AVG = NormInfo(
+    name="mace_avg_neighbor_norm",
+    layouts=("padded", "flat"),
+    constructor=avg_num_neighbors_norm,
+    kind="features",
+    paper="Batatia et al. 2022, MACE: Higher Order Equivariant Message Passing Neural "
+    "Networks (NeurIPS)",
+    formula="A / N_{b,x,v}",
+    reduced_axes="b,x (dataset average, fixed)",
+    running_state=("avg_num_neighbors",),
+    context=("num_neighbors", "adjacency"),
+    kwargs={"power": 1.0},
+    survey_row="Allegro / MACE [25] [26]",
+    notes="MACE divides messages by the dataset's average neighbour count (power 1). It is "
+    "a constant: given, or estimated once in init from the batch given there, stored in "
+    "state and never updated.",
+    symmetries=("permutation", "batch"),
+    order=9,
+)
+
 CATALOG_ENTRIES: list[NormInfo] = [
     NormInfo(
         name="message_norm",
@@ -339,6 +360,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Norms are per node over channels (the survey's subscript x = per node). The MLP "
         "belongs to the surrounding GCN layer; this Norm returns its input "
         "A + s*||A||*m/||m||. s learnable, init 1.",
+        symmetries=("permutation", "batch"),
+        order=4,
     ),
     NormInfo(
         name="graph_size_norm",
@@ -352,6 +375,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="GraphSizeNorm [23]",
         notes="The original code multiplies by snorm_n = 1/sqrt(|X|) (power 0.5, our default); "
         "the survey writes A/|X| (power=1.0). |X| counts real nodes from the mask.",
+        symmetries=("permutation", "batch"),
+        order=7,
     ),
     NormInfo(
         name="schnet_neighbor_norm",
@@ -367,39 +392,19 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Divides each atom's aggregated filter output by its neighbour count (clamped at "
         "1). Counts from num_neighbors=, else adjacency= row sums, else fully connected "
         "from the mask (n_real - 1). Both context keys are optional.",
+        symmetries=("permutation", "batch"),
+        order=8,
     ),
-    NormInfo(
-        name="mace_avg_neighbor_norm",
-        layouts=("padded", "flat"),
-        constructor=avg_num_neighbors_norm,
-        kind="features",
-        paper="Batatia et al. 2022, MACE: Higher Order Equivariant Message Passing Neural "
-        "Networks (NeurIPS)",
-        formula="A / N_{b,x,v}",
-        reduced_axes="b,x (dataset average, fixed)",
-        running_state=("avg_num_neighbors",),
-        context=("num_neighbors", "adjacency"),
-        kwargs={"power": 1.0},
-        survey_row="Allegro / MACE [25] [26]",
-        notes="MACE divides messages by the dataset's average neighbour count (power 1). It is "
-        "a constant: given, or estimated once in init from the batch given there, stored in "
-        "state and never updated.",
-    ),
-    NormInfo(
+    _MACE_AVG,
+    dataclasses.replace(
+        _MACE_AVG,
         name="allegro_avg_neighbor_norm",
-        layouts=("padded", "flat"),
-        constructor=avg_num_neighbors_norm,
-        kind="features",
         paper="Musaelian et al. 2023, Learning local equivariant representations for "
         "large-scale atomistic dynamics (Allegro, Nat. Commun.); also NequIP",
-        formula="A / N_{b,x,v}",
-        reduced_axes="b,x (dataset average, fixed)",
-        running_state=("avg_num_neighbors",),
-        context=("num_neighbors", "adjacency"),
         kwargs={"power": 0.5},
-        survey_row="Allegro / MACE [25] [26]",
         notes="Allegro/NequIP divide by sqrt(avg neighbour count) (power 0.5), where the survey "
         "writes A / N. The constant is given or estimated once in init, stored in state and "
         "never updated.",
+        order=10,
     ),
 ]

@@ -428,6 +428,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="GraphNorm [11]",
         notes="Survey agrees with the paper; sigma is the std of A - alpha*mu (paper Eq. 8), "
         "not of A. Plus per-channel gamma/beta as in the paper.",
+        symmetries=("permutation", "batch"), order=1,
     ),
     NormInfo(
         name="pair_norm",
@@ -443,6 +444,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         "sqrt(mean_i ||x_i^c||^2), one scalar per graph = sqrt(v)*RMS_{x,v}; PN-SI by each "
         "node's norm, PN-SCS normalizes then subtracts the input mean. Survey writes "
         "mu_{x,v}/sigma_{x,v}. We implement the paper (modes PN, PN-SI, PN-SCS).",
+        symmetries=("permutation", "batch"), order=2,
     ),
     NormInfo(
         name="mean_subtraction_norm",
@@ -456,6 +458,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="MeanSubtractionNorm [15]",
         notes="Paper subtracts the per-graph, per-channel mean over nodes (mu_{x}); the survey "
         "writes mu_{b,v}. Default follows the paper; reading='survey' gives mu_{b,v}.",
+        symmetries=("permutation", "batch"), order=3,
     ),
     NormInfo(
         name="diff_group_norm",
@@ -472,6 +475,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Survey agrees with the paper. BN per (group, channel) over real nodes of the "
         "batch with running stats (Flax momentum 0.9 = torch 0.1, biased variance); "
         "s = lam = 0.01. num_groups=4 in this entry is our choice (the paper tunes G).",
+        symmetries=("permutation",), order=5,
     ),
     NormInfo(
         name="set_norm",
@@ -488,5 +492,6 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Paper standardizes each set over elements and channels (mu_{x,v}) with a "
         "per-channel affine; the survey writes mu_{b,v}. Default follows the paper; "
         "reading='survey' gives mu_{b,v}.",
+        symmetries=("permutation", "batch"), order=6,
     ),
 ]

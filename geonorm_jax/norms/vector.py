@@ -130,6 +130,30 @@ def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
     return y, new_state
 
 
+def _vector_layer(name: str, block: BlockFn, scalars: str, params_of, state_of=None) -> Norm:
+    """The ``Norm`` of a block function: ``init`` checks the input and returns
+    ``(params_of(C, dtype), state_of(C, dtype) or {})`` with ``C`` the channels (``[C]``
+    parameters); ``apply`` checks the input, the mask and the parameter (and state) sizes,
+    then runs ``block`` on the vectors or on every irreps chunk (:func:`_run`)."""
+
+    def init(key, x, **context):
+        del key, context
+        _check_input(x, name)
+        c, dt = _num_channels(x), _dtype(x)
+        return params_of(c, dt), ({} if state_of is None else state_of(c, dt))
+
+    def apply(params, state, x, *, mask=None, training=False, **context):
+        del context
+        _check_input(x, name)
+        check_mask(mask, x.shape)
+        _check_channels(params, _num_channels(x), name, x)
+        if state_of is not None:
+            _check_channels(state, _num_channels(x), name, x)
+        return _run(block, scalars, params, state, x, mask, training)
+
+    return Norm(init, apply, kind="vectors", name=name)
+
+
 def _scale(a: jax.Array, axes: tuple[int, ...], epsilon: float) -> jax.Array:
     """Power of two to divide ``a`` (zero at padded nodes) by before squaring it in a
     statistic over ``axes`` (keepdims): 1 at ordinary magnitudes
@@ -220,20 +244,10 @@ def rms_vector_norm(
             y = y * params["scale"].astype(v.dtype)[:, None]
         return y.astype(v.dtype), state
 
-    def init(key, x, **context):
-        del key, context
-        _check_input(x, name)
-        params = {"scale": jnp.ones((_num_channels(x),), _dtype(x))} if use_scale else {}
-        return params, {}
+    def params_of(c, dt):
+        return {"scale": jnp.ones((c,), dt)} if use_scale else {}
 
-    def apply(params, state, x, *, mask=None, training=False, **context):
-        del context
-        _check_input(x, name)
-        check_mask(mask, x.shape)
-        _check_channels(params, _num_channels(x), name, x)
-        return _run(block, scalars, params, state, x, mask, training)
-
-    return Norm(init, apply, kind="vectors", name=name)
+    return _vector_layer(name, block, scalars, params_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,26 +334,18 @@ def vector_neuron_batch_norm(
         y = _along(v, ns, s, nhat, norm_epsilon)
         return y.astype(v.dtype), new_state
 
-    def init(key, x, **context):
-        del key, context
-        _check_input(x, name)
-        c, dt = _num_channels(x), _dtype(x)
+    def params_of(c, dt):
         params = {}
         if use_scale:
             params["scale"] = jnp.ones((c,), dt)
         if use_bias:
             params["bias"] = jnp.zeros((c,), dt)
-        return params, {"mean": jnp.zeros((c,), dt), "var": jnp.ones((c,), dt)}
+        return params
 
-    def apply(params, state, x, *, mask=None, training=False, **context):
-        del context
-        _check_input(x, name)
-        check_mask(mask, x.shape)
-        _check_channels(params, _num_channels(x), name, x)
-        _check_channels(state, _num_channels(x), name, x)
-        return _run(block, scalars, params, state, x, mask, training)
+    def state_of(c, dt):
+        return {"mean": jnp.zeros((c,), dt), "var": jnp.ones((c,), dt)}
 
-    return Norm(init, apply, kind="vectors", name=name)
+    return _vector_layer(name, block, scalars, params_of, state_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,25 +421,15 @@ def ev_norm(
         y = _along(v, ns, s, nhat, beta)
         return y.astype(v.dtype), state
 
-    def init(key, x, **context):
-        del key, context
-        _check_input(x, name)
-        c, dt = _num_channels(x), _dtype(x)
+    def params_of(c, dt):
         params = {"beta": jnp.full((c,), beta_init, dt)}
         if use_scale:
             params["scale"] = jnp.ones((c,), dt)
         if use_bias:
             params["bias"] = jnp.full((c,), bias_init, dt)
-        return params, {}
+        return params
 
-    def apply(params, state, x, *, mask=None, training=False, **context):
-        del context
-        _check_input(x, name)
-        check_mask(mask, x.shape)
-        _check_channels(params, _num_channels(x), name, x)
-        return _run(block, scalars, params, state, x, mask, training)
-
-    return Norm(init, apply, kind="vectors", name=name)
+    return _vector_layer(name, block, scalars, params_of)
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,6 +450,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Same formula as GVP (the survey calls them identical). Axes follow the "
         "survey's subscripts {x,v} (real nodes and channels of each graph); the original "
         "paper's reduction axes were not verified.",
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
         name="gvp_vector_layer_norm",
@@ -467,6 +464,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         kwargs={"reduce": "channels", "name": "gvp_vector_layer_norm"},
         notes="Per node over channels, as in the GVP code; the survey writes RMS_{x,v} "
         "(use reduce='nodes_channels'). GVP LayerNorms the scalar channels separately.",
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
         name="vector_neuron_batch_norm",
@@ -480,6 +478,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         running_state=("mean", "var"),
         survey_row="Vector Neuron [22]",
         notes="Running statistics per channel; direction V/(||V|| + 1e-6) as in the authors' code.",
+        symmetries=("SO3", "O3", "permutation"),
     ),
     NormInfo(
         name="ev_norm",
@@ -493,5 +492,6 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="EvNorm [21]",
         notes="The invariant and equivariant parts are multiplied into one output, with an "
         "affine on the standardized norm. beta learnable per channel, floored at epsilon.",
+        symmetries=("SO3", "O3", "permutation", "batch"),
     ),
 ]

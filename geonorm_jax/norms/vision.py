@@ -30,7 +30,8 @@ output is cast back to the input dtype.
 The code is in two modules: :mod:`geonorm_jax.norms.vision_batch` (statistics over the batch,
 with running averages: BatchNorm, VarianceNorm) and :mod:`geonorm_jax.norms.vision_sample`
 (statistics inside each sample: LayerNorm, InstanceNorm, GroupNorm, FRN). This module
-re-exports every layer and lists the catalogue entries in the order of the table above.
+re-exports every layer and lists the catalogue entries in the order of the table above (each
+entry states its place, ``NormInfo.order``).
 
 Numerics and padding: squared statistics divide their inputs by a power of two first when
 their magnitude is outside ``2**-50 .. 2**50`` (:func:`geonorm_jax.geometry.magnitude_scale`;
@@ -43,7 +44,7 @@ channels]`` with ``segment_ids=``/``n_node=`` (:func:`geonorm_jax.norms.base.gra
 from __future__ import annotations
 
 from geonorm_jax.norms import vision_batch, vision_sample
-from geonorm_jax.norms.base import NormInfo
+from geonorm_jax.norms.base import NormInfo, family_entries
 from geonorm_jax.norms.vision_batch import batch_norm, variance_norm
 from geonorm_jax.norms.vision_sample import (
     filter_response_norm,
@@ -62,22 +63,4 @@ __all__ = [
     "CATALOG_ENTRIES",
 ]
 
-_ORDER = (
-    "batch_norm",
-    "layer_norm",
-    "layer_norm_graph",
-    "instance_norm",
-    "group_norm",
-    "filter_response_norm",
-    "variance_norm",
-)
-
-
-def _ordered(*modules) -> list[NormInfo]:
-    by_name = {e.name: e for m in modules for e in m.CATALOG_ENTRIES}
-    if set(by_name) != set(_ORDER):
-        raise RuntimeError(f"vision catalogue: expected {sorted(_ORDER)}; found {sorted(by_name)}")
-    return [by_name[n] for n in _ORDER]
-
-
-CATALOG_ENTRIES: list[NormInfo] = _ordered(vision_batch, vision_sample)
+CATALOG_ENTRIES: list[NormInfo] = family_entries(vision_batch, vision_sample)

@@ -235,6 +235,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="BN [1]",
         notes="Running stats follow Flax (biased variance, ra = m*ra + (1-m)*batch). "
         "axis_name sums masked sums and counts across devices.",
+        symmetries=("permutation",),
+        order=1,
     ),
     NormInfo(
         name="variance_norm",
@@ -251,5 +253,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="No mean subtraction. centered=True (survey): divide by the std over {b,x}; "
         "centered=False (Daneshmand et al.): by the RMS. Running variance like BatchNorm "
         "(our choice).",
+        symmetries=("permutation",),
+        order=7,
     ),
 ]

@@ -299,6 +299,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="LayerNorm [7]",
         notes="Default follows the paper (per node over channels, {v}); the survey writes "
         "{x,v}, available as reduce='nodes_channels' (catalogue entry layer_norm_graph).",
+        symmetries=("permutation", "batch"),
+        order=2,
     ),
     NormInfo(
         name="layer_norm_graph",
@@ -314,6 +316,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="LayerNorm [7]",
         notes="The survey's reading of LayerNorm: one mean/variance per graph over all real "
         "nodes and channels.",
+        symmetries=("permutation", "batch"),
+        order=3,
     ),
     NormInfo(
         name="instance_norm",
@@ -326,6 +330,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         params=("scale", "bias"),
         family=_FAMILY,
         survey_row="InstanceNorm [10]",
+        symmetries=("permutation", "batch"),
+        order=4,
     ),
     NormInfo(
         name="group_norm",
@@ -341,6 +347,8 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="GroupNorm [12]",
         notes="Catalogue entry uses num_groups=4 so it fits small hidden sizes; channels "
         "must be divisible by num_groups.",
+        symmetries=("permutation", "batch"),
+        order=5,
     ),
     NormInfo(
         name="filter_response_norm",
@@ -355,5 +363,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="FilterResponseNorm [14]",
         notes="Includes the paper's affine map and TLU max(y, tau) (use_tlu=False drops it); "
         "learned_epsilon=True adds the paper's learned |eps|.",
+        symmetries=("permutation", "batch"),
+        order=6,
     ),
 ]

@@ -238,6 +238,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         family=_FAMILY,
         survey_row="WeightNorm [17]",
         notes="g initialised to ||v|| so the initial kernel is unchanged.",
+        symmetries=(),
     ),
     NormInfo(
         name="spectral_norm",
@@ -251,6 +252,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="SpectralNorm [19]",
         notes="The survey's text reads 'max ... * W' (garbled); the paper divides by sigma. "
         "Power iteration vector u is state, updated only when training.",
+        symmetries=(),
     ),
     NormInfo(
         name="scaled_weight_standardization",
@@ -265,5 +267,6 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="Scaled Weight [20]",
         notes="Follows the paper: extra 1/sqrt(fan_in) and a fixed gain, which the survey's "
         "formula omits.",
+        symmetries=(),
     ),
 ]

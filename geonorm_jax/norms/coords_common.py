@@ -1,0 +1,64 @@
+"""Shared pieces of the GeoNorm paper's coordinate norms (Meng et al., Section 4, Eqs. 3-5).
+
+Coordinates ``x [batch, nodes, 3]``, mask ``[batch, nodes]`` (True = real particle).
+Per-particle parameters ``[N, k]`` fix the number of particles ``N``; shared ones are
+scalars ``()``. Padded particles are set to 0 before any statistic
+(:func:`geonorm_jax.norms.base.zero_padding`) and returned unchanged at the end
+(``_keep_padding``).
+
+Helpers (private to the coordinate family, used by :mod:`~geonorm_jax.norms.coords_scale` and
+:mod:`~geonorm_jax.norms.coords_geo`): ``_check_per_particle_params`` (a per-particle
+parameter made for another ``N`` raises ``ValueError``), ``_keep_padding``,
+``_particle_scale`` (the per-particle power of two ``[batch, nodes, 1]`` to divide by before
+squaring, :func:`geonorm_jax.geometry.magnitude_scale`), ``_as_rows`` (a per-particle or
+shared parameter broadcast on ``[batch, N, 3]``) and ``_PAPER`` (the reference).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from geonorm_jax import geometry
+
+__all__: list[str] = []
+
+_PAPER = (
+    "Meng, Zeng, Song, Xu, Zhao, King 2023, Towards Geometric Normalization Techniques in "
+    "SE(3) Equivariant GNNs for Physical Dynamics Simulations"
+)
+
+
+
+
+def _check_per_particle_params(params: dict, x: jax.Array, name: str) -> None:
+    """A per-particle parameter fixes N: say so if ``x`` has a different number of particles."""
+    for key, value in params.items():
+        shape = jnp.shape(value)
+        if len(shape) == 2 and shape[0] != x.shape[1]:
+            raise ValueError(
+                f"{name}: per-particle parameter {key!r} has shape {shape}, made for "
+                f"{shape[0]} particles; received coordinates of shape {x.shape} "
+                f"({x.shape[1]} particles). Re-initialize, or use shared parameters."
+            )
+
+
+def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Real particles get ``y``; padded ones are returned unchanged."""
+    if mask is None:
+        return y
+    return jnp.where(mask[..., None], y, x)
+
+
+def _particle_scale(x: jax.Array, epsilon: float) -> jax.Array:
+    """Per-particle power of two ``[batch, nodes, 1]`` to divide by before squaring (1 at
+    ordinary magnitudes; :func:`geonorm_jax.geometry.magnitude_scale`)."""
+    return geometry.magnitude_scale(jnp.max(jnp.abs(x), axis=-1, keepdims=True), epsilon**0.5)
+
+
+def _as_rows(p: jax.Array, dtype) -> jax.Array:
+    """A per-particle ``[N, k]`` or shared ``()`` parameter as something that broadcasts on
+    ``[batch, N, 3]``."""
+    p = jnp.asarray(p, dtype)
+    return p if p.ndim == 2 else jnp.reshape(p, (1, 1))
+
