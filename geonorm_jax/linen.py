@@ -15,9 +15,13 @@ into a Linen module::
   ``"batch_stats"`` is mutable (otherwise the new state is dropped, as the pure function
   would be called without keeping it).
 
-Convenience classes take Flax's argument names (:class:`BatchNorm`, :class:`LayerNorm`,
-:class:`GroupNorm`, :class:`GeoNorm`); :func:`norm_layer` builds a ``NormLayer`` for any
-catalogue name (``norm_layer("geo_norm", sigma="system")``). :class:`NormalizedDense` is a
+Named classes (:class:`BatchNorm`, :class:`LayerNorm`, :class:`GroupNorm` with Flax's
+argument names, :class:`GeoNorm`, and the normalizations of today's equivariant models:
+:class:`EquivariantLayerNorm`, :class:`VecLayerNorm`, ...) are generated from their catalogue
+entries by one factory (``_catalogue_layer``): the attributes are the pure
+constructor's keyword arguments with its defaults, the docstring is the entry's paper,
+formula, reduced axes and claimed symmetries. :func:`norm_layer` builds a ``NormLayer`` for
+any catalogue name (``norm_layer("geo_norm", sigma="system")``). :class:`NormalizedDense` is a
 Dense layer whose kernel passes through a weights-kind ``Norm`` (WeightNorm, SpectralNorm,
 scaled weight standardization).
 
@@ -33,19 +37,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax import norms as _norms
 from geonorm_jax.norms import catalog
 from geonorm_jax.norms.base import Norm
-from geonorm_jax.norms.vision import batch_norm, group_norm, layer_norm
 
 __all__ = [
     "NormLayer",
+    "NormalizedDense",
+    "norm_layer",
     "BatchNorm",
     "LayerNorm",
     "GroupNorm",
     "GeoNorm",
-    "NormalizedDense",
-    "norm_layer",
     "EquivariantLayerNorm",
     "EquivariantLayerNormSH",
     "EquivariantRMSNormSH",
@@ -135,72 +137,86 @@ class NormLayer(nn.Module):
         return y
 
 
-class BatchNorm(NormLayer):
-    """:func:`geonorm_jax.norms.batch_norm` with Flax's argument names, masked."""
-
-    momentum: float = 0.99
-    epsilon: float = 1e-5
-    use_scale: bool = True
-    use_bias: bool = True
-    axis_name: Any = None
-
-    def make_norm(self) -> Norm:
-        return batch_norm(
-            momentum=self.momentum,
-            epsilon=self.epsilon,
-            use_scale=self.use_scale,
-            use_bias=self.use_bias,
-            axis_name=self.axis_name,
-        )
+def _as_static(value: Any) -> Any:
+    """Lists (and tuples) as tuples: the pure constructors take hashable sequences
+    (``metric``, per-type ``avg_num_neighbors``)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
-class LayerNorm(NormLayer):
-    """:func:`geonorm_jax.norms.layer_norm` (per node over channels unless ``reduce`` says)."""
-
-    epsilon: float = 1e-6
-    use_scale: bool = True
-    use_bias: bool = True
-    reduce: str = "channels"
-
-    def make_norm(self) -> Norm:
-        return layer_norm(
-            epsilon=self.epsilon,
-            use_scale=self.use_scale,
-            use_bias=self.use_bias,
-            reduce=self.reduce,
-        )
-
-
-class GroupNorm(NormLayer):
-    """:func:`geonorm_jax.norms.group_norm` with Flax's argument names, masked."""
-
-    num_groups: int = 32
-    epsilon: float = 1e-6
-    use_scale: bool = True
-    use_bias: bool = True
-
-    def make_norm(self) -> Norm:
-        return group_norm(
-            num_groups=self.num_groups,
-            epsilon=self.epsilon,
-            use_scale=self.use_scale,
-            use_bias=self.use_bias,
-        )
+def _docstring(class_name: str, info: catalog.NormInfo, fields: dict[str, Any]) -> str:
+    ctor = f"geonorm_jax.norms.{info.constructor.__name__}"
+    lines = [
+        f":func:`{ctor}` as a Linen :class:`NormLayer` (catalogue entry ``{info.name!r}``).",
+        "",
+        f"Paper: {info.paper}.",
+        f"Formula: {info.formula}. Reduced axes: {info.reduced_axes}. Kind: {info.kind}.",
+        f"Claimed symmetries: {', '.join(info.symmetries or ()) or 'none'}.",
+    ]
+    if info.context:
+        lines.append(f"Call with the context {', '.join(f'{k}=' for k in info.context)}.")
+    if info.running_state:
+        lines.append('Running state (``"batch_stats"/"norm"``): '
+                     f"{', '.join(info.running_state)}.")
+    if info.notes:
+        lines += ["", info.notes]
+    lines += ["", f"Attributes (the keyword arguments of ``{info.constructor.__name__}``):"]
+    lines += [f"  {k}: default ``{v!r}``." for k, v in fields.items()] or ["  none."]
+    return "\n".join(lines)
 
 
-class GeoNorm(NormLayer):
-    """:func:`geonorm_jax.norms.geo_norm` on coordinates ``[batch, nodes, 3]`` (GeoNorm, Eq. 5).
+def _catalogue_layer(class_name: str, catalogue_name: str,
+                     fields: tuple[str, ...] | None = None) -> type[NormLayer]:
+    """A :class:`NormLayer` subclass for the catalogue entry ``catalogue_name``.
 
-    ``sigma`` picks the reading (``"particle"``: Eq. 5, one scale per particle;
-    ``"system"``: statistics over all nodes and the 3 coordinates, the Figure 3 caption).
-    Other options: ``norm_layer("geo_norm", ...)``. Call with ``mu0=`` in the context.
+    Its dataclass fields are the constructor's keyword arguments (``fields``: a subset, in
+    that order) with the constructor's defaults (:attr:`NormInfo.hyperparameters`); its
+    :meth:`~NormLayer.make_norm` is ``info.make(**fields)``; its docstring comes from the
+    entry (paper, formula, reduced axes, claimed symmetries, notes).
     """
-
-    sigma: str = "particle"
-    epsilon: float = 1e-6
+    info = catalog.get(catalogue_name)
+    defaults = info.hyperparameters
+    if fields is not None:
+        defaults = {k: defaults[k] for k in fields}
+    names = tuple(defaults)
 
     def make_norm(self) -> Norm:
-        return catalog.make("geo_norm", sigma=self.sigma, epsilon=self.epsilon)
+        return info.make(**{k: _as_static(getattr(self, k)) for k in names})
+
+    namespace = {
+        "__module__": __name__,
+        "__qualname__": class_name,
+        "__doc__": _docstring(class_name, info, defaults),
+        "__annotations__": {k: Any for k in names},
+        "make_norm": make_norm,
+        **defaults,
+    }
+    return type(class_name, (NormLayer,), namespace)
+
+
+# BatchNorm, LayerNorm and GroupNorm: the pure constructors already take Flax's argument
+# names. GeoNorm exposes the two options of Eq. 5 (the others: ``norm_layer("geo_norm", ...)``).
+BatchNorm = _catalogue_layer("BatchNorm", "batch_norm")
+LayerNorm = _catalogue_layer("LayerNorm", "layer_norm")
+GroupNorm = _catalogue_layer("GroupNorm", "group_norm")
+GeoNorm = _catalogue_layer("GeoNorm", "geo_norm", fields=("sigma", "epsilon"))
+# The normalizations of today's equivariant models (norms.irreps, norms.molecular,
+# norms.clifford_norms), each with the pure constructor's arguments as attributes.
+EquivariantLayerNorm = _catalogue_layer("EquivariantLayerNorm", "equivariant_layer_norm")
+EquivariantLayerNormSH = _catalogue_layer("EquivariantLayerNormSH", "equivariant_layer_norm_sh")
+EquivariantRMSNormSH = _catalogue_layer("EquivariantRMSNormSH", "equivariant_rms_norm_sh")
+DegreeLayerScale = _catalogue_layer("DegreeLayerScale", "degree_layer_scale")
+E3nnBatchNorm = _catalogue_layer("E3nnBatchNorm", "e3nn_batch_norm")
+NormActivation = _catalogue_layer("NormActivation", "norm_activation")
+SoftNormalization = _catalogue_layer("SoftNormalization", "soft_normalization")
+NormSE3 = _catalogue_layer("NormSE3", "norm_se3")
+VecLayerNorm = _catalogue_layer("VecLayerNorm", "vec_layer_norm_maxmin")
+TensorNorm = _catalogue_layer("TensorNorm", "tensor_norm")
+MACEDensityNorm = _catalogue_layer("MACEDensityNorm", "mace_density_norm")
+SpeciesNeighborNorm = _catalogue_layer("SpeciesNeighborNorm", "species_neighbor_norm")
+SE3CoordNorm = _catalogue_layer("SE3CoordNorm", "se3_coord_norm")
+MVLayerNorm = _catalogue_layer("MVLayerNorm", "mv_layer_norm")
+GradeNorm = _catalogue_layer("GradeNorm", "grade_norm")
+GATrLayerNorm = _catalogue_layer("GATrLayerNorm", "gatr_layer_norm")
 
 
 def norm_layer(name: str, **kwargs) -> NormLayer:
@@ -260,196 +276,3 @@ class NormalizedDense(nn.Module):
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), dtype)
         return y
-
-
-# ------------------------------------------------------------------------------------------
-# The normalizations of today's equivariant models (norms.irreps, norms.molecular,
-# norms.clifford_norms), each with the pure constructor's arguments as attributes.
-# ------------------------------------------------------------------------------------------
-
-
-class EquivariantLayerNorm(NormLayer):
-    """:func:`geonorm_jax.norms.equivariant_layer_norm` (EquiformerV2, one RMS per degree) on an
-    IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch, nodes, channels, 3]``."""
-
-    normalization: str = "component"
-    epsilon: float = 1e-5
-    affine: bool = True
-
-    def make_norm(self) -> Norm:
-        return _norms.equivariant_layer_norm(normalization=self.normalization,
-                                             epsilon=self.epsilon, affine=self.affine)
-
-
-class EquivariantLayerNormSH(NormLayer):
-    """:func:`geonorm_jax.norms.equivariant_layer_norm_sh` (EquiformerV2: LayerNorm on l = 0,
-    one shared RMS for l > 0)."""
-
-    normalization: str = "component"
-    epsilon: float = 1e-5
-    affine: bool = True
-    std_balance_degrees: bool = True
-
-    def make_norm(self) -> Norm:
-        return _norms.equivariant_layer_norm_sh(
-            normalization=self.normalization, epsilon=self.epsilon, affine=self.affine,
-            std_balance_degrees=self.std_balance_degrees)
-
-
-class EquivariantRMSNormSH(NormLayer):
-    """:func:`geonorm_jax.norms.equivariant_rms_norm_sh` (EquiformerV2 / eSEN / UMA: one RMS
-    over all degrees, l = 0 centred)."""
-
-    normalization: str = "component"
-    epsilon: float = 1e-5
-    affine: bool = True
-    centering: bool = True
-    std_balance_degrees: bool = True
-
-    def make_norm(self) -> Norm:
-        return _norms.equivariant_rms_norm_sh(
-            normalization=self.normalization, epsilon=self.epsilon, affine=self.affine,
-            centering=self.centering, std_balance_degrees=self.std_balance_degrees)
-
-
-class DegreeLayerScale(NormLayer):
-    """:func:`geonorm_jax.norms.degree_layer_scale` (EquiformerV2's per-(l, channel) scale)."""
-
-    scale_factor: float = 2.0
-
-    def make_norm(self) -> Norm:
-        return _norms.degree_layer_scale(scale_factor=self.scale_factor)
-
-
-class E3nnBatchNorm(NormLayer):
-    """:func:`geonorm_jax.norms.e3nn_batch_norm` (e3nn BatchNorm; ``instance=True``: per-graph
-    instance norm). Running statistics live in ``"batch_stats"`` (batch mode only)."""
-
-    instance: bool = False
-    normalization: str = "component"
-    momentum: float = 0.1
-    epsilon: float = 1e-5
-    affine: bool = True
-
-    def make_norm(self) -> Norm:
-        return _norms.e3nn_batch_norm(
-            instance=self.instance, normalization=self.normalization, momentum=self.momentum,
-            epsilon=self.epsilon, affine=self.affine)
-
-
-class NormActivation(NormLayer):
-    """:func:`geonorm_jax.norms.norm_activation` (e3nn-jax: each field times phi(its norm))."""
-
-    activation: Any = "tanh"
-    normalization: str = "component"
-    scalars: str = "same"
-
-    def make_norm(self) -> Norm:
-        return _norms.norm_activation(activation=self.activation,
-                                      normalization=self.normalization, scalars=self.scalars)
-
-
-class SoftNormalization(NormLayer):
-    """:func:`geonorm_jax.norms.soft_normalization` (e3nn-jax)."""
-
-    max_component: float = 1.0
-
-    def make_norm(self) -> Norm:
-        return _norms.soft_normalization(max_component=self.max_component)
-
-
-class NormSE3(NormLayer):
-    """:func:`geonorm_jax.norms.norm_se3` (SE(3)-Transformer's NormSE3)."""
-
-    epsilon: float = 1e-5
-    norm_clamp: float = 2.0 ** -24
-    nonlinearity: Any = "relu"
-
-    def make_norm(self) -> Norm:
-        return _norms.norm_se3(epsilon=self.epsilon, norm_clamp=self.norm_clamp,
-                               nonlinearity=self.nonlinearity)
-
-
-class VecLayerNorm(NormLayer):
-    """:func:`geonorm_jax.norms.vec_layer_norm` (ViSNet; ``norm_type`` "max_min" or "rms")."""
-
-    norm_type: str = "max_min"
-    trainable: bool = True
-    epsilon: float = 1e-12
-
-    def make_norm(self) -> Norm:
-        return _norms.vec_layer_norm(norm_type=self.norm_type, trainable=self.trainable,
-                                     epsilon=self.epsilon)
-
-
-class TensorNorm(NormLayer):
-    """:func:`geonorm_jax.norms.tensor_norm` (TensorNet) on ``[batch, nodes, channels, 3, 3]``."""
-
-    def make_norm(self) -> Norm:
-        return _norms.tensor_norm()
-
-
-class MACEDensityNorm(NormLayer):
-    """:func:`geonorm_jax.norms.mace_density_norm`; call with ``positions=`` or
-    ``edge_features=`` (and optionally ``adjacency=``)."""
-
-    num_basis: int = 8
-    r_max: float = 5.0
-
-    def make_norm(self) -> Norm:
-        return _norms.mace_density_norm(num_basis=self.num_basis, r_max=self.r_max)
-
-
-class SpeciesNeighborNorm(NormLayer):
-    """:func:`geonorm_jax.norms.species_neighbor_norm` (NequIP ``AvgNumNeighborsNorm``); call
-    with ``species=`` when there are per-type values."""
-
-    avg_num_neighbors: Any = None
-    num_species: int = 1
-    power: float = 0.5
-
-    def make_norm(self) -> Norm:
-        avg = self.avg_num_neighbors
-        return _norms.species_neighbor_norm(
-            avg_num_neighbors=tuple(avg) if isinstance(avg, list) else avg,
-            num_species=self.num_species, power=self.power)
-
-
-class SE3CoordNorm(NormLayer):
-    """:func:`geonorm_jax.norms.se3_coord_norm` (MiDi's SE3Norm) on zero-centred coordinates."""
-
-    epsilon: float = 1e-5
-
-    def make_norm(self) -> Norm:
-        return _norms.se3_coord_norm(epsilon=self.epsilon)
-
-
-class MVLayerNorm(NormLayer):
-    """:func:`geonorm_jax.norms.mv_layer_norm` (CGENN) on multivectors ``[..., channels, 2^n]``."""
-
-    metric: tuple = (1.0, 1.0, 1.0)
-    epsilon: float = 1e-6
-
-    def make_norm(self) -> Norm:
-        return _norms.mv_layer_norm(metric=tuple(self.metric), epsilon=self.epsilon)
-
-
-class GradeNorm(NormLayer):
-    """:func:`geonorm_jax.norms.grade_norm` (CGENN's per-grade NormalizationLayer)."""
-
-    metric: tuple = (1.0, 1.0, 1.0)
-    init_value: float = 0.0
-    epsilon: float = 1e-6
-
-    def make_norm(self) -> Norm:
-        return _norms.grade_norm(metric=tuple(self.metric), init_value=self.init_value,
-                                 epsilon=self.epsilon)
-
-
-class GATrLayerNorm(NormLayer):
-    """:func:`geonorm_jax.norms.gatr_layer_norm` (GATr's equi_layer_norm) on ``[..., 16]``."""
-
-    epsilon: float = 0.01
-
-    def make_norm(self) -> Norm:
-        return _norms.gatr_layer_norm(epsilon=self.epsilon)
