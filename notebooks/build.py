@@ -4,8 +4,10 @@ Each notebook's one source of truth is a jupytext percent-format script next to 
 (``01_normalization_catalogue.py`` for ``01_normalization_catalogue.ipynb``, ...): ``# %%``
 starts a code cell, ``# %% [markdown]`` a Markdown cell whose lines are commented out, and
 IPython magics are commented (``# %matplotlib inline``). The scripts are linted by ruff with the
-rest of the code; the ``.ipynb`` files are generated, never edited by hand. After changing a
-script, run
+rest of the code; the ``.ipynb`` files are generated, never edited by hand. The cells every
+notebook starts with (install geonorm-jax where missing, the ``FAST`` switch) live once, in
+``_setup.py``: a source cell tagged ``install`` or ``fast`` (``# %% tags=["install"]``) is
+replaced by ``_setup.py``'s cell of the same tag. After changing a script, run
 
     python notebooks/build.py            # rebuild every notebook
     python notebooks/build.py --check    # exit 1 if a committed notebook is stale
@@ -51,10 +53,22 @@ def sources() -> list[pathlib.Path]:
     return sorted(HERE.glob("[0-9][0-9]_*.py"))
 
 
+def shared_cells() -> dict[str, nbformat.NotebookNode]:
+    """``{tag: cell}`` of ``_setup.py``: the cells every notebook starts with."""
+    setup = jupytext.read(HERE / "_setup.py", fmt="py:percent")
+    return {tag: cell for cell in setup.cells for tag in cell.metadata.get("tags", [])}
+
+
 def build(name: str) -> nbformat.NotebookNode:
-    """The notebook built from ``name`` (``NN_name.py`` or ``NN_name.ipynb``)."""
+    """The notebook built from ``name`` (``NN_name.py`` or ``NN_name.ipynb``), with each cell
+    tagged like a cell of ``_setup.py`` replaced by that cell."""
     nb = jupytext.read(HERE / pathlib.Path(name).with_suffix(".py").name, fmt="py:percent")
     nb.metadata = nbformat.from_dict(METADATA)
+    shared = shared_cells()
+    for cell in nb.cells:
+        tags = [t for t in cell.metadata.get("tags", []) if t in shared]
+        if tags:
+            cell.source = shared[tags[0]].source
     for i, cell in enumerate(nb.cells):  # stable ids: rebuilding gives identical files
         cell.id = f"cell-{i:02d}"
         cell.metadata = nbformat.from_dict({})  # no jupytext layout hints

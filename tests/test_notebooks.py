@@ -103,7 +103,7 @@ def test_first_cell_installs_only_where_missing(name):
 
 
 def test_install_cell_is_the_same_everywhere():
-    """Each source carries its own copy of the install cell; the copies must not drift."""
+    """The install cell comes from one place (notebooks/_setup.py) into every notebook."""
     firsts = {name: next(c.source for c in _read(name).cells if c.cell_type == "code")
               for name in EXPECTED}
     assert len(set(firsts.values())) == 1, "install cells differ between notebooks"
