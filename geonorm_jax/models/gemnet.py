@@ -67,6 +67,7 @@ from geonorm_jax.models.layers import merge_training
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     edge_vectors,
+    graph_energies,
     species_scale_shift,
 )
 from geonorm_jax.models.placement import NormPlace, NormPlacement
@@ -246,8 +247,7 @@ class GemNetT(nn.Module):
                  training: bool | None = None) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
         ``graph_ids``; ``training`` as the attribute (:func:`~.layers.merge_training`)."""
-        e = self.atomic_energies(graph, fit_scale_factors, training)
-        return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
+        return graph_energies(self.atomic_energies(graph, fit_scale_factors, training), graph)
 
 
 def gemnet_init(model: GemNetT, key: jax.Array, batch: dict) -> dict:

@@ -58,6 +58,7 @@ __all__ = [
     "from_blocks",
     "apply_block_norm",
     "species_scale_shift",
+    "graph_energies",
 ]
 
 
@@ -467,3 +468,9 @@ def species_scale_shift(
         table = jnp.asarray(shift, dtype)
         out = out + jnp.take(table, species, mode="fill", fill_value=0.0)
     return out
+
+
+def graph_energies(atomic_energies: jax.Array, graph: MolecularGraph) -> jax.Array:
+    """Molecular energies ``E_g = sum_{i in g} E_i`` ``[G]`` of atomic energies ``[N]`` (0 at
+    padded atoms), summed over ``graph.graph_ids``."""
+    return jax.ops.segment_sum(atomic_energies, graph.graph_ids, num_segments=graph.num_graphs)

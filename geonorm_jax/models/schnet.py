@@ -43,6 +43,7 @@ from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     apply_block_norm,
     edge_vectors,
+    graph_energies,
     species_scale_shift,
 )
 from geonorm_jax.models.placement import NormPlace, NormPlacement
@@ -159,8 +160,7 @@ class SchNet(nn.Module):
     def __call__(self, graph: MolecularGraph, training: bool | None = None) -> jax.Array:
         """Molecular energies ``[G]``: ``segment_sum`` of :meth:`atomic_energies` over
         ``graph_ids``; ``training`` as the attribute (:func:`~.layers.merge_training`)."""
-        e = self.atomic_energies(graph, training)
-        return jax.ops.segment_sum(e, graph.graph_ids, num_segments=graph.num_graphs)
+        return graph_energies(self.atomic_energies(graph, training), graph)
 
 
 SCHNET_SPEC = registry.register(registry.ModelSpec(
