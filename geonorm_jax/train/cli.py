@@ -224,8 +224,9 @@ def add_parser(subparsers) -> None:
                         "molecular dataset written by `geonorm-jax data generate`)")
     g.add_argument("--data-file", metavar="NPZ",
                    help="molecules: train on an MD17 (R, E, F, z) or revised MD17 (coords, "
-                        "energies, forces, nuclear_charges) .npz file "
-                        "[molecules.dataset = file, molecules.data_file]")
+                        "energies, forces, nuclear_charges) .npz file, or an extended XYZ "
+                        "(.xyz, .extxyz) file of one molecule with energy (eV) and forces "
+                        "(eV/Å) [molecules.dataset = file, molecules.data_file]")
     g.add_argument("--cache-dir", metavar="DIR", default=None,
                    help="dataset cache (default: $GEONORM_JAX_CACHE or the data default)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")

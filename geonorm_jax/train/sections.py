@@ -75,7 +75,10 @@ class MolecularTaskConfig:
       frames: frames generated in all (``md17-xtb``; the cache key includes it).
       data_seed: seed of the generated trajectories (``md17-xtb``).
       data_file: an MD17 (``R, E, F, z``) or revised MD17 (``coords, energies, forces,
-        nuclear_charges``) ``.npz`` file; used when ``dataset == "file"``.
+        nuclear_charges``) ``.npz`` file, or an extended XYZ file (``.xyz`` / ``.extxyz``, one
+        molecule, ``energy`` in eV and ``forces`` in eV/Å:
+        :func:`geonorm_jax.data.molecules.load_extxyz`), chosen by the suffix; used when
+        ``dataset == "file"``.
       train, valid: frames in the training and validation splits (rMD17 protocol: 1000 and
         50, drawn at random).
       test: test frames (``None``: the rest, at most 1000).

@@ -8,15 +8,18 @@ Typical use::
 
     data = molecules.molecular_dataset(molecules.MoleculeConfig(molecule="uracil"))
     # or, with the published file: data = molecules.load_md17("rmd17_uracil.npz")
+    # or, from an extended XYZ file: data = molecules.load_extxyz("uracil.xyz")
     parts = molecules.split_data(data, train=1000, valid=50, seed=0)
     parts["train"].positions   # [1000, 12, 3] Å
 
 The xTB and RDKit parts need the optional extra ``pip install 'geonorm-jax[chem]'``
-(tblite, ase, rdkit); the loaders and splits need only numpy.
+(tblite, ase, rdkit); the npz loaders and splits need only numpy, the extended XYZ reader and
+writer need ase.
 """
 
 from geonorm_jax.data.molecules.config import DEFAULT_STRIDE, MoleculeConfig
 from geonorm_jax.data.molecules.dataset import MolecularData, molecular_data, select
+from geonorm_jax.data.molecules.extxyz import load_extxyz, write_extxyz
 from geonorm_jax.data.molecules.files import (
     MolecularDataError,
     describe_molecular_dataset,
@@ -45,6 +48,7 @@ __all__ = [
     "generate_molecular_dataset",
     "get_molecular_dataset",
     "is_molecular_dataset",
+    "load_extxyz",
     "load_md17",
     "load_molecular_dataset",
     "molecular_data",
@@ -54,4 +58,5 @@ __all__ = [
     "select",
     "split_data",
     "split_indices",
+    "write_extxyz",
 ]

@@ -88,15 +88,26 @@ def _frames(config: RunConfig, data_dir, cache_dir, progress):
             raise _located(e, path / "data.npz", f"data directory {str(path)!r}") from None
     if mc.dataset == "file":
         if mc.data_file is None:
-            raise ValueError("molecules.data_file: expected an MD17 / rMD17 .npz file for "
-                             "dataset 'file'; received null")
+            raise ValueError("molecules.data_file: expected an MD17 / rMD17 .npz file or an "
+                             "extended XYZ (.xyz, .extxyz) file for dataset 'file'; "
+                             "received null")
+        path = Path(mc.data_file)
+        suffix = path.suffix.lower()
+        if suffix not in (".npz", ".xyz", ".extxyz"):
+            raise ValueError(f"molecules.data_file {path.name!r}: expected a file ending in "
+                             "'.npz' (MD17 / revised MD17), '.xyz' or '.extxyz' (extended XYZ);"
+                             f" received suffix {suffix or '(none)'!r}")
+        if suffix != ".npz":
+            try:
+                return mol.load_extxyz(path)
+            except (FileNotFoundError, ValueError) as e:
+                raise ValueError(f"molecules.data_file: {e}") from None
         try:
-            return mol.load_md17(mc.data_file)
+            return mol.load_md17(path)
         except FileNotFoundError as e:
             raise ValueError(f"molecules.data_file: {e}") from None
         except ValueError as e:
-            raise _located(e, Path(mc.data_file), "molecules.data_file "
-                           f"{Path(mc.data_file).name!r}") from None
+            raise _located(e, path, f"molecules.data_file {path.name!r}") from None
     try:
         generation = mol.MoleculeConfig(molecule=mc.molecule, frames=mc.frames,
                                         seed=mc.data_seed)
