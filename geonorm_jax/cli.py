@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "geonorm_jax.models.cli",
     "geonorm_jax.data.cli",
     "geonorm_jax.train.cli",
+    "geonorm_jax.potentials.cli",
     "geonorm_jax.audit.cli",
     "geonorm_jax.bench.cli",
 )

@@ -2,6 +2,8 @@
 counts, padding), the ASE calculator, JAX molecular dynamics (NVE energy conservation,
 Langevin temperature) and the jax_md energy function. Float64 where exactness is tested."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -162,3 +164,66 @@ def test_energy_fn_plugs_into_jax_md():
                  mass=jnp.asarray(masses_of(ETHANOL_Z)), kT=0.0)
     state = jax.lax.fori_loop(0, 10, lambda i, s: apply(s), state)
     assert np.all(np.isfinite(np.asarray(state.position)))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """SchNet trained for 2 epochs on 24 GFN2-xTB water frames (the test suite's water set)."""
+    pytest.importorskip("tblite")
+    pytest.importorskip("rdkit")
+    from geonorm_jax import train
+    from geonorm_jax.data.molecules import MoleculeConfig, get_molecular_dataset
+
+    root = tmp_path_factory.mktemp("md")
+    data_dir = get_molecular_dataset(MoleculeConfig(
+        molecule="water", frames=24, trajectories=2, stride=4, equilibration=6), root / "cache")
+    config = train.merge(train.preset("schnet-uracil"), {
+        "molecules": {"molecule": "water", "train": 12, "valid": 4, "test": 8},
+        "model": {"hidden": 8, "num_layers": 1, "model_kwargs": {"num_rbf": 8}},
+        "train": {"epochs": 2, "batch_size": 4, "seeds": [0, 1], "eval_every": 1,
+                  "checkpoint_every": 1, "eval_batch_size": 8, "fast_compile": True}})
+    train.train(config, root / "run", data_dir=data_dir, progress=False)
+    return root / "run", data_dir
+
+
+def test_load_potential_reproduces_the_runs_test_predictions(trained_run):
+    from geonorm_jax import train
+    from geonorm_jax.potentials import load_potential
+
+    run, data_dir = trained_run
+    pot = load_potential(run, seed=1, data_dir=data_dir)
+    assert pot.seed == 1 and list(pot.atomic_numbers) == [8, 1, 1]
+    assert pot.frames["test"].shape == (8, 3, 3)
+    result = train.evaluate_run(run, data_dir=data_dir)
+    s = train.build(train.load_config(run / "config.json"), data_dir=data_dir)
+    test = s.data["test"]
+    e, f = pot.energy_and_forces(np.asarray(test["positions"]))
+    force_mae = 1e3 * np.mean(np.abs(np.asarray(f) - np.asarray(test["forces"])))
+    np.testing.assert_allclose(force_mae, result["test_force_mae"][1], rtol=1e-4)
+    with pytest.raises(ValueError, match=r"seed: expected one of the run's seeds \[0, 1\]"):
+        load_potential(run, seed=7, data_dir=data_dir)
+
+
+def test_md_command_writes_extxyz_and_reports_speed(trained_run, tmp_path, capsys):
+    from ase.io import read
+
+    from geonorm_jax import cli
+
+    run, data_dir = trained_run
+    out = tmp_path / "water.xyz"
+    assert cli.main(["md", str(run), "--data-dir", str(data_dir), "--ps", "0.02",
+                     "--thermostat", "nve", "--temperature", "100", "--record-every", "5",
+                     "--chunks", "2", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "ns/day" in text and "energy drift" in text
+    frames = read(out, index=":")
+    assert len(frames) == 9 and frames[0].info["time_fs"] == 0.0  # 40 steps, every 5
+    assert frames[-1].info["time_fs"] == 20.0
+    assert np.isfinite(frames[-1].get_potential_energy())
+    assert cli.main(["md", str(run), "--data-dir", str(data_dir), "--ps", "0.01",
+                     "--replicas", "2", "--out", str(tmp_path / "r.xyz"), "--json",
+                     "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["replicas"] == 2 and len(summary["files"]) == 2
+    assert summary["ns_per_day"] > 0 and summary["thermostat"] == "langevin"
+    assert cli.main(["md", str(run), "--data-dir", str(data_dir), "--start", "99"]) == 2

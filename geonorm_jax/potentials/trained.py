@@ -65,6 +65,8 @@ class Potential:
       seed: the training seed whose parameters these are.
       dtype: float32 or float64.
       run_dir: where it came from (None if built directly).
+      frames: ``{split: positions [S, A, 3]}`` of the run's data (MD starts, reference bond
+        lengths and h(r)); empty if built directly.
     """
 
     model: Any
@@ -75,6 +77,7 @@ class Potential:
     seed: int | None = None
     dtype: Any = jnp.float32
     run_dir: Path | None = None
+    frames: dict = dataclasses.field(default_factory=dict)
     compile_count: int = 0
 
     def __post_init__(self):
@@ -210,4 +213,5 @@ def load_potential(run_dir: str | Path, *, seed: int | None = None, dtype=jnp.fl
     batch_stats = jax.tree.map(lambda x: x[i], best["batch_stats"])
     return Potential(model=s.model, variables={"params": params, "batch_stats": batch_stats},
                      spec=s.task.spec, atomic_numbers=np.asarray(s.info["atomic_numbers"]),
-                     info=dict(s.info), seed=seed, dtype=dtype, run_dir=run_dir)
+                     info=dict(s.info), seed=seed, dtype=dtype, run_dir=run_dir,
+                     frames={k: np.asarray(v["positions"]) for k, v in s.data.items()})
