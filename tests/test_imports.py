@@ -27,6 +27,7 @@ LAYERS = (
     ("data",),
     ("audit",),
     ("train",),
+    ("potentials",),
     ("bench",),
     ("cli",),
 )
