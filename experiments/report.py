@@ -342,6 +342,60 @@ def survey_case_studies(doc: dict) -> list[str]:
     return out + [""]
 
 
+@_section(9, "does normalization keep MD stable, beyond what force MAE says?")
+def md_stability(doc: dict) -> list[str]:
+    """Fu et al.'s MD stability and h(r) error of the survey's models with and without their
+    normalizations (``experiments/md_stability.py``)."""
+    c, res = doc["config"], doc["results"]
+    d, md = c["data"], c["md"]
+    out = _intro(doc, f"{d['molecule']}, {d['frames']} {d['method']} frames; "
+                 f"{c['train']} / {c['valid']} / {c['test']} train / validation / test frames, "
+                 f"{c['epochs']} epochs (GemNet-T: its own), seed 0. MD in JAX "
+                 f"(`geonorm_jax.potentials.simulate`): {md['replicas']} replicas from test "
+                 f"frames, {c['thermostat_note']}, {md['temperature_K']:g} K, friction "
+                 f"{md['friction_per_fs']:g}/fs, {md['dt_fs']:g} fs × {md['steps']} steps "
+                 f"({md['steps'] * md['dt_fs'] / 1000:g} ps), a frame every "
+                 f"{md['record_every']} steps"
+                 + (f", at most {md['md_budget_s']:g} s of MD per cell" if md.get("md_budget_s")
+                    else "") + f". Reference: {c['reference']}. Time to instability: first "
+                 f"frame with a bond off by > 0.5 Å (Fu et al.); a stable replica counts the "
+                 f"simulated time. h(r) error: ∫|h - h_ref| dr over the stable frames (0 to 2). "
+                 f"Plots: `results/md_stability/{'`, `results/md_stability/'.join(doc['plots'])}`.")
+    out += _table(
+        ["cell", "norm", "params", "force MAE (meV/Å)", "energy MAE (meV)", "simulated (ps)",
+         "stable", "time to instability (ps)", "h(r) error", "mean T (K)", "ns/day", "trained by"],
+        [[f"`{r['cell']}`", r["norm"], _f(r["params"]), _f(r["force_mae_meV_per_A"]),
+          _f(r["energy_mae_meV"]), _f(r["simulated_ps"], 3),
+          f"{r['stable_replicas']}/{r['replicas']}", _ms(r["time_to_instability_ps"]),
+          _ms(r["h_error"]), _ms(r["mean_temperature_K"]), _f(r["ns_per_day"], 3),
+          (r["trained_by"] or "—") if not r.get("error") else "error: " + r["error"][:60]]
+         for r in res["rows"]])
+    v = res["verdicts"]
+    out += ["", "| comparison | force MAE ratio (without / with) | time to instability, with "
+            "→ without (ps) | h(r) error, with → without | stability beyond MAE? | h(r) "
+            "beyond MAE? |", "|---|---|---|---|---|---|"]
+    for key, x in v.items():
+        if key == "all_cells":
+            continue
+        name = (f"`{key}` against `{x['against']}`" if "against" in x
+                else f"`{key}_on` against `{key}_off`")
+        out.append(f"| {name} | {_f(x.get('force_mae_ratio_without_over_with'), 3)} | "
+                   f"{_f(x.get('time_to_instability_with_ps'), 3)} → "
+                   f"{_f(x.get('time_to_instability_without_ps'), 3)} | "
+                   f"{_f(x.get('h_error_with'), 3)} → {_f(x.get('h_error_without'), 3)} | "
+                   f"{x['status']} | {x.get('h_status', '—')} |")
+    a = v.get("all_cells", {})
+    t = c["thresholds"]
+    out += ["", f"Over all {a.get('cells', 0)} cells, Spearman's rank correlation of force MAE "
+            f"with time to instability: {_f(a.get('spearman_force_mae_vs_time_to_instability'), 3)}"
+            f"; with h(r) error: {_f(a.get('spearman_force_mae_vs_h_error'), 3)}. Stability "
+            f"*differs* at a factor {t['stability_ratio']:g} in mean time to instability or a "
+            f"gap of {t['stable_fraction_gap']:g} in the fraction of stable replicas; force MAE "
+            f"at a factor {t['mae_ratio']:g}; h(r) error at a factor {t['h_ratio']:g}. Times "
+            f"are censored at the simulated time."]
+    return out + [""]
+
+
 def render(results: Path = RESULTS) -> str:
     """The whole generated section (without the markers)."""
     results = Path(results)
@@ -364,6 +418,7 @@ def render(results: Path = RESULTS) -> str:
     lines += gpu_campaign(_load(results, "gpu_campaign"),
                           _read(results / "gpu_campaign" / "estimate.json"))
     lines += survey_case_studies(_load(results, "survey_case_studies"))
+    lines += md_stability(_load(results, "md_stability"))
     return "\n".join(lines).rstrip() + "\n"
 
 

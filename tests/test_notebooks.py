@@ -32,6 +32,7 @@ EXPECTED = (
     "02_train_egnn_nbody.ipynb",
     "03_geometric_match.ipynb",
     "04_molecules_allegro.ipynb",
+    "05_md_with_trained_potential.ipynb",
 )
 CELL_TIMEOUT_S = 600
 
