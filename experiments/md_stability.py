@@ -86,12 +86,16 @@ PRESETS = {
                  md=dict(_MD, replicas=2, steps=200, record_every=10, chunks=2)),
     # 2 CPU cores: the survey's cpu sizes (uracil, 1000 training frames, Allegro 32 latents,
     # SchNet 64 x 3, GemNet-T at a quarter of its widths; 30 epochs, GemNet-T 10), one seed;
-    # MD: 4 replicas x 10 ps (20 000 steps of 0.5 fs, a frame every 20 fs), at most 4 minutes
-    # of MD per cell (then the simulated time reached is recorded)
+    # MD: 4 replicas x 10 ps (20 000 steps of 0.5 fs, a frame every 20 fs), at most 7 minutes
+    # of MD per cell (then the simulated time reached is recorded). Measured on 2 busy cores
+    # (load 12-18), 4 replicas together: Allegro 2.4 ms per step (10 ps: 48 s, compilation
+    # about 60 s), SchNet 1.8 ms (35 s, 13 s), GemNet-T 15.8 ms (316 s, 48 s): about 20 minutes
+    # of MD in all, with training (the survey's cpu cells took 4-8 minutes each with 2 seeds)
+    # about an hour, excluding the one-time uracil data generation (about 65 minutes)
     "cpu": dict(survey.PRESETS["cpu"], seeds=[0], gemnet_run={"epochs": 10, "seeds": [0]},
                 zoo=[("layer_norm", "latent"), ("gvp_vector_layer_norm", "tensor")],
                 md=dict(_MD, replicas=4, steps=20_000, record_every=40, chunks=20,
-                        md_budget_s=240.0)),
+                        md_budget_s=420.0)),
     # Fu et al.'s protocol (MD17_PROTOCOL, Langevin instead of Nosé-Hoover): 300 ps, 0.5 fs,
     # a frame every 100 steps, 5 replicas; the published model sizes (survey's paper preset)
     "paper": dict(survey.PRESETS["paper"], seeds=[0],
