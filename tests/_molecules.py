@@ -70,3 +70,25 @@ def assert_forces_by_central_differences(fn, variables, pos, z, points, h: float
         fd = -(fn(variables, pos + step, z)[0][b] - fn(variables, pos - step, z)[0][b]) / (2 * h)
         np.testing.assert_allclose(fd, f[b, a, d], rtol=rtol, atol=atol,
                                    err_msg=f"force [{b}, {a}, {d}]")
+
+
+def float32_batch_norm_step(model, num_frames: int = 2):
+    """``(graph, variables, energies, forces, updates)`` of one jitted float32 training step of
+    ``model`` (built with a BatchNorm and ``training=True``) on ethanol frames; asserts float32,
+    finite outputs and that the running statistics moved."""
+    import jax
+    import jax.numpy as jnp
+
+    from geonorm_jax.models import molecular_graph as mg
+
+    pos32 = jnp.asarray(ethanol_frames(num_frames), jnp.float32)
+    g = mg.batch_frames(pos32, ETHANOL_Z, model.cutoff)
+    variables = jax.jit(model.init)(jax.random.key(0), g)
+    assert "batch_stats" in variables
+    step = jax.jit(lambda v, g: mg.energy_and_forces(model, v, g, mutable=["batch_stats"]))
+    e, f, updates = step(variables, g)
+    assert e.dtype == jnp.float32 and f.dtype == jnp.float32 and f.shape == (9 * num_frames, 3)
+    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
+    old, new = (jax.tree.leaves(v) for v in (variables["batch_stats"], updates["batch_stats"]))
+    assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
+    return g, variables, e, f, updates

@@ -19,5 +19,20 @@ os.environ["GEONORM_JAX_CACHE"] = tempfile.mkdtemp(prefix="geonorm-jax-test-cach
 atexit.register(shutil.rmtree, os.environ["GEONORM_JAX_CACHE"], True)
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.fixture(scope="module")
+def isolated_cache(tmp_path_factory):
+    """A data cache of the module's own, set as ``$GEONORM_JAX_CACHE`` while the module runs
+    (for code that reads the variable, such as subprocesses and the CLI)."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("GEONORM_JAX_CACHE")
+    os.environ["GEONORM_JAX_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("GEONORM_JAX_CACHE", None)
+    else:
+        os.environ["GEONORM_JAX_CACHE"] = old

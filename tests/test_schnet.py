@@ -14,6 +14,7 @@ from _molecules import (
     assert_forces_by_central_differences,
     ethanol_frames,
     ethanol_inputs,
+    float32_batch_norm_step,
 )
 
 import geonorm_jax as gj
@@ -117,21 +118,8 @@ def test_species_scale_shift_and_checks():
 
 
 def test_float32_atomic_energies_and_batch_stats_in_training():
-    pos32 = jnp.asarray(ethanol_frames(2), jnp.float32)
-    g = mg.batch_frames(pos32, ETHANOL_Z, CUTOFF)
     model = SchNet(**SMALL, feature_norm=gj.norms.make("batch_norm"), training=True)
-    variables = jax.jit(model.init)(jax.random.key(0), g)
-    assert "batch_stats" in variables
-
-    @jax.jit
-    def step(variables, g):
-        return mg.energy_and_forces(model, variables, g, mutable=["batch_stats"])
-
-    e, f, updates = step(variables, g)
-    assert e.dtype == jnp.float32 and f.dtype == jnp.float32 and f.shape == (18, 3)
-    assert np.all(np.isfinite(e)) and np.all(np.isfinite(f))
-    old, new = (jax.tree.leaves(v) for v in (variables["batch_stats"], updates["batch_stats"]))
-    assert any(not np.allclose(a, b) for a, b in zip(old, new, strict=True))
+    g, variables, e, _, _ = float32_batch_norm_step(model)
     e_atoms = jax.jit(lambda v, g: model.apply(v, g, method="atomic_energies",
                                                mutable=["batch_stats"])[0])(variables, g)
     np.testing.assert_allclose(jax.ops.segment_sum(e_atoms, g.graph_ids, 2), e, rtol=1e-5)

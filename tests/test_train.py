@@ -25,18 +25,6 @@ from geonorm_jax.train import loop, setup, step
 from geonorm_jax.train.eval_run import evaluate_run
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("GEONORM_JAX_CACHE")
-    os.environ["GEONORM_JAX_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("GEONORM_JAX_CACHE", None)
-    else:
-        os.environ["GEONORM_JAX_CACHE"] = old
-
-
 def tiny(**overrides) -> cfg.RunConfig:
     """The test preset with 6 epochs, evaluation every 2, few checkpoints."""
     base = {"train": {"epochs": 6, "eval_every": 2, "checkpoint_every": 3}}
@@ -45,13 +33,13 @@ def tiny(**overrides) -> cfg.RunConfig:
 
 
 @pytest.fixture(scope="module")
-def two_seed_setup(cache_dir):
-    return setup.build(tiny(train={"seeds": [30, 40]}), cache_dir=cache_dir)
+def two_seed_setup(isolated_cache):
+    return setup.build(tiny(train={"seeds": [30, 40]}), cache_dir=isolated_cache)
 
 
 @pytest.fixture(scope="module")
-def one_seed_setup(cache_dir):
-    return setup.build(tiny(train={"seeds": [30]}), cache_dir=cache_dir)
+def one_seed_setup(isolated_cache):
+    return setup.build(tiny(train={"seeds": [30]}), cache_dir=isolated_cache)
 
 
 def with_seeds(s: setup.Setup, seeds) -> setup.Setup:
@@ -334,12 +322,12 @@ def _corrupt_copy(src, dst):
         (["--config", "BADCONFIG"], "model.lyers"),
     ],
 )
-def test_bad_input_is_a_clear_error_and_leaves_no_run_dir(flags, needle, tmp_path, cache_dir,
+def test_bad_input_is_a_clear_error_and_leaves_no_run_dir(flags, needle, tmp_path, isolated_cache,
                                                            one_seed_setup, capsys):
     if "CORRUPT" in flags:
         from geonorm_jax.data import get_dataset
 
-        good = get_dataset(one_seed_setup.config.data, cache_dir=cache_dir)
+        good = get_dataset(one_seed_setup.config.data, cache_dir=isolated_cache)
         flags = [f if f != "CORRUPT" else str(_corrupt_copy(good, tmp_path / "bad")) for f in flags]
     flags = [f if f != "MISSING" else str(tmp_path / "missing") for f in flags]
     if "BADCONFIG" in flags:
@@ -373,7 +361,7 @@ def test_resume_of_a_non_run_dir_is_an_error(tmp_path, capsys):
     ],
 )
 def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, translation_exact,
-                                                   cache_dir, one_seed_setup):
+                                                   isolated_cache, one_seed_setup):
     """Table 1 of the GeoNorm paper, on briefly trained models.
 
     Exact (float32 rounding): |delta| < 1e-4 MSE and equivariance error < 1e-8 MSE.
@@ -387,7 +375,7 @@ def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, transla
     if norm == one_seed_setup.config.model.norm:  # already compiled
         s = one_seed_setup
     else:
-        s = setup.build(tiny(model={"norm": norm}), cache_dir=cache_dir)
+        s = setup.build(tiny(model={"norm": norm}), cache_dir=isolated_cache)
     state = s.init_state()
     for _ in range(2):  # briefly trained
         state, losses, _ = s.epoch_fn(state, s.data["train"])
@@ -416,7 +404,7 @@ def test_rte_matches_the_equivariance_of_each_norm(norm, rotation_exact, transla
 
 
 def test_knn_graph_training_equals_dense_when_fully_connected_and_stays_equivariant(
-        cache_dir, one_seed_setup):
+        isolated_cache, one_seed_setup):
     """``model.model_kwargs.graph="knn"`` with ``k = N - 1`` is the dense model as an edge
     list: the same initial parameters give the same epoch losses. With ``k = 2`` the model
     differs and is still exactly E(3)-equivariant (the kNN graph depends on distances only)."""
@@ -425,8 +413,8 @@ def test_knn_graph_training_equals_dense_when_fully_connected_and_stays_equivari
     dense = one_seed_setup
     n = dense.config.data.particles
     knn = lambda k: tiny(model={"model_kwargs": {"graph": "knn", "neighbors": k}})  # noqa: E731
-    full = setup.build(knn(n - 1), cache_dir=cache_dir)
-    sparse = setup.build(knn(2), cache_dir=cache_dir)
+    full = setup.build(knn(n - 1), cache_dir=isolated_cache)
+    sparse = setup.build(knn(2), cache_dir=isolated_cache)
     losses = {}
     for name, s in (("dense", dense), ("full", full), ("sparse", sparse)):
         state = s.init_state()

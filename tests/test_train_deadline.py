@@ -8,8 +8,6 @@ tiny charged 5-body set of the ``test`` preset (seconds).
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from geonorm_jax.train import config as cfg
@@ -17,25 +15,13 @@ from geonorm_jax.train import loop, setup
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("GEONORM_JAX_CACHE")
-    os.environ["GEONORM_JAX_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("GEONORM_JAX_CACHE", None)
-    else:
-        os.environ["GEONORM_JAX_CACHE"] = old
-
-
-@pytest.fixture(scope="module")
-def tiny_setup(cache_dir):
+def tiny_setup(isolated_cache):
     """5 epochs, evaluation every 2, interval checkpoints only every 4 (so a stop at epochs 1,
     2 or 3 has no interval checkpoint of its own unless the deadline writes one)."""
     config = cfg.merge(cfg.preset("test"), {"train": {
         "epochs": 5, "eval_every": 2, "checkpoint_every": 4, "keep_checkpoints": 1,
         "seeds": [30]}})
-    return setup.build(config, cache_dir=cache_dir)
+    return setup.build(config, cache_dir=isolated_cache)
 
 
 KEYS = ("epoch", "step", "train_loss", "val_mse", "test_mse", "best_val", "best_epoch",
