@@ -65,7 +65,7 @@ DAMAGES = {"deleted array file": (_delete_array, "missing"),
 
 @pytest.fixture
 def saved(tmp_path):
-    ck = RunCheckpoints(tmp_path, keep=3)
+    ck = RunCheckpoints(tmp_path, keep=3, writable=True)
     for epoch in (1, 2, 3):
         ck.save(epoch, _tree(epoch), {"epoch": epoch})
     ck.close()
@@ -109,7 +109,7 @@ def test_checkpoints_without_checksums_restore_unverified(saved):
 
 
 def test_checksum_files_follow_orbax_retention(tmp_path):
-    ck = RunCheckpoints(tmp_path, keep=2)
+    ck = RunCheckpoints(tmp_path, keep=2, writable=True)
     for epoch in (1, 2, 3, 4):
         ck.save(epoch, _tree(epoch), {"epoch": epoch})
     ck.close()

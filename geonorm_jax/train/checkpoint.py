@@ -21,6 +21,15 @@ those orbax cannot read, and records each skip in :attr:`RunCheckpoints.skipped`
 ``(kind, epoch, reason)``; only when none is intact does it raise :class:`CheckpointError`
 (one line naming each checkpoint and why). A checkpoint without a checksum file (written before
 checksums existed) is restored unverified and noted in :attr:`RunCheckpoints.unverified`.
+
+Readers and the writer: ``RunCheckpoints(run_dir)`` opens the checkpoints *read-only*: it
+creates no directory, never cleans up orbax's temporary directories (which may be the step a
+running trainer is writing at that moment) and refuses :meth:`~RunCheckpoints.save`,
+:meth:`~RunCheckpoints.save_best` and :meth:`~RunCheckpoints.quarantine`. Only the trainer
+opens them with ``writable=True``. Every reader (``geonorm-jax eval``, ``load_potential``,
+notebooks) therefore runs beside a training run without changing it. A reader racing the
+trainer's retention (a step removed while it is being read) re-lists the steps and tries
+again instead of reporting the checkpoint damaged.
 """
 
 from __future__ import annotations
@@ -38,13 +47,20 @@ import orbax.checkpoint as ocp
 from geonorm_jax._io import write_json_atomic
 from geonorm_jax.train.state import TrainState
 
-__all__ = ["RunCheckpoints", "CheckpointError", "digest_directory"]
+__all__ = ["RunCheckpoints", "CheckpointError", "ReadOnlyCheckpointsError", "digest_directory"]
 
 CHECKSUMS = "checksums"
 
 
 class CheckpointError(ValueError):
     """No intact checkpoint to restore (the message names each one tried and why)."""
+
+
+class ReadOnlyCheckpointsError(ValueError):
+    """A write (save, quarantine) on checkpoints opened read-only."""
+
+#: how often a reader re-lists the steps when the ones it listed vanished while reading
+READ_RETRIES = 5
 
 
 def digest_directory(directory: str | Path) -> dict[str, str]:
@@ -80,16 +96,24 @@ class RunCheckpoints:
     Args:
       run_dir: the run directory (checkpoints go to ``run_dir/checkpoints``).
       keep: how many interval checkpoints to keep.
+      writable: open for writing (the trainer only): creates the directories and cleans up
+        the temporaries of an interrupted save. The default, read-only, writes and removes
+        nothing (module docstring).
     """
 
-    def __init__(self, run_dir: str | Path, keep: int = 3):
+    def __init__(self, run_dir: str | Path, keep: int = 3, *, writable: bool = False):
         root = Path(run_dir).resolve() / "checkpoints"
         self.root = root
+        self.writable = bool(writable)
         #: ``(kind, epoch, reason)`` of each checkpoint the last restore skipped
         self.skipped: list[tuple[str, int, str]] = []
         #: ``(kind, epoch)`` restored without a checksum file (older run directories)
         self.unverified: list[tuple[str, int]] = []
-        opts = dict(enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        if self.writable:
+            opts = dict(enable_async_checkpointing=False, cleanup_tmp_directories=True)
+        else:
+            opts = dict(enable_async_checkpointing=False, cleanup_tmp_directories=False,
+                        read_only=True, create=False)
         self.interval = ocp.CheckpointManager(
             root / "interval", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
         )
@@ -97,8 +121,15 @@ class RunCheckpoints:
             root / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts)
         )
 
+    def _need_writable(self, what: str) -> None:
+        if not self.writable:
+            raise ReadOnlyCheckpointsError(
+                f"{what}: the checkpoints of {str(self.root.parent)!r} are open read-only "
+                "(a reader never writes); open them with RunCheckpoints(..., writable=True)")
+
     def save(self, epoch: int, state: TrainState, meta: dict) -> None:
         """Save the full state after ``epoch`` (overwrites nothing; ``epoch`` is the step)."""
+        self._need_writable("save")
         if epoch in self.interval.all_steps():
             return
         self.interval.save(
@@ -112,6 +143,7 @@ class RunCheckpoints:
 
     def save_best(self, epoch: int, state: TrainState, meta: dict) -> None:
         """Save the per-seed best parameters (called when a seed improved at ``epoch``)."""
+        self._need_writable("save_best")
         if epoch in self.best.all_steps():
             return
         best = {"params": state.best_params, "batch_stats": state.best_batch_stats}
@@ -157,7 +189,10 @@ class RunCheckpoints:
             return "unverified"
         except (ValueError, KeyError, TypeError) as e:
             return f"checksum file unreadable ({_first_line(e)})"
-        found = digest_directory(step_dir)
+        try:
+            found = digest_directory(step_dir)
+        except FileNotFoundError:  # removed while being read (the trainer's retention)
+            return f"{step_dir.name}: directory missing"
         missing = sorted(set(saved) - set(found))
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
@@ -168,8 +203,25 @@ class RunCheckpoints:
             return f"file {changed[0]}{more} does not match its checksum (changed or truncated)"
         return None
 
-    def _restore_verified(self, kind: str, epochs, restore_one):
-        """Restore the newest intact of ``epochs`` with ``restore_one(epoch)``; record skips."""
+    def _restore_verified(self, kind: str, epochs, restore_one, *, listed: bool = True):
+        """Restore the newest intact of ``epochs`` with ``restore_one(epoch)``; record skips.
+
+        Read-only, with ``listed`` (the epochs are the manager's listing, not one requested
+        epoch): when every candidate failed and the listing has changed meanwhile (a trainer
+        beside this reader saved and removed steps), list again and retry."""
+        for _ in range(READ_RETRIES if (listed and not self.writable) else 1):
+            found, out = self._restore_once(kind, epochs, restore_one)
+            if found is not None:
+                return found, out
+            manager = self._manager(kind)
+            manager.reload()
+            now = list(manager.all_steps())
+            if sorted(now) == sorted(epochs):
+                break
+            epochs = now
+        return None, None
+
+    def _restore_once(self, kind: str, epochs, restore_one):
         self.skipped, self.unverified = [], []
         for epoch in sorted(epochs, reverse=True):
             problem = self.verify(kind, epoch)
@@ -194,6 +246,7 @@ class RunCheckpoints:
     def quarantine(self, kind: str, epoch: int) -> Path:
         """Move the damaged checkpoint ``kind/epoch`` to ``checkpoints/damaged/`` (kept for
         inspection, out of orbax's way so the epoch can be saved again)."""
+        self._need_writable("quarantine")
         dest = self.root / "damaged" / f"{kind}-{epoch}-{time.strftime('%Y%m%d-%H%M%S')}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         src = self._step_dir(kind, epoch)
@@ -205,6 +258,8 @@ class RunCheckpoints:
 
     def latest_epoch(self) -> int | None:
         """The epoch of the newest complete interval checkpoint, or None."""
+        if not self.writable:
+            self.interval.reload()
         return self.interval.latest_step()
 
     def restore(self, like: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
@@ -216,13 +271,16 @@ class RunCheckpoints:
           FileNotFoundError: no interval checkpoint at all.
           CheckpointError: none intact (one line naming each and why).
         """
+        if not self.writable:
+            self.interval.reload()
         epochs = list(self.interval.all_steps()) if epoch is None else [epoch]
         if not epochs:
             raise FileNotFoundError("no checkpoint found to resume from")
         args = ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(like)),
                                   meta=ocp.args.JsonRestore())
         found, out = self._restore_verified(
-            "interval", epochs, lambda e: self.interval.restore(e, args=args))
+            "interval", epochs, lambda e: self.interval.restore(e, args=args),
+            listed=epoch is None)
         if found is None:
             raise CheckpointError(
                 f"no intact checkpoint in {str(self.root / 'interval')!r}: "
@@ -232,6 +290,8 @@ class RunCheckpoints:
     def restore_best(self, like: dict) -> tuple[Any, dict] | None:
         """``({"params", "batch_stats"}, meta)`` of the best checkpoint, or None if there is
         none or it is damaged (then :attr:`skipped` says why)."""
+        if not self.writable:
+            self.best.reload()
         epochs = list(self.best.all_steps())
         if not epochs:
             self.skipped = []

@@ -36,6 +36,9 @@ def best_variables(s: Setup, run_dir: str | Path, stream=None) -> tuple[dict, di
     or the newest intact interval checkpoint's best parameters if no evaluation happened yet
     or the best checkpoint is damaged (a one-line warning on ``stream``, default stderr).
 
+    Read-only: the checkpoints are opened as a reader (nothing written, no temporary directory
+    cleaned up), so it runs safely beside a trainer writing the same run directory.
+
     Raises:
       ValueError: no checkpoint; :class:`~geonorm_jax.train.checkpoint.CheckpointError` (a
         ``ValueError``): none intact, one line naming each and why.
@@ -89,8 +92,12 @@ def evaluate_run(
     """
     run_dir = Path(run_dir)
     config = check_resume(run_dir, None)
+    if rte and config.task != "nbody":  # before loading data and compiling
+        raise ValueError(f"--rte: rotation/translation errors of predicted coordinates exist "
+                         f"for the nbody task only; this run's task is {config.task!r}")
     s = build(config, data_dir=data_dir, cache_dir=cache_dir, progress=progress)
-    check_provenance(run_dir, s.provenance, "evaluate", sys.stderr)  # refuses other data
+    check_provenance(run_dir, s.provenance, "evaluate", sys.stderr,  # refuses other data
+                     getattr(s.task, "legacy_sha256", None))
     best, meta = best_variables(s, run_dir)
     p, bs = best["params"], best["batch_stats"]
     out = {
