@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``geonorm-jax`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status:
-    the command's, 2 for a ``ValueError`` or ``FileNotFoundError`` (printed as one line), 130
-    on Ctrl-C."""
+    the command's, 2 for a ``ValueError`` or ``FileNotFoundError`` (printed as one line), 1 for
+    another ``OSError`` (disk full, permission denied; one line), 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"geonorm-jax {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permission denied, ...: one line, not a traceback
+        print(f"geonorm-jax {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

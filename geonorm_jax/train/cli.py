@@ -392,7 +392,41 @@ def config_from_args(args):
                                           "model_kwargs": {}}})
     if extra:
         _set(overrides, "model.model_kwargs", {**base.model.model_kwargs, **extra})
-    return cfg.merge(base, overrides), name
+    config = cfg.merge(base, overrides)
+    _refuse_other_task_flags(args, config)
+    return config, name
+
+
+#: the config section of each task's data (flags that set the other task's are refused)
+_TASK_SECTIONS = {"nbody": "data", "molecules": "molecules"}
+#: flags that only one task reads, outside the data sections: {config key: task}
+_TASK_ONLY_KEYS = {"train.train_samples": "nbody"}
+
+
+def _refuse_other_task_flags(args, config) -> None:
+    """A flag that sets a key the run's task never reads (``--data-file``, ``--particles`` or
+    ``--train-samples`` for a molecular run, ``--molecule`` or ``--train-frames`` for an
+    N-body run) would be silently ignored: refuse it, naming the flag and the task."""
+    given = []
+    if getattr(args, "data_file", None):
+        given.append(("--data-file", "molecules"))
+    for _, flags in FLAGS:
+        for f in flags:
+            if getattr(args, f.dest, None) is None:
+                continue
+            section = f.key.split(".", 1)[0]
+            task = next((t for t, sec in _TASK_SECTIONS.items() if sec == section),
+                        _TASK_ONLY_KEYS.get(f.key))
+            if task is not None:
+                given.append((f.name, task))
+    for flag, task in given:
+        if task != config.task:
+            other = ("--data-dir DIR (an N-body dataset directory)" if config.task == "nbody"
+                     else "the molecular flags (--data-file, --molecule, --train-frames, ...)")
+            raise ValueError(
+                f"{flag}: applies to the {task!r} task only; this run trains the "
+                f"{config.task!r} task (model {config.model.name!r}), which would ignore it; "
+                f"for {config.task!r} data use {other}, or pick a {task} model with --model")
 
 
 def run_train(args) -> int:
@@ -443,9 +477,6 @@ def run_eval(args) -> int:
 def run_plot(args) -> int:
     from geonorm_jax.train.plot import plot_runs
 
-    for d in args.run_dirs:
-        if not (Path(d) / "metrics.jsonl").exists():
-            raise ValueError(f"{d!r} is not a run directory (no metrics.jsonl)")
     out = plot_runs(args.run_dirs, args.out, title=args.title)
     print(out)
     return 0

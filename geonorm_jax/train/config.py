@@ -308,6 +308,13 @@ def validate(config: RunConfig) -> RunConfig:
     need(t.batch_size >= 1, "train.batch_size", "an integer >= 1", t.batch_size)
     need(len(t.seeds) >= 1, "train.seeds", "at least one seed", list(t.seeds))
     need(len(set(t.seeds)) == len(t.seeds), "train.seeds", "distinct seeds", list(t.seeds))
+    for i, seed in enumerate(t.seeds):  # PRNGKey keeps 32 bits: larger seeds would alias
+        need(0 <= seed < SEED_LIMIT, f"train.seeds[{i}]", f"an integer in 0..2**32-1 "
+             f"({SEED_LIMIT - 1}; larger seeds would alias smaller ones)", seed)
+    for key, seed in (("molecules.data_seed", config.molecules.data_seed),
+                      ("molecules.split_seed", config.molecules.split_seed),
+                      ("data.seed", config.data.seed)):
+        need(0 <= seed < SEED_LIMIT, key, f"an integer in 0..2**32-1 ({SEED_LIMIT - 1})", seed)
     need(t.eval_every >= 1, "train.eval_every", "an integer >= 1", t.eval_every)
     need(t.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1",
          t.checkpoint_every)
@@ -325,6 +332,8 @@ def validate(config: RunConfig) -> RunConfig:
     need(m.name in models, "model.name",
          f"a model of task {config.task!r} ({', '.join(models)}; `geonorm-jax models`)", m.name)
     if config.task != "nbody":
+        need(t.train_samples is None, "train.train_samples", "null for the molecules task "
+             "(it reads molecules.train, --train-frames)", t.train_samples)
         return config  # the task checks its own data section (geonorm_jax.train.tasks)
     n_train = t.train_samples if t.train_samples is not None else config.data.train
     if t.train_samples is not None:
@@ -335,7 +344,50 @@ def validate(config: RunConfig) -> RunConfig:
             f"train.batch_size: {t.batch_size} is larger than the number of training samples "
             f"({n_train}); lower --batch-size or raise --train-samples"
         )
+    _check_memory(config)
     return config
+
+
+#: seeds are drawn into ``jax.random.PRNGKey``, which keeps 32 bits
+SEED_LIMIT = 2**32
+
+
+def _memory_bytes() -> int | None:
+    """The machine's physical memory in bytes (None where unknown)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(config: RunConfig) -> None:
+    """Refuse an N-body run whose data or one layer's edge features cannot fit in this
+    machine's memory (a lower bound; otherwise XLA aborts mid-generation or mid-step)."""
+    available = _memory_bytes()
+    if available is None:
+        return
+    d, m, t = config.data, config.model, config.train
+    n = d.particles
+    samples = d.train + d.valid + d.test
+    data = samples * n * 10 * 4  # loc, vel, target [N, 3] and charges [N] in float32
+    kwargs = m.model_kwargs or {}
+    neighbors = n - 1
+    k = kwargs.get("neighbors", 32)
+    if kwargs.get("graph") == "knn" and isinstance(k, int) and k >= 1:
+        neighbors = min(n - 1, k)
+    edges = t.batch_size * n * neighbors * (m.hidden or 64) * 4  # one layer's edge messages
+    gib = lambda b: f"{b / 2**30:,.1f} GiB"
+    if data > available:
+        raise ValueError(f"data.particles: {n} particles x {samples} samples need at least "
+                         f"{gib(data)} for the data alone; this machine has {gib(available)} "
+                         "(lower --particles or the split sizes)")
+    if edges > available:
+        raise ValueError(f"data.particles: {n} particles need at least {gib(edges)} for one "
+                         f"layer's edge features ({t.batch_size} x {n} x {neighbors} edges x "
+                         f"{m.hidden or 64} channels); this machine has {gib(available)} "
+                         "(lower --particles or --batch-size, or use --graph knn)")
 
 
 def config_dict(config: RunConfig) -> dict:
@@ -347,8 +399,11 @@ def config_dict(config: RunConfig) -> dict:
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    """Write ``config`` as indented JSON (:func:`config_dict`)."""
-    Path(path).write_text(json.dumps(config_dict(config), indent=2, sort_keys=False) + "\n")
+    """Write ``config`` as indented JSON (:func:`config_dict`), atomically (a reader beside
+    the trainer never sees half a file)."""
+    from geonorm_jax._io import write_json_atomic
+
+    write_json_atomic(path, config_dict(config), indent=2)
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -363,4 +418,17 @@ def load_config(path: str | Path) -> RunConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text (UTF-8) file ({e.reason})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory; expected a config.json file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of config sections ({{\"model\": "
+                         f"{{...}}, \"train\": {{...}}}}); received a JSON "
+                         f"{_json_kind(data)}")
     return merge(RunConfig(), data)
+
+
+def _json_kind(value) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)

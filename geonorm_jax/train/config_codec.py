@@ -104,6 +104,9 @@ def merge(
     Nested dicts merge key by key, except the fields named in ``opaque`` (free-form dicts,
     replaced whole).
     """
+    if not isinstance(overrides, dict):
+        raise ValueError(f"{path or 'config'}: expected an object of config keys, got "
+                         f"{type(overrides).__name__} {overrides!r:.60}")
     base = to_dict(config)
     overrides = rename_old_keys(type(config), overrides, path, old_keys)
 

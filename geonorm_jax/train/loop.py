@@ -69,8 +69,11 @@ from geonorm_jax.train.provenance import (
 from geonorm_jax.train.rundir import (
     check_resume,
     format_table,
+    read_config_record,
     read_metrics,
+    resume_records,
     summarize,
+    write_config_record,
     write_metrics,
     write_summary,
 )
@@ -172,7 +175,8 @@ def train(
     )
     check_finite(s.data, where="train")  # also for a prebuilt setup whose data was replaced
     provenance = describe(s.data, config.task, s.provenance.get("source"))
-    has_provenance = resume and check_provenance(run_dir, provenance, "resume", stream)
+    has_provenance = resume and check_provenance(
+        run_dir, provenance, "resume", stream, getattr(s.task, "legacy_sha256", None))
     state = None if resume else s.init_state()
 
     created = not run_dir.exists()
@@ -190,16 +194,20 @@ def train(
         if not resume and not _empty(run_dir):  # created meanwhile by a process now gone
             raise ValueError(f"run directory {str(run_dir)!r} already exists; use --resume "
                              f"{run_dir} to continue it, or choose another --out")
-        ckpt = RunCheckpoints(run_dir, keep=config.train.keep_checkpoints)
+        ckpt = RunCheckpoints(run_dir, keep=config.train.keep_checkpoints, writable=True)
         start_epoch, wall0, records = 0, 0.0, []
         if resume and ckpt.latest_epoch() is not None:
-            state, meta = _restore(ckpt, s, stream)
+            state, meta = ckpt.restore(s.abstract_state())  # CheckpointError if none intact
             start_epoch, wall0 = int(meta["epoch"]), float(meta.get("wall_time", 0.0))
-            records = [r for r in read_metrics(run_dir) if r["epoch"] <= start_epoch]
+            records = resume_records(run_dir, start_epoch)  # refuses lost history
+            _report_restore(ckpt, meta, stream)  # moves damaged checkpoints aside
+            if read_config_record(run_dir) is None:  # a run directory older than the record
+                write_config_record(run_dir, config)
         else:
             if state is None:  # resuming a run that died before its first checkpoint
                 state = s.init_state()
             save_config(config, run_dir / "config.json")
+            write_config_record(run_dir, config)
             records = []
         if not has_provenance:
             write_provenance(run_dir, provenance)
@@ -233,10 +241,9 @@ def _empty(run_dir: Path) -> bool:
     return run_dir.is_dir() and all(p.name == LOCK_NAME for p in run_dir.iterdir())
 
 
-def _restore(ckpt: RunCheckpoints, s: Setup, stream):
-    """The newest intact interval checkpoint; damaged newer ones (and a damaged best one)
+def _report_restore(ckpt: RunCheckpoints, meta: dict, stream) -> None:
+    """After :meth:`RunCheckpoints.restore`: damaged newer checkpoints (and a damaged best one)
     are moved to ``checkpoints/damaged/`` with a one-line warning each."""
-    state, meta = ckpt.restore(s.abstract_state())  # CheckpointError if none is intact
     skipped = list(ckpt.skipped)
     for line in ckpt.describe_skipped():
         stream.write(f"warning: {line}; resuming from epoch {int(meta['epoch'])}\n")
@@ -251,7 +258,6 @@ def _restore(ckpt: RunCheckpoints, s: Setup, stream):
             dest = ckpt.quarantine("best", epoch)
             stream.write(f"warning: checkpoint best/{epoch} is damaged ({problem}); moved to "
                          f"{dest.name}, the next improvement saves a new one\n")
-    return state, meta
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,9 +5,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from geonorm_jax.train.rundir import read_metrics, read_seeds
+from geonorm_jax.train.rundir import METRICS, read_metrics, read_seeds
 
 __all__ = ["plot_runs"]
+
+
+def _plottable(run_dir: Path) -> list[dict]:
+    """The records of ``run_dir``'s ``metrics.jsonl``, checked: ``ValueError`` (one line) for
+    a run without metrics or a record that is not an epoch record of its seeds."""
+    if not (run_dir / METRICS).is_file():
+        what = ("no epoch has finished yet" if (run_dir / "config.json").is_file()
+                else "not a run directory")
+        raise ValueError(f"{str(run_dir)!r}: no {METRICS} to plot ({what})")
+    records = read_metrics(run_dir)
+    if not records:
+        raise ValueError(f"{str(run_dir)!r}: {METRICS} has no epoch records to plot (no epoch "
+                         "has finished yet, or the file is empty)")
+    seeds = None
+    for number, r in enumerate(records, 1):
+        ok = isinstance(r, dict) and isinstance(r.get("epoch"), int | float)
+        lists = ok and all(isinstance(r.get(k), list) for k in ("train_loss", "exploded"))
+        if lists:
+            seeds = len(r["train_loss"]) if seeds is None else seeds
+            lists = all(len(r[k]) == seeds for k in ("train_loss", "exploded")) and \
+                ("val_mse" not in r or (isinstance(r["val_mse"], list)
+                                        and len(r["val_mse"]) == seeds))
+        if not lists:
+            raise ValueError(f"{str(run_dir / METRICS)!r}: record {number} is not an epoch "
+                             f"record of this run's {seeds or '?'} seeds (expected epoch, "
+                             "train_loss, exploded; damaged or edited?)")
+    return records
 
 
 def plot_runs(run_dirs, out: str | Path, *, title: str | None = None) -> Path:
@@ -27,9 +54,7 @@ def plot_runs(run_dirs, out: str | Path, *, title: str | None = None) -> Path:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     line = 0
     for run_dir in run_dirs:
-        records = read_metrics(run_dir)
-        if not records:
-            raise ValueError(f"{str(run_dir)!r}: no metrics.jsonl records to plot")
+        records = _plottable(run_dir)
         seeds = read_seeds(run_dir, len(records[0]["train_loss"]))
         for i, seed in enumerate(seeds):
             color = colors[line % len(colors)]

@@ -6,7 +6,9 @@ Layout (written by :func:`geonorm_jax.train.train`)::
     metrics.jsonl    one JSON line per epoch: epoch, step, time, per-seed train_loss, exploded
                      and exploded_at; on evaluation epochs also per-seed val_mse, test_mse,
                      best_val, best_epoch
-    checkpoints/     orbax: interval/<epoch> (last k) and best/<epoch> (``checkpoint.py``)
+    checkpoints/     orbax: interval/<epoch> (last k) and best/<epoch> (``checkpoint.py``);
+                     config.json: the configuration recorded at the start (hash and whole
+                     config; a later edit of RUN_DIR/config.json is refused on resume/eval)
     curves.png       the training curves (``plot.py``)
     data.json        the data's content hash and source (:mod:`geonorm_jax.train.provenance`)
     run.lock         present while a process trains here (:mod:`geonorm_jax.train.lock`)
@@ -20,27 +22,34 @@ Both the training loop (:mod:`geonorm_jax.train.loop`) and the plots
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 
 from geonorm_jax._io import atomic_write, write_json_atomic
-from geonorm_jax.train.config import RunConfig, diff, load_config
+from geonorm_jax.train.config import RunConfig, config_dict, diff, load_config, merge
 
 __all__ = [
     "METRICS",
     "SUMMARY",
     "read_metrics",
+    "resume_records",
     "write_metrics",
     "write_summary",
     "read_seeds",
     "check_resume",
+    "config_sha256",
+    "write_config_record",
+    "read_config_record",
     "summarize",
     "format_table",
 ]
 
 METRICS = "metrics.jsonl"
+#: the configuration recorded at the start of a run (:func:`write_config_record`)
+CONFIG_RECORD = "checkpoints/config.json"
 SUMMARY = "summary.json"
 
 
@@ -59,6 +68,77 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def _record_ok(record) -> bool:
+    return (isinstance(record, dict) and isinstance(record.get("epoch"), int)
+            and isinstance(record.get("train_loss"), list))
+
+
+def resume_records(run_dir: str | Path, epoch: int) -> list[dict]:
+    """The ``metrics.jsonl`` records of epochs ``1..epoch``, for resuming from the checkpoint
+    of ``epoch``; lines after it (epochs that will be trained again) are dropped.
+
+    The one repair made: a torn *last* line, if the records before it reach ``epoch`` (the
+    line of an epoch after the checkpoint, cut by a kill while it was written; that epoch is
+    trained again). Anything else that would lose history is refused.
+
+    Raises:
+      ValueError: ``metrics.jsonl`` is missing, unreadable, has a damaged line before its
+        last, or lacks a record of one of the epochs ``1..epoch`` (one line naming the file,
+        the line or epochs, and what to do).
+    """
+    path = Path(run_dir) / METRICS
+    where = f"cannot resume {str(Path(run_dir))!r}"
+    advice = ("restore it from a backup, or start a new run (--out); resuming would lose the "
+              "training history silently")
+    if epoch <= 0:
+        return []
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ValueError(f"{where}: {METRICS} is missing but the checkpoint of epoch {epoch} "
+                         f"exists; {advice}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: {METRICS} is unreadable ({type(e).__name__}: {e}); "
+                         f"{advice}") from None
+    lines = text.splitlines()
+    records, torn = [], None
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not _record_ok(record):
+            torn = number
+            if number != len(lines):
+                raise ValueError(f"{where}: {METRICS} line {number} of {len(lines)} is damaged "
+                                 f"(not an epoch record); {advice}")
+            continue
+        records.append(record)
+    kept = [r for r in records if r["epoch"] <= epoch]
+    epochs = [r["epoch"] for r in kept]
+    if epochs != list(range(1, epoch + 1)):
+        missing = sorted(set(range(1, epoch + 1)) - set(epochs))
+        what = (f"has no record of epoch{'s' if len(missing) > 1 else ''} "
+                f"{_ranges(missing)}" if missing else "has its epochs out of order")
+        if torn is not None:
+            what += f" (its last line, {torn}, is torn)"
+        raise ValueError(f"{where}: {METRICS} {what}, but the checkpoint of epoch {epoch} "
+                         f"exists; {advice}")
+    return kept
+
+
+def _ranges(values: list[int]) -> str:
+    """``[1, 2, 3, 7]`` -> ``"1-3, 7"``."""
+    out, start = [], None
+    for i, v in enumerate(values):
+        if start is None:
+            start = v
+        if i + 1 == len(values) or values[i + 1] != v + 1:
+            out.append(str(start) if start == v else f"{start}-{v}")
+            start = None
+    return ", ".join(out)
 
 
 def write_metrics(run_dir: str | Path, records: list[dict]) -> Path:
@@ -89,17 +169,70 @@ def read_seeds(run_dir: str | Path, count: int) -> list:
     return list(range(count))
 
 
-def check_resume(run_dir: str | Path, config: RunConfig | None) -> RunConfig:
-    """The config to resume ``run_dir`` with (its ``config.json``).
+def config_sha256(config: RunConfig) -> str:
+    """SHA-256 of the canonical JSON of ``config`` (:func:`~.config.config_dict`, sorted keys)."""
+    text = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def write_config_record(run_dir: str | Path, config: RunConfig) -> Path:
+    """Record the configuration the run's checkpoints are written with
+    (``checkpoints/config.json``: its hash and the whole configuration), atomically. Written by
+    the trainer when a run starts (and when a run directory older than the record resumes)."""
+    return write_json_atomic(Path(run_dir) / CONFIG_RECORD,
+                             {"sha256": config_sha256(config), "config": config_dict(config)},
+                             indent=1)
+
+
+def read_config_record(run_dir: str | Path) -> RunConfig | None:
+    """The configuration recorded when the run started, or None if the run has no record
+    (older run directories).
 
     Raises:
-      ValueError: ``run_dir`` has no ``config.json``, or ``config`` is given and differs from
-        the saved one (the message lists each difference as ``saved != requested``).
+      ValueError: the record is unreadable or does not match its own hash (named).
+    """
+    path = Path(run_dir) / CONFIG_RECORD
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: the run's configuration record is unreadable ({e})") from None
+    try:
+        config = merge(RunConfig(), record["config"])
+        ok = config_sha256(config) == record["sha256"]
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: the run's configuration record is damaged (its contents do "
+                         "not match its hash)")
+    return config
+
+
+def check_resume(run_dir: str | Path, config: RunConfig | None) -> RunConfig:
+    """The config to resume (or evaluate) ``run_dir`` with (its ``config.json``).
+
+    ``config.json`` is compared as a whole with the record the trainer wrote when the run
+    started (:func:`write_config_record`): a file edited since (by hand, or by anything else)
+    is refused, naming each field that differs, before any data or checkpoint is read.
+
+    Raises:
+      ValueError: ``run_dir`` has no ``config.json``, its ``config.json`` differs from the
+        run's record, or ``config`` is given and differs from the saved one (the message lists
+        each difference as ``saved != requested``).
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise ValueError(f"cannot resume {str(run_dir)!r}: no config.json (not a run directory)")
     saved = load_config(run_dir / "config.json")
+    recorded = read_config_record(run_dir)
+    if recorded is not None and recorded != saved:
+        changes = diff(recorded, saved)
+        raise ValueError(
+            f"{str(run_dir / 'config.json')!r} was changed after the run started (recorded at "
+            f"start != config.json now): {'; '.join(changes)}; the checkpoints belong to the "
+            f"recorded configuration: restore config.json (the record is in {CONFIG_RECORD}), "
+            "or start a new run with the new configuration")
     if config is not None:
         changes = diff(saved, config)
         if changes:

@@ -52,8 +52,17 @@ class TrainState(NamedTuple):
 
 
 def seed_key(seed: int) -> jax.Array:
-    """The raw ``uint32[2]`` root key of a seed."""
-    return jax.random.PRNGKey(seed)
+    """The raw ``uint32[2]`` root key of a seed.
+
+    Raises:
+      ValueError: ``seed`` outside ``0 .. 2**32 - 1`` (``PRNGKey`` keeps 32 bits, so a larger
+        or negative seed would give the key of another seed, or overflow).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or \
+            not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed: expected an integer in 0..2**32-1 (larger ones would alias "
+                         f"smaller seeds); received {seed!r}")
+    return jax.random.PRNGKey(int(seed))
 
 
 def init_seed_state(
