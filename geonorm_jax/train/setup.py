@@ -82,10 +82,13 @@ class Setup:
 
     ``apply(flat_params, batch_stats, batch, training) -> (pred, batch_stats)`` and
     ``init_fn(key, sample=init_sample) -> {"params": flat, "batch_stats": ...}`` work on flat
-    parameters (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``info`` is the task's
-    description of the loaded data (fitted statistics; JSON values); ``provenance`` the
-    run's ``data.json`` record (:mod:`geonorm_jax.train.provenance`: the content hash of
-    ``data`` and the task's description of its source).
+    parameters (:class:`FlatParams`); ``flat.to_tree`` gives the Flax tree. ``model`` is the
+    module users get (``load_potential``: total energies); ``apply`` runs the task's
+    :meth:`~geonorm_jax.train.tasks.base.Task.training_model` of it (the molecular task's
+    without its per-species energy shift when the targets are residuals), same parameters.
+    ``info`` is the task's description of the loaded data (fitted statistics; JSON values);
+    ``provenance`` the run's ``data.json`` record (:mod:`geonorm_jax.train.provenance`: the
+    content hash of ``data`` and the task's description of its source).
     """
 
     config: RunConfig
@@ -221,7 +224,8 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     source = info.pop("provenance", None)
     check_finite(data)  # the data check before training (the tasks check on loading, too)
     record = describe(data, config.task, source)
-    model = task.build_model(config, info)
+    model = task.build_model(config, info)  # what users get (load_potential): total energies
+    trained = task.training_model(model, info)  # what the loss sees (may omit the energy shift)
     t = config.train
     devices = parallel.choose_devices(t.devices, t.batch_size)
     mesh = parallel.make_mesh(devices)
@@ -232,7 +236,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
     sample = jax.tree.map(lambda v: v[:count], data["train"])
 
     def tree_init(key, sample=sample):
-        return task.init(model, key, sample)
+        return task.init(trained, key, sample)
 
     try:  # shape problems of the norm/place surface here, before any file is written
         variables = jax.eval_shape(tree_init, jax.random.PRNGKey(0))
@@ -247,7 +251,7 @@ def build(config: RunConfig, *, data_dir=None, cache_dir=None, progress=False) -
 
     def apply(params, batch_stats, batch, training):
         variables = {"params": flat.unravel(params), "batch_stats": batch_stats}
-        return task.apply(model, variables, batch, training)
+        return task.apply(trained, variables, batch, training)
 
     return Setup(config, data, model, apply, init_fn, flat, optimizer, steps, devices, mesh,
                  task, info, record, sample)

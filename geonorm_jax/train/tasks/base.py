@@ -145,6 +145,13 @@ class Task(abc.ABC):
         self.spec = model_spec(config)
         return build_model(config)
 
+    def training_model(self, model, info: dict) -> Any:
+        """The module that is trained and evaluated, given ``model``, the one users get from
+        the run (``Setup.model``, ``load_potential``); both share one parameter tree. The
+        default: ``model`` itself (the molecular task drops the per-species energy shift when
+        it trains on residual energies)."""
+        return model
+
     def _spec(self):
         if self.spec is None:
             raise ValueError(f"{type(self).__name__}: no model spec; build the task with "

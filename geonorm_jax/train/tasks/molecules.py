@@ -10,6 +10,20 @@ Split at random as in the rMD17 protocol (1000 / 50 / the rest up to 1000, seede
 per split, ``S`` frames of ``A`` atoms, float32 except the species: ``positions [S, A, 3]``
 (Å), ``energies [S]`` (eV), ``forces [S, A, 3]`` (eV/Å), ``atomic_numbers [S, A]`` int32.
 
+Energy precision: with ``molecules.target_norm`` (and a model that takes ``species_shift``),
+``energies`` holds the residuals ``E - sum_i mu_{Z_i}``, computed in float64 from the float64
+totals and the float64 shift and only then cast to float32; the module trained
+(:meth:`MolecularTask.training_model`) is the model without its shift, so the loss and the
+metrics compare residuals and a constant added to every energy (|E| of 1e4-1e5 eV in DFT
+files) changes nothing. The model users get (``Setup.model``, ``load_potential``) adds the
+shift back and predicts total energies; in float32 those carry the remaining floor, a
+rounding of about ``|E| * 6e-8`` (4 meV at 1e5 eV; ``dtype=float64`` in ``load_potential``
+removes it). Without ``target_norm`` the targets are the totals in float32, with that floor.
+
+Data checks before training (:func:`check_geometry`): coincident atoms (closer than
+:data:`MIN_DISTANCE`), named by frame and atoms, and a cutoff under which an atom never has a
+neighbour in the training frames, named with the closest distance.
+
 Fitted on the training split only, recorded in the run's ``info``: ``avg_num_neighbors``
 ``N̄`` within the cutoff the model receives (one value: :func:`~.base.resolve_model`), the
 per-species shift ``mu_Z`` (least squares of the energies on the species counts) and the
@@ -40,7 +54,8 @@ import numpy as np
 from geonorm_jax.train.config import RunConfig
 from geonorm_jax.train.tasks.base import Task, model_spec, resolve_model
 
-__all__ = ["MolecularTask", "model_kwargs", "model_cutoff", "data_statistics"]
+__all__ = ["MolecularTask", "model_kwargs", "model_cutoff", "data_statistics",
+           "check_geometry", "MIN_DISTANCE"]
 
 
 def data_statistics(config: RunConfig, info: dict) -> dict:
@@ -70,6 +85,64 @@ def model_cutoff(config: RunConfig) -> float:
     if not (isinstance(cutoff, int | float) and np.isfinite(cutoff) and cutoff > 0):
         raise ValueError(f"model.cutoff: expected a positive number of Å, got {cutoff!r}")
     return float(cutoff)
+
+
+#: atoms closer than this (Å) are refused as coincident: no chemical bond is shorter than
+#: about 0.74 Å (H2), so such a pair is a duplicated atom or coordinates in other units
+MIN_DISTANCE = 0.1
+
+
+def check_geometry(splits: dict, indices: dict, atomic_numbers, cutoff: float,
+                   where: str, chunk: int = 256) -> None:
+    """The data checks before training that the model cannot make inside ``jit``.
+
+    * Every pair of atoms of every frame (all splits) is at least :data:`MIN_DISTANCE` apart:
+      coincident atoms have no direction between them and give NaN (``sqrt(0)``) in the
+      models' gradients, which the trainer would otherwise report as a model divergence.
+    * Within the model's ``cutoff``, every atom of the training frames has a neighbour in at
+      least one frame: an atom that never has one is invisible to every interaction (SchNet
+      trains on a graph without edges, GemNet's scale fit divides by zero).
+
+    ``splits`` are the split's frames, ``indices`` their frame numbers in the data (named in
+    the message).
+
+    Raises:
+      ValueError: one line naming the split, the frame, the atoms and the distance (or the
+        cutoff, the atom and the closest it ever comes to another atom).
+    """
+    z = np.asarray(atomic_numbers)
+    a = z.shape[0]
+    off = np.eye(a, dtype=bool)
+    nearest = np.full(a, np.inf)  # per atom: the closest it comes to another (training)
+    for name, split in splits.items():
+        pos = np.asarray(split.positions, np.float64)
+        for start in range(0, pos.shape[0], chunk):
+            p = pos[start : start + chunk]
+            d = np.sqrt(np.sum(np.square(p[:, :, None] - p[:, None, :]), axis=-1))
+            d[:, off] = np.inf
+            if d.size == 0:
+                continue
+            k, i, j = np.unravel_index(np.argmin(d), d.shape)
+            if d[k, i, j] < MIN_DISTANCE:
+                frame = int(indices[name][start + k])
+                raise ValueError(
+                    f"{where}: atoms {i} (Z={z[i]}) and {j} (Z={z[j]}) of frame {frame} "
+                    f"({name} split) are {d[k, i, j]:.3g} Å apart (coincident: the model's "
+                    f"geometry is undefined there); no two atoms are closer than {MIN_DISTANCE}"
+                    " Å in a molecule: a duplicated atom, or coordinates not in Å?")
+            if name == "train":
+                nearest = np.minimum(nearest, d.min(axis=2).min(axis=0))
+    lonely = np.flatnonzero(~(nearest <= cutoff))
+    if lonely.size:
+        i = int(lonely[np.argmax(nearest[lonely])]) if np.isfinite(nearest[lonely]).any() \
+            else int(lonely[0])
+        closest = (f"the closest it comes to another atom is {nearest[i]:.3g} Å"
+                   if np.isfinite(nearest[i]) else "the molecule has no other atom")
+        more = f" ({lonely.size} atoms in all)" if lonely.size > 1 else ""
+        raise ValueError(
+            f"model.cutoff {cutoff:g} Å: atom {i} (Z={z[i]}){more} has no neighbour within the "
+            f"cutoff in any training frame of {where}; {closest}. The model would not see "
+            "it interact; raise the cutoff above that distance")
 
 
 def _frames(config: RunConfig, data_dir, cache_dir, progress):
@@ -223,24 +296,37 @@ class MolecularTask(Task):
             raise ValueError(f"molecules: the {', '.join(empty)} split is empty (the data has "
                              f"{frames.num_frames} frames; lower molecules.train/valid)")
         z = frames.atomic_numbers
-        from geonorm_jax.train.provenance import check_finite
+        from geonorm_jax.data.molecules import split_indices
+        from geonorm_jax.train.provenance import check_finite, data_hash
 
+        where = f"molecular data ({_portable_source(frames.meta.get('source'), mc.dataset)})"
         check_finite({name: {"positions": s.positions, "energies": s.energies,
                              "forces": s.forces} for name, s in splits.items()},
-                     where=f"molecular data "
-                           f"({_portable_source(frames.meta.get('source'), mc.dataset)})")
-        out = {}
+                     where=where)
+        cutoff = model_cutoff(config)
+        indices = split_indices(frames.num_frames, train=mc.train, valid=mc.valid,
+                                test=mc.test, seed=mc.split_seed)  # those of split_data
+        check_geometry(splits, indices, z, cutoff, where)
+        train = splits["train"]
+        fit = target_norms.EnergyNormalization.fit(train.energies, train.forces, z)
+        residual = self.predicts_residuals(config, fit)
+        out, legacy = {}, {}
         for name, s in splits.items():
+            energies = np.asarray(s.energies, np.float64)  # absolute, float64
+            if residual:  # subtract the float64 shift first; only the residual is float32
+                energies = energies - fit.reference_energy(
+                    np.broadcast_to(z, (s.num_frames, z.shape[0])))
             out[name] = {
                 "positions": jnp.asarray(s.positions, jnp.float32),
-                "energies": jnp.asarray(s.energies, jnp.float32),
+                "energies": jnp.asarray(energies.astype(np.float32)),
                 "forces": jnp.asarray(s.forces, jnp.float32),
                 "atomic_numbers": jnp.asarray(np.broadcast_to(z, (s.num_frames, z.shape[0])),
                                               jnp.int32),
             }
-        train = splits["train"]
-        cutoff = model_cutoff(config)
-        fit = target_norms.EnergyNormalization.fit(train.energies, train.forces, z)
+            legacy[name] = {**out[name], "energies": np.asarray(s.energies, np.float32)}
+        # the hash of the data as stored before the targets were residuals (data.json of older
+        # runs): check_provenance accepts it for those runs
+        self.legacy_sha256 = data_hash(legacy) if residual else None
         info = {
             "molecule": frames.meta.get("molecule", mc.molecule),
             "source": _portable_source(frames.meta.get("source"), mc.dataset),
@@ -255,9 +341,32 @@ class MolecularTask(Task):
             "species_scale": float(fit.scale),
             "energy_mean": float(np.mean(train.energies)),
             "energy_std": float(np.std(train.energies)),
+            "energy_targets": "residual" if residual else "total",
             "provenance": _provenance(frames.meta, mc.dataset),
         }
         return out, info
+
+    @staticmethod
+    def predicts_residuals(config: RunConfig, fit) -> bool:
+        """True when the model adds the per-species shift itself (``molecules.target_norm``
+        on and the model declares ``species_shift``): then the targets are stored as the
+        float64 residuals ``E - sum_i mu_{Z_i}`` (cast to float32 only then) and the model
+        trains without its shift (:meth:`training_model`)."""
+        if not config.molecules.target_norm:
+            return False
+        stats = data_statistics(config, {"species_shift": list(fit.shift),
+                                         "species_scale": 1.0, "avg_num_neighbors": 1.0})
+        return "species_shift" in resolve_model(config, stats)
+
+    def training_model(self, model, info: dict):
+        """The module trained and evaluated: ``model`` (the one users get, predicting total
+        energies) without its per-species shift when the targets are residuals
+        (``info["energy_targets"] == "residual"``). Parameters are the same: the shift is a
+        constant of the module, not a parameter."""
+        if info.get("energy_targets") == "residual" and \
+                getattr(model, "species_shift", None) is not None:
+            return model.clone(species_shift=None)
+        return model
 
     def build_model(self, config: RunConfig, info: dict):
         """The potential of ``config.model`` with the statistics of ``info``
