@@ -21,6 +21,7 @@ The parameters are freshly initialised (throughput does not depend on training).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"ns/day); JAX/ASE {row['jax_over_ase']:.1f}x", flush=True)
     doc = {"experiment": NAME, "molecule": "uracil", "atoms": int(len(z)), "dt_fs": DT_FS,
            "relaxed": not args.no_relax, "dtype": "float32",
-           "command": "python -m experiments.md_throughput " + " ".join(argv or []),
+           "command": "python -m experiments.md_throughput "
+                      + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": common.machine_info(), "rows": rows}
     common.write_json(args.out, doc)
     return doc
