@@ -39,6 +39,22 @@ SECTIONS = ("model", "norms", "data", "epoch", "molecules")
 SCHEMA = 1
 
 _SWEEP = (5, 20, 50, 100, 200, 500, 1000)
+# The paper-preset epoch: GeoNorm paper, N = 100, depth 5.
+_PAPER_EPOCH = dict(preset="geonorm-paper", overrides={"data": {"particles": 100},
+                                                       "model": {"num_layers": 5}})
+
+
+def _targets(small_s: float, large_s: float) -> list[ModelCase]:
+    """The papers' three target steps: the EGNN paper's N = 5 (batch 100, 4 layers), the
+    GeoNorm paper's N = 100 (batch 50, 5 layers) and N = 1000 on a kNN edge list (k = 32);
+    ``small_s``/``large_s``: time budget of the first and of the other two."""
+    return [
+        ModelCase("target-dense-n5-b100-l4", 5, 100, 4, group="target", seconds=small_s),
+        ModelCase("target-dense-n100-b50-l5", 100, 50, 5, group="target", seconds=large_s),
+        ModelCase("target-knn32-n1000-b50-l5", 1000, 50, 5, "knn", 32, group="target",
+                  seconds=large_s),
+    ]
+
 
 PRESETS: dict[str, dict] = {
     # Seconds: for tests and a first look.
@@ -57,16 +73,10 @@ PRESETS: dict[str, dict] = {
         "sections": ("model", "norms", "data", "molecules"),
         "scaling": dict(nodes=_SWEEP, batch=8, layers=4, hidden=64, neighbors=32,
                         dense_max=1000, remat_from=500, seconds=8.0, max_repeats=20),
-        "targets": [
-            ModelCase("target-dense-n5-b100-l4", 5, 100, 4, group="target", seconds=8.0),
-            ModelCase("target-dense-n100-b50-l5", 100, 50, 5, group="target", seconds=20.0),
-            ModelCase("target-knn32-n1000-b50-l5", 1000, 50, 5, "knn", 32, group="target",
-                      seconds=20.0),
-        ],
+        "targets": _targets(8.0, 20.0),
         "norms": dict(names=None, nodes=20, batch=50, layers=4, hidden=64, pairs=8),
         "data": dict(particles=_SWEEP, seconds_per_n=5.0, steps=5000),
-        "epoch": dict(preset="geonorm-paper", overrides={"data": {"particles": 100},
-                                                         "model": {"num_layers": 5}}),
+        "epoch": _PAPER_EPOCH,
     },
     # An accelerator: the CPU sweep plus larger kNN systems, and the paper-preset epoch.
     "gpu": {
@@ -74,16 +84,10 @@ PRESETS: dict[str, dict] = {
         "scaling": dict(nodes=_SWEEP + (2000, 5000, 10000), batch=8, layers=4, hidden=64,
                         neighbors=32, dense_max=1000, remat_from=1000, seconds=5.0,
                         max_repeats=50),
-        "targets": [
-            ModelCase("target-dense-n5-b100-l4", 5, 100, 4, group="target", seconds=5.0),
-            ModelCase("target-dense-n100-b50-l5", 100, 50, 5, group="target", seconds=5.0),
-            ModelCase("target-knn32-n1000-b50-l5", 1000, 50, 5, "knn", 32, group="target",
-                      seconds=5.0),
-        ],
+        "targets": _targets(5.0, 5.0),
         "norms": dict(names=None, nodes=20, batch=50, layers=4, hidden=64, pairs=20),
         "data": dict(particles=_SWEEP, seconds_per_n=5.0, steps=5000),
-        "epoch": dict(preset="geonorm-paper", overrides={"data": {"particles": 100},
-                                                         "model": {"num_layers": 5}}),
+        "epoch": _PAPER_EPOCH,
     },
 }
 
