@@ -74,7 +74,7 @@ def _max_scaled_square(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(s, q)`` over the last axis (keepdims): ``s = max|x|`` (1 where ``x`` is exactly
     zero) and ``q = sum (x/s)^2``, so that ``||x|| = s sqrt(q)`` and the squares neither
     overflow (``1e20**2 > float32 max``) nor underflow."""
-    s = jnp.max(jnp.abs(x), axis=-1, keepdims=True)
+    s = jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0)
     s = jnp.where(s > 0, s, 1.0)
     return s, jnp.sum(jnp.square(x / s), axis=-1, keepdims=True)
 
@@ -90,7 +90,11 @@ def _safe_norm_last_jvp(primals, tangents):
     (x,), (dx,) = primals, tangents
     n = _safe_norm_last(x)
     safe_n = jnp.where(n > 0, n, 1.0)
-    unit = jnp.where((n > 0)[..., None], x / safe_n[..., None], 0.0)
+    # x / n as (x / s) / (n / s), s a power of two (1 from 2**-50 to 2**50, so the same bits
+    # there): the derivative of 1 / n, -1 / n**2, would underflow float32 to -inf for
+    # |x| below 1e-19 and break second derivatives (Hessians, force training)
+    s = magnitude_scale(safe_n)[..., None]
+    unit = jnp.where((n > 0)[..., None], (x / s) / (safe_n[..., None] / s), 0.0)
     return n, jnp.sum(unit * dx, axis=-1)
 
 
@@ -148,7 +152,7 @@ def unit(f: jax.Array, n: jax.Array | None = None) -> jax.Array:
 
     ``n`` (optional, ``[..., 1]``) replaces :func:`field_norm` ``(f)`` in the denominator,
     e.g. a norm clamped from below."""
-    s = jax.lax.stop_gradient(jnp.max(jnp.abs(f), axis=-1, keepdims=True))
+    s = jax.lax.stop_gradient(jnp.max(jnp.abs(f), axis=-1, keepdims=True, initial=0.0))
     s_safe = jnp.where(s > 0, s, 1.0)
     n = field_norm(f) if n is None else n
     ns = n / s_safe
@@ -181,7 +185,7 @@ def centroid(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """
     if mask is not None:
         x = jnp.where(mask[..., None], x, 0.0)
-    s = magnitude_scale(jnp.max(jnp.abs(x), axis=(1, 2), keepdims=True))  # [B, 1, 1]
+    s = magnitude_scale(jnp.max(jnp.abs(x), axis=(1, 2), keepdims=True, initial=0.0))  # [B, 1, 1]
     xs = x / s
     if mask is None:
         return jnp.mean(xs, axis=1) * s[:, 0]

@@ -206,3 +206,115 @@ def test_claimed_symmetries_hold_under_the_audit_probes(info):
     bad = {k: (r.verdict, r.value) for k, r in result.properties.items()
            if r.verdict not in ("holds", "trivial")}
     assert not bad, bad
+
+
+# ------------------------------------------------------------------------------ zero nodes
+
+NODE_ENTRIES = [e for e in CATALOG if e.kind in NODE_KINDS]
+_PER_PARTICLE_NAMES = {name for (check, name), reason in XFAIL.items()
+                       if check == "padding" and reason == _PER_PARTICLE}
+
+
+def _sliced_context(case, nodes: int):
+    return {k: v[:, :nodes] if case.context_kinds.get(k) == "features" else v
+            for k, v in case.context.items()}
+
+
+def _same_tree(a, b) -> bool:
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(u), np.asarray(v))
+                                      for u, v in zip(la, lb, strict=True))
+
+
+@pytest.mark.parametrize("info", NODE_ENTRIES, ids=lambda e: e.name)
+def test_zero_nodes_give_nothing_or_one_clear_error(info):
+    """``N = 0`` (batch of empty graphs): an empty output of the input's shape and the running
+    state unchanged, in training and in evaluation; a layer with per-particle parameters made
+    for ``N`` particles raises one ValueError naming the parameter (and initialized on zero
+    nodes it works)."""
+    case = _case(info, dtype=jnp.float32)
+    x0 = case.x[:, :0]
+    ctx0 = _sliced_context(case, 0)
+    mask0 = jnp.zeros(x0.shape[:2], bool)
+    for training in (True, False):
+        if info.name in _PER_PARTICLE_NAMES:
+            with pytest.raises(ValueError, match="per-particle parameter .* received"):
+                case.norm.apply(case.params, case.state, x0, mask=mask0, training=training,
+                                **ctx0)
+            params, state = case.norm.init(KEY, x0, **ctx0)
+        else:
+            params, state = case.params, case.state
+        y, new_state = case.norm.apply(params, state, x0, mask=mask0, training=training, **ctx0)
+        assert y.shape == x0.shape and y.dtype == x0.dtype
+        assert _same_tree(new_state, state), "running state changed by a batch of no node"
+
+
+@pytest.mark.parametrize("info", NODE_ENTRIES, ids=lambda e: e.name)
+def test_fully_masked_batch_is_finite_and_keeps_the_running_state(info):
+    """Every node padded (``mask`` all False): finite outputs and gradients, and the running
+    statistics of a batch norm unchanged (a batch without a real node has no statistics)."""
+    case = _case(info, dtype=jnp.float32)
+    mask = jnp.zeros(case.x.shape[:2], bool)
+    y, new_state = case.norm.apply(case.params, case.state, case.x, mask=mask, training=True,
+                                   **case.context)
+    assert bool(jnp.all(jnp.isfinite(y)))
+    assert _same_tree(new_state, case.state), "running state changed by a fully masked batch"
+    g = jax.grad(lambda x: jnp.sum(case.norm.apply(case.params, case.state, x, mask=mask,
+                                                   training=True, **case.context)[0]))(case.x)
+    assert bool(jnp.all(jnp.isfinite(g)))
+
+
+# ------------------------------------------------------------------ variables of another layer
+
+_OTHER = {"features": "geo_norm_shared", "vectors": "batch_norm",
+          "coordinates": "batch_norm", "weights": "batch_norm"}
+
+
+@pytest.mark.parametrize("info", list(CATALOG), ids=lambda e: e.name)
+def test_variables_of_another_layer_raise_one_clear_error(info):
+    """``apply`` with params made for another layer (here: another layer's, and ones with a
+    key added) raises ValueError naming the expected and received keys, never KeyError,
+    TypeError or a silently ignored parameter."""
+    case = _case(info, dtype=jnp.float32)
+    other = _case(next(e for e in CATALOG if e.name == _OTHER[info.kind]), dtype=jnp.float32)
+    shapes = lambda t: {jax.tree_util.keystr(p): np.shape(a)  # noqa: E731
+                        for p, a in jax.tree_util.tree_leaves_with_path(t)}
+    wrong = [{**case.params, "not_a_parameter": jnp.ones(3)}]
+    if shapes(other.params) != shapes(case.params):  # else indistinguishable, and valid
+        wrong.append(other.params)
+    if jax.tree_util.tree_leaves(case.params):
+        wrong.append({})
+    for params in wrong:
+        with pytest.raises(ValueError, match=r"received"):
+            case.norm.apply(params, case.state, case.x, training=True, **case.context)
+    if jax.tree_util.tree_leaves(case.state):
+        with pytest.raises(ValueError, match=r"expected state .* received state"):
+            case.norm.apply(case.params, {}, case.x, training=True, **case.context)
+
+
+# ---------------------------------------------------------------- hyperparameter domains
+
+_DOMAIN_ARGS = ("epsilon", "norm_epsilon", "norm_clamp", "momentum")
+_DOMAIN_CASES = [pytest.param(e, arg, id=f"{e.name}-{arg}") for e in CATALOG
+                 for arg in _DOMAIN_ARGS if arg in e.hyperparameters]
+
+
+@pytest.mark.parametrize("info,arg", _DOMAIN_CASES)
+def test_hyperparameters_outside_their_domain_are_refused(info, arg):
+    """``epsilon`` (and ``norm_epsilon``, ``norm_clamp``) must be a finite number >= 0;
+    ``momentum`` in [0, 1) (Flax's decay) or (0, 1] (e3nn's weight of the batch): anything
+    else raises ValueError naming the argument, at construction."""
+    from geonorm_jax.norms.checks import E3NN_MOMENTUM
+
+    if arg == "momentum":
+        e3nn_style = info.constructor.__name__ in E3NN_MOMENTUM
+        bad = [-0.1, 1.5, float("nan"), "0.9", 0.0 if e3nn_style else 1.0]
+        good = [0.5, 1.0 if e3nn_style else 0.0]
+    else:
+        bad = [-1e-5, float("nan"), float("inf"), None, "1e-5"]
+        good = [0.0, 1e-3]
+    for value in bad:
+        with pytest.raises(ValueError, match=rf"{arg}: expected"):
+            info.make(**{arg: value})
+    for value in good:
+        info.make(**{arg: value})

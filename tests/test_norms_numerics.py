@@ -244,3 +244,44 @@ def test_second_derivatives_finite_at_a_zero_node(entry):
         bad = int(np.sum(~np.isfinite(np.asarray(g))))
         assert bad == 0, (f"{entry.name}: {bad}/{g.size} non-finite second derivatives in "
                           f"{jax.tree_util.keystr(path)} with node 1 exactly zero (float32)")
+
+
+@pytest.mark.parametrize("entry", NODE_ENTRIES, ids=lambda e: e.name)
+def test_padded_outputs_are_finite_whatever_the_padding_holds(entry):
+    """Padding never carries NaN or inf out of a layer, even where it is masked later: with
+    NaN in the padded nodes of one sample and inf in another's (input and node-indexed
+    context), every output, at real and padded nodes, is finite."""
+    norm = _norm(entry)
+    case = make_case(norm, entry.kind, jax.random.PRNGKey(3), nodes=6,
+                     context=entry.context, dtype=jnp.float32)
+    mask = _mask(*case.x.shape[:2])
+    fill = jnp.asarray([np.nan, np.inf, 0.0][:mask.shape[0]], jnp.float32)
+
+    def dirty(a):
+        m = mask.reshape(mask.shape + (1,) * (a.ndim - 2))
+        f = fill.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype)
+        return jnp.where(m, a, f)
+
+    feats = {k for k, kind in case.context_kinds.items() if kind == "features"}
+    ctx = {k: dirty(v) if k in feats else v for k, v in case.context.items()}
+    for training in (True, False):
+        y, state = norm.apply(case.params, case.state, dirty(case.x), mask=mask,
+                              training=training, **ctx)
+        bad = int(np.sum(~np.isfinite(np.asarray(y))))
+        assert bad == 0, f"{entry.name} (training={training}): {bad} non-finite outputs"
+        for leaf in jax.tree_util.tree_leaves(state):
+            assert np.all(np.isfinite(np.asarray(leaf))), f"{entry.name}: state not finite"
+
+
+@pytest.mark.parametrize("scale", (1e-37, 1e-30, 1e-20, 1e-10, 1.0, 1e30))
+def test_safe_norm_second_derivative_finite_and_right_at_every_magnitude(scale):
+    """The Hessian of ``||x||`` is ``(I - u u^T) / ||x||``: finite in float32 down to 1e-37
+    (the first derivative formed as ``(x/s) / (||x||/s)``, never ``-1/||x||^2``)."""
+    x = np.array([1.0, 2.0, -1.0]) * scale
+    h32 = jax.hessian(geometry.safe_norm)(jnp.asarray(x, jnp.float32))
+    n = np.linalg.norm(x)
+    u = x / n
+    want = (np.eye(3) - np.outer(u, u)) / n
+    assert np.all(np.isfinite(np.asarray(h32))), f"non-finite Hessian at {scale:g}"
+    np.testing.assert_allclose(np.asarray(h32, np.float64), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())

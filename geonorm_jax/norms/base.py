@@ -46,18 +46,25 @@ that ``catalog`` can import the families and the families import only ``base``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
+
+import jax
+import numpy as np
 
 from geonorm_jax.norms import checks as _checks
 from geonorm_jax.norms import layouts as _layouts
 from geonorm_jax.norms.checks import (  # noqa: F401  (re-exported; layout_error for families)
+    E3NN_MOMENTUM,
     affine,
     affine_params,
     check_choice,
     check_coordinates,
     check_features,
+    check_hyperparameters,
     check_layout,
     check_mask,
     check_node_features,
@@ -104,7 +111,128 @@ Params = Any
 State = Any
 
 
-class Norm(NamedTuple):
+class _NormFields(NamedTuple):
+    init: Callable[..., tuple[Any, Any]]
+    apply: Callable[..., tuple[Any, Any]]
+    kind: str | None = None
+    name: str = "custom"
+
+
+def _key_tree(tree: Any) -> Any:
+    """The nesting of mappings in ``tree`` (``{key: subtree}``), leaves as None; None and
+    an empty mapping are the same (a layer without parameters)."""
+    if tree is None:
+        return {}
+    if isinstance(tree, Mapping):
+        return {str(k): _key_tree(v) for k, v in tree.items()}
+    return None
+
+
+def _covers(got: Any, want: Any) -> bool:
+    """Every key of ``want`` is in ``got``, recursively (extra keys allowed)."""
+    if not isinstance(want, dict):
+        return True
+    return isinstance(got, dict) and all(k in got and _covers(got[k], v)
+                                         for k, v in want.items())
+
+
+def _describe(keys: Any) -> str:
+    if not isinstance(keys, dict):
+        return "an array"
+    if not keys:
+        return "{}"
+    inner = ", ".join(f"{k!r}" + ("" if v is None else f": {_describe(v)}")
+                      for k, v in sorted(keys.items()))
+    return "{" + inner + "}"
+
+
+_CHECKING = threading.local()
+_NOT_MADE = object()
+
+
+def _expected_keys(init, x, context, cache: dict):
+    """The key nesting of ``init(key, x, **context)``'s ``(params, state)`` for inputs shaped
+    like ``x`` and ``context`` (one abstract trace per input structure), or None when it cannot
+    be told (an ``init`` that needs more than the context)."""
+    leaves, treedef = jax.tree_util.tree_flatten((x, context))
+    spec = (treedef, tuple((np.shape(a), str(getattr(a, "dtype", type(a).__name__)))
+                           for a in leaves))
+    try:
+        hash(spec)
+    except TypeError:
+        return None
+    if spec not in cache:
+        structs = [jax.ShapeDtypeStruct(np.shape(a), a.dtype) if hasattr(a, "dtype") else a
+                   for a in leaves]
+        ax, actx = jax.tree_util.tree_unflatten(treedef, structs)
+        key = jax.ShapeDtypeStruct((2,), np.uint32)
+        _CHECKING.active = True
+        try:
+            made = jax.eval_shape(lambda k, xx, ctx: init(k, xx, **ctx), key, ax, actx)
+            cache[spec] = (_key_tree(made[0]), _key_tree(made[1]), made)
+        except Exception:  # noqa: BLE001 (init needs what apply's context lacks: no check)
+            cache[spec] = _NOT_MADE
+        finally:
+            _CHECKING.active = False
+    out = cache[spec]
+    return None if out is _NOT_MADE else out
+
+
+def _shapes(tree: Any) -> dict:
+    return {jax.tree_util.keystr(p): tuple(np.shape(a))
+            for p, a in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _guard_apply(init, apply, name: str):
+    """``apply`` that first compares the key nesting of ``params`` and ``state`` with what
+    ``init`` makes for this input and raises ``ValueError`` naming both (instead of a
+    ``KeyError`` deep inside, or another layer's parameters silently ignored)."""
+    if getattr(apply, "_geonorm_guarded", False):
+        return apply
+    cache: dict = {}
+    context_free = ("mask", "training")
+
+    @functools.wraps(apply)
+    def guarded(params, state, x, *args, **kwargs):
+        expected = None
+        if not getattr(_CHECKING, "active", False):
+            context = {k: v for k, v in kwargs.items() if k not in context_free}
+            expected = _expected_keys(init, x, context, cache)
+            if expected is not None:
+                for what, got, want in (("params", params, expected[0]),
+                                        ("state", state, expected[1])):
+                    # params exactly (an extra one would be silently ignored); state at
+                    # least (running quantities a layer does not read may ride along)
+                    got_keys = _key_tree(got)
+                    if (got_keys != want) if what == "params" else not _covers(got_keys, want):
+                        raise ValueError(
+                            f"{name}: expected {what} {_describe(want)} as made by this "
+                            f"layer's init; received {what} {_describe(_key_tree(got))} "
+                            f"(the variables of another layer?)")
+                # None for a layer without variables reads as the {} its init makes
+                params = {} if params is None and expected[0] == {} else params
+                state = {} if state is None and expected[1] == {} else state
+        try:
+            return apply(params, state, x, *args, **kwargs)
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            if expected is None:
+                raise
+            # the keys match: name a parameter whose shape is not what init makes
+            want = _shapes(expected[2][0])
+            got = _shapes(params)
+            bad = [k for k in want if k in got and got[k] != want[k]]
+            if not bad:
+                raise
+            raise ValueError(
+                f"{name}: expected params{bad[0]} of shape {want[bad[0]]} as made by this "
+                f"layer's init for input shape {tuple(np.shape(getattr(x, 'array', x)))}; "
+                f"received shape {got[bad[0]]} (the variables of another layer?)") from e
+
+    guarded._geonorm_guarded = True
+    return guarded
+
+
+class Norm(_NormFields):
     """A normalization layer as two pure functions (like ``optax.GradientTransformation``).
 
     Attributes:
@@ -118,12 +246,16 @@ class Norm(NamedTuple):
         ``[fan_in, fan_out]``. ``None`` for a user's layer of unstated kind (accepted
         anywhere).
       name: catalogue name, for messages and tables.
+
+    ``apply`` is wrapped on construction so that the variables of another layer (params with
+    other keys than ``init`` makes for that input, or state without one of its keys) raise
+    ``ValueError`` naming both key sets.
     """
 
-    init: Callable[..., tuple[Params, State]]
-    apply: Callable[..., tuple[Any, State]]
-    kind: str | None = None
-    name: str = "custom"
+    __slots__ = ()
+
+    def __new__(cls, init, apply, kind: str | None = None, name: str = "custom"):
+        return super().__new__(cls, init, _guard_apply(init, apply, name), kind, name)
 
 
 @dataclasses.dataclass(frozen=True)

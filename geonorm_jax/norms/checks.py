@@ -21,6 +21,9 @@ family modules use.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +50,8 @@ __all__ = [
     "stat_dtype",
     "affine_params",
     "affine",
+    "check_hyperparameters",
+    "E3NN_MOMENTUM",
 ]
 
 
@@ -199,8 +204,13 @@ def check_param_sizes(
     """
     size = x.shape[-1]
     for key in keys:
-        if key in tree and tree[key].shape[-1] != size:
-            k = tree[key].shape[-1]
+        shape = tuple(np.shape(tree[key])) if key in tree else None
+        if shape == ():
+            raise ValueError(f"{name}: {key!r} is a scalar but {holder} {size} {unit}; "
+                             f"expected shape ({size},), received shape () (the variables of "
+                             f"another layer?)")
+        if shape is not None and shape[-1] != size:
+            k = shape[-1]
             raise ValueError(
                 f"{name}: {key!r} has {k} {unit} but {holder} {size}; "
                 f"expected {layout.format(n=k)}, received shape {x.shape}"
@@ -231,3 +241,56 @@ def affine(y: jax.Array, params: dict) -> jax.Array:
         y = y + params["bias"]
     return y
 
+
+
+# ------------------------------------------------------------------------ hyperparameter domains
+
+#: Constructors whose ``momentum`` is e3nn's weight of the new batch, ``r <- (1 - m) r + m
+#: batch``, so its domain is ``(0, 1]``; every other ``momentum`` is Flax's decay ``r <- m r +
+#: (1 - m) batch``, domain ``[0, 1)``.
+E3NN_MOMENTUM = frozenset({"e3nn_batch_norm"})
+
+_EPSILONS = ("epsilon", "norm_epsilon", "norm_clamp")
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        return None
+    return float(value)
+
+
+def _check_domain(owner: str, key: str, value: Any) -> None:
+    if key in _EPSILONS:
+        v = _real(value)
+        if v is None or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{owner}: {key}: expected a finite number >= 0; received "
+                             f"{value!r}")
+    elif key == "momentum":
+        v = _real(value)
+        e3nn_style = owner in E3NN_MOMENTUM
+        ok = v is not None and (0.0 < v <= 1.0 if e3nn_style else 0.0 <= v < 1.0)
+        if not ok:
+            domain = ("in (0, 1] (e3nn's weight of the new batch)" if e3nn_style
+                      else "in [0, 1) (the decay of the running averages)")
+            raise ValueError(f"{owner}: momentum: expected a number {domain}; received "
+                             f"{value!r}")
+
+
+def check_hyperparameters(constructor):
+    """Decorator for a layer constructor: ``ValueError`` naming the argument and its domain
+    when ``epsilon``, ``norm_epsilon`` or ``norm_clamp`` is not a finite number >= 0 (0 is the
+    exact formula, undefined on constant inputs), or ``momentum`` is outside ``[0, 1)``
+    (Flax's decay; ``(0, 1]`` for e3nn's convention, :data:`E3NN_MOMENTUM`). The signature is
+    kept (``inspect.signature`` follows ``__wrapped__``)."""
+    sig = inspect.signature(constructor)
+    owner = constructor.__name__
+
+    @functools.wraps(constructor)
+    def checked(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        for key, value in bound.arguments.items():
+            _check_domain(owner, key, value)
+        return constructor(*args, **kwargs)
+
+    return checked

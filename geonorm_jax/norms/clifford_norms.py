@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.geometry import stable_reciprocal
-from geonorm_jax.norms.base import Norm, NormInfo, check_mask
+from geonorm_jax.norms.base import Norm, NormInfo, check_hyperparameters, check_mask
 from geonorm_jax.norms.clifford import CliffordAlgebra
 
 __all__ = ["mv_layer_norm", "grade_norm", "gatr_layer_norm", "CATALOG_ENTRIES"]
@@ -62,6 +62,7 @@ def _smooth_norm(q: jax.Array, s: jax.Array) -> jax.Array:
     return jnp.where(pos, jnp.power(jnp.where(pos, a, 1.0), 0.25), 0.0)
 
 
+@check_hyperparameters
 def mv_layer_norm(*, metric=(1.0, 1.0, 1.0), epsilon: float = 1e-6) -> Norm:
     """CGENN's ``MVLayerNorm``: multivectors divided by the mean quadratic-form norm over the
     channels.
@@ -97,7 +98,8 @@ def mv_layer_norm(*, metric=(1.0, 1.0, 1.0), epsilon: float = 1e-6) -> Norm:
             raise ValueError(f"{name}: 'a' has shape {tuple(params['a'].shape)} but the input "
                              f"has {x.shape[2]} channels; re-initialize")
         s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(mv), axis=(-2, -1), keepdims=True), 1.0))  # [B,N,1,1]
+            jnp.maximum(jnp.max(jnp.abs(mv), axis=(-2, -1), keepdims=True, initial=0.0),
+                        1.0))  # [B,N,1,1]
         xs = mv / s
         n = _smooth_norm(alg.quadratic_form(xs), s[..., 0])  # [B, N, C]
         mean = jnp.mean(n, axis=-1, keepdims=True)[..., None]  # [B, N, 1, 1]
@@ -107,6 +109,7 @@ def mv_layer_norm(*, metric=(1.0, 1.0, 1.0), epsilon: float = 1e-6) -> Norm:
     return Norm(init, apply, kind="vectors", name=name)
 
 
+@check_hyperparameters
 def grade_norm(*, metric=(1.0, 1.0, 1.0), init_value: float = 0.0,
                epsilon: float = 1e-6) -> Norm:
     """CGENN's ``NormalizationLayer``: each grade divided by a learned blend of 1 and its norm.
@@ -138,7 +141,8 @@ def grade_norm(*, metric=(1.0, 1.0, 1.0), init_value: float = 0.0,
             raise ValueError(f"{name}: 'a' has shape {tuple(params['a'].shape)}; expected "
                              f"{(x.shape[2], alg.num_grades)} for the input's channels")
         s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(mv), axis=-1, keepdims=True), 1.0))  # [B,N,C,1]
+            jnp.maximum(jnp.max(jnp.abs(mv), axis=-1, keepdims=True, initial=0.0),
+                        1.0))  # [B,N,C,1]
         xs = mv / s
         oh = jnp.asarray(onehot, xs.dtype)
         q = jnp.einsum("...a,ak->...k", jnp.asarray(alg.eta, xs.dtype) * jnp.square(xs), oh)
@@ -152,6 +156,7 @@ def grade_norm(*, metric=(1.0, 1.0, 1.0), init_value: float = 0.0,
     return Norm(init, apply, kind="vectors", name=name)
 
 
+@check_hyperparameters
 def gatr_layer_norm(*, epsilon: float = 0.01) -> Norm:
     """GATr's ``equi_layer_norm``: projective-GA multivectors divided by the RMS invariant
     inner product over channels, the ``e_0`` components excluded.
@@ -182,7 +187,7 @@ def gatr_layer_norm(*, epsilon: float = 0.01) -> Norm:
         del params, training, context
         mv, raw = _layout(x, alg, vec, name, mask)
         s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(mv), axis=(-2, -1), keepdims=True), 1.0))
+            jnp.maximum(jnp.max(jnp.abs(mv), axis=(-2, -1), keepdims=True, initial=0.0), 1.0))
         xs = mv / s
         ms = jnp.mean(alg.quadratic_form(xs), axis=-1, keepdims=True)[..., None]
         y = xs * jax.lax.rsqrt(jnp.maximum(ms, epsilon / jnp.square(s)))

@@ -4,7 +4,7 @@ Coordinates ``x [batch, nodes, 3]``, mask ``[batch, nodes]`` (True = real partic
 Per-particle parameters ``[N, k]`` fix the number of particles ``N``; shared ones are
 scalars ``()``. Padded particles are set to 0 before any statistic
 (:func:`geonorm_jax.norms.base.zero_padding`) and returned unchanged at the end
-(``_keep_padding``).
+(``_keep_padding``; non-finite padding as 0).
 
 Helpers (private to the coordinate family, used by :mod:`~geonorm_jax.norms.coords_scale` and
 :mod:`~geonorm_jax.norms.coords_geo`): ``_check_per_particle_params`` (a per-particle
@@ -44,16 +44,18 @@ def _check_per_particle_params(params: dict, x: jax.Array, name: str) -> None:
 
 
 def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Real particles get ``y``; padded ones are returned unchanged."""
+    """Real particles get ``y``; padded ones are returned unchanged, except that a non-finite
+    entry there (NaN, inf) becomes 0: padding never carries NaN or inf out of a layer."""
     if mask is None:
         return y
-    return jnp.where(mask[..., None], y, x)
+    return jnp.where(mask[..., None], y, jnp.where(jnp.isfinite(x), x, jnp.zeros((), x.dtype)))
 
 
 def _particle_scale(x: jax.Array, epsilon: float) -> jax.Array:
     """Per-particle power of two ``[batch, nodes, 1]`` to divide by before squaring (1 at
     ordinary magnitudes; :func:`geonorm_jax.geometry.magnitude_scale`)."""
-    return geometry.magnitude_scale(jnp.max(jnp.abs(x), axis=-1, keepdims=True), epsilon**0.5)
+    top = jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0)
+    return geometry.magnitude_scale(top, epsilon**0.5)
 
 
 def _as_rows(p: jax.Array, dtype) -> jax.Array:

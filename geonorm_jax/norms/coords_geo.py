@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
-from geonorm_jax.norms.base import Norm, NormInfo, check_coordinates, check_mask, zero_padding
+from geonorm_jax.norms.base import (
+    Norm,
+    NormInfo,
+    check_coordinates,
+    check_hyperparameters,
+    check_mask,
+    zero_padding,
+)
 from geonorm_jax.norms.coords_common import (
     _PAPER,
     _as_rows,
@@ -38,6 +45,7 @@ from geonorm_jax.norms.coords_common import (
 __all__ = ["geo_norm", "geo_statistics", "bias_direction", "CATALOG_ENTRIES"]
 
 
+@check_hyperparameters
 def geo_statistics(
     x: jax.Array,
     *,
@@ -82,7 +90,7 @@ def _geo_statistics(x, mask, sigma: str, epsilon: float):
     # squares of offsets / s, s a power of two (1 at ordinary magnitudes) so that 1e30 does
     # not overflow float32: per particle, or per sample for the system reading
     axes = (2,) if sigma == "particle" else (1, 2)
-    s = geometry.magnitude_scale(jnp.max(jnp.abs(offsets), axis=axes, keepdims=True),
+    s = geometry.magnitude_scale(jnp.max(jnp.abs(offsets), axis=axes, keepdims=True, initial=0.0),
                                  epsilon**0.5)  # [B, N, 1] or [B, 1, 1]
     sq = jnp.sum(jnp.square(offsets / s), axis=-1, keepdims=True)  # [B, N, 1]
     eps = epsilon / jnp.square(s)
@@ -132,6 +140,7 @@ def _rounding_tol(x: jax.Array, mu0: jax.Array, mask: jax.Array | None) -> jax.A
 
 
 
+@check_hyperparameters
 def geo_norm(
     *,
     sigma: str = "particle",

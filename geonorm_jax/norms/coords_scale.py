@@ -21,7 +21,14 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm, NormInfo, check_coordinates, check_mask, zero_padding
+from geonorm_jax.norms.base import (
+    Norm,
+    NormInfo,
+    check_coordinates,
+    check_hyperparameters,
+    check_mask,
+    zero_padding,
+)
 from geonorm_jax.norms.coords_common import (
     _PAPER,
     _as_rows,
@@ -38,6 +45,7 @@ __all__ = ["layer_norm_coords", "scale_norm", "CATALOG_ENTRIES"]
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def layer_norm_coords(*, epsilon: float = 1e-5) -> Norm:
     """LayerNorm applied to each particle's 3 coordinates (GeoNorm paper, Eq. 3).
 
@@ -86,6 +94,7 @@ def layer_norm_coords(*, epsilon: float = 1e-5) -> Norm:
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def scale_norm(*, norm: str = "l2", epsilon: float = 1e-8, per_particle: bool = True) -> Norm:
     """Feature-scaling norm: each position scaled to a learned length (GeoNorm paper, Eq. 4).
 

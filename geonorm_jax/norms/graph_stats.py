@@ -25,6 +25,7 @@ from geonorm_jax.norms.base import (
     affine,
     affine_params,
     check_choice,
+    check_hyperparameters,
     check_node_features,
     check_param_sizes,
     feature_graphs,
@@ -62,12 +63,13 @@ def _graphs(x, mask, context, name: str, reading: str):
 def _survey_scale(x, axes, epsilon: float = 0.0):
     """Power-of-two rescaling for statistics over ``axes`` of zero-padded ``x`` (1 at
     ordinary magnitudes)."""
-    return magnitude_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True), epsilon**0.5)
+    return magnitude_scale(jnp.max(jnp.abs(x), axis=axes, keepdims=True, initial=0.0), epsilon**0.5)
 
 
 # --------------------------------------------------------------------------- GraphNorm
 
 
+@check_hyperparameters
 def graph_norm(
     *, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True, param_dtype=jnp.float32
 ) -> Norm:
@@ -131,6 +133,7 @@ def graph_norm(
 _PAIR_MODES = ("PN", "PN-SI", "PN-SCS")
 
 
+@check_hyperparameters
 def pair_norm(*, scale: float = 1.0, mode: str = "PN", epsilon: float = 1e-6) -> Norm:
     r"""PairNorm (Zhao & Akoglu, ICLR 2020, "PairNorm: Tackling Oversmoothing in GNNs").
 
@@ -172,7 +175,7 @@ def pair_norm(*, scale: float = 1.0, mode: str = "PN", epsilon: float = 1e-6) ->
     def _unit_rows(v):
         """``(v / sn, 1 / sqrt(eps / sn^2 + ||v / sn||^2))`` per node: ``v / sqrt(eps +
         ||v||^2)`` is their product; ``sn`` is a per-node power-of-two rescaling."""
-        sn = magnitude_scale(jnp.max(jnp.abs(v), axis=-1, keepdims=True), epsilon**0.5)
+        sn = magnitude_scale(jnp.max(jnp.abs(v), axis=-1, keepdims=True, initial=0.0), epsilon**0.5)
         v = v / sn
         sq = jnp.sum(jnp.square(v), -1, keepdims=True)
         return v, jax.lax.rsqrt(epsilon / jnp.square(sn) + sq)
@@ -247,6 +250,7 @@ def mean_subtraction_norm(*, reading: str = "paper") -> Norm:
 # --------------------------------------------------------------------------- DiffGroupNorm
 
 
+@check_hyperparameters
 def diff_group_norm(
     *,
     num_groups: int,
@@ -354,6 +358,7 @@ def diff_group_norm(
 # --------------------------------------------------------------------------- SetNorm
 
 
+@check_hyperparameters
 def set_norm(
     *,
     epsilon: float = 1e-5,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm, NormInfo, check_choice
+from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_hyperparameters
 from geonorm_jax.norms.irreps_common import (
     _affine_init,
     _affine_shapes,
@@ -37,6 +37,7 @@ from geonorm_jax.norms.irreps_common import (
 __all__ = ["e3nn_batch_norm", "CATALOG_ENTRIES"]
 
 
+@check_hyperparameters
 def e3nn_batch_norm(
     *,
     instance: bool = False,
@@ -104,7 +105,7 @@ def e3nn_batch_norm(
         for mi, blk, (ps, pb) in zip(xi.irreps, blocks, _param_slices(xi.irreps), strict=True):
             f = jnp.where(m4, blk, 0.0)
             # s: max(1, max |x|) over the reduction group, per channel
-            s = jnp.maximum(jnp.max(jnp.abs(f), axis=axes + (3,), keepdims=True), 1.0)
+            s = jnp.maximum(jnp.max(jnp.abs(f), axis=axes + (3,), keepdims=True, initial=0.0), 1.0)
             s = jax.lax.stop_gradient(s)  # [B|1, 1, mul, 1]
             g = f / s
             if _is_even_scalar(mi):
@@ -131,13 +132,15 @@ def e3nn_batch_norm(
         new_state = state
         if training and not instance:
             cat = lambda v, ref: (jnp.concatenate(v) if v else ref).astype(ref.dtype)
+            real = jnp.any(m)  # a batch without a real node keeps the running averages
+            keep = lambda new, old: jnp.where(real, new, old)  # noqa: E731
             new_state = {
-                "var": ((1 - momentum) * state["var"]
-                        + momentum * cat(new_var, state["var"])).astype(state["var"].dtype),
+                "var": keep(((1 - momentum) * state["var"] + momentum * cat(
+                    new_var, state["var"])).astype(state["var"].dtype), state["var"]),
             }
             if "mean" in state:
-                new_state["mean"] = ((1 - momentum) * state["mean"] + momentum * cat(
-                    new_mean, state["mean"])).astype(state["mean"].dtype)
+                new_state["mean"] = keep(((1 - momentum) * state["mean"] + momentum * cat(
+                    new_mean, state["mean"])).astype(state["mean"].dtype), state["mean"])
         return _assemble(xi, out, raw, dtype), new_state
 
     return Norm(init, apply, kind="vectors", name=name)

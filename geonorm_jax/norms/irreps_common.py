@@ -21,6 +21,8 @@ chunk).
 
 from __future__ import annotations
 
+import math
+
 import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
@@ -69,7 +71,8 @@ def _blocks(x: e3nn.IrrepsArray) -> list[jax.Array]:
 
 def _assemble(x: e3nn.IrrepsArray, blocks: list[jax.Array], raw_shape, dtype):
     lead = x.array.shape[:-1]
-    arr = jnp.concatenate([b.reshape(lead + (-1,)) for b in blocks], axis=-1) if blocks else (
+    arr = jnp.concatenate([b.reshape(lead + (math.prod(b.shape[-2:]),)) for b in blocks],
+                          axis=-1) if blocks else (
         x.array)
     arr = arr.astype(dtype)
     if raw_shape is not None:
@@ -105,7 +108,7 @@ def _node_scale(blocks: list[jax.Array]) -> jax.Array:
     m = jnp.ones(blocks[0].shape[:2], blocks[0].dtype)
     for b in blocks:
         if b.size:
-            m = jnp.maximum(m, jnp.max(jnp.abs(b), axis=(-2, -1)))
+            m = jnp.maximum(m, jnp.max(jnp.abs(b), axis=(-2, -1), initial=0.0))
     return jax.lax.stop_gradient(m)[..., None, None]
 
 

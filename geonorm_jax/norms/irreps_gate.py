@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax.geometry import field_norm, stable_reciprocal, unit
-from geonorm_jax.norms.base import Norm, NormInfo, check_choice
+from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_hyperparameters
 from geonorm_jax.norms.irreps_common import (
     _assemble,
     _check_param_shapes,
@@ -135,6 +135,7 @@ def soft_normalization(*, max_component: float = 1.0) -> Norm:
     return _norm_act_layer("soft_normalization", phi, "component", "same")
 
 
+@check_hyperparameters
 def norm_se3(*, epsilon: float = 1e-5, norm_clamp: float = 2.0 ** -24,
              nonlinearity: str | Callable = "relu") -> Norm:
     """``NormSE3`` of the SE(3)-Transformer: a LayerNorm of each degree's norms, through a

@@ -28,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm, NormInfo, check_choice
+from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_hyperparameters
 from geonorm_jax.norms.irreps_common import (
     _affine_init,
     _affine_shapes,
@@ -83,6 +83,7 @@ def _degree_mean_square(chunks, normalization: str, balance: bool) -> jax.Array:
     return tot / sum(mi.ir.dim for mi, _ in chunks) if normalization == "component" else tot
 
 
+@check_hyperparameters
 def equivariant_layer_norm(
     *, normalization: str = "component", epsilon: float = 1e-5, affine: bool = True
 ) -> Norm:
@@ -133,6 +134,7 @@ def equivariant_layer_norm(
     return _per_node_layer("equivariant_layer_norm", epsilon, affine, True, body)
 
 
+@check_hyperparameters
 def equivariant_layer_norm_sh(
     *,
     normalization: str = "component",
@@ -199,6 +201,7 @@ def equivariant_layer_norm_sh(
     return _per_node_layer("equivariant_layer_norm_sh", epsilon, affine, True, body)
 
 
+@check_hyperparameters
 def equivariant_rms_norm_sh(
     *,
     normalization: str = "component",

@@ -250,9 +250,9 @@ def graph_max_abs(a: jax.Array, graphs: Graphs, axes: Sequence[int] = ()) -> jax
     like :func:`graph_sum` (0 for a graph without a real node)."""
     r = zero_padding(jnp.abs(a), graphs)
     if not graphs.flat:
-        return jnp.max(r, axis=(1, *_positive(axes, a.ndim)), keepdims=True)
+        return jnp.max(r, axis=(1, *_positive(axes, a.ndim)), keepdims=True, initial=0.0)
     if axes:
-        r = jnp.max(r, axis=_positive(axes, a.ndim), keepdims=True)
+        r = jnp.max(r, axis=_positive(axes, a.ndim), keepdims=True, initial=0.0)
     per_graph = jax.ops.segment_max(r, jnp.clip(graphs.segment_ids, 0, graphs.num_graphs),
                                     num_segments=graphs.num_graphs)
     return _gather_graphs(jnp.maximum(per_graph, 0.0), graphs)

@@ -27,9 +27,11 @@ from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
     check_coordinates,
+    check_hyperparameters,
     check_layout,
     check_mask,
     layout_error,
+    zero_padding,
 )
 
 __all__ = [
@@ -165,7 +167,8 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
         h = jnp.einsum("bijf,f->bij", e, w) / np.sqrt(e.shape[-1])  # [B, N, N]
         rho = jnp.sum(jnp.where(keep, jnp.tanh(jnp.square(h)), 0.0), axis=-1)  # [B, N]
         factor = (1.0 / (rho + 1.0)).reshape((b, n) + (1,) * (a.ndim - 2))
-        y = (a * factor.astype(a.dtype)).astype(a.dtype)
+        # padded nodes give 0, whatever they hold (never NaN or inf, even where masked later)
+        y = (zero_padding(a, mask) * factor.astype(a.dtype)).astype(a.dtype)
         return _like_input(x, y), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -258,7 +261,8 @@ def species_neighbor_norm(
                              f"init; received {state!r}")
         z = types(a, context.get("species"), avg.shape[0])
         factor = (avg.astype(a.dtype) ** (-power))[z]  # [B, N]
-        y = a * factor.reshape(a.shape[:2] + (1,) * (a.ndim - 2))
+        # padded nodes give 0, whatever they hold (never NaN or inf, even where masked later)
+        y = zero_padding(a, mask) * factor.reshape(a.shape[:2] + (1,) * (a.ndim - 2))
         return _like_input(x, y), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -269,6 +273,7 @@ def species_neighbor_norm(
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def se3_coord_norm(*, epsilon: float = 1e-5) -> Norm:
     """MiDi's ``SE3Norm``: coordinates divided by their mean norm over the real nodes.
 
@@ -303,7 +308,8 @@ def se3_coord_norm(*, epsilon: float = 1e-5) -> Norm:
         m = jnp.ones(x.shape[:2], bool) if mask is None else mask.astype(bool)
         xm = jnp.where(m[..., None], xc, 0.0)
         s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(xm), axis=(1, 2), keepdims=True), 1.0))  # [B, 1, 1]
+            jnp.maximum(jnp.max(jnp.abs(xm), axis=(1, 2), keepdims=True, initial=0.0),
+                        1.0))  # [B, 1, 1]
         nrm = field_norm(xm / s)  # [B, N, 1]
         cnt = jnp.maximum(jnp.sum(m, axis=1), 1).astype(xc.dtype)[:, None, None]
         mean = jnp.sum(nrm, axis=1, keepdims=True) / cnt

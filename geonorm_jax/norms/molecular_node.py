@@ -21,6 +21,7 @@ from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
     check_choice,
+    check_hyperparameters,
     check_layout,
     check_mask,
     zero_padding,
@@ -35,6 +36,7 @@ __all__ = ["vec_layer_norm", "tensor_norm", "CATALOG_ENTRIES"]
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
                    epsilon: float = 1e-12) -> Norm:
     """ViSNet's ``VecLayerNorm``: vector channels rescaled by the range or the RMS of their norms.
@@ -110,7 +112,7 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
             if trainable:
                 y = y * params["weight"][i:i + mi.mul].astype(cdt)[:, None]
             i += mi.mul
-            out.append(y.reshape(lead + (-1,)))
+            out.append(y.reshape(lead + (mi.mul * mi.ir.dim,)))
         arr = jnp.concatenate(out, axis=-1).astype(dtype)
         return (arr.reshape(raw) if raw is not None else e3nn.IrrepsArray(xi.irreps, arr)), state
 
@@ -153,7 +155,7 @@ def tensor_norm() -> Norm:
 
     def norm(xc, axes):
         s = jax.lax.stop_gradient(
-            jnp.maximum(jnp.max(jnp.abs(xc), axis=axes, keepdims=True), 1.0))
+            jnp.maximum(jnp.max(jnp.abs(xc), axis=axes, keepdims=True, initial=0.0), 1.0))
         q = jnp.sum(jnp.square(xc / s), axis=axes, keepdims=True)
         return (xc / s) / (s * q + 1.0 / s)
 
@@ -174,7 +176,7 @@ def tensor_norm() -> Norm:
             cdt = jnp.promote_types(dtype, jnp.float32)
             arr = zero_padding(xi.array, mask)
             out = [norm(arr[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt),
-                        (-1,)).reshape(lead + (-1,))
+                        (-1,)).reshape(lead + (mi.dim,))
                    for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True)]
             arr = jnp.concatenate(out, -1).astype(dtype) if out else xi.array
             return e3nn.IrrepsArray(xi.irreps, arr), state

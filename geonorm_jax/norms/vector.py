@@ -46,6 +46,7 @@ from geonorm_jax import geometry
 from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
+    check_hyperparameters,
     check_mask,
     check_vectors,
     masked_count,
@@ -158,7 +159,7 @@ def _scale(a: jax.Array, axes: tuple[int, ...], epsilon: float) -> jax.Array:
     """Power of two to divide ``a`` (zero at padded nodes) by before squaring it in a
     statistic over ``axes`` (keepdims): 1 at ordinary magnitudes
     (:func:`geonorm_jax.geometry.magnitude_scale`, floored at ``sqrt(epsilon)``)."""
-    return geometry.magnitude_scale(jnp.max(jnp.abs(a), axis=axes, keepdims=True),
+    return geometry.magnitude_scale(jnp.max(jnp.abs(a), axis=axes, keepdims=True, initial=0.0),
                                     epsilon**0.5)
 
 
@@ -181,6 +182,7 @@ def _check_scalars(scalars: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def rms_vector_norm(
     *,
     reduce: str = "channels",
@@ -255,6 +257,7 @@ def rms_vector_norm(
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def vector_neuron_batch_norm(
     *,
     momentum: float = 0.99,
@@ -306,19 +309,24 @@ def vector_neuron_batch_norm(
     def block(params, state, v, mask, training):
         n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
         if training:
-            maxabs = jnp.max(jnp.abs(n), axis=(0, 1))
+            maxabs = jnp.max(jnp.abs(n), axis=(0, 1), initial=0.0)
             maxabs = jax.lax.pmax(maxabs, axis_name) if axis_name is not None else maxabs
             s = geometry.magnitude_scale(maxabs, epsilon**0.5)  # [C], 1 normally
             ns = n / s
-            count = jnp.maximum(psum(masked_sum(jnp.ones_like(n), mask, (0, 1))), 1.0)
+            real = psum(masked_sum(jnp.ones_like(n), mask, (0, 1)))
+            count = jnp.maximum(real, 1.0)
             mean = psum(masked_sum(ns, mask, (0, 1))) / count  # [1, 1, C]
             var = psum(masked_sum(jnp.square(ns - mean), mask, (0, 1))) / count
             mean, var = mean[0, 0], var[0, 0]  # [C], of n / s
             rdt = state["mean"].dtype
+            kept = real[0, 0] > 0  # a batch without a real node keeps the running averages
             new_state = {
-                "mean": (momentum * state["mean"] + (1 - momentum) * (mean * s)).astype(rdt),
-                "var": (momentum * state["var"]
-                        + (1 - momentum) * (var * jnp.square(s))).astype(rdt),
+                "mean": jnp.where(kept, (momentum * state["mean"]
+                                         + (1 - momentum) * (mean * s)).astype(rdt),
+                                  state["mean"]),
+                "var": jnp.where(kept, (momentum * state["var"]
+                                        + (1 - momentum) * (var * jnp.square(s))).astype(rdt),
+                                 state["var"]),
             }
             nhat = (ns - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         else:
@@ -353,6 +361,7 @@ def vector_neuron_batch_norm(
 # --------------------------------------------------------------------------------------------
 
 
+@check_hyperparameters
 def ev_norm(
     *,
     epsilon: float = 1e-5,

@@ -27,6 +27,7 @@ from geonorm_jax.norms.base import (
     affine,
     affine_params,
     check_features,
+    check_hyperparameters,
     check_node_features,
     check_param_sizes,
     stat_dtype,
@@ -65,7 +66,7 @@ def _batch_moments(
         m = mask.astype(x.dtype)[..., None]  # [batch, nodes, 1]
         x = jnp.where(mask[..., None], x, 0.0)
     count = jnp.sum(m)
-    maxabs = jnp.max(jnp.abs(x), axis=(0, 1))  # [C]
+    maxabs = jnp.max(jnp.abs(x), axis=(0, 1), initial=0.0)  # [C]
     if axis_name is not None:
         maxabs = jax.lax.pmax(maxabs, axis_name)
     s = magnitude_scale(maxabs, epsilon**0.5)
@@ -90,6 +91,7 @@ def _ema(old: jax.Array, new: jax.Array, momentum: float, count: jax.Array) -> j
 # ----------------------------------------------------------------------------- BatchNorm
 
 
+@check_hyperparameters
 def batch_norm(
     *,
     momentum: float = 0.99,
@@ -158,6 +160,7 @@ def batch_norm(
 # ----------------------------------------------------------------------------- VarianceNorm
 
 
+@check_hyperparameters
 def variance_norm(
     *,
     momentum: float = 0.99,

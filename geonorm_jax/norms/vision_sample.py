@@ -26,6 +26,7 @@ from geonorm_jax.norms.base import (
     NormInfo,
     affine,
     affine_params,
+    check_hyperparameters,
     check_param_sizes,
     feature_graphs,
     graph_mean,
@@ -59,7 +60,8 @@ def _standardize(xs, graphs, over_nodes: bool, trailing: tuple[int, ...], epsilo
         mean = graph_mean(xs, graphs, trailing)
         var = graph_mean(jnp.square(xs - mean), graphs, trailing)
     else:
-        s = magnitude_scale(jnp.max(jnp.abs(xs), axis=trailing, keepdims=True), epsilon**0.5)
+        top = jnp.max(jnp.abs(xs), axis=trailing, keepdims=True, initial=0.0)
+        s = magnitude_scale(top, epsilon**0.5)
         xs = xs / s
         mean = jnp.mean(xs, axis=trailing, keepdims=True)
         var = jnp.mean(jnp.square(xs - mean), axis=trailing, keepdims=True)
@@ -90,6 +92,7 @@ def _per_sample_norm(
     return Norm(init, apply, kind="features", name=name)
 
 
+@check_hyperparameters
 def layer_norm(
     *,
     epsilon: float = 1e-6,
@@ -133,6 +136,7 @@ def layer_norm(
     return _per_sample_norm("layer_norm", axes[reduce], epsilon, use_scale, use_bias)
 
 
+@check_hyperparameters
 def instance_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bool = True) -> Norm:
     r"""Instance normalization (Ulyanov, Vedaldi & Lempitsky, 2016).
 
@@ -153,6 +157,7 @@ def instance_norm(*, epsilon: float = 1e-5, use_scale: bool = True, use_bias: bo
     return _per_sample_norm("instance_norm", _NODES, epsilon, use_scale, use_bias)
 
 
+@check_hyperparameters
 def group_norm(
     *,
     num_groups: int = 32,
@@ -217,6 +222,7 @@ def group_norm(
 # ----------------------------------------------------------------------------- FRN
 
 
+@check_hyperparameters
 def filter_response_norm(
     *,
     epsilon: float = 1e-6,

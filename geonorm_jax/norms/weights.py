@@ -18,7 +18,14 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax.geometry import magnitude_scale
-from geonorm_jax.norms.base import Norm, NormInfo, check_param_sizes, check_weights, stat_dtype
+from geonorm_jax.norms.base import (
+    Norm,
+    NormInfo,
+    check_hyperparameters,
+    check_param_sizes,
+    check_weights,
+    stat_dtype,
+)
 
 __all__ = [
     "weight_norm",
@@ -50,6 +57,7 @@ def _check_fan_out(tree: dict, w: jax.Array, name: str, keys: tuple[str, ...]) -
 # ----------------------------------------------------------------------------- WeightNorm
 
 
+@check_hyperparameters
 def weight_norm(*, epsilon: float = 1e-12, use_scale: bool = True) -> Norm:
     r"""Weight normalization (Salimans & Kingma, NeurIPS 2016).
 
@@ -100,6 +108,7 @@ def weight_norm(*, epsilon: float = 1e-12, use_scale: bool = True) -> Norm:
 # ----------------------------------------------------------------------------- SpectralNorm
 
 
+@check_hyperparameters
 def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
     r"""Spectral normalization (Miyato, Kataoka, Koyama & Yoshida, ICLR 2018).
 
@@ -176,6 +185,7 @@ def spectral_norm(*, n_steps: int = 1, epsilon: float = 1e-12) -> Norm:
 # ----------------------------------------------------------------------------- Scaled WS
 
 
+@check_hyperparameters
 def scaled_weight_standardization(
     *, epsilon: float = 1e-4, use_scale: bool = True, gain: float = 1.0
 ) -> Norm:
