@@ -26,10 +26,12 @@ GemNet-T (Gasteiger et al., 2021) for molecular energies and forces.
 * :mod:`~geonorm_jax.models.gemnet`: GemNet-T (Gasteiger et al., 2021) on the same batch, with
   its bases (:mod:`~geonorm_jax.models.gemnet_basis`), triplets
   (:mod:`~geonorm_jax.models.gemnet_triplets`), blocks (:mod:`~geonorm_jax.models.gemnet_blocks`)
-  and fitted scale factors (:mod:`~geonorm_jax.models.gemnet_scaling`).
+  and fitted scale factors (:mod:`~geonorm_jax.models.gemnet_scaling`);
+* :mod:`~geonorm_jax.models.checks`: the data checks a model cannot make under ``jit``
+  (coincident atoms, frames without an edge, GemNet-T's triplet budget), on the host.
 """
 
-from geonorm_jax.models import predict, radial, registry, target_norms
+from geonorm_jax.models import checks, predict, radial, registry, target_norms
 from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, ALLEGRO_SPEC, ALLEGRO_TUTORIAL, Allegro
 from geonorm_jax.models.edges import fully_connected_edges, knn_graph
 from geonorm_jax.models.egnn import (
@@ -103,4 +105,5 @@ __all__ = [
     "radius_graph",
     "radial",
     "target_norms",
+    "checks",
 ]

@@ -234,7 +234,11 @@ class Allegro(nn.Module):
 
         vec = edge_vectors(graph.positions, graph.senders, graph.receivers)  # [E, 3]
         d2 = jnp.sum(jnp.square(vec), axis=-1)
-        emask = graph.edge_mask & (d2 < self.cutoff**2) & (graph.senders != graph.receivers)
+        # an edge of zero length (coincident atoms) has no direction: it is left out like a
+        # padded edge, so values and gradients stay finite (models.checks.check_frames
+        # reports such data before training)
+        emask = (graph.edge_mask & (d2 < self.cutoff**2) & (graph.senders != graph.receivers)
+                 & (d2 > 0))
         safe_vec = jnp.where(emask[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], dtype))
         r = jnp.sqrt(jnp.sum(jnp.square(safe_vec), axis=-1))  # [E], > 0 everywhere
         u = polynomial_envelope(r, self.cutoff, self.envelope_p) * emask  # [E]

@@ -73,7 +73,13 @@ from geonorm_jax.models.molecular_graph import (
 from geonorm_jax.models.placement import NormPlace, NormPlacement
 from geonorm_jax.norms.base import Norm
 
-__all__ = ["GEMNET_SPEC", "GemNetT", "GEMNET_PLACEMENT", "GEMNET_T_MD17", "GEMNET_T_SMALL"]
+__all__ = ["GEMNET_SPEC", "GemNetT", "GEMNET_PLACEMENT", "GEMNET_T_MD17", "GEMNET_T_SMALL",
+           "MAX_NEIGHBORS_LIMIT"]
+
+#: The largest ``GemNetT.max_neighbors`` accepted: more neighbours than any atom has within
+#: a molecular cutoff (a close-packed solid has about 80 within 6 Å), while the triplet
+#: tables take memory ``O(E M)``.
+MAX_NEIGHBORS_LIMIT = 1024
 
 # The authors' GemNet-T for MD17 (TUM-DAML/gemnet_pytorch, pretrained/GemNet-T/
 # model_kwargs.json): 4 blocks, atom and edge width 128, triplet 64, radial and circular
@@ -122,8 +128,13 @@ class GemNetT(nn.Module):
       cutoff: ``r_c`` (Å); edges beyond it are dropped.
       envelope_p: exponent of the polynomial envelope (GemNet: 5).
       num_before_skip, num_after_skip, num_concat, num_atom: residual layers at each place.
-      max_neighbors: ``M``, the static triplet budget of edges per centre; None: ``A - 1``
-        for a block-padded batch (required otherwise).
+      max_neighbors: ``M``, the static triplet budget of edges per centre (at most
+        :data:`MAX_NEIGHBORS_LIMIT`); None: ``A - 1`` for a block-padded batch (required
+        otherwise). A budget above what a batch allows (``A - 1``, or ``N - 1`` for a flat
+        batch) is lowered to it, as those slots could never be filled. A centre with more
+        real edges than ``M`` raises ``ValueError`` when called eagerly; under ``jit`` it
+        makes every energy of the batch NaN (never a silently truncated result); check the
+        data beforehand with :func:`~geonorm_jax.models.checks.check_triplet_capacity`.
       scale_factors: normalization (a) (see the module docstring).
       residual_scaling: normalization (b).
       species_scale, species_shift: optional per-species energy scale and shift.
@@ -167,15 +178,20 @@ class GemNetT(nn.Module):
         if not self.cutoff > 0:
             raise ValueError(f"GemNetT.cutoff: expected > 0 (Å); received {self.cutoff!r}")
         if self.max_neighbors is not None and not (
-                isinstance(self.max_neighbors, int) and self.max_neighbors >= 1):
-            raise ValueError(f"GemNetT.max_neighbors: expected None or an int >= 1; received "
-                             f"{self.max_neighbors!r}")
+                isinstance(self.max_neighbors, int) and not isinstance(self.max_neighbors, bool)
+                and 1 <= self.max_neighbors <= MAX_NEIGHBORS_LIMIT):
+            raise ValueError(f"GemNetT.max_neighbors: expected None or an int in [1, "
+                             f"{MAX_NEIGHBORS_LIMIT}] (the triplet tables take memory edges x "
+                             f"max_neighbors); received {self.max_neighbors!r}")
         super().__post_init__()
 
     def triplet_budget(self, graph: MolecularGraph) -> int:
-        """``M``: ``max_neighbors``, else ``atoms_per_graph - 1`` of a block-padded batch."""
+        """``M``: ``max_neighbors``, else ``atoms_per_graph - 1`` of a block-padded batch;
+        never more than a centre of the batch can have (``A - 1``, or ``N - 1`` flat)."""
+        most = (graph.atoms_per_graph if graph.atoms_per_graph is not None
+                else graph.num_atoms) - 1
         if self.max_neighbors is not None:
-            return self.max_neighbors
+            return max(min(self.max_neighbors, most), 1)
         if graph.atoms_per_graph is None:
             raise ValueError(
                 "GemNetT.max_neighbors: expected an int for a batch that is not block padded "
@@ -200,13 +216,17 @@ class GemNetT(nn.Module):
 
         vec = edge_vectors(graph.positions, senders, receivers)  # [E, 3] x_c - x_a
         d2 = jnp.sum(jnp.square(vec), axis=-1)
-        emask = graph.edge_mask & (d2 < self.cutoff**2) & (senders != receivers)
+        # an edge of zero length (coincident atoms) has no direction: it is left out like a
+        # padded edge, so values and gradients stay finite (models.checks.check_frames
+        # reports such data before training)
+        emask = graph.edge_mask & (d2 < self.cutoff**2) & (senders != receivers) & (d2 > 0)
         safe = jnp.where(emask[:, None], vec, jnp.asarray([0.0, 0.0, 1.0], dtype))
         r = jnp.sqrt(jnp.sum(jnp.square(safe), axis=-1))  # [E] > 0
         rbf = gemnet_radial_basis(r, self.cutoff, self.num_radial, self.envelope_p)
         rbf = rbf * emask[:, None].astype(dtype)  # [E, R]
 
-        trip = edge_triplets(senders, receivers, emask, n, self.triplet_budget(graph))
+        budget = self.triplet_budget(graph)
+        trip = edge_triplets(senders, receivers, emask, n, budget)
         if not self.is_initializing():
             self.sow("intermediates", "triplet_max_neighbors", trip.max_count)
         unit = safe / r[:, None]
@@ -241,6 +261,9 @@ class GemNetT(nn.Module):
             energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
         energy = species_scale_shift(energy, graph.species, self.species_scale,
                                      self.species_shift)
+        # a truncated triplet table (possible only under jit: eagerly edge_triplets raises)
+        # makes the energies NaN rather than silently wrong; no effect on any bit otherwise
+        energy = jnp.where(trip.max_count > budget, jnp.nan, energy)
         return jnp.where(graph.atom_mask, energy, 0.0)
 
     def __call__(self, graph: MolecularGraph, fit_scale_factors: bool = False,

@@ -28,6 +28,7 @@ every :class:`ScaleFactor` is the identity and the collection does not exist.
 from __future__ import annotations
 
 import functools
+import math
 
 import flax.linen as nn
 import jax
@@ -107,6 +108,10 @@ def fit_scale_factors(model, variables: dict, graph, **apply_kwargs) -> dict:
     and returns ``variables`` with the fitted ``"scale_factors"`` collection (the other
     collections unchanged; running statistics of batch norms in training mode are not
     updated by the fit). ``apply_kwargs`` go to ``model.apply``.
+
+    Raises ``ValueError`` naming the factor when one comes out non-finite or zero: the
+    batch has no real row to fit it on (no two atoms within the cutoff, e.g. a 0.1 Å cutoff,
+    or no triplet), or its activations do not vary.
     """
     if not getattr(model, "scale_factors", False):
         raise ValueError(f"fit_scale_factors: expected a model with scale_factors=True; "
@@ -114,6 +119,18 @@ def fit_scale_factors(model, variables: dict, graph, **apply_kwargs) -> dict:
                          f"{getattr(model, 'scale_factors', None)!r}")
     mutable = (SCALE_COLLECTION,) + tuple(c for c in ("batch_stats",) if c in variables)
     fitted = _fit(model, variables, graph, mutable, tuple(sorted(apply_kwargs.items())))
+    for path, value in jax.tree_util.tree_leaves_with_path(fitted):
+        if isinstance(value, jax.core.Tracer):
+            continue
+        v = float(value)
+        if not (math.isfinite(v) and v > 0):
+            cutoff = getattr(model, "cutoff", None)
+            edges = int(jnp.sum(graph.edge_mask)) if hasattr(graph, "edge_mask") else None
+            raise ValueError(
+                f"fit_scale_factors: scale factor {jax.tree_util.keystr(path)} came out {v} "
+                f"on the fitting batch ({edges} candidate edges, cutoff {cutoff} Å); expected "
+                f"a batch whose atoms have neighbours within the cutoff (and triplets: three "
+                f"atoms within it), so that every scaled activation varies")
     return {**variables, SCALE_COLLECTION: fitted}
 
 

@@ -21,9 +21,11 @@ per centre. For a block-padded batch (:func:`~geonorm_jax.models.molecular_graph
 than ``M`` real edges, its edges beyond the ``M``-th (in edge order) are left out of the
 table: they get no triplets and no reverse edge, and the model is then no longer permutation
 invariant. Called eagerly, :func:`edge_triplets` raises a ``ValueError`` naming both
-numbers instead; under ``jit`` the truncation is silent and ``max_count > M`` tells so (the
-model records it as ``intermediates/triplet_max_neighbors``; check it with
-:func:`check_triplet_budget` on the data outside ``jit``).
+numbers instead; under ``jit`` it cannot raise, and ``max_count > M`` tells so: ``GemNetT``
+then returns NaN energies (never a silently truncated result) and records the count as
+``intermediates/triplet_max_neighbors``. Check the data on the host before training with
+:func:`geonorm_jax.models.checks.check_triplet_capacity` (frames of positions) or
+:func:`check_triplet_budget` (a built graph).
 """
 
 from __future__ import annotations

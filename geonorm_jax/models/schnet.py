@@ -127,7 +127,11 @@ class SchNet(nn.Module):
         vec = edge_vectors(graph.positions, graph.senders, graph.receivers)  # [E, 3]
         d2 = jnp.sum(jnp.square(vec), axis=-1)
         emask = graph.edge_mask & (d2 < self.cutoff**2) & (graph.senders != graph.receivers)
-        r = jnp.sqrt(jnp.where(emask, d2, 1.0))  # padded edges: any positive distance
+        # coincident atoms (d = 0, a real edge): r = 0 with gradient 0 by selection, where
+        # sqrt'(0) = inf would give NaN forces; padded edges: any positive distance. Elsewhere
+        # the same bits as sqrt(d2).
+        coincident = emask & (d2 == 0)
+        r = jnp.where(coincident, 0.0, jnp.sqrt(jnp.where(emask & ~coincident, d2, 1.0)))
         rbf = gaussian_rbf(r, 0.0, self.cutoff, self.num_rbf, self.rbf_gamma)  # [E, K]
         fcut = (cosine_cutoff(r, self.cutoff) * emask).astype(dtype)[:, None]  # [E, 1]
         counts = jax.ops.segment_sum(emask.astype(dtype), graph.receivers, num_segments=n)
