@@ -218,6 +218,11 @@ def test_corrupted_data_file_is_detected(tmp_path):
         load_molecular_dataset(path)
     meta = json.loads((path / "metadata.json").read_text())
     assert meta["config"]["molecule"] == "water"
+    # the same size, altered: not complete (the size alone accepted it), so it is regenerated
+    assert (path / "data.npz").stat().st_size == meta["file"]["bytes"]
+    assert not mfiles.is_complete(path, config)
+    assert get_molecular_dataset(config, tmp_path, workers=1) == path
+    load_molecular_dataset(path)
 
 
 @pytest.mark.slow

@@ -77,6 +77,24 @@ def add_parser(subparsers) -> None:
 
 
 def generate_command(args: argparse.Namespace) -> int:
+    """``data generate``; a file-system error (disk full, no permission) becomes one
+    :class:`~geonorm_jax.data.files.DataFileError` line naming the file (every file is written
+    atomically, so nothing is left half-written; a rerun resumes)."""
+    from geonorm_jax.data.files import DataFileError
+
+    try:
+        return _generate(args)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        where = e.filename or getattr(args, "out", None) or "the data directory"
+        raise DataFileError(
+            f"data generate: cannot write {where}: {e.strerror or e}; nothing was left "
+            f"half-written (every file is written atomically); free space or choose another "
+            f"--out / --cache-dir, then rerun to resume") from None
+
+
+def _generate(args: argparse.Namespace) -> int:
     from geonorm_jax.data.config import DataConfig
     from geonorm_jax.data.files import get_dataset, is_complete, write_dataset
 

@@ -26,7 +26,9 @@ import importlib.metadata
 import json
 import os
 import time
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -279,7 +281,8 @@ def _read_split_file(
         try:
             with np.load(f, allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in _ARRAYS}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error,
+                tokenize.TokenError, SyntaxError) as e:
             raise DataFileError(f"{path}: unreadable split file ({e})") from e
     n, frames = metadata["config"]["particles"], metadata["num_frames"]
     s = entry["trajectories"]

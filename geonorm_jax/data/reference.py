@@ -17,7 +17,9 @@ charges; ``loc`` and ``vel`` are ``[S, T, 3, N]`` (coordinates before particles)
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,8 @@ def _load(path: Path) -> np.ndarray:
         raise DataFileError(f"{path}: reference file not found")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+            tokenize.TokenError, SyntaxError) as e:
         raise DataFileError(f"{path}: unreadable or truncated .npy file ({e})") from e
 
 

@@ -14,13 +14,20 @@ from typing import Any
 
 from geonorm_jax.data.molecules.structures import MOLECULES
 
-__all__ = ["MoleculeConfig", "MOLECULE_FORMAT_VERSION", "DEFAULT_STRIDE"]
+__all__ = ["MoleculeConfig", "MOLECULE_FORMAT_VERSION", "DEFAULT_STRIDE", "LIMITS"]
 
 # Part of the cache key: bumped whenever the generator changes what the files hold.
 MOLECULE_FORMAT_VERSION = 1
 
 DEFAULT_STRIDE = 200
 """Steps between kept frames (100 fs at 0.5 fs); see :class:`MoleculeConfig`."""
+
+#: Upper bounds of the physical settings, checked before anything is written: above them
+#: the molecule dissociates or the integrator diverges (tblite then fails mid-run).
+#: Temperature in K (MD17: 500 K; organic molecules fall apart within picoseconds at a few
+#: thousand K), time step in fs (hydrogen vibrations need <= 1 fs; 0.5 fs in MD17), friction
+#: in 1/fs (10 is already a relaxation time of 0.1 fs), fmax in eV/Å.
+LIMITS = {"temperature": 5000.0, "timestep": 5.0, "friction": 10.0, "fmax": 10.0}
 
 _GENERATION_FIELDS = (
     "molecule",
@@ -97,12 +104,14 @@ class MoleculeConfig:
             raise ValueError(
                 f"trajectories ({self.trajectories}) must not exceed frames ({self.frames})"
             )
-        for name in ("temperature", "timestep", "fmax"):
+        for name, unit in (("temperature", "K"), ("timestep", "fs"), ("fmax", "eV/Å")):
             value = getattr(self, name)
-            if not _is_real(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if not _is_real(self.friction) or self.friction < 0:
-            raise ValueError(f"friction must be a finite number >= 0 (1/fs), got {self.friction!r}")
+            if not _is_real(value) or not 0 < value <= LIMITS[name]:
+                raise ValueError(f"{name} must be a number in (0, {LIMITS[name]:g}] {unit}, got "
+                                 f"{value!r}")
+        if not _is_real(self.friction) or not 0 <= self.friction <= LIMITS["friction"]:
+            raise ValueError(f"friction must be a number in [0, {LIMITS['friction']:g}] 1/fs, "
+                             f"got {self.friction!r}")
         if self.method not in ("GFN2-xTB", "GFN1-xTB"):
             raise ValueError(f"method must be 'GFN2-xTB' or 'GFN1-xTB', got {self.method!r}")
 

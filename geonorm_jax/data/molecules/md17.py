@@ -18,7 +18,9 @@ calorie); positions are already in Å.
 from __future__ import annotations
 
 import os
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,13 @@ import numpy as np
 from geonorm_jax.data.molecules.dataset import MolecularData, molecular_data
 from geonorm_jax.data.molecules.units import KCAL_PER_MOL_EV
 
-__all__ = ["LAYOUTS", "detect_layout", "load_md17"]
+__all__ = ["LAYOUTS", "NPZ_READ_ERRORS", "detect_layout", "load_md17"]
+
+#: What reading a damaged ``.npz`` raises: a truncated or altered archive (``BadZipFile``:
+#: bad CRC, ``zlib.error``, ``EOFError``), a damaged ``.npy`` header (``ValueError``,
+#: ``tokenize.TokenError``, ``SyntaxError``), an unreadable file (``OSError``).
+NPZ_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+                   tokenize.TokenError, SyntaxError)
 
 LAYOUTS: dict[str, dict[str, str]] = {
     "md17": {"positions": "R", "energies": "E", "forces": "F", "atomic_numbers": "z"},
@@ -57,10 +65,21 @@ def detect_layout(members: Any) -> str:
     )
 
 
+def _member(npz, member: str, path: Path) -> np.ndarray:
+    """``npz[member]``, or ``ValueError`` naming the file when the archive is damaged."""
+    try:
+        return np.asarray(npz[member])
+    except NPZ_READ_ERRORS as e:
+        raise ValueError(
+            f"{path}: member {member!r} is unreadable: the .npz file is truncated or corrupted "
+            f"({type(e).__name__}: {e}); expected a complete MD17 file (download it again)"
+        ) from None
+
+
 def _unit(npz, member: str, table: dict[str, float], default: str, path: Path) -> float:
     if member not in npz.files:
         return table[default]
-    text = str(np.asarray(npz[member]).reshape(-1)[0]).strip()
+    text = str(_member(npz, member, path).reshape(-1)[0]).strip()
     if text.lower() not in table:
         raise ValueError(f"{path}: {member} is {text!r}, expected one of {sorted(table)}")
     return table[text.lower()]
@@ -88,8 +107,9 @@ def load_md17(path: str | os.PathLike, layout: str = "auto", indices: Any = None
         raise FileNotFoundError(f"{path}: no such MD17 file")
     try:
         npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from e
+    except NPZ_READ_ERRORS as e:
+        raise ValueError(f"{path}: not a readable .npz file, truncated or corrupted "
+                         f"({type(e).__name__}: {e})") from e
     with npz:
         found = detect_layout(npz.files)
         if layout == "auto":
@@ -103,9 +123,9 @@ def load_md17(path: str | os.PathLike, layout: str = "auto", indices: Any = None
         if layout == "md17":
             energy_factor = _unit(npz, "e_unit", _ENERGY_UNITS, "kcal/mol", path)
             length_factor = _unit(npz, "r_unit", _LENGTH_UNITS, "ang", path)
-        arrays = {field: np.asarray(npz[member]) for field, member in keys.items()}
-        name = str(npz["name"]) if "name" in npz.files else None
-        theory = str(npz["theory"]) if "theory" in npz.files else None
+        arrays = {field: _member(npz, member, path) for field, member in keys.items()}
+        name = str(_member(npz, "name", path)) if "name" in npz.files else None
+        theory = str(_member(npz, "theory", path)) if "theory" in npz.files else None
     if indices is not None:
         idx = np.asarray(indices)
         if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from geonorm_jax.data.molecules.config import MoleculeConfig
 from geonorm_jax.data.molecules.dataset import MolecularData, molecular_data
+from geonorm_jax.data.molecules.md17 import NPZ_READ_ERRORS
 
 __all__ = [
     "MOLECULE_FORMAT",
@@ -73,7 +73,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    except NPZ_READ_ERRORS:
         return None
 
 
@@ -137,7 +137,8 @@ def load_molecular_dataset(directory: str | os.PathLike) -> MolecularData:
 
 def is_complete(directory: str | os.PathLike, config: MoleculeConfig) -> bool:
     """Whether ``directory`` holds a finished data set of ``config``: its metadata loads, names
-    ``config``'s cache key, and the data file it lists exists with the recorded size."""
+    ``config``'s cache key, and the data file it lists exists with the recorded size and
+    SHA-256 (a file altered in place, same size, is not complete: it is regenerated)."""
     directory = Path(directory)
     try:
         metadata = read_molecular_metadata(directory)
@@ -145,11 +146,17 @@ def is_complete(directory: str | os.PathLike, config: MoleculeConfig) -> bool:
         return False
     entry = metadata.get("file", {})
     path = directory / str(entry.get("name", ""))
-    return (
-        metadata.get("cache_key") == config.cache_key()
-        and path.is_file()
-        and path.stat().st_size == entry.get("bytes")
-    )
+    if not (metadata.get("cache_key") == config.cache_key() and path.is_file()
+            and path.stat().st_size == entry.get("bytes")):
+        return False
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return False
+    return digest.hexdigest() == entry.get("sha256")
 
 
 

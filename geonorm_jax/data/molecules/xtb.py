@@ -24,7 +24,7 @@ import numpy as np
 
 from geonorm_jax.data.molecules.units import BOHR_ANGSTROM, HARTREE_EV
 
-__all__ = ["XTB", "METHODS", "ase_calculator", "set_openmp_threads", "tblite_version"]
+__all__ = ["XTB", "XTBError", "METHODS", "ase_calculator", "set_openmp_threads", "tblite_version"]
 
 METHODS = ("GFN2-xTB", "GFN1-xTB")
 
@@ -72,6 +72,18 @@ def tblite_version() -> str:
         return "unknown"
 
 
+class XTBError(ValueError):
+    """A tight-binding evaluation failed (SCF not converged, atoms flown apart or collapsed);
+    a ``ValueError``, so the command line prints it as one line."""
+
+
+def _closest(r: np.ndarray) -> float:
+    if len(r) < 2:
+        return float("inf")
+    d = np.sqrt(np.sum(np.square(r[:, None] - r[None]), axis=-1))
+    return float(np.min(d[~np.eye(len(r), dtype=bool)]))
+
+
 class XTB:
     """Energy and forces of one molecule with a tblite tight-binding method.
 
@@ -116,15 +128,28 @@ class XTB:
         a = self.atomic_numbers.shape[0]
         if r.shape != (a, 3):
             raise ValueError(f"positions must have shape ({a}, 3) in Å, got {r.shape}")
-        calc = self._calculator_cls(
-            self.method, self.atomic_numbers, r / BOHR_ANGSTROM, charge=self.charge
-        )
-        calc.set("verbosity", 0)
-        calc.set("accuracy", self.accuracy)
-        result = calc.singlepoint()
+        if not np.all(np.isfinite(r)):
+            raise XTBError(f"{self.method}: positions are not finite (the dynamics diverged); "
+                           "expected finite positions in Å (lower the temperature or time step)")
+        try:
+            calc = self._calculator_cls(
+                self.method, self.atomic_numbers, r / BOHR_ANGSTROM, charge=self.charge
+            )
+            calc.set("verbosity", 0)
+            calc.set("accuracy", self.accuracy)
+            result = calc.singlepoint()
+        except Exception as e:  # noqa: BLE001 (tblite raises its own RuntimeError types)
+            raise XTBError(
+                f"{self.method} failed on {a} atoms ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0] if str(e).strip() else 'no message'}); "
+                f"expected a bound molecule (atoms closest at "
+                f"{_closest(r):.3g} Å: lower the temperature or time step)") from None
         self.evaluations += 1
         energy = float(result.get("energy")) * HARTREE_EV
         forces = -np.asarray(result.get("gradient"), np.float64) * (HARTREE_EV / BOHR_ANGSTROM)
+        if not (np.isfinite(energy) and np.all(np.isfinite(forces))):
+            raise XTBError(f"{self.method}: non-finite energy or forces on {a} atoms; expected a "
+                           "bound molecule (lower the temperature or time step)")
         return energy, forces
 
 
