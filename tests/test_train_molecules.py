@@ -199,3 +199,13 @@ def test_gemnet_fits_its_scale_factors_per_seed_and_trains(water_file, tmp_path)
     assert np.isfinite(summary["seeds"][0]["test_force_mae"])
     off = cfg.merge(config, {"model": {"scale_norm": False}})
     assert "scale_factors" not in train.build(off).init_state().batch_stats
+
+
+def test_a_triplet_budget_the_data_exceeds_is_refused_before_training(water_file, tmp_path):
+    path, _ = water_file
+    config = cfg.merge(_config(path, model="gemnet"), {
+        "model": {"model_kwargs": {"max_neighbors": 1}}})
+    with pytest.raises(ValueError, match=r"GemNetT.max_neighbors: frame \d+, atom \d+ has 2 "
+                                         r"neighbours .* received 1"):
+        train.train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

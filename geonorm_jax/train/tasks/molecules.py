@@ -296,6 +296,8 @@ class MolecularTask(Task):
             raise ValueError(f"molecules: the {', '.join(empty)} split is empty (the data has "
                              f"{frames.num_frames} frames; lower molecules.train/valid)")
         z = frames.atomic_numbers
+        # every frame, for the model's static capacities (GemNet-T's triplet budget)
+        self._frames = (frames.positions, z)
         from geonorm_jax.data.molecules import split_indices
         from geonorm_jax.train.provenance import check_finite, data_hash
 
@@ -371,10 +373,14 @@ class MolecularTask(Task):
     def build_model(self, config: RunConfig, info: dict):
         """The potential of ``config.model`` with the statistics of ``info``
         (:func:`model_kwargs`) and its catalogue norm at its place."""
+        from geonorm_jax.models.checks import check_triplet_capacity
         from geonorm_jax.train.tasks.base import build_model
 
         self.spec = model_spec(config)
-        return build_model(config, data_statistics(config, info))
+        model = build_model(config, data_statistics(config, info))
+        if getattr(self, "_frames", None) is not None:  # a static capacity the data exceeds
+            check_triplet_capacity(model, *self._frames)
+        return model
 
     def _errors(self, pred, batch):
         mask = (batch["atomic_numbers"] > 0).astype(pred["forces"].dtype)  # [B, A]
