@@ -114,12 +114,22 @@ class RunCheckpoints:
         else:
             opts = dict(enable_async_checkpointing=False, cleanup_tmp_directories=False,
                         read_only=True, create=False)
-        self.interval = ocp.CheckpointManager(
-            root / "interval", options=ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
-        )
-        self.best = ocp.CheckpointManager(
-            root / "best", options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts)
-        )
+        self.interval = self._open_manager(root / "interval", keep, opts)
+        self.best = self._open_manager(root / "best", 1, opts)
+
+    def _open_manager(self, path: Path, keep: int, opts: dict, attempts: int = 5):
+        """An orbax manager of ``path``. A reader lists the steps while the trainer may remove
+        one (retention of interval checkpoints, a replaced best): orbax then fails to stat a
+        step it has just listed; the listing is taken again (a writer never retries)."""
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, **opts)
+        for attempt in range(attempts):
+            try:
+                return ocp.CheckpointManager(path, options=options)
+            except FileNotFoundError:
+                if self.writable or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _need_writable(self, what: str) -> None:
         if not self.writable:
