@@ -40,8 +40,8 @@ def atomic_write(
       ``path`` as a ``Path``.
 
     Raises:
-      Whatever ``write_fn`` or the file system raises; the temporary file is removed first and
-      ``path`` is left as it was.
+      Exception: whatever ``write_fn`` or the file system raises; the temporary file is
+        removed first and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -227,18 +227,29 @@ def test_make_config_is_valid():
     assert c.optimizer.weight_decay == 1e-12
 
 
-def test_report_renders_missing_and_splices(tmp_path):
-    text = report.render(tmp_path)
+def test_report_renders_missing_and_writes_pages(tmp_path):
+    results, docs = tmp_path / "results", tmp_path / "docs"
+    results.mkdir()
+    text = report.render(results)
     for name in report.EXPERIMENTS:
         assert f"python -m experiments.{name} --preset cpu" in text
     readme = tmp_path / "README.md"
     readme.write_text("# Experiments\n\nintro\n")
-    assert report.main(["--results", str(tmp_path), "--readme", str(readme)]) == 0
-    assert report.current(readme) == text
-    assert report.main(["--check", "--results", str(tmp_path), "--readme", str(readme)]) == 0
-    readme.write_text(readme.read_text().replace("Not run yet", "Not run"))
-    assert report.main(["--check", "--results", str(tmp_path), "--readme", str(readme)]) == 1
+    argv = ["--results", str(results), "--docs", str(docs), "--readme", str(readme)]
+    assert report.main(argv) == 0
+    for name in report.PAGES:
+        page = (docs / "experiments" / f"{name}.md").read_text()
+        assert "\n# " in page and "Not run yet" in page, name
+    assert "(docs/experiments/norm_zoo.md)" in report.current(readme)
+    assert "not run yet" in (docs / "experiments" / "index.md").read_text()
+    assert report.main(["--check"] + argv) == 0
+    readme.write_text(readme.read_text().replace("not run yet", "not run"))
+    assert report.main(["--check"] + argv) == 1
     assert readme.read_text().startswith("# Experiments\n\nintro\n")
+    assert report.main(argv) == 0
+    page = docs / "experiments" / "beyond.md"
+    page.write_text(page.read_text() + "edited\n")
+    assert report.main(["--check"] + argv) == 1
 
 
 def test_report_from_fake_results(tmp_path, fake_training):
@@ -249,10 +260,11 @@ def test_report_from_fake_results(tmp_path, fake_training):
     assert "Not run yet: `python -m experiments.egnn_5body" not in text
 
 
-def test_committed_readme_section_matches_results():
-    """The README cannot drift from the committed results JSON."""
-    assert report.current(report.README) == report.render(report.RESULTS), (
-        "experiments/README.md is stale: run `python -m experiments.report`")
+def test_committed_pages_and_summaries_match_results():
+    """The experiment pages and the READMEs' summaries cannot drift from the committed
+    results JSON."""
+    assert report.main(["--check"]) == 0, (
+        "docs/experiments or a README summary is stale: run `python -m experiments.report`")
 
 
 @pytest.mark.slow
