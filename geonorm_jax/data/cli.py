@@ -14,6 +14,7 @@ __all__ = ["add_parser", "generate_command", "info_command"]
 def add_parser(subparsers) -> None:
     """Adds the ``data`` subcommand (with ``generate`` and ``info``) to ``subparsers``."""
     from geonorm_jax.data.config import DataConfig
+    from geonorm_jax.data.molecules.sources import SOURCES
 
     d = DataConfig()
     data = subparsers.add_parser(
@@ -25,15 +26,16 @@ def add_parser(subparsers) -> None:
     gen = sub.add_parser("generate", help="simulate the train/valid/test splits")
     gen.add_argument(
         "--dataset",
-        choices=("charged", "md17-xtb"),
+        choices=("charged", *SOURCES),
         default="charged",
-        help="charged N-body (default) or GFN2-xTB Langevin MD of a molecule (md17-xtb)",
+        help="charged N-body (default) or a molecule: " + "; ".join(
+            f"{name}: {s.summary}" for name, s in SOURCES.items()),
     )
     gen.add_argument("--particles", type=int, default=d.particles, help="N (default 5)")
     gen.add_argument("--train", type=int, default=d.train)
     gen.add_argument("--valid", type=int, default=d.valid)
     gen.add_argument("--test", type=int, default=d.test)
-    gen.add_argument("--seed", type=int, default=None, help="default 43 (charged), 0 (md17-xtb)")
+    gen.add_argument("--seed", type=int, default=None, help="default 43 (charged), 0 (molecules)")
     gen.add_argument("--steps", type=int, default=d.steps, help="T (default 5000)")
     gen.add_argument("--sample-freq", type=int, default=d.sample_freq)
     gen.add_argument("--dt", type=float, default=d.dt)
@@ -97,8 +99,9 @@ def generate_command(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from geonorm_jax.data.config import DataConfig
     from geonorm_jax.data.files import get_dataset, is_complete, write_dataset
+    from geonorm_jax.data.molecules.sources import SOURCES
 
-    if args.dataset == "md17-xtb":
+    if args.dataset in SOURCES:
         from geonorm_jax.data.molecules.cli import generate_molecules
 
         return generate_molecules(args)

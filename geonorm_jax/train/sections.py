@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from geonorm_jax.data.molecules.sources import SOURCES
+
 __all__ = ["ModelConfig", "MolecularTaskConfig", "OptimizerConfig", "TrainConfig"]
 
 
@@ -68,12 +70,13 @@ class MolecularTaskConfig:
     and the loss weights (task ``"molecules"``; units Å, eV, eV/Å).
 
     Attributes:
-      dataset: ``"md17-xtb"`` (generated GFN2-xTB trajectories, cached) or ``"file"``
-        (``data_file``).
+      dataset: ``"md17-xtb"`` (generated GFN2-xTB trajectories, cached), ``"md17-dft"``
+        (their frames relabelled with PBE/def2-SVP, the revised MD17 level of theory, cached;
+        :data:`geonorm_jax.data.molecules.sources.SOURCES`) or ``"file"`` (``data_file``).
       molecule: ``"uracil"`` (the survey's Figure 1), ``"ethanol"``, ``"aspirin"`` or
-        ``"water"`` (``md17-xtb`` only).
-      frames: frames generated in all (``md17-xtb``; the cache key includes it).
-      data_seed: seed of the generated trajectories (``md17-xtb``).
+        ``"water"`` (generated data sets only).
+      frames: frames generated in all (generated data sets; the cache key includes it).
+      data_seed: seed of the generated trajectories (generated data sets).
       data_file: an MD17 (``R, E, F, z``) or revised MD17 (``coords, energies, forces,
         nuclear_charges``) ``.npz`` file, or an extended XYZ file (``.xyz`` / ``.extxyz``, one
         molecule, ``energy`` in eV and ``forces`` in eV/Å:
@@ -90,10 +93,14 @@ class MolecularTaskConfig:
       target_norm: the per-species energy shift ``mu_Z`` and scale ``sigma`` fitted on the
         training split (``E_i = sigma E_i^net + mu_Z``; Allegro's, SchNet's and GemNet's
         output normalization), passed to models that declare ``species_shift`` and
-        ``species_scale``. False: the network predicts raw energies.
+        ``species_scale``. False: the network predicts raw energies (unshifted totals).
+      energy_unit: the unit the model is trained in: ``"eV"`` (energies eV, forces eV/Å; the
+        loss in eV² and eV²/Å²) or ``"kcal/mol"`` (kcal/mol and kcal/mol/Å, as the MD17 files
+        ship them; the loss in their squares; the model then predicts kcal/mol and the
+        energy/force MAEs are in mkcal/mol and mkcal/mol/Å).
     """
 
-    dataset: Literal["md17-xtb", "file"] = "md17-xtb"
+    dataset: Literal[(*SOURCES, "file")] = "md17-xtb"
     molecule: str = "uracil"
     frames: int = 2000
     data_seed: int = 0
@@ -105,6 +112,7 @@ class MolecularTaskConfig:
     energy_weight: float = 1.0
     force_weight: float = 1.0
     target_norm: bool = True
+    energy_unit: Literal["eV", "kcal/mol"] = "eV"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""A finished ``md17-xtb`` data set directory: its layout, ``metadata.json``, and the verified
-load of ``data.npz``.
+"""A finished ``md17-xtb`` (or ``md17-dft``) data set directory: its layout,
+``metadata.json``, and the verified load of ``data.npz``.
 
 Layout (written by :func:`geonorm_jax.data.molecules.files.generate_molecular_dataset`)::
 
@@ -31,6 +31,8 @@ from geonorm_jax.data.molecules.md17 import NPZ_READ_ERRORS
 
 __all__ = [
     "MOLECULE_FORMAT",
+    "DFT_FORMAT",
+    "FORMATS",
     "DATA_FILE",
     "METADATA_FILE",
     "CHUNKS_DIR",
@@ -46,6 +48,10 @@ __all__ = [
 ]
 
 MOLECULE_FORMAT = "geonorm-jax md17-xtb"
+DFT_FORMAT = "geonorm-jax md17-dft"
+#: the ``format`` values of the generated molecular data sets (same layout, same checks):
+#: GFN2-xTB trajectories and their PBE/def2-SVP relabelling
+FORMATS = (MOLECULE_FORMAT, DFT_FORMAT)
 DATA_FILE, METADATA_FILE, CHUNKS_DIR = "data.npz", "metadata.json", "chunks"
 UNITS = {
     "positions": "angstrom",
@@ -89,8 +95,8 @@ def read_molecular_metadata(directory: str | os.PathLike) -> dict[str, Any]:
         metadata = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MolecularDataError(f"{path}: unreadable metadata ({e})") from e
-    if not isinstance(metadata, dict) or metadata.get("format") != MOLECULE_FORMAT:
-        raise MolecularDataError(f"{path}: not a {MOLECULE_FORMAT!r} metadata file")
+    if not isinstance(metadata, dict) or metadata.get("format") not in FORMATS:
+        raise MolecularDataError(f"{path}: not a metadata file of {' or '.join(FORMATS)}")
     return metadata
 
 

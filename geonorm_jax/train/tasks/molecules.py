@@ -3,8 +3,9 @@ r"""The molecular energy-and-force task (the survey's Section 4): a registered p
 of one molecule.
 
 Data (``config.molecules``, :class:`~geonorm_jax.train.sections.MolecularTaskConfig`):
-GFN2-xTB Langevin frames generated and cached by
-:func:`geonorm_jax.data.molecules.get_molecular_dataset`, a generated dataset directory
+GFN2-xTB Langevin frames (``md17-xtb``) or their PBE/def2-SVP relabelling (``md17-dft``),
+generated and cached (:data:`geonorm_jax.data.molecules.sources.SOURCES`), a generated dataset
+directory
 (``data_dir``), or a published MD17 / revised MD17 file (``dataset="file"``, ``data_file``).
 Split at random as in the rMD17 protocol (1000 / 50 / the rest up to 1000, seeded). Arrays
 per split, ``S`` frames of ``A`` atoms, float32 except the species: ``positions [S, A, 3]``
@@ -154,7 +155,7 @@ def _frames(config: RunConfig, data_dir, cache_dir, progress):
         if not mol.is_molecular_dataset(path):
             raise ValueError(f"data directory {str(path)!r} is not a molecular dataset "
                              "(expected one written by `geonorm-jax data generate --dataset "
-                             "md17-xtb`)")
+                             "md17-xtb` or `--dataset md17-dft`)")
         try:
             return mol.load_molecular_dataset(path)
         except ValueError as e:
@@ -181,12 +182,27 @@ def _frames(config: RunConfig, data_dir, cache_dir, progress):
             raise ValueError(f"molecules.data_file: {e}") from None
         except ValueError as e:
             raise _located(e, path, f"molecules.data_file {path.name!r}") from None
+    from geonorm_jax.data.molecules.sources import generated_config, generated_directory
+
     try:
-        generation = mol.MoleculeConfig(molecule=mc.molecule, frames=mc.frames,
-                                        seed=mc.data_seed)
+        generation = generated_config(mc.dataset, mc.molecule, mc.frames, mc.data_seed)
     except ValueError as e:
         raise ValueError(f"molecules: {e}") from None
-    return mol.molecular_dataset(generation, cache_dir, progress=progress)
+    return mol.load_molecular_dataset(
+        generated_directory(mc.dataset, generation, cache_dir, progress=progress))
+
+
+def _in_unit(frames, unit: str):
+    """``frames`` (eV, eV/Å) in ``unit`` (``molecules.energy_unit``: eV or kcal/mol)."""
+    if unit == "eV":
+        return frames
+    from geonorm_jax.data.molecules import KCAL_PER_MOL_EV, MolecularData
+
+    if unit != "kcal/mol":
+        raise ValueError(f"molecules.energy_unit: expected 'eV' or 'kcal/mol', got {unit!r}")
+    return MolecularData(frames.positions, frames.energies / KCAL_PER_MOL_EV,
+                         frames.forces / KCAL_PER_MOL_EV, frames.atomic_numbers,
+                         dict(frames.meta, energy_unit=unit))
 
 
 def _located(error: ValueError, npz_path: Path, where: str) -> ValueError:
@@ -285,7 +301,9 @@ class MolecularTask(Task):
         from geonorm_jax.models import target_norms
 
         mc = config.molecules
-        frames = _frames(config, data_dir, cache_dir, progress)
+        frames = _in_unit(_frames(config, data_dir, cache_dir, progress), mc.energy_unit)
+        if mc.energy_unit != "eV":
+            self.metric_units = {"energy_mae": "mkcal/mol", "force_mae": "mkcal/mol/Å"}
         try:
             splits = split_data(frames, train=mc.train, valid=mc.valid, test=mc.test,
                                 seed=mc.split_seed)
@@ -344,6 +362,7 @@ class MolecularTask(Task):
             "energy_mean": float(np.mean(train.energies)),
             "energy_std": float(np.std(train.energies)),
             "energy_targets": "residual" if residual else "total",
+            "energy_unit": mc.energy_unit,
             "provenance": _provenance(frames.meta, mc.dataset),
         }
         return out, info
