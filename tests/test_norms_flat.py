@@ -13,7 +13,8 @@ from geonorm_jax.audit.cases import perturb_like_trained
 from geonorm_jax.norms import base
 from geonorm_jax.norms.catalog import CATALOG
 
-FLAT = [e for e in CATALOG if "flat" in e.layouts]
+# scalar features here; the vector and irreps layers' flat layout: test_norms_irreps_flat.py
+FLAT = [e for e in CATALOG if "flat" in e.layouts and e.kind == "features"]
 REAL = np.array([5, 2, 6])  # real nodes of each graph; the padded layout has N = 6
 B, N, C = 3, 6, 4
 PAD_NODES = 3  # a padding graph at the end of the flat batch, as jraph.pad_with_graphs adds

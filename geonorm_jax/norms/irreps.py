@@ -22,20 +22,37 @@ Layers (each a pure ``Norm(init, apply)`` of ``kind="vectors"``):
 * :func:`norm_se3`: ``NormSE3`` of the SE(3)-Transformer (Fuchs et al., NeurIPS 2020; code
   ``se3_transformer/model/layers/norm.py`` in NVIDIA's DeepLearningExamples).
 
-Layout (e3nn-jax conventions). The input is an ``e3nn.IrrepsArray`` ``[batch, nodes, irreps]``
-whose irreps are chunks ``mul x (l, p)``; chunk ``k`` is ``[batch, nodes, mul_k, 2l_k + 1]``
-(e3nn-jax's mul-major order), its ``mul_k`` copies are the *channels* (``v``) and its
+Layouts. Two node layouts, chosen by ``apply``'s keywords as for the graph layers
+(:func:`geonorm_jax.norms.base.graph_layout`):
+
+* padded, this library's: an ``e3nn.IrrepsArray`` ``[batch, nodes, irreps]`` with ``mask
+  [batch, nodes]``;
+* flat, e3nn-jax's and jraph's: an ``e3nn.IrrepsArray`` ``[num_nodes, irreps]`` with
+  ``segment_ids [num_nodes]`` + a static ``num_graphs``, or ``n_node [num_graphs]``, and an
+  optional ``mask [num_nodes]`` (jraph's ``get_node_padding_mask`` for its trailing padding
+  graph; nodes past ``sum(n_node)`` or with ids outside ``[0, num_graphs)`` are padding too).
+
+Both give the same numbers at every real node: per-graph statistics are taken over the nodes
+of each graph (``jax.ops.segment_sum`` in the flat layout), batch statistics over every real
+node. The irreps are chunks ``mul x (l, p)``; chunk ``k`` is ``[..., mul_k, 2l_k + 1]``
+(``...`` = ``batch, nodes`` or ``num_nodes``; e3nn-jax's mul-major order), its ``mul_k``
+copies are the *channels* (``v``) and its
 ``2l + 1`` components the ``m`` axis (``d``). EquiformerV2's array ``[N, (lmax+1)^2, C]`` is the
 IrrepsArray ``Cx0e + Cx1e + Cx2e + ...`` (one chunk per degree; parity is not tracked there),
-transposed to ``[..., C, 2l+1]`` per degree. A plain array ``[batch, nodes, channels, 3]`` is
-accepted too and read as ``channels x 1o`` (the output is again ``[batch, nodes, channels,
-3]``); the audit probes the layers in that layout. Per-irrep parameters have one entry per
-channel of every chunk (``irreps.num_irreps``, chunk order), i.e. one per ``(l, channel)`` for
-EquiformerV2's layout. "Scalars" that are centred or get a bias are the even ``0e`` chunks only
-(centring a pseudoscalar ``0o`` would break parity), as in e3nn's ``ir.is_scalar()``.
+transposed to ``[..., C, 2l+1]`` per degree. A plain array ``[batch, nodes, channels, 3]``
+(flat: ``[num_nodes, channels, 3]``) is accepted too and read as ``channels x 1o`` (the output
+has the input's shape); the audit probes the layers in that layout. Per-irrep parameters have
+one entry per channel of every chunk (``irreps.num_irreps``, chunk order), i.e. one per
+``(l, channel)`` for EquiformerV2's layout. "Scalars" that are centred or get a bias are the
+even ``0e`` chunks only (centring a pseudoscalar ``0o`` would break parity), as in e3nn's
+``ir.is_scalar()``.
 
-Masks: ``mask [batch, nodes]``. Per-node layers ignore it (padded outputs are finite); the
-batch / instance statistics of :func:`e3nn_batch_norm` count only real nodes (``jnp.where``).
+Masks: ``mask [batch, nodes]`` (flat: ``[num_nodes]``). Padded nodes are set to 0 first
+(``jnp.where``), so their outputs are finite whatever they hold; the batch / instance
+statistics of :func:`e3nn_batch_norm` count only real nodes. In the flat layout a padding
+graph left unmarked is a graph of its own: it changes no per-node or per-graph statistic of
+the real graphs, but batch statistics need it marked (the mask, or nodes past
+``sum(n_node)``).
 
 Overflow: every squared statistic is computed on the input divided by ``s = max(1, max|x|)``
 (per node, or per reduction group) with the epsilon divided by ``s^2``, which is the same

@@ -8,10 +8,13 @@ Papers: Geiger & Smidt 2022, *e3nn: Euclidean Neural Networks* (arXiv:2207.09453
 mode as in SEGNN (Brandstetter, Hesselink, van der Pol, Bekkers, Welling, ICLR 2022). Code:
 ``e3nn/nn/_batchnorm.py``, ``e3nn_jax/_src/batchnorm.py``.
 
-Layout: an IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch, nodes, channels, 3]``
-(:mod:`geonorm_jax.norms.irreps_common`); ``mask [batch, nodes]``: the statistics count only
-real nodes (``jnp.where``). Squared statistics are taken of ``x / s`` with ``s = max(1,
-max|x|)`` per channel over the reduction group, the epsilon divided by ``s^2``.
+Layouts: this library's padded IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch,
+nodes, channels, 3]`` with ``mask [batch, nodes]``, or e3nn-jax's / jraph's flat ``[num_nodes,
+irreps]`` / ``[num_nodes, channels, 3]`` with ``segment_ids=`` + ``num_graphs=`` or
+``n_node=`` and ``mask [num_nodes]`` (:mod:`geonorm_jax.norms.irreps_common`): the statistics
+count only real nodes (``jnp.where``); instance statistics are per graph in either layout
+(``jax.ops.segment_sum`` in the flat one). Squared statistics are taken of ``x / s`` with
+``s = max(1, max|x|)`` per channel over the reduction group, the epsilon divided by ``s^2``.
 """
 
 from __future__ import annotations
@@ -19,19 +22,27 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_hyperparameters
+from geonorm_jax.norms.base import (
+    Norm,
+    NormInfo,
+    check_choice,
+    check_hyperparameters,
+    zero_padding,
+)
 from geonorm_jax.norms.irreps_common import (
     _affine_init,
     _affine_shapes,
     _assemble,
     _check_param_shapes,
+    _group_max_abs,
+    _group_sum,
+    _init_irreps,
     _is_even_scalar,
     _num_scalars,
     _param_slices,
     _per_channel,
     _prepare,
     _sq_stat,
-    as_irreps,
 )
 
 __all__ = ["e3nn_batch_norm", "CATALOG_ENTRIES"]
@@ -69,18 +80,21 @@ def e3nn_batch_norm(
     SEGNN (Brandstetter, Hesselink, van der Pol, Bekkers, Welling, ICLR 2022). Code:
     ``e3nn/nn/_batchnorm.py``, ``e3nn_jax/_src/batchnorm.py``.
 
-    Shapes: as :func:`equivariant_layer_norm`. Params ``scale [num_irreps]``,
+    Shapes: as :func:`equivariant_layer_norm` (padded or flat). In the flat layout the batch
+    statistics pool every real node; jraph's trailing padding graph must be marked (``mask``
+    from ``jraph.get_node_padding_mask``, or ``n_node`` of the real graphs only), while
+    instance statistics leave it a graph of its own. Params ``scale [num_irreps]``,
     ``bias [n_0e]``; state (batch mode) ``mean [n_0e]`` (zeros; absent when the input has no
     ``0e`` channel, since checkpoints cannot hold zero-size arrays), ``var [num_irreps]``
     (ones).
     """
     check_choice(normalization, ("component", "norm"), "e3nn_batch_norm: normalization")
     name = "e3nn_instance_norm" if instance else "e3nn_batch_norm"
-    axes = (1,) if instance else (0, 1)
+    batch = not instance  # the reduction group: the whole batch, or each graph
 
     def init(key, x, **context):
-        del key, context
-        xi, _ = as_irreps(x, name)
+        del key
+        xi = _init_irreps(x, name, context)
         dt = xi.array.dtype
         n0 = _num_scalars(xi.irreps)
         state = {} if instance else {"var": jnp.ones((xi.irreps.num_irreps,), dt)}
@@ -89,38 +103,35 @@ def e3nn_batch_norm(
         return _affine_init(xi.irreps, dt, affine), state
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del context
-        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
+        xi, raw, dtype, blocks, graphs = _prepare(x, name, mask, params, _affine_shapes, context)
         if not instance:
             n0 = _num_scalars(xi.irreps)
             _check_param_shapes(state, {"var": (xi.irreps.num_irreps,),
                                         **({"mean": (n0,)} if n0 else {})}, name, x)
-        b, n = xi.shape[:2]
-        m = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
-        m4 = m[:, :, None, None]
-        count = jnp.maximum(jnp.sum(m, axis=axes, keepdims=True), 1)[..., None].astype(
-            blocks[0].dtype if blocks else jnp.float32)  # [B|1, 1, 1]
+        lead = xi.array.shape[:-1]  # (batch, nodes) or (num_nodes,)
+        cdt = blocks[0].dtype if blocks else jnp.float32
+        # real nodes per group, never below 1: [B|1, 1, 1, 1] or [num_nodes|1, 1, 1]
+        n_real = _group_sum(jnp.ones(lead + (1, 1), cdt), graphs, batch)
+        count = jnp.maximum(n_real, 1.0)
         use_batch = training or instance
         new_mean, new_var, out = [], [], []
-        for mi, blk, (ps, pb) in zip(xi.irreps, blocks, _param_slices(xi.irreps), strict=True):
-            f = jnp.where(m4, blk, 0.0)
-            # s: max(1, max |x|) over the reduction group, per channel
-            s = jnp.maximum(jnp.max(jnp.abs(f), axis=axes + (3,), keepdims=True, initial=0.0), 1.0)
-            s = jax.lax.stop_gradient(s)  # [B|1, 1, mul, 1]
+        for mi, f, (ps, pb) in zip(xi.irreps, blocks, _param_slices(xi.irreps), strict=True):
+            # s: max(1, max |x|) over the reduction group, per channel: [..., mul, 1]
+            s = jax.lax.stop_gradient(jnp.maximum(_group_max_abs(f, graphs, batch), 1.0))
             g = f / s
             if _is_even_scalar(mi):
                 if use_batch:
-                    mu = jnp.sum(g, axis=axes, keepdims=True) / count[..., None]
+                    mu = _group_sum(g, graphs, batch) / count
                     if not instance:
-                        new_mean.append((mu * s)[0, 0, :, 0])
+                        new_mean.append((mu * s).reshape(-1))
                 else:
                     mu = state["mean"][pb].astype(g.dtype)[:, None] / s
                 g = g - mu
             if use_batch:
-                sq = _sq_stat(jnp.where(m4, g, 0.0), normalization)  # [B, N, mul]
-                var = (jnp.sum(sq, axis=axes, keepdims=True) / count)[..., None]  # scaled by s^2
+                sq = _sq_stat(zero_padding(g, graphs), normalization)[..., None]  # [..., mul, 1]
+                var = _group_sum(sq, graphs, batch) / count  # scaled by s^2
                 if not instance:
-                    new_var.append((var * jnp.square(s))[0, 0, :, 0])
+                    new_var.append((var * jnp.square(s)).reshape(-1))
             else:
                 var = state["var"][ps].astype(g.dtype)[:, None] / jnp.square(s)
             y = g * jax.lax.rsqrt(var + epsilon / jnp.square(s))
@@ -132,7 +143,7 @@ def e3nn_batch_norm(
         new_state = state
         if training and not instance:
             cat = lambda v, ref: (jnp.concatenate(v) if v else ref).astype(ref.dtype)
-            real = jnp.any(m)  # a batch without a real node keeps the running averages
+            real = jnp.any(n_real > 0)  # a batch without a real node keeps the running averages
             keep = lambda new, old: jnp.where(real, new, old)  # noqa: E731
             new_state = {
                 "var": keep(((1 - momentum) * state["var"] + momentum * cat(
@@ -159,6 +170,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         running_state=("mean", "var"), family="equivariant models",
         notes="Pooled mean over the real nodes of the batch (e3nn: mean over nodes then "
         "graphs, equal for equal sizes). Running averages with e3nn's momentum 0.1.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation"),
     ),
     NormInfo(
@@ -169,6 +181,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         reduced_axes="x per graph and channel (d for the field norm)", params=("scale", "bias"),
         family="equivariant models", kwargs={"instance": True},
         notes="Per-graph statistics over its real nodes; no running state.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
 ]

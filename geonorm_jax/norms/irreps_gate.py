@@ -8,7 +8,9 @@ and the SE(3)-Transformer's ``NormSE3``.
   the direction (Fuchs et al., NeurIPS 2020; NVIDIA DeepLearningExamples
   ``se3_transformer/model/layers/norm.py``).
 
-Layout: an IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch, nodes, channels, 3]``
+Layouts: this library's padded IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch,
+nodes, channels, 3]``, or e3nn-jax's / jraph's flat ``[num_nodes, irreps]`` / ``[num_nodes,
+channels, 3]`` with ``segment_ids=`` + ``num_graphs=`` or ``n_node=``
 (:mod:`geonorm_jax.norms.irreps_common`). Per node; the mask is checked and padded nodes set
 to 0. Field norms and directions are :func:`geonorm_jax.geometry.field_norm` and
 :func:`geonorm_jax.geometry.unit` (finite values and gradients at 0, right in float32 from
@@ -27,11 +29,11 @@ from geonorm_jax.norms.base import Norm, NormInfo, check_choice, check_hyperpara
 from geonorm_jax.norms.irreps_common import (
     _assemble,
     _check_param_shapes,
+    _init_irreps,
     _is_even_scalar,
     _param_slices,
     _per_channel,
     _prepare,
-    as_irreps,
 )
 
 __all__ = ["norm_activation", "soft_normalization", "norm_se3", "CATALOG_ENTRIES"]
@@ -66,13 +68,13 @@ def _norm_act_layer(name: str, phi: Callable, normalization: str, scalars: str) 
     check_choice(scalars, ("same", "identity"), f"{name}: scalars")
 
     def init(key, x, **context):
-        del key, context
-        as_irreps(x, name)
+        del key
+        _init_irreps(x, name, context)
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
+        del params, training
+        xi, raw, dtype, blocks, _ = _prepare(x, name, mask, context=context)
         out = []
         for mi, f in zip(xi.irreps, blocks, strict=True):
             if scalars == "identity" and _is_even_scalar(mi):
@@ -166,19 +168,19 @@ def norm_se3(*, epsilon: float = 1e-5, norm_clamp: float = 2.0 ** -24,
     name = "norm_se3"
 
     def init(key, x, **context):
-        del key, context
-        xi, _ = as_irreps(x, name)
+        del key
+        xi = _init_irreps(x, name, context)
         k, dt = xi.irreps.num_irreps, xi.array.dtype
         return {"scale": jnp.ones((k,), dt), "bias": jnp.zeros((k,), dt)}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask)
+        del training
+        xi, raw, dtype, blocks, _ = _prepare(x, name, mask, context=context)
         k = xi.irreps.num_irreps
         _check_param_shapes(params, {"scale": (k,), "bias": (k,)}, name, x)
         out = []
         for f, (ps, _) in zip(blocks, _param_slices(xi.irreps), strict=True):
-            n = jnp.maximum(_chunk_norm(f, "norm"), norm_clamp)  # [B, N, mul, 1]
+            n = jnp.maximum(_chunk_norm(f, "norm"), norm_clamp)  # [..., mul, 1]
             s = jax.lax.stop_gradient(jnp.maximum(jnp.max(n, axis=-2, keepdims=True), 1.0))
             ns = n / s
             mu = jnp.mean(ns, axis=-2, keepdims=True)
@@ -202,6 +204,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         paper="Geiger, Smidt 2022; code e3nn-jax norm_activation",
         formula="x * phi(sqrt(mean_m x^2)), phi = tanh", reduced_axes="d (per field)",
         family="equivariant models",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
@@ -209,6 +212,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         paper="Geiger, Smidt 2022; code e3nn-jax soft_normalization",
         formula="x / (1 + t sus(t)), t = sqrt(mean_m x^2) / M, sus(t) = exp(-1/t)",
         reduced_axes="d (per field)", family="equivariant models",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
@@ -218,6 +222,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         formula="ReLU(LayerNorm_v(||x||)) * x / ||x||",
         reduced_axes="v per node and degree (d for the norm)", params=("scale", "bias"),
         family="equivariant models",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
 ]

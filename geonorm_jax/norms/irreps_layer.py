@@ -13,11 +13,12 @@ Higher-Degree Representations* (ICLR 2024). Code: ``fairchem``,
 ``src/fairchem/core/models/equiformer_v2/layer_norm.py`` and
 ``src/fairchem/core/models/uma/nn/layer_norm.py``.
 
-Layout: an IrrepsArray ``[batch, nodes, irreps]`` (EquiformerV2's ``[N, (lmax+1)^2, C]`` is
-``Cx0e + Cx1e + Cx2e + ...``, transposed to ``[..., C, 2l+1]`` per degree) or vectors
-``[batch, nodes, channels, 3]`` (read as ``channels x 1o``); see
-:mod:`geonorm_jax.norms.irreps_common`. Every layer is per node (the mask is checked, padded
-nodes are set to 0), and every squared statistic is taken of ``x / s`` with ``s = max(1,
+Layouts: this library's padded IrrepsArray ``[batch, nodes, irreps]`` (EquiformerV2's ``[N,
+(lmax+1)^2, C]`` is ``Cx0e + Cx1e + Cx2e + ...``, transposed to ``[..., C, 2l+1]`` per degree)
+or vectors ``[batch, nodes, channels, 3]`` (read as ``channels x 1o``), and e3nn-jax's /
+jraph's flat ``[num_nodes, irreps]`` with ``segment_ids=`` + ``num_graphs=`` or ``n_node=``;
+see :mod:`geonorm_jax.norms.irreps_common`. Every layer is per node (the mask is checked,
+padded nodes are set to 0), and every squared statistic is taken of ``x / s`` with ``s = max(1,
 max|x|)`` per node and the epsilon divided by ``s^2`` (the same number in exact arithmetic).
 """
 
@@ -33,13 +34,13 @@ from geonorm_jax.norms.irreps_common import (
     _affine_init,
     _affine_shapes,
     _assemble,
+    _init_irreps,
     _is_even_scalar,
     _param_slices,
     _per_channel,
     _prepare,
     _scale_and_eps,
     _sq_stat,
-    as_irreps,
 )
 
 __all__ = [
@@ -58,14 +59,14 @@ def _per_node_layer(name: str, epsilon: float, affine: bool, bias: bool, body) -
     returns ``body(params, irreps, chunks, s, eps)`` (the normalized chunks) reassembled."""
 
     def init(key, x, **context):
-        del key, context
-        xi, _ = as_irreps(x, name)
+        del key
+        xi = _init_irreps(x, name, context)
         return _affine_init(xi.irreps, xi.array.dtype, affine, bias=bias), {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask, params, _affine_shapes)
-        s, eps = _scale_and_eps(blocks, epsilon)  # [B, N, 1, 1], [B, N, 1]
+        del training
+        xi, raw, dtype, blocks, _ = _prepare(x, name, mask, params, _affine_shapes, context)
+        s, eps = _scale_and_eps(blocks, epsilon)  # [..., 1, 1], [..., 1]
         return _assemble(xi, body(params, xi.irreps, blocks, s, eps), raw, dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -110,8 +111,12 @@ def equivariant_layer_norm(
       affine: learn ``scale`` ``[num_irreps]`` (ones; per ``(l, channel)``) and ``bias``
         ``[number of 0e channels]`` (zeros).
 
-    Shapes: IrrepsArray ``[batch, nodes, irreps]`` or vectors ``[batch, nodes, channels, 3]``;
-    same shape and dtype out. No state, no context; the mask is not needed (per node).
+    Shapes: padded (this library's layout) IrrepsArray ``[batch, nodes, irreps]`` or vectors
+    ``[batch, nodes, channels, 3]``, ``mask [batch, nodes]``; flat (e3nn-jax's and jraph's)
+    IrrepsArray ``[num_nodes, irreps]`` or vectors ``[num_nodes, channels, 3]`` with
+    ``segment_ids [num_nodes]`` + ``num_graphs``, or ``n_node [num_graphs]``, and ``mask
+    [num_nodes]`` (:func:`geonorm_jax.norms.base.graph_layout`). Same shape and dtype out.
+    No state; the mask is not needed (per node; padded nodes are set to 0).
     """
     check_choice(normalization, ("component", "norm"), "equivariant_layer_norm: normalization")
 
@@ -282,8 +287,8 @@ def degree_layer_scale(*, scale_factor: float = 2.0) -> Norm:
     name = "degree_layer_scale"
 
     def init(key, x, **context):
-        del key, context
-        xi, _ = as_irreps(x, name)
+        del key
+        xi = _init_irreps(x, name, context)
         vals = []
         for mi in xi.irreps:
             v = 1.0 if mi.ir.l == 0 else 1.0 / math.sqrt(scale_factor * mi.ir.l)
@@ -292,9 +297,9 @@ def degree_layer_scale(*, scale_factor: float = 2.0) -> Norm:
         return {"scale": scale}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        xi, raw, dtype, blocks = _prepare(x, name, mask, params,
-                                          lambda ir: {"scale": (ir.num_irreps,)})
+        del training
+        xi, raw, dtype, blocks, _ = _prepare(x, name, mask, params,
+                                             lambda ir: {"scale": (ir.num_irreps,)}, context)
         out = [f * _per_channel(params, "scale", ps, f)
                for f, (ps, _) in zip(blocks, _param_slices(xi.irreps), strict=True)]
         return _assemble(xi, out, raw, dtype), state
@@ -320,6 +325,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         formula="per l: (x - [l=0] mean_v x) / sqrt(mean_{v,m} x^2 + eps) * g_{l,v} + [l=0] b_v",
         reduced_axes="v,d (per node, per degree)", params=("scale", "bias"),
         family="equivariant models", notes=_LAYOUT_NOTE,
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
     NormInfo(
@@ -328,6 +334,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         formula="l=0: LayerNorm_v; l>0: x / sqrt(mean_l mean_{v,m} x^2 + eps) * g_{l,v}",
         reduced_axes="v (l=0); v,d,l (l>0), per node", params=("scale", "bias"),
         family="equivariant models", notes=_LAYOUT_NOTE,
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
     NormInfo(
@@ -337,6 +344,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         "+ [l=0] b_v",
         reduced_axes="v,d,l (per node)", params=("scale", "bias"),
         family="equivariant models", notes=_LAYOUT_NOTE,
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
     NormInfo(
@@ -344,6 +352,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         paper=_EQV2 + "; code fairchem EquivariantDegreeLayerScale",
         formula="g_{l,v} x, g init 1 (l=0), 1/sqrt(2l) (l>0)", reduced_axes="none",
         params=("scale",), family="equivariant models", notes=_LAYOUT_NOTE,
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
 ]

@@ -10,8 +10,13 @@ The survey's Table 1 rows for geometric data, acting on ``kind="vectors"``:
   ``v / (||v|| + beta)``.
 
 Layouts. Raw vectors ``[batch, nodes, channels, 3]``, or an ``e3nn.IrrepsArray``
-``[batch, nodes, irreps]`` of any ``l`` and parity. For an IrrepsArray each ``mul x ir`` chunk
-``[batch, nodes, mul, 2l+1]`` is normalized separately, its ``mul`` copies playing the role of
+``[batch, nodes, irreps]`` of any ``l`` and parity, with ``mask [batch, nodes]`` (this
+library's padded layout); or e3nn-jax's and jraph's flat layout, ``[num_nodes, channels, 3]``
+or ``[num_nodes, irreps]`` with ``segment_ids=`` + ``num_graphs=`` or ``n_node=`` and ``mask
+[num_nodes]`` (:func:`geonorm_jax.norms.base.graph_layout`; per-graph statistics by
+``jax.ops.segment_sum``, batch statistics over every real node, so jraph's padding graph must
+be marked by the mask for :func:`vector_neuron_batch_norm`). For an IrrepsArray each ``mul x
+ir`` chunk ``[..., mul, 2l+1]`` is normalized separately, its ``mul`` copies playing the role of
 channels and its ``2l+1`` components the role of ``d``; the output has the same irreps.
 Scalars (``l = 0``) are by default treated like any other irrep (their "norm" is ``|s|``,
 which is invariant for ``0e`` and ``0o`` alike); ``scalars="identity"`` passes them through.
@@ -43,8 +48,10 @@ from geonorm_jax.norms.base import (
     Norm,
     NormInfo,
     check_hyperparameters,
-    masked_count,
-    masked_sum,
+    graph_count,
+    graph_scale,
+    graph_sum,
+    zero_padding,
 )
 from geonorm_jax.norms.vector_common import (
     _along,
@@ -108,22 +115,26 @@ def rms_vector_norm(
         ``"identity"`` (pass them through).
       name: the catalogue name carried by the returned ``Norm``.
 
-    Shapes: ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``, same
+    Shapes: ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]`` (padded,
+    this library's layout), or ``[num_nodes, channels, 3]`` / ``[num_nodes, irreps]`` with
+    ``segment_ids=`` + ``num_graphs=`` or ``n_node=`` (flat, e3nn-jax's and jraph's); same
     shape and dtype out. No running state, no context.
     """
     if reduce not in ("channels", "nodes_channels"):
         raise ValueError(f"reduce: expected 'channels' or 'nodes_channels'; received {reduce!r}")
     _check_scalars(scalars)
 
-    def block(params, state, v, mask, training):
+    def block(params, state, v, graphs, training):
         del training
-        axes = (2, 3) if reduce == "channels" else (1, 2, 3)
-        s = _scale(v, axes, epsilon)[..., 0]  # [B, N, 1] or [B, 1, 1]; 1 normally
-        sq = jnp.sum(jnp.square(v / s[..., None]), axis=-1)  # [B, N, C] squared norms
+        if reduce == "channels":  # per node
+            s = _scale(v, (-2, -1), epsilon)[..., 0]  # [..., 1]; 1 normally
+        else:  # per graph: [B, 1, 1] padded, [num_nodes, 1] flat
+            s = graph_scale(v, graphs, (-2, -1), epsilon)[..., 0]
+        sq = jnp.sum(jnp.square(v / s[..., None]), axis=-1)  # [..., C] squared norms
         if reduce == "channels":
-            ms = jnp.mean(sq, axis=-1, keepdims=True)  # [B, N, 1]
+            ms = jnp.mean(sq, axis=-1, keepdims=True)  # [..., 1]
         else:
-            ms = masked_sum(sq, mask, (1, 2)) / masked_count(sq, mask, (1, 2))  # [B, 1, 1]
+            ms = graph_sum(sq, graphs, (-1,)) / graph_count(sq, graphs, (-1,))
         y = v / s[..., None] * jax.lax.rsqrt(ms + epsilon / jnp.square(s))[..., None]
         if use_scale:
             y = y * params["scale"].astype(v.dtype)[:, None]
@@ -181,7 +192,9 @@ def vector_neuron_batch_norm(
       scalars: for an IrrepsArray, ``"same"`` or ``"identity"`` for ``l = 0`` chunks.
 
     State: ``{"mean": [C], "var": [C]}`` (zeros, ones at init). Shapes: vectors
-    ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``.
+    ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]`` (padded), or
+    ``[num_nodes, channels, 3]`` / ``[num_nodes, irreps]`` (flat, with ``segment_ids=`` or
+    ``n_node=``; the batch statistics pool every real node).
     """
     _check_scalars(scalars)
     name = "vector_neuron_batch_norm"
@@ -189,20 +202,24 @@ def vector_neuron_batch_norm(
     def psum(v):
         return jax.lax.psum(v, axis_name) if axis_name is not None else v
 
-    def block(params, state, v, mask, training):
-        n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
+    def block(params, state, v, graphs, training):
+        n = geometry.safe_norm(v, axis=-1)  # [..., C]; 0 at padded nodes
         if training:
-            maxabs = jnp.max(jnp.abs(n), axis=(0, 1), initial=0.0)
+            nodes = tuple(range(n.ndim - 1))  # (0, 1) padded, (0,) flat
+
+            def total(a):  # sum over the real nodes of the batch: [C]
+                return psum(jnp.sum(zero_padding(a, graphs), axis=nodes))
+
+            maxabs = jnp.max(jnp.abs(n), axis=nodes, initial=0.0)
             maxabs = jax.lax.pmax(maxabs, axis_name) if axis_name is not None else maxabs
             s = geometry.magnitude_scale(maxabs, epsilon**0.5)  # [C], 1 normally
             ns = n / s
-            real = psum(masked_sum(jnp.ones_like(n), mask, (0, 1)))
+            real = total(jnp.ones_like(n))
             count = jnp.maximum(real, 1.0)
-            mean = psum(masked_sum(ns, mask, (0, 1))) / count  # [1, 1, C]
-            var = psum(masked_sum(jnp.square(ns - mean), mask, (0, 1))) / count
-            mean, var = mean[0, 0], var[0, 0]  # [C], of n / s
-            rdt = state["mean"].dtype
-            kept = real[0, 0] > 0  # a batch without a real node keeps the running averages
+            mean = total(ns) / count  # [C]
+            var = total(jnp.square(ns - mean)) / count
+            rdt = state["mean"].dtype  # mean, var: [C], of n / s
+            kept = real > 0  # a batch without a real node keeps the running averages
             new_state = {
                 "mean": jnp.where(kept, (momentum * state["mean"]
                                          + (1 - momentum) * (mean * s)).astype(rdt),
@@ -290,20 +307,21 @@ def ev_norm(
       bias_init: initial ``delta``.
       scalars: for an IrrepsArray, ``"same"`` or ``"identity"`` for ``l = 0`` chunks.
 
-    Shapes: vectors ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``.
-    No running state, no context.
+    Shapes: vectors ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``
+    (padded), or ``[num_nodes, channels, 3]`` / ``[num_nodes, irreps]`` (flat, with
+    ``segment_ids=`` or ``n_node=``; the statistics per graph). No running state.
     """
     _check_scalars(scalars)
     name = "ev_norm"
 
-    def block(params, state, v, mask, training):
+    def block(params, state, v, graphs, training):
         del training
-        n = geometry.safe_norm(v, axis=-1)  # [B, N, C]
-        s = _scale(n, (1, 2), epsilon)  # [B, 1, 1], 1 normally
+        n = geometry.safe_norm(v, axis=-1)  # [..., C]
+        s = graph_scale(n, graphs, (-1,), epsilon)  # [B, 1, 1] / [num_nodes, 1], 1 normally
         ns = n / s
-        count = masked_count(n, mask, (1, 2))  # [B, 1, 1]
-        mean = masked_sum(ns, mask, (1, 2)) / count
-        var = masked_sum(jnp.square(ns - mean), mask, (1, 2)) / count
+        count = graph_count(n, graphs, (-1,))  # per graph, broadcast like s
+        mean = graph_sum(ns, graphs, (-1,)) / count
+        var = graph_sum(jnp.square(ns - mean), graphs, (-1,)) / count
         nhat = (ns - mean) * jax.lax.rsqrt(var + epsilon / jnp.square(s))
         if use_scale:
             nhat = nhat * params["scale"].astype(v.dtype)
@@ -342,6 +360,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         notes="Same formula as GVP (the survey calls them identical). Axes follow the "
         "survey's subscripts {x,v} (real nodes and channels of each graph); the original "
         "paper's reduction axes were not verified.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
@@ -356,6 +375,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         kwargs={"reduce": "channels", "name": "gvp_vector_layer_norm"},
         notes="Per node over channels, as in the GVP code; the survey writes RMS_{x,v} "
         "(use reduce='nodes_channels'). GVP LayerNorms the scalar channels separately.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
     NormInfo(
@@ -370,6 +390,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         running_state=("mean", "var"),
         survey_row="Vector Neuron [22]",
         notes="Running statistics per channel; direction V/(||V|| + 1e-6) as in the authors' code.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation"),
     ),
     NormInfo(
@@ -384,6 +405,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         survey_row="EvNorm [21]",
         notes="The invariant and equivariant parts are multiplied into one output, with an "
         "affine on the standardized norm. beta learnable per channel, floored at epsilon.",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
 ]

@@ -1,7 +1,13 @@
 """The plumbing shared by the vector layers of :mod:`geonorm_jax.norms.vector`: input checks,
-channel counts, and the split of an ``e3nn.IrrepsArray`` ``[batch, nodes, irreps]`` into
-``[batch, nodes, mul, 2l+1]`` blocks on which each layer's block function runs (raw vectors
-``[batch, nodes, channels, 3]`` are one block).
+channel counts, the node layout, and the split of an ``e3nn.IrrepsArray`` into ``[..., mul,
+2l+1]`` blocks on which each layer's block function runs (raw vectors are one block).
+
+Two node layouts, chosen by ``apply``'s keywords (:func:`geonorm_jax.norms.base.graph_layout`,
+the machinery of the graph layers): padded, this library's, ``[batch, nodes, irreps]`` /
+``[batch, nodes, channels, 3]`` with ``mask [batch, nodes]``; flat, e3nn-jax's and jraph's,
+``[num_nodes, irreps]`` / ``[num_nodes, channels, 3]`` with ``segment_ids`` + ``num_graphs`` or
+``n_node`` (and an optional ``mask [num_nodes]``). Block functions get the
+:class:`~geonorm_jax.norms.base.Graphs` of the input and reduce with its helpers.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ import jax.numpy as jnp
 
 from geonorm_jax import geometry
 from geonorm_jax.norms.base import (
+    LAYOUT_KEYS,
     Norm,
-    check_mask,
     check_vectors,
+    graph_layout,
+    layout_error,
     zero_padding,
 )
 
 __all__ = ["BlockFn"]
 
-# A block is [batch, nodes, channels, dim]; dim = 3 for raw vectors, 2l+1 for an irrep chunk.
+# A block is [batch, nodes, channels, dim] (padded) or [num_nodes, channels, dim] (flat); dim = 3
+# for raw vectors, 2l+1 for an irrep chunk. block(params, state, v, graphs, training).
 BlockFn = Callable[..., tuple[jax.Array, dict]]
 
 
@@ -31,20 +40,36 @@ BlockFn = Callable[..., tuple[jax.Array, dict]]
 # --------------------------------------------------------------------------------------------
 
 
-def _check_input(x, what: str) -> None:
+_HINT = " (a flat [num_nodes, irreps] input needs segment_ids= and num_graphs=, or n_node=)"
+
+
+def _is_flat(context: dict) -> bool:
+    return context.get("segment_ids") is not None or context.get("n_node") is not None
+
+
+def _check_input(x, what: str, flat: bool = False) -> None:
     if isinstance(x, e3nn.IrrepsArray):
         arr = x.array
-        if arr.ndim != 3 or not jnp.issubdtype(arr.dtype, jnp.floating):
+        lead = ("[num_nodes, irreps] (the flat layout, selected by segment_ids= or n_node=)"
+                if flat else "[batch, nodes, irreps]")
+        if arr.ndim != (2 if flat else 3) or not jnp.issubdtype(arr.dtype, jnp.floating):
+            hint = _HINT if not flat and arr.ndim == 2 else ""
             raise ValueError(
-                f"{what}: expected an IrrepsArray [batch, nodes, irreps] of a floating dtype; "
-                f"received shape {arr.shape} with dtype {arr.dtype}"
+                f"{what}: expected an IrrepsArray {lead} of a floating dtype; "
+                f"received IrrepsArray shape {arr.shape} with dtype {arr.dtype}{hint}"
             )
         return
-    check_vectors(x, what)
+    if not flat:
+        check_vectors(x, what)
+        return
+    expected = "flat vector features [num_nodes, channels, 3] of a floating dtype"
+    if (getattr(x, "ndim", None) != 3 or x.shape[-1] != 3
+            or not jnp.issubdtype(x.dtype, jnp.floating)):
+        raise layout_error(what, expected, x)
 
 
 def _num_channels(x) -> int:
-    return x.irreps.num_irreps if isinstance(x, e3nn.IrrepsArray) else x.shape[2]
+    return x.irreps.num_irreps if isinstance(x, e3nn.IrrepsArray) else x.shape[-2]
 
 
 def _dtype(x):
@@ -64,15 +89,14 @@ def _slice_tree(tree: dict, start: int, stop: int) -> dict:
     return {k: v[start:stop] for k, v in tree.items()}
 
 
-def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
+def _run(block_fn: BlockFn, scalars: str, params, state, x, graphs, training):
     """Apply ``block_fn`` to raw vectors, or to every chunk of an IrrepsArray.
 
     Padded nodes are first set to 0 by selection, so NaN or inf there reach neither a
     statistic nor a gradient."""
     if not isinstance(x, e3nn.IrrepsArray):
-        return block_fn(params, state, zero_padding(x, mask), mask, training)
-    if mask is not None:
-        x = e3nn.IrrepsArray(x.irreps, zero_padding(x.array, mask), zero_flags=x.zero_flags)
+        return block_fn(params, state, zero_padding(x, graphs), graphs, training)
+    x = e3nn.IrrepsArray(x.irreps, zero_padding(x.array, graphs), zero_flags=x.zero_flags)
     chunks, new_parts = [], {k: [] for k in state}
     start = 0
     for mul_ir, chunk in zip(x.irreps, x.chunks, strict=True):
@@ -82,7 +106,7 @@ def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
             chunks.append(chunk)  # all-zero chunk or passed-through scalars
             new_s = s
         else:
-            y, new_s = block_fn(p, s, chunk, mask, training)  # chunk: [B, N, mul, 2l+1]
+            y, new_s = block_fn(p, s, chunk, graphs, training)  # chunk: [..., mul, 2l+1]
             chunks.append(y)
         for k in new_parts:
             new_parts[k].append(new_s[k])
@@ -95,23 +119,26 @@ def _run(block_fn: BlockFn, scalars: str, params, state, x, mask, training):
 def _vector_layer(name: str, block: BlockFn, scalars: str, params_of, state_of=None) -> Norm:
     """The ``Norm`` of a block function: ``init`` checks the input and returns
     ``(params_of(C, dtype), state_of(C, dtype) or {})`` with ``C`` the channels (``[C]``
-    parameters); ``apply`` checks the input, the mask and the parameter (and state) sizes,
-    then runs ``block`` on the vectors or on every irreps chunk (:func:`_run`)."""
+    parameters); ``apply`` checks the input, its layout (:func:`graph_layout` on the layout
+    keywords), the mask and the parameter (and state) sizes, then runs ``block`` on the
+    vectors or on every irreps chunk (:func:`_run`)."""
 
     def init(key, x, **context):
-        del key, context
-        _check_input(x, name)
+        del key
+        _check_input(x, name, _is_flat(context))
         c, dt = _num_channels(x), _dtype(x)
         return params_of(c, dt), ({} if state_of is None else state_of(c, dt))
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del context
-        _check_input(x, name)
-        check_mask(mask, x.shape)
+        _check_input(x, name, _is_flat(context))
+        arr = x.array if isinstance(x, e3nn.IrrepsArray) else x
+        graphs = graph_layout(arr, mask, **{k: context.get(k) for k in LAYOUT_KEYS}, what=name)
+        if not graphs.flat and graphs.mask is not None:
+            graphs = graphs._replace(mask=graphs.mask.astype(bool))
         _check_channels(params, _num_channels(x), name, x)
         if state_of is not None:
             _check_channels(state, _num_channels(x), name, x)
-        return _run(block, scalars, params, state, x, mask, training)
+        return _run(block, scalars, params, state, x, graphs, training)
 
     return Norm(init, apply, kind="vectors", name=name)
 
