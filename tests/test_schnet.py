@@ -1,5 +1,7 @@
 """SchNet: E(3) x permutation symmetry (float64, 1e-9), finite-difference forces, padding,
-its 1/N_neighbours normalization (against a hand rescaling and the catalogue layer), places."""
+its 1/N_neighbours normalization (against a hand rescaling and the catalogue layer), places;
+the "schnetpack" preset against schnetpack 2.x from transferred weights in float64 (where
+torch and schnetpack are installed)."""
 
 import functools
 
@@ -19,7 +21,12 @@ from _molecules import (
 
 import geonorm_jax as gj
 from geonorm_jax.models import molecular_graph as mg
-from geonorm_jax.models.schnet import SCHNET_PLACEMENT, SchNet
+from geonorm_jax.models.schnet import (
+    SCHNET_PLACEMENT,
+    SCHNETPACK,
+    SchNet,
+    schnetpack_rbf_grid,
+)
 
 CUTOFF = 3.0
 SMALL = dict(features=8, num_interactions=2, num_rbf=6, cutoff=CUTOFF, max_atomic_number=9)
@@ -155,3 +162,133 @@ def test_packed_flat_graph_gives_the_same_energies_as_batch_frames():
     model, variables, _ = _setup()
     np.testing.assert_allclose(model.apply(variables, flat), model.apply(variables, g),
                                rtol=1e-12)
+
+
+# --- schnetpack 2.x from transferred weights, float64 (runs where torch and schnetpack are) --
+
+
+def _schnetpack():
+    torch = pytest.importorskip("torch")
+    import torch.utils.data.dataloader as dataloader
+
+    if not hasattr(dataloader, "T_co") and hasattr(dataloader, "_T_co"):
+        # schnetpack <= 2.1.1 imports a type variable that torch 2.5 renamed; nothing computes
+        dataloader.T_co = dataloader._T_co
+    return torch, pytest.importorskip("schnetpack")
+
+
+def _schnetpack_potential(spk, kw):
+    """schnetpack's SchNet potential at the sizes of ``kw`` (SchNet arguments), every other
+    argument at schnetpack's default."""
+    f, rc = kw["features"], kw["cutoff"]
+    rep = spk.representation.SchNet(
+        n_atom_basis=f, n_interactions=kw["num_interactions"],
+        radial_basis=spk.nn.GaussianRBF(n_rbf=kw["num_rbf"], cutoff=rc),
+        cutoff_fn=spk.nn.CosineCutoff(rc))
+    return spk.model.NeuralNetworkPotential(
+        representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
+        output_modules=[spk.atomistic.Atomwise(n_in=f, output_key="energy"),
+                        spk.atomistic.Forces(energy_key="energy", force_key="forces")])
+
+
+def schnetpack_params(potential, num_interactions: int) -> dict:
+    """Flax ``params`` of :class:`SchNet` from schnetpack's state dict (``Linear`` weights
+    ``[out, in]`` -> kernels ``[in, out]``)."""
+    sd = {k: v.detach().cpu().numpy() for k, v in potential.state_dict().items()}
+
+    def dense(prefix, bias=True):
+        return {"kernel": sd[prefix + ".weight"].T,
+                **({"bias": sd[prefix + ".bias"]} if bias else {})}
+
+    params = {"embedding": {"embedding": sd["representation.embedding.weight"]},
+              "out_0": dense("output_modules.0.outnet.0"),
+              "out_1": dense("output_modules.0.outnet.1")}
+    for t in range(num_interactions):
+        p = f"representation.interactions.{t}."
+        params[f"filter_{t}_0"] = dense(p + "filter_network.0")
+        params[f"filter_{t}_1"] = dense(p + "filter_network.1")
+        params[f"in2f_{t}"] = dense(p + "in2f", bias=False)
+        params[f"f2out_{t}"] = dense(p + "f2out.0")
+        params[f"dense_{t}"] = dense(p + "f2out.1")
+    return params
+
+
+def _schnetpack_outputs(torch, potential, frames):
+    """Energies ``[B]`` and forces ``[B, A, 3]`` of schnetpack on every ordered pair of a
+    frame's atoms (its cosine cutoff zeroes the pairs beyond ``r_c``)."""
+    import schnetpack.properties as P
+
+    b, a, _ = frames.shape
+    i, j = np.nonzero(~np.eye(a, dtype=bool))
+    idx_i = np.concatenate([i + k * a for k in range(b)])
+    idx_j = np.concatenate([j + k * a for k in range(b)])
+    inputs = {
+        P.Z: torch.as_tensor(np.tile(ETHANOL_Z, b), dtype=torch.long),
+        P.R: torch.as_tensor(frames.reshape(-1, 3), dtype=torch.float64),
+        P.idx_m: torch.repeat_interleave(torch.arange(b), a),
+        P.idx_i: torch.as_tensor(idx_i), P.idx_j: torch.as_tensor(idx_j),
+        P.offsets: torch.zeros((len(idx_i), 3), dtype=torch.float64),
+        P.n_atoms: torch.full((b,), a, dtype=torch.long),
+    }
+    out = potential(inputs)
+    return (out["energy"].detach().numpy().reshape(b),
+            out["forces"].detach().numpy().reshape(b, a, 3))
+
+
+@pytest.mark.parametrize("overrides", [
+    # SCHNET_MD17: F = 64, T = 3, 51 Gaussians, r_c = 5 Å (every ethanol pair within)
+    pytest.param({}, id="md17", marks=pytest.mark.slow),
+    pytest.param(dict(features=16, num_interactions=2, num_rbf=12, cutoff=CUTOFF),
+                 id="small-cutoff"),  # pairs beyond r_c
+])
+def test_schnetpack_preset_reproduces_schnetpack_in_float64(overrides):
+    """The spec's "schnetpack" size with schnetpack's (perturbed) weights gives schnetpack's
+    energies and forces in float64; switching back any one of this model's own conventions
+    (neighbour mean, ssp readout, exact Gaussian grid) breaks the agreement."""
+    torch, spk = _schnetpack()
+    spec = gj.models.registry.get("schnet")
+    kw = spec.resolve(size="schnetpack", builtin_norm=False, model_kwargs=overrides)
+    assert kw == spec.resolve(model_kwargs={**SCHNETPACK, **overrides})
+    torch.manual_seed(0)
+    potential = _schnetpack_potential(spk, kw).double()
+    with torch.no_grad():  # schnetpack starts biases at 0: perturb every weight
+        for p in potential.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    frames = ethanol_frames(2)
+    e_ref, f_ref = _schnetpack_outputs(torch, potential, frames)
+
+    g = mg.batch_frames(jnp.asarray(frames), ETHANOL_Z, kw["cutoff"])
+    params = schnetpack_params(potential, kw["num_interactions"])
+    init = jax.jit(SchNet(**kw).init)(jax.random.key(0), g)["params"]
+    assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, dict(init))
+
+    def outputs(**change):
+        e, f = mg.energy_and_forces(SchNet(**{**kw, **change}), {"params": params}, g)
+        return np.asarray(e), np.asarray(f).reshape(frames.shape)
+
+    e, f = outputs()
+    assert e.dtype == np.float64 and np.abs(f_ref).max() > 1e-3
+    np.testing.assert_allclose(e, e_ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(f, f_ref, rtol=0, atol=1e-12 * np.abs(f_ref).max())
+    for change in (dict(neighbor_normalization=True), dict(readout_activation="ssp"),
+                   dict(rbf_float32_grid=False)):
+        e2, f2 = outputs(**change)
+        assert not (np.allclose(e2, e_ref, rtol=1e-12, atol=0)
+                    and np.allclose(f2, f_ref, rtol=0, atol=1e-12 * np.abs(f_ref).max())), change
+
+
+def test_schnetpack_grid_and_convention_checks():
+    mu, width = schnetpack_rbf_grid(0.0, 5.0, 51)
+    exact = np.linspace(0.0, 5.0, 51)
+    assert mu.dtype == np.float32 and mu[0] == 0.0 and mu[-1] == 5.0
+    assert 0 < np.abs(mu - exact).max() < 3e-7 and abs(width - 0.1) < 1e-8
+    with pytest.raises(ValueError, match="readout_activation: expected None, a callable or one"):
+        SchNet(**SMALL, readout_activation="relu6")
+    with pytest.raises(ValueError, match="expected rbf_gamma=None, received 10.0"):
+        SchNet(**SMALL, rbf_float32_grid=True, rbf_gamma=10.0)
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(2)), ETHANOL_Z, CUTOFF)
+    _, variables, _ = _setup()
+    by_name = SchNet(**SMALL, readout_activation="silu").apply(variables, g)
+    by_fn = SchNet(**SMALL, readout_activation=jax.nn.silu).apply(variables, g)
+    np.testing.assert_array_equal(by_name, by_fn)
+    assert not np.allclose(by_name, SchNet(**SMALL).apply(variables, g))
