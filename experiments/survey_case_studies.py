@@ -34,13 +34,25 @@ energies in kcal/mol (uracil about -2.6e5 kcal/mol, squared about 7e10), GFN2-xT
 -669 eV (-56 eV per atom, squared about 3e3). The verdicts compare orders of magnitude as
 measured, and the README states the unit caveat.
 
+Figure 1 at DFT scale (``dft_*`` cells, :mod:`experiments.survey_dft`): MD17's energies are
+DFT totals in kcal/mol. Allegro trains on ``md17-dft`` frames (PBE/def2-SVP, the revised MD17
+level of theory) with raw totals in kcal/mol (``dft_kcal_*``, ``molecules.energy_unit``), raw
+totals in eV (``dft_ev_*``) and energies shifted per species (``dft_shifted_*``,
+``molecules.target_norm = "shift"``), with and without each normalization; the verdict gives
+the start and end gap in orders of magnitude per kind of target and names the one closest to
+the survey's 11 and 5, beside the start gap the energy zero alone predicts.
+
 Usage::
 
     python -m experiments.survey_case_studies --preset cpu     # about an hour on 2 cores
     python -m experiments.survey_case_studies --preset paper   # published sizes, GPU
 
 The ``cpu`` preset needs the default uracil data set (2000 frames; ``geonorm-jax data generate
---dataset md17-xtb --molecule uracil``; generated on first use otherwise).
+--dataset md17-xtb --molecule uracil``; generated on first use otherwise) and, for the
+``dft_*`` cells, 400 DFT uracil frames (about an hour on 2 cores; ``geonorm-jax data generate
+--dataset md17-dft --molecule uracil --frames 400``). Only the DFT cells::
+
+    python -m experiments.survey_case_studies --preset cpu --only dft_
 """
 
 from __future__ import annotations
@@ -48,6 +60,7 @@ from __future__ import annotations
 import math
 
 from experiments import common
+from experiments.survey_dft import DFT_CELLS, compare_dft, dft_cells, plot_dft
 from experiments.training import _portable, curves
 
 NAME = "survey_case_studies"
@@ -78,7 +91,12 @@ PRESETS = {
              "eval_every": 1, "seeds": [0], "allegro": (8, 1, _TINY_ALLEGRO),
              "schnet": (8, 1, {"num_rbf": 8}), "gemnet": (8, 1, _TINY_GEMNET),
              "second": None, "zoo": ["layer_norm", "ev_norm"],
-             "zoo_epochs": 1, "zoo_train": 16, "fast_compile": True},
+             "zoo_epochs": 1, "zoo_train": 16, "fast_compile": True,
+             # Figure 1 at DFT scale: water, 24 PBE/sto-3g frames, both and none only
+             "dft": {"data": {"dataset": "md17-dft", "molecule": "water", "frames": 24,
+                              "trajectories": 2, "stride": 4, "equilibration": 6,
+                              "basis": "sto-3g", "grid_level": 1},
+                     "train": 12, "valid": 4, "test": 8, "cells": ["both", "none"]}},
     # 2 CPU cores, about an hour: uracil (2000 GFN2-xTB frames), the rMD17 split (1000
     # training frames), a smaller Allegro (32 latents, 8 tensor channels, l_max 1) and the
     # published SchNet, 2 seeds, 30 epochs; GemNet-T at a quarter of its MD17 widths with 2
@@ -90,14 +108,19 @@ PRESETS = {
             "schnet": (64, 3, {}), "gemnet": (32, 2, _CPU_GEMNET),
             "gemnet_run": {"epochs": 10, "seeds": [0]},
             "second": {"molecule": "ethanol", "frames": 2000},
-            "zoo": None, "zoo_epochs": 6, "zoo_train": 200, "fast_compile": False},
+            "zoo": None, "zoo_epochs": 6, "zoo_train": 200, "fast_compile": False,
+            # 400 PBE/def2-SVP uracil frames (about an hour to label on 2 cores): 300 / 50 / 50
+            "dft": {"data": {"dataset": "md17-dft", "molecule": "uracil", "frames": 400},
+                    "train": 300, "valid": 50, "test": 50, "cells": list(DFT_CELLS)}},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
     "paper": {"data": {"molecule": "uracil", "frames": 2000},
               "train": 1000, "valid": 50, "test": 950, "epochs": 100, "batch_size": 8,
               "eval_every": 1, "seeds": [0, 1, 2], "allegro": (64, 2, {}),
               "schnet": (64, 3, {}), "gemnet": (128, 4, {}),
               "second": {"molecule": "ethanol", "frames": 2000},
-              "zoo": None, "zoo_epochs": 100, "zoo_train": 1000, "fast_compile": False},
+              "zoo": None, "zoo_epochs": 100, "zoo_train": 1000, "fast_compile": False,
+              "dft": {"data": {"dataset": "md17-dft", "molecule": "uracil", "frames": 2000},
+                      "train": 1000, "valid": 50, "test": 950, "cells": list(DFT_CELLS)}},
 }
 
 SURVEY_CLAIMS = {
@@ -112,31 +135,43 @@ SURVEY_CLAIMS = {
 
 
 def dataset(data: dict, cache):
-    """The directory of a GFN2-xTB data set (``MoleculeConfig`` fields; generated on first
-    use)."""
-    from geonorm_jax.data.molecules import MoleculeConfig, get_molecular_dataset
+    """The directory of a generated data set: GFN2-xTB (``MoleculeConfig`` fields) or, with
+    ``"dataset": "md17-dft"``, its DFT relabelling (plus ``DFTConfig`` fields); generated on
+    first use."""
+    from geonorm_jax.data.molecules.sources import generated_config, generated_directory
 
-    return get_molecular_dataset(MoleculeConfig(**data), cache, progress=True)
+    fields = dict(data)
+    name = fields.pop("dataset", "md17-xtb")
+    config = generated_config(name, fields.pop("molecule"), fields.pop("frames"),
+                              fields.pop("seed", 0), **fields)
+    return generated_directory(name, config, cache, progress=True)
 
 
-def make_config(p: dict, model: str, target: bool, neighbor: bool, *, norm=None,
-                place=None, epochs=None, train_frames=None, fast_compile=None, data=None):
+def make_config(p: dict, model: str, target, neighbor: bool, *, norm=None,
+                place=None, epochs=None, train_frames=None, fast_compile=None, data=None,
+                energy_unit: str = "eV", split=None):
     """The run configuration of one cell (the ``<model>-uracil`` preset, resized).
 
-    ``target`` is the per-species target normalization (``molecules.target_norm``);
-    ``neighbor`` the model's own normalization (``model.builtin_norm``: Allegro's and SchNet's
-    neighbour normalization, GemNet's scale factors and residual scaling)."""
+    ``target`` is the per-species target normalization (``molecules.target_norm``: True,
+    False or ``"shift"``); ``neighbor`` the model's own normalization (``model.builtin_norm``:
+    Allegro's and SchNet's neighbour normalization, GemNet's scale factors and residual
+    scaling). ``energy_unit`` is ``molecules.energy_unit``; ``split`` a dict of ``train``,
+    ``valid``, ``test`` frames over the preset's."""
     from geonorm_jax import train
 
     hidden, layers, kwargs = p[model]
     data = data or p["data"]
+    split = split or p
     run = p.get(f"{model}_run", {})
     epochs = epochs or run.get("epochs")
     seeds = run.get("seeds", p["seeds"])
+    molecules = {"molecule": data["molecule"], "frames": data["frames"],
+                 "train": train_frames or split["train"], "valid": split["valid"],
+                 "test": split["test"], "target_norm": target}
+    if data.get("dataset", "md17-xtb") != "md17-xtb" or energy_unit != "eV":
+        molecules.update(dataset=data["dataset"], energy_unit=energy_unit)
     return train.merge(train.preset(f"{model}-uracil"), {
-        "molecules": {"molecule": data["molecule"], "frames": data["frames"],
-                      "train": train_frames or p["train"], "valid": p["valid"],
-                      "test": p["test"], "target_norm": target},
+        "molecules": molecules,
         "model": {"hidden": hidden, "num_layers": layers, "model_kwargs": dict(kwargs),
                   "builtin_norm": neighbor, "norm": norm, "norm_place": place},
         "train": {"epochs": epochs or p["epochs"], "batch_size": p["batch_size"],
@@ -229,6 +264,7 @@ def run(args, argv) -> dict:
             if out is not None:
                 cells[key] = dict(out, model=model, molecule=data["molecule"],
                                   target_norm=target, neighbor_norm=own)
+    dft = run_dft(exp, p)
     zoo = []
     for info in zoo_layers(p["zoo"]):
         place = "latent" if info.kind == "features" else "tensor"
@@ -264,8 +300,40 @@ def run(args, argv) -> dict:
     config = {k: v for k, v in p.items() if k != "data"}
     config.update(data=dict(p["data"], method="GFN2-xTB", temperature_K=500),
                   loss="per-atom energy MSE + force MSE (eV^2, eV^2/A^2), weights 1 and 1")
+    if dft is not None:
+        plots += plot_dft(exp, dft["cells"])
+        config["dft"] = dict(p["dft"], loss="per-atom energy MSE + force MSE, weights 1 and 1, "
+                             "in the cell's energy unit")
     return exp.finish(config, {"rows": rows, "cells": cells, "zoo": zoo,
-                               "survey": SURVEY_CLAIMS, "verdicts": verdicts}, plots)
+                               "survey": SURVEY_CLAIMS, "verdicts": verdicts, "dft": dft}, plots)
+
+
+def run_dft(exp, p: dict) -> dict | None:
+    """Figure 1 at DFT scale: Allegro on ``md17-dft`` frames with each kind of energy target
+    (module docstring); None if the preset has none."""
+    if p.get("dft") is None:
+        return None
+    d = p["dft"]
+    cells, data_dir = {}, None
+    for key, targets, unit, target, own in dft_cells(d["cells"]):
+        config = make_config(p, "allegro", target, own, data=d["data"], energy_unit=unit,
+                             split=d)
+
+        def one(c=config, k=key):
+            nonlocal data_dir
+            data_dir = data_dir or dataset(d["data"], exp.cache)
+            return run_cell(c, exp.runs / k, data_dir)
+
+        out = exp.cell(key, one)
+        if out is not None:
+            cells[key] = dict(out, model="allegro", molecule=d["data"]["molecule"],
+                              targets=targets, energy_unit=unit, target_norm=target,
+                              neighbor_norm=own)
+    rows = [dict(row(k, c), targets=c["targets"], energy_unit=c["energy_unit"])
+            for k, c in cells.items()]
+    return {"rows": rows, "cells": cells,
+            "verdicts": compare_dft({k: row(k, c) for k, c in cells.items()}, cells,
+                                    SURVEY_CLAIMS)}
 
 
 def _first(values):

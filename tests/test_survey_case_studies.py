@@ -4,6 +4,7 @@ fast stand-in for training; the real ``test`` preset end to end is ``slow``."""
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from experiments import report, survey_case_studies  # noqa: E402
+from experiments import report, survey_case_studies, survey_dft  # noqa: E402
 
 
 def fake_run_cell(config, run_dir, data_dir):
@@ -22,6 +23,8 @@ def fake_run_cell(config, run_dir, data_dir):
     m = config.model
     scale = 1.0 if config.molecules.target_norm else 1e4
     scale *= 1.0 if m.builtin_norm else 1.5
+    if config.molecules.energy_unit == "kcal/mol" and not config.molecules.target_norm:
+        scale *= 1e3
     epochs = config.train.epochs
     seeds = [str(s) for s in config.train.seeds]
     train = {s: [scale / e for e in range(1, epochs + 1)] for s in seeds}
@@ -60,6 +63,17 @@ def test_cells_verdicts_plots_and_report(tmp_path, monkeypatch):
     assert zoo["ev_norm"]["error"].startswith("ValueError: tensor_norm")
     assert zoo["layer_norm"]["matched"] is False and zoo["layer_norm"]["error"] is None
     assert (tmp_path / "out" / "survey_case_studies.png").exists()
+    dft = res["dft"]
+    assert [r["cell"] for r in dft["rows"]] == [
+        "dft_kcal_both", "dft_kcal_none", "dft_ev_both", "dft_ev_none", "dft_shifted_none"]
+    t = dft["verdicts"]["targets"]
+    assert t["kcal"]["start_orders"] == pytest.approx(7 + 0.17609, abs=1e-4)
+    assert t["ev"]["start_orders"] == pytest.approx(4 + 0.17609, abs=1e-4)
+    assert t["shifted"]["start_orders"] == pytest.approx(0.17609, abs=1e-4)
+    assert t["shifted"]["status"] == "not reproduced"
+    assert dft["verdicts"]["closest"] == "kcal"
+    assert "raw total energies in kcal/mol" in dft["verdicts"]["verdict"]
+    assert (tmp_path / "out" / "survey_figure1_dft.png").exists()
     text = "\n".join(report.survey_case_studies(json.loads(
         (tmp_path / "out" / "results.json").read_text())))
     assert "| `allegro_none` |" in text and "partially reproduced" in text
@@ -82,6 +96,68 @@ def test_verdict_thresholds():
     v = survey_case_studies.compare(cells(1.0, 1.0, 1.0))
     assert v["allegro"]["status"] == "not reproduced"
     assert v["schnet"]["status"] == "not reproduced"
+
+
+def test_dft_cells_configs_and_verdict():
+    p = survey_case_studies.PRESETS["cpu"]
+    cells = survey_dft.dft_cells(p["dft"]["cells"])
+    assert [c[0] for c in cells] == [
+        "dft_kcal_both", "dft_kcal_target", "dft_kcal_neighbor", "dft_kcal_none",
+        "dft_ev_both", "dft_ev_target", "dft_ev_neighbor", "dft_ev_none",
+        "dft_shifted_neighbor", "dft_shifted_none"]
+    with pytest.raises(ValueError, match="DFT cell must be one of .* got 'half'"):
+        survey_dft.dft_cells(["half"])
+    key, _, unit, target, own = cells[-1]
+    c = survey_case_studies.make_config(p, "allegro", target, own, data=p["dft"]["data"],
+                                        energy_unit=unit, split=p["dft"])
+    m = c.molecules
+    assert (m.dataset, m.energy_unit, m.target_norm, m.train, m.frames) == (
+        "md17-dft", "eV", "shift", 300, 400)
+    assert c.model.builtin_norm is False
+    c = survey_case_studies.make_config(p, "allegro", False, False, data=p["dft"]["data"],
+                                        energy_unit="kcal/mol", split=p["dft"])
+    assert c.molecules.energy_unit == "kcal/mol" and c.molecules.target_norm is False
+    # the xTB cells' configuration is unchanged by the DFT options
+    assert survey_case_studies.make_config(p, "allegro", True, True).molecules.dataset == \
+        "md17-xtb"
+
+    def r(first, final):
+        return {"first_train_loss": first, "final_test_loss": final}
+
+    rows = {"dft_kcal_both": r(1.0, 1.0), "dft_kcal_none": r(1e11, 1e5),
+            "dft_ev_both": r(1.0, 1.0), "dft_ev_none": r(1e3, 1e2)}
+    cells = {"dft_kcal_none": {"task_info": {"energy_mean": -2.6e5, "atoms": 12}},
+             "dft_ev_none": {"task_info": {}}}
+    v = survey_dft.compare_dft(rows, cells, survey_case_studies.SURVEY_CLAIMS)
+    assert v["targets"]["kcal"]["status"] == "reproduced"
+    assert v["targets"]["ev"]["status"] == "partially reproduced"
+    assert v["closest"] == "kcal"
+    zero = v["targets"]["kcal"]["zero_predicts_start_orders"]
+    assert zero["per_atom"] == pytest.approx(2 * math.log10(2.6e5 / 12))
+    assert zero["per_frame"] == pytest.approx(2 * math.log10(2.6e5))
+    assert v["targets"]["ev"]["zero_predicts_start_orders"]["per_atom"] is None
+
+
+@pytest.mark.slow
+def test_real_dft_cells_of_the_test_preset(tmp_path):
+    """Figure 1 at DFT scale end to end on 24 PBE/sto-3g water frames (the ``dft_`` cells)."""
+    pytest.importorskip("pyscf")
+    pytest.importorskip("tblite")
+    doc = survey_case_studies.run(survey_case_studies.common.parse_args(
+        "survey_case_studies", ["--preset", "test", "--only", "dft_", "--out",
+                                str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+                                "--cache", str(tmp_path / "cache")]), [])
+    dft = doc["results"]["dft"]
+    rows = {r["cell"]: r for r in dft["rows"]}
+    assert set(rows) == {"dft_kcal_both", "dft_kcal_none", "dft_ev_both", "dft_ev_none",
+                         "dft_shifted_none"}
+    info = dft["cells"]["dft_kcal_none"]["task_info"]
+    assert info["energy_unit"] == "kcal/mol" and info["energy_targets"] == "total"
+    assert dft["cells"]["dft_ev_both"]["task_info"]["energy_targets"] == "residual"
+    t = dft["verdicts"]["targets"]
+    # raw totals: the gap grows with the energy unit (kcal/mol numbers are 23 times larger)
+    assert t["kcal"]["start_orders"] > t["ev"]["start_orders"] > 1
+    assert t["shifted"]["start_orders"] < t["ev"]["start_orders"]
 
 
 @pytest.mark.slow

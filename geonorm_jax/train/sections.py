@@ -93,7 +93,9 @@ class MolecularTaskConfig:
       target_norm: the per-species energy shift ``mu_Z`` and scale ``sigma`` fitted on the
         training split (``E_i = sigma E_i^net + mu_Z``; Allegro's, SchNet's and GemNet's
         output normalization), passed to models that declare ``species_shift`` and
-        ``species_scale``. False: the network predicts raw energies (unshifted totals).
+        ``species_scale``. ``"shift"``: the shift only (``sigma = 1``: the targets are the
+        per-species residuals, unscaled). False: the network predicts raw energies (unshifted
+        totals).
       energy_unit: the unit the model is trained in: ``"eV"`` (energies eV, forces eV/Å; the
         loss in eV² and eV²/Å²) or ``"kcal/mol"`` (kcal/mol and kcal/mol/Å, as the MD17 files
         ship them; the loss in their squares; the model then predicts kcal/mol and the
@@ -111,7 +113,7 @@ class MolecularTaskConfig:
     split_seed: int = 0
     energy_weight: float = 1.0
     force_weight: float = 1.0
-    target_norm: bool = True
+    target_norm: bool | Literal["shift"] = True
     energy_unit: Literal["eV", "kcal/mol"] = "eV"
 
 

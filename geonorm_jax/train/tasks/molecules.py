@@ -20,6 +20,8 @@ files) changes nothing. The model users get (``Setup.model``, ``load_potential``
 shift back and predicts total energies; in float32 those carry the remaining floor, a
 rounding of about ``|E| * 6e-8`` (4 meV at 1e5 eV; ``dtype=float64`` in ``load_potential``
 removes it). Without ``target_norm`` the targets are the totals in float32, with that floor.
+``molecules.energy_unit = "kcal/mol"`` trains on energies in kcal/mol and forces in kcal/mol/Å
+(the MD17 files' units; the loss in their squares), converted once after loading.
 
 Data checks before training (:func:`check_geometry`): coincident atoms (closer than
 :data:`MIN_DISTANCE`), named by frame and atoms, and a cutoff under which an atom never has a
@@ -66,9 +68,10 @@ def data_statistics(config: RunConfig, info: dict) -> dict:
     out = {"max_atomic_number": int(info.get("max_z", 118))}
     if "avg_num_neighbors" in info:
         out["avg_num_neighbors"] = info["avg_num_neighbors"]
-    if config.molecules.target_norm and "species_shift" in info:
+    target = config.molecules.target_norm
+    if target and "species_shift" in info:  # "shift": the shift only, sigma = 1
         out.update(species_shift=tuple(info["species_shift"]),
-                   species_scale=float(info["species_scale"]))
+                   species_scale=1.0 if target == "shift" else float(info["species_scale"]))
     return out
 
 
