@@ -82,6 +82,9 @@ FLAGS: tuple[tuple[str, tuple[Flag, ...]], ...] = (
              "allegro, schnet, gemnet (molecules), or one added with --import; without "
              "--preset: MODEL-uracil if it exists, else the task's default preset",
              flag="--model"),
+        Flag("molecules.dataset", "molecules: generated GFN2-xTB frames (md17-xtb), their "
+             "PBE/def2-SVP relabelling (md17-dft), or a file (--data-file)"),
+        Flag("molecules.energy_unit", "molecules: the unit trained in, eV or kcal/mol (MD17's)"),
         Flag("molecules.molecule", "molecules: uracil, ethanol, aspirin or water (generated "
              "GFN2-xTB frames)"),
         Flag("molecules.frames", "molecules: frames to generate in all"),
