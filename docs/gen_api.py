@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
 import json
 import re
 from pathlib import Path
@@ -45,6 +47,35 @@ def has_all(path: Path) -> bool:
         for t in (n.targets if isinstance(n, ast.Assign) else [n.target])) for n in tree.body)
 
 
+def unseen_names(modules: list[str]) -> dict[str, list[str]]:
+    """``{module: names of its __all__ that static analysis (griffe, what mkdocstrings reads)
+    does not find}``: names bound by tuple unpacking, ``globals().update`` or a star import of
+    data. :func:`api_pages` documents them from the imported module instead."""
+    import griffe
+
+    pkg = griffe.load("geonorm_jax", search_paths=[str(ROOT)], resolve_aliases=True,
+                      resolve_implicit=True, resolve_external=False)
+    out = {}
+    for module in modules:
+        static = pkg[module.removeprefix("geonorm_jax.")] if module != "geonorm_jax" else pkg
+        names = [n for n in importlib.import_module(module).__all__ if n not in static.members]
+        if names:
+            out[module] = names
+    return out
+
+
+def _runtime_entry(module: str, name: str) -> list[str]:
+    """A heading with the object's dotted name as anchor, its kind and the first paragraph
+    of its docstring (or its value, for data)."""
+    obj = getattr(importlib.import_module(module), name)
+    head = [f"### `{name}` {{ #{module}.{name} }}", ""]
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        kind = "class" if inspect.isclass(obj) else "function"
+        doc = (inspect.getdoc(obj) or "").split("\n\n")[0]
+        return head + [f"*{kind}* `{obj.__module__}.{obj.__qualname__}`", "", doc, ""]
+    return head + [f"`{name} = {obj!r}`", ""]
+
+
 def public_modules() -> list[str]:
     """Dotted names of every module of ``geonorm_jax`` that defines ``__all__``."""
     out = []
@@ -69,6 +100,7 @@ def api_page_of(module: str) -> str:
 def api_pages() -> dict[str, str]:
     """``{path under docs/: text}`` of the API reference."""
     modules = public_modules()
+    unseen = unseen_names(modules)
     out = {}
     index = ["# API reference", "",
              "Generated from the docstrings by mkdocstrings: every module of `geonorm_jax` that "
@@ -81,6 +113,10 @@ def api_pages() -> dict[str, str]:
         text += [f"- [`{m}`](#{m})" for m in mods] + [""]
         for m in mods:
             text += [f"::: {m}", ""]
+            if m in unseen:
+                text += [f"Also exported by `{m}` (bound at import time):", ""]
+                for name in unseen[m]:
+                    text += _runtime_entry(m, name)
         out[f"api/{slug}.md"] = "\n".join(text).rstrip() + "\n"
     out["api/index.md"] = "\n".join(index) + "\n"
     return out

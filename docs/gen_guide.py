@@ -104,7 +104,8 @@ def row(title, kind, task, exp, metric, audit, bench) -> list[str]:
         if v["matched"]:
             matched.append(n)
     trained, base = _trained(exp, kind, members)
-    best = ", ".join(f"{_layer(n)} {v:.3g}" for n, v in trained[:3]) or "not trained here"
+    best = ", ".join(f"{_layer(n)} {v:.3g}" + ("" if n in keeps else " (breaks a symmetry)")
+                     for n, v in trained[:3]) or "not trained here"
     if trained:
         best += f" (no norm: {base:.3g}; {len(trained)} layers trained)"
     sources = [_link(f"{RES}/survey_audit/table.json"), _link(f"{RES}/{exp}/results.json")]
