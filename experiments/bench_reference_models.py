@@ -15,20 +15,36 @@ geometry plus seeded 0.05 Å displacements; :func:`geonorm_jax.bench.molecules.
 molecule_frames`), float32, CPU: energies, forces ``F = -dE/dx`` by automatic
 differentiation, the loss ``0.01 MSE(E) + 0.99 MSE(F)``, its gradient with respect to the
 parameters and one Adam step (learning rate 1e-3). The JAX step is one jitted function
-(:mod:`geonorm_jax.bench.molecules`); the torch step is eager PyTorch in training mode
-(``experiments/reference_models/torch_train_step.py``). Sizes: the published presets
-``ALLEGRO_TUTORIAL`` and ``SCHNET_MD17``, translated argument by argument into the
-references' constructors (layers, latent and tensor widths, ``l_max`` and parities, Bessel /
-Gaussian basis size, cutoff, MLP depths and widths).
+(:mod:`geonorm_jax.bench.molecules`); the torch step is PyTorch in training mode
+(``experiments/reference_models/torch_train_step.py``), in each of ``--torch-modes``: eager,
+and ``torch.compile`` (nequip's own train-time compile for Allegro; ``torch.compile(model)``
+for schnetpack, which PyTorch refuses because the forces make the loss's backward a double
+backward: that mode is recorded as failed, with PyTorch's message). The ratio uses the
+peer's best working mode (the lower median); every mode's figures are reported. Sizes: the
+published presets ``ALLEGRO_TUTORIAL`` and ``SCHNET_MD17``, translated argument by argument
+into the references' constructors (layers, latent and tensor widths, ``l_max`` and parities,
+Bessel / Gaussian basis size, cutoff, MLP depths and widths). SchNet runs in schnetpack's
+conventions on both sides (the spec's ``"reference"`` size, :data:`geonorm_jax.models.
+schnet.SCHNETPACK`), where the two compute the same function: with transferred weights
+they agree in float64 to rounding (``tests/test_schnet.py``).
 
-Method: both implementations run as servers in their own processes at the same time, each
+MACE (``mace-torch``) is left out: a ratio compares two implementations of one architecture,
+and this package has no MACE (its Allegro is the nearest, a different architecture with a
+different cost); mace-torch 0.3.16 also pins ``e3nn==0.4.4`` where nequip 0.19 needs
+``e3nn>=0.6``, so the two cannot share the torch interpreter. The results record this under
+``left_out``.
+
+Method: each side (JAX, and torch in each mode) runs as a server in its own process,
 pinned to the same ``--threads`` CPUs with that many compute threads
 (``torch.set_num_threads``; ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=...
-intra_op_parallelism_threads=...``). After compilation / a first step, ``--rounds`` rounds
-each run ``--steps`` steps of one side then ``--steps`` of the other (the side that goes
-first alternates), so the two sides see the same machine load. Reported: per-step medians and
-best over all timed steps, ``ratio = torch median / JAX median`` and the median of the
-per-round ratios, parameter counts, edges, JAX compile time and XLA's compiled memory, and
+intra_op_parallelism_threads=...``); the servers start one after the other (so compile
+times do not overlap) and then idle while another side runs. After compilation / a first
+step and ``--warmup`` further untimed steps per side, ``--rounds`` rounds each run
+``--steps`` steps of every side in turn (the side that goes first rotates), so all sides
+see the same machine load, which is recorded (``os.getloadavg``) before, during every round
+and after. Reported: per-step medians and best over all timed steps, ``ratio = torch median
+/ JAX median`` per torch mode and for the best mode, with the median of its per-round
+ratios, parameter counts, edges, JAX compile time and XLA's compiled memory, and
 each process's peak RSS (``ru_maxrss``, building and compiling included), and for the JAX
 step XLA's count of its floating-point operations with the rate it reaches at the median
 step time, beside the rate of a 1024 x 1024 float32 matmul on the same threads.
@@ -38,8 +54,9 @@ threads than free cores make the torch step stall at OpenMP barriers (2 threads 
 shared cores under a load of about 7.5: 2.5 s per Allegro step instead of 0.26 s), which
 measures the oversubscription, not the implementations.
 
-Results: ``experiments/results/bench_reference_models/results.json`` (written atomically),
-and a Markdown table on stdout.
+Results: ``experiments/results/bench_reference_models/results.json`` (written atomically,
+after every model) and the Markdown table made from it, ``table.md`` beside it (also on
+stdout); ``--from-json results.json`` rewrites the table from the JSON without running.
 """
 
 from __future__ import annotations
@@ -59,13 +76,26 @@ TORCH_SCRIPT = ROOT / "experiments" / "reference_models" / "torch_train_step.py"
 ENV_VAR = "GEONORM_TORCH_PYTHON"
 DEFAULT_OUT = Path("experiments") / "results" / "bench_reference_models" / "results.json"
 
-__all__ = ["REFERENCES", "check_references", "compare_model", "format_table", "main"]
+DEFAULT_TABLE = DEFAULT_OUT.with_name("table.md")
+
+__all__ = ["REFERENCES", "TORCH_MODES", "LEFT_OUT", "check_references", "compare_model",
+           "format_table", "machine_load", "main"]
 
 REFERENCES = {
-    "allegro": ("nequip-allegro", ("torch", "nequip", "allegro"), True),
-    "schnet": ("schnetpack", ("torch", "schnetpack"), False),
+    "allegro": ("nequip-allegro", ("torch", "nequip", "allegro")),
+    "schnet": ("schnetpack", ("torch", "schnetpack")),
 }
-"""Model -> (reference package, modules it needs, whether its step runs under torch.compile)."""
+"""Model -> (reference package, modules it needs)."""
+
+TORCH_MODES = ("eager", "compile")
+"""The torch modes tried for every reference (see the module docstring)."""
+
+LEFT_OUT = {
+    "mace": "mace-torch has no counterpart in geonorm-jax (a ratio compares implementations of "
+            "one architecture; Allegro is a different architecture and cost), and mace-torch "
+            "0.3.16 pins e3nn==0.4.4 where nequip 0.19 needs e3nn>=0.6 (no shared interpreter)",
+}
+"""Peers not measured, and why."""
 
 # What the JAX model and the reference compute differently at equal sizes, per model.
 DIFFERENCES = {
@@ -88,16 +118,23 @@ DIFFERENCES = {
         "(model_dtype float32 covers weights and features)",
     ],
     "schnet": [
-        "same layers and widths; parameter counts equal (embedding table of 100 species on "
-        "both sides)",
-        "Gaussian width: SCHNET_MD17 uses gamma = 10 Å^-2 (the SchNet paper), schnetpack "
-        "the spacing (gamma = 50 Å^-2); this changes no cost",
+        "the same function: layers, widths, 100-species table, sum over neighbours, SiLU "
+        "readout, Gaussian width = spacing (gamma = 50 Å^-2 instead of SCHNET_MD17's 10) and "
+        "float32 Gaussian grid on both sides (the spec's schnetpack convention); with "
+        "transferred weights the two agree in float64 to rounding",
+        "graph: JAX masks all B A (A - 1) ordered pairs to r < r_c inside the step; "
+        "schnetpack gets the pairs within r_c, built once outside the step",
     ],
 }
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def machine_load() -> list[float]:
+    """The 1, 5 and 15 minute load averages (runnable processes; compare with the CPU count)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def check_references(torch_python: str | None, models: list[str]) -> str | None:
@@ -142,6 +179,8 @@ class _Server:
                 return json.loads(line[len(tag) + 1:])
             if line.startswith("MISSING "):
                 raise RuntimeError(f"{self.name}: missing {line[8:].strip()}")
+            if line.startswith("FAILED "):
+                raise RuntimeError(f"{self.name}: {json.loads(line[7:])}")
         err = self.proc.stderr.read()[-2000:]
         raise RuntimeError(f"{self.name} exited (status {self.proc.wait()}) before {tag}: "
                            f"{err}")
@@ -172,11 +211,19 @@ def _summary(times: list[float]) -> dict:
             "step_ms_p90": 1e3 * s[int(0.9 * (len(s) - 1))], "steps_timed": len(s)}
 
 
+def _fail_text(error) -> str:
+    return " ".join(str(error).split())[-200:].replace("|", "/")
+
+
 def compare_model(model: str, *, frames_path: str, size: str, batch: int, molecule: str,
                   relax: bool, threads: int, rounds: int, steps: int, torch_python: str,
-                  torch_compile_mode: str = "eager", log=print) -> dict:
-    """Interleaved timing of one model, both sides; a result row (see the module doc)."""
+                  torch_modes: tuple[str, ...] = TORCH_MODES, warmup: int = 3,
+                  log=print) -> dict:
+    """Interleaved timing of one model: JAX and the reference in each of ``torch_modes``; a
+    result row (see the module doc). A torch mode that fails to build or to run its first
+    step is recorded under ``torch_modes`` with its error; the row fails only if all do."""
     from geonorm_jax.bench.molecules import FORCE_WEIGHT, LEARNING_RATE, model_kwargs
+    from geonorm_jax.bench.roofline import flop_rate
 
     hyper = model_kwargs(model, size)
     case = dict(model=model, size=size, molecule=molecule, batch=batch, relax=relax)
@@ -187,80 +234,113 @@ def compare_model(model: str, *, frames_path: str, size: str, batch: int, molecu
     torch_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads),
                  "MKL_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""}
     jax_cfg = {"case": case, "frames": frames_path, "threads": threads}
-    torch_cfg = {"model": model, "hyper": hyper, "frames": frames_path, "threads": threads,
-                 "seed": 0, "learning_rate": LEARNING_RATE, "force_weight": FORCE_WEIGHT,
-                 "compile_mode": torch_compile_mode}
-    sides = {
-        "jax": _Server("geonorm-jax", [sys.executable, "-m", "geonorm_jax.bench.molecules",
-                                       "serve", json.dumps(jax_cfg)], jax_env),
-        "torch": _Server(REFERENCES[model][0], [torch_python, str(TORCH_SCRIPT),
-                                                json.dumps(torch_cfg)], torch_env),
-    }
+    commands = {"jax": ([sys.executable, "-m", "geonorm_jax.bench.molecules", "serve",
+                         json.dumps(jax_cfg)], jax_env, "geonorm-jax")}
+    for mode in torch_modes:
+        cfg = {"model": model, "hyper": hyper, "frames": frames_path, "threads": threads,
+               "seed": 0, "learning_rate": LEARNING_RATE, "force_weight": FORCE_WEIGHT,
+               "compile_mode": mode}
+        commands[mode] = ([torch_python, str(TORCH_SCRIPT), json.dumps(cfg)], torch_env,
+                          f"{REFERENCES[model][0]} ({mode})")
+    sides, ready, failed = {}, {}, {}
     try:
-        ready = {k: s.expect("READY") for k, s in sides.items()}
-        log(f"  {model}: ready (params JAX {ready['jax']['params']:,}, "
-            f"torch {ready['torch']['params']:,})")
-        times = {"jax": [], "torch": []}
-        round_ratios = []
+        for key, (cmd, env, name) in commands.items():  # one at a time: compiles don't overlap
+            sides[key] = _Server(name, cmd, env)
+            try:
+                ready[key] = sides[key].expect("READY")
+            except RuntimeError as e:
+                if key == "jax":
+                    raise
+                sides.pop(key).kill()
+                failed[key] = {"mode": key, "error": str(e)}
+                log(f"  {model}: torch {key} failed: {_fail_text(e)}")
+        if len(sides) == 1:
+            raise RuntimeError("no torch mode ran: " + "; ".join(
+                _fail_text(f["error"]) for f in failed.values()))
+        log(f"  {model}: ready (params JAX {ready['jax']['params']:,}, torch "
+            f"{ready[next(k for k in sides if k != 'jax')]['params']:,}); load "
+            f"{machine_load()}")
+        warm = {k: s.run(warmup) if warmup else [] for k, s in sides.items()}
+        keys = list(sides)
+        times = {k: [] for k in keys}
+        medians, load = [], []
         for r in range(rounds):
-            order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
+            order = keys[r % len(keys):] + keys[:r % len(keys)]
             got = {k: sides[k].run(steps) for k in order}
-            for k in order:
+            for k in keys:
                 times[k] += got[k]
-            round_ratios.append(statistics.median(got["torch"]) / statistics.median(got["jax"]))
+            medians.append({k: statistics.median(v) for k, v in got.items()})
+            load.append(machine_load()[0])
         done = {k: s.close() for k, s in sides.items()}
     finally:
         for s in sides.values():
             s.kill()
-    res = {k: {**ready[k], **done[k], **_summary(times[k]), "times_s": times[k]}
-           for k in sides}
+    res = {k: {**ready[k], **done[k], **_summary(times[k]), "times_s": times[k],
+               "warmup_times_s": warm[k]} for k in keys}
     if "xla_gflop" in res["jax"]:
-        res["jax"]["gflops_per_s"] = res["jax"]["xla_gflop"] / (
-            res["jax"]["step_ms_median"] / 1e3)
-    ratio = res["torch"]["step_ms_median"] / res["jax"]["step_ms_median"]
-    log(f"  {model}: JAX {res['jax']['step_ms_median']:.1f} ms, torch "
-        f"{res['torch']['step_ms_median']:.1f} ms, torch/JAX {ratio:.2f}")
+        res["jax"]["gflops_per_s"] = flop_rate(res["jax"]["xla_gflop"],
+                                               res["jax"]["step_ms_median"] / 1e3)
+    jax_ms = res["jax"]["step_ms_median"]
+    modes = {m: {"mode": m, **res[m]} if m in res else failed[m] for m in torch_modes}
+    ratios = {m: res[m]["step_ms_median"] / jax_ms for m in res if m != "jax"}
+    best = min(ratios, key=ratios.get)
+    round_ratios = [m[best] / m["jax"] for m in medians]
+    log(f"  {model}: JAX {jax_ms:.1f} ms, " + ", ".join(
+        f"torch {m} {res[m]['step_ms_median']:.1f} ms" for m in ratios)
+        + f"; torch/JAX {ratios[best]:.2f} ({best})")
     return {
         "model": model, "reference": REFERENCES[model][0], "size": size, "hyper": hyper,
-        "torch_mode": torch_compile_mode if REFERENCES[model][2] else "eager",
-        "jax": res["jax"], "torch": res["torch"], "ratio_torch_over_jax": ratio,
+        "jax": res["jax"], "torch": modes[best], "torch_best_mode": best,
+        "torch_modes": modes, "ratio_torch_over_jax": ratios[best], "ratio_by_mode": ratios,
         "ratio_per_round_median": statistics.median(round_ratios),
-        "ratio_per_round": round_ratios,
-        "params_relative_difference": (res["torch"]["params"] - res["jax"]["params"])
+        "ratio_per_round": round_ratios, "load_1min_per_round": load,
+        "params_relative_difference": (modes[best]["params"] - res["jax"]["params"])
         / res["jax"]["params"],
         "differences": DIFFERENCES[model],
     }
 
 
 def format_table(results: dict) -> str:
-    """Markdown table of a results dict."""
+    """Markdown table of a results dict (every figure from it)."""
     m = results["machine"]
-    lines = [f"Machine: {m['cpu']} ({m['cpu_count']} logical CPUs, shared), "
+    load = results.get("load", {})
+    lines = [f"Machine: {m['cpu']}, {m['cpu_count']} logical CPUs, shared; load average "
+             f"(1/5/15 min) {load.get('start')} at the start, {load.get('end')} at the end; "
              f"{results['threads']} thread(s) per side; {results['molecule']}, "
-             f"B = {results['batch']}, float32; {results['rounds']} rounds x "
-             f"{results['steps']} steps per side, interleaved.", "",
+             f"B = {results['batch']}, float32; {results.get('warmup', 0)} warm-up steps, then "
+             f"{results['rounds']} rounds x {results['steps']} steps per side, interleaved. "
+             f"Command: `{results['command']}`.", "",
              "| model | side | params | edges | step ms (median / best) | torch/JAX (medians; "
-             "per-round median) | peak RSS GB | JAX compile s | XLA temp MB | XLA GFLOP "
+             "per-round median) | peak RSS GB | compile s | XLA temp MB | XLA GFLOP "
              "(GFLOP/s; matmul GFLOP/s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["models"]:
         if "error" in r:
-            err = " ".join(str(r["error"]).split())[-160:].replace("|", "/")
-            lines.append(f"| {r['model']} | failed: {err} |")
+            lines.append(f"| {r['model']} | failed: {_fail_text(r['error'])} |")
             continue
-        for side, label in (("jax", "geonorm-jax"), ("torch", r["reference"])):
-            s = r[side]
-            ratio = (f"{r['ratio_torch_over_jax']:.2f}; {r['ratio_per_round_median']:.2f}"
-                     if side == "jax" else "")
-            temp = s.get("xla_temp_gb")
+        s = r["jax"]
+        temp = s.get("xla_temp_gb")
+        lines.append(
+            f"| {r['model']} | geonorm-jax | {s['params']:,} | {s['edges']} | "
+            f"{s['step_ms_median']:.1f} / {s['step_ms_best']:.1f} |  | "
+            f"{s['peak_rss_gb']:.2f} | {s['compile_s']:.1f} | "
+            f"{'' if temp is None else format(1e3 * temp, '.1f')} | "
+            + (f"{s['xla_gflop']:.2f} ({s['gflops_per_s']:.1f}; "
+               f"{s['matmul_gflops_per_s']:.1f})" if "xla_gflop" in s else "") + " |")
+        for mode, t in r.get("torch_modes", {"eager": r["torch"]}).items():
+            label = f"{r['reference']} ({mode})"
+            if "error" in t:
+                lines.append(f"| {r['model']} | {label} | failed: {_fail_text(t['error'])} |")
+                continue
+            ratio = f"{t['step_ms_median'] / s['step_ms_median']:.2f}"
+            if mode == r.get("torch_best_mode", mode):
+                ratio = f"**{ratio}**; {r['ratio_per_round_median']:.2f} (best mode)"
             lines.append(
-                f"| {r['model']} | {label} | {s['params']:,} | {s['edges']} | "
-                f"{s['step_ms_median']:.1f} / {s['step_ms_best']:.1f} | {ratio} | "
-                f"{s['peak_rss_gb']:.2f} | "
-                f"{'' if 'compile_s' not in s else format(s['compile_s'], '.1f')} | "
-                f"{'' if temp is None else format(1e3 * temp, '.1f')} | "
-                + (f"{s['xla_gflop']:.2f} ({s['gflops_per_s']:.1f}; "
-                   f"{s['matmul_gflops_per_s']:.1f})" if "xla_gflop" in s else "") + " |")
+                f"| {r['model']} | {label} | {t['params']:,} | {t['edges']} | "
+                f"{t['step_ms_median']:.1f} / {t['step_ms_best']:.1f} | {ratio} | "
+                f"{t['peak_rss_gb']:.2f} | {t['first_step_s']:.1f} (first step) |  |  |")
+    for name, why in results.get("left_out", {}).items():
+        lines.append(f"\nLeft out: {name}: {why}.")
     return "\n".join(lines)
 
 
@@ -282,6 +362,15 @@ def _public_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _write_table(results: dict, path: str) -> str:
+    from geonorm_jax._io import atomic_write_text
+
+    table = format_table(results)
+    if path:
+        atomic_write_text(path, table + "\n")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--torch-python", default=os.environ.get(ENV_VAR),
@@ -295,12 +384,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="CPUs and compute threads per side")
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--steps", type=int, default=5, help="steps per side per round")
-    ap.add_argument("--torch-compile-mode", default="eager", choices=["eager", "compile"],
-                    help="nequip's compile_mode for the Allegro reference (compile: PyTorch "
-                         ">= 2.6)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="untimed steps per side after the first one")
+    ap.add_argument("--torch-modes", nargs="+", default=list(TORCH_MODES), choices=TORCH_MODES,
+                    help="torch modes to time (the ratio uses the best that works)")
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="results JSON; '' for none")
+    ap.add_argument("--table", default=str(DEFAULT_TABLE),
+                    help="Markdown table written from the results; '' for none")
+    ap.add_argument("--from-json", default=None, metavar="RESULTS",
+                    help="only rewrite --table from this results JSON (no run)")
     args = ap.parse_args(argv)
 
+    if args.from_json:
+        print(_write_table(json.loads(Path(args.from_json).read_text()), args.table))
+        return 0
     problem = check_references(args.torch_python, args.models)
     if problem:
         print(f"bench_reference_models: {problem}", file=sys.stderr)
@@ -315,13 +412,16 @@ def main(argv: list[str] | None = None) -> int:
     frames = molecule_frames(args.molecule, args.batch, relax=not args.no_relax)
     command = "python experiments/bench_reference_models.py " + " ".join(
         _public_args(argv if argv is not None else sys.argv[1:]))
+    machine = machine_info()
+    machine["affinity_cpus"] = len(os.sched_getaffinity(0))
     results = {
         "started": _now(), "finished": None, "command": command,
-        "machine": machine_info(), "molecule": args.molecule, "batch": args.batch,
+        "machine": machine, "load": {"start": machine_load(), "end": None},
+        "molecule": args.molecule, "batch": args.batch,
         "atoms": int(len(frames.atomic_numbers)), "relaxed": not args.no_relax,
         "avg_num_neighbors": frames.avg_num_neighbors, "threads": args.threads,
-        "rounds": args.rounds, "steps": args.steps, "models": [],
-        "torch_compile_mode": args.torch_compile_mode,
+        "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup,
+        "torch_modes": args.torch_modes, "models": [], "left_out": LEFT_OUT,
         "thread_settings": {
             "jax": f"CPU affinity {args.threads} CPU(s); XLA_FLAGS="
                    f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
@@ -331,8 +431,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"{args.threads}"},
         "loss": "0.01 MSE(E) + 0.99 MSE(F), Adam lr 1e-3, seeded Gaussian targets",
     }
+    print(f"machine: {machine['cpu']}, {machine['cpu_count']} logical CPUs "
+          f"({machine['affinity_cpus']} usable), load average {results['load']['start']}")
     print(f"{args.molecule}: {results['atoms']} atoms, B = {args.batch}, "
-          f"avg neighbours {frames.avg_num_neighbors:.2f}; {args.threads} thread(s) per side")
+          f"avg neighbours {frames.avg_num_neighbors:.2f}; {args.threads} thread(s) per side; "
+          f"torch modes {' '.join(args.torch_modes)}")
     with tempfile.TemporaryDirectory() as tmp:
         frames_path = str(Path(tmp) / "frames.npz")
         np.savez(frames_path, **frames._asdict())
@@ -343,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                                     relax=not args.no_relax, threads=args.threads,
                                     rounds=args.rounds, steps=args.steps,
                                     torch_python=args.torch_python,
-                                    torch_compile_mode=args.torch_compile_mode)
+                                    torch_modes=tuple(args.torch_modes), warmup=args.warmup)
             except Exception as e:  # noqa: BLE001 - recorded in the results
                 row = {"model": model, "error": f"{type(e).__name__}: {e}"}
                 print(f"  {model}: failed: {row['error'][-500:]}")
@@ -351,9 +454,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.out:
                 write_json_atomic(args.out, results)
     results["finished"] = _now()
+    results["load"]["end"] = machine_load()
     if args.out:
         write_json_atomic(args.out, results)
-    print(format_table(results))
+    print(_write_table(results, args.table))
     return 0 if all("error" not in r for r in results["models"]) else 1
 
 

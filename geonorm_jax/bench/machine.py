@@ -1,4 +1,5 @@
-"""What the benchmark ran on, and the machine's attainable square-matmul FLOP rate."""
+"""What the benchmark ran on, and the machine's attainable rates: square-matmul FLOP/s and
+large-array-copy bytes/s (the two roofs of :mod:`geonorm_jax.bench.roofline`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import resource
 import time
 from importlib import metadata
 
-__all__ = ["machine_info", "matmul_rate", "MatmulTimer", "peak_rss_gb", "device_peak_gb"]
+__all__ = ["machine_info", "matmul_rate", "MatmulTimer", "CopyTimer", "copy_rate", "peak_rss_gb",
+           "device_peak_gb"]
 
 
 def _cpu_model() -> str:
@@ -84,6 +86,43 @@ class MatmulTimer:
 def matmul_rate(size: int | None = None, repeats: int = 10) -> float:
     """The best FLOP/s of ``repeats`` square float32 matmuls (see :class:`MatmulTimer`)."""
     timer = MatmulTimer(size)
+    timer.sample(repeats)
+    return timer.rate
+
+
+class CopyTimer:
+    """Times ``a + 1`` for a large float32 ``a`` (``nbytes`` read, ``nbytes`` written): the
+    attainable memory bandwidth in bytes/s, the memory roof next to :class:`MatmulTimer`'s
+    compute roof. ``size``: elements (default 2^25 = 128 MiB on the CPU, 2^28 = 1 GiB on an
+    accelerator, well past every cache)."""
+
+    def __init__(self, size: int | None = None):
+        import jax
+        import jax.numpy as jnp
+
+        if size is None:
+            size = 2**25 if jax.default_backend() == "cpu" else 2**28
+        self.size = size
+        self.a = jnp.zeros((size,), jnp.float32)
+        self.fn = jax.jit(lambda a: a + 1.0)
+        self.fn(self.a).block_until_ready()
+        self.best = float("inf")
+
+    def sample(self, repeats: int = 3) -> None:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            self.fn(self.a).block_until_ready()
+            self.best = min(self.best, time.perf_counter() - t)
+
+    @property
+    def rate(self) -> float:
+        """Best bytes/s observed so far (``2 * 4 * size`` bytes per call)."""
+        return 8.0 * self.size / self.best
+
+
+def copy_rate(size: int | None = None, repeats: int = 10) -> float:
+    """The best bytes/s of ``repeats`` large-array copies (see :class:`CopyTimer`)."""
+    timer = CopyTimer(size)
     timer.sample(repeats)
     return timer.rate
 

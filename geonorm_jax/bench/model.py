@@ -23,6 +23,13 @@ plus the embedding ``2H`` per node once. A training step counts as three forward
 the chunked edge block) is work the step does but is not counted, so the fraction is a lower
 bound on the hardware's utilisation.
 
+XLA's own count (``Compiled.cost_analysis()``: ``xla_gflop``, ``xla_gbytes``) and the
+achieved rates against both measured roofs (square matmul FLOP/s, large-array copy bytes/s:
+``xla_fraction_of_matmul``, ``xla_fraction_of_copy``, ``bound``, ``roofline_fraction``) are
+in :mod:`geonorm_jax.bench.roofline`; XLA counts a chunked step's loop body once, so for
+chunked cases its count is a lower bound. ``edge_plan`` records how the EGNN ran its edges
+(:mod:`geonorm_jax.models.execution_plan`).
+
 The kNN graph is built once, outside the timed step (as a data pipeline would); its build
 time is reported separately (``graph_ms``: ``O(B N^2)`` distances and ``lax.top_k``).
 
@@ -40,8 +47,10 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["ModelCase", "CompiledCase", "step_flops", "run_case", "compile_case", "build_step",
-           "case_inputs"]
+__all__ = ["ModelCase", "CompiledCase", "PRECISIONS", "step_flops", "run_case", "compile_case",
+           "build_step", "case_inputs", "case_model", "edge_plan"]
+
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +63,11 @@ class ModelCase:
       graph: ``"dense"`` or ``"knn"``.
       neighbors: ``k`` for ``"knn"`` (capped at ``N - 1``).
       remat: rematerialise each layer in the backward pass.
-      edge_chunk: the EGNN's edge chunk (edges processed together).
+      edge_chunk: the EGNN's edge chunk: ``"auto"`` (the execution plan of
+        :mod:`geonorm_jax.models.execution_plan`), edges processed together, or None.
+      precision: ``"float32"`` or ``"bfloat16"`` (matrix products' operands in bfloat16,
+        accumulation, positions, sums, norms and the loss in float32: the EGNN's
+        ``matmul_dtype``).
       norm, norm_place: a catalogue normalization and its place (``None``: vanilla EGNN).
       group: ``"scaling"`` (the N sweep), ``"target"`` (a configuration named by a target).
       seconds: time budget for the timed steps (at least 2 steps, at most ``max_repeats``).
@@ -69,7 +82,8 @@ class ModelCase:
     neighbors: int | None = None
     hidden: int = 64
     remat: bool = False
-    edge_chunk: int | None = 16384
+    edge_chunk: int | str | None = "auto"
+    precision: str = "float32"
     norm: str | None = None
     norm_place: str | None = None
     group: str = "scaling"
@@ -81,6 +95,9 @@ class ModelCase:
             raise ValueError(f"graph: expected 'dense' or 'knn'; received {self.graph!r}")
         if self.graph == "knn" and not (self.neighbors and self.neighbors >= 1):
             raise ValueError(f"graph='knn': expected neighbors >= 1; received {self.neighbors}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}; received "
+                             f"{self.precision!r}")
         for field in ("nodes", "batch", "layers", "hidden"):
             if getattr(self, field) < 1:
                 raise ValueError(f"{field}: expected >= 1; received {getattr(self, field)}")
@@ -119,6 +136,36 @@ def case_inputs(case: ModelCase, key=None) -> dict:
     return dict(x=x, v=v, q=q, target=target)
 
 
+def case_model(case: ModelCase):
+    """The :class:`~geonorm_jax.models.EGNN` of ``case`` (ValueError if the norm cannot be
+    placed)."""
+    import jax.numpy as jnp
+
+    from geonorm_jax.models import EGNN, make_egnn
+    from geonorm_jax.norms import catalog
+
+    kwargs = dict(hidden=case.hidden, num_layers=case.layers, remat=case.remat,
+                  edge_chunk=case.edge_chunk, graph="edges" if case.graph == "knn" else "dense",
+                  matmul_dtype=jnp.bfloat16 if case.precision == "bfloat16" else None)
+    if case.norm is None:
+        return make_egnn(None, **kwargs)
+    place = case.norm_place or EGNN.placement.default_place(
+        catalog.get(case.norm).kind, case.norm
+    )
+    return make_egnn(case.norm, place=place, **kwargs)
+
+
+def edge_plan(case: ModelCase):
+    """The :class:`~geonorm_jax.models.execution_plan.EdgePlan` the case's EGNN runs with
+    (dense: ``B N^2`` padded edges in chunks of whole graphs; kNN: ``B N k`` edges)."""
+    import jax.numpy as jnp
+
+    model = case_model(case)
+    if case.graph == "dense":
+        return model.edge_plan(case.batch * case.nodes**2, jnp.float32, nodes=case.nodes)
+    return model.edge_plan(case.batch * case.nodes * case.k, jnp.float32)
+
+
 def build_step(case: ModelCase, inputs: dict):
     """``(step, params, opt_state, edges, graph_ms)``: a jitted Adam step on the MSE loss.
 
@@ -129,8 +176,7 @@ def build_step(case: ModelCase, inputs: dict):
     import jax.numpy as jnp
     import optax
 
-    from geonorm_jax.models import EGNN, knn_graph, make_egnn
-    from geonorm_jax.norms import catalog
+    from geonorm_jax.models import knn_graph
 
     x, v, q = inputs["x"], inputs["v"], inputs["q"]
     edges, graph_ms = {}, None
@@ -141,15 +187,7 @@ def build_step(case: ModelCase, inputs: dict):
         s, r, e = jax.block_until_ready(build(x, case.k))
         graph_ms = 1e3 * (time.perf_counter() - t)
         edges = dict(senders=s, receivers=r, edge_mask=e)
-    kwargs = dict(hidden=case.hidden, num_layers=case.layers, remat=case.remat,
-                  edge_chunk=case.edge_chunk, graph="edges" if edges else "dense")
-    if case.norm is None:
-        model = make_egnn(None, **kwargs)
-    else:
-        place = case.norm_place or EGNN.placement.default_place(
-            catalog.get(case.norm).kind, case.norm
-        )
-        model = make_egnn(case.norm, place=place, **kwargs)
+    model = case_model(case)
     variables = jax.jit(lambda key: model.init(key, x, v, q, **edges))(jax.random.key(1))
     params, batch_stats = variables["params"], variables.get("batch_stats", {})
     tx = optax.adam(5e-4)
@@ -158,7 +196,8 @@ def build_step(case: ModelCase, inputs: dict):
     def loss_fn(params, batch_stats, x, v, q, target, edges):
         pred, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, v, q,
                                     training=True, mutable=["batch_stats"], **edges)
-        return jnp.mean(jnp.square(pred - target)), updates.get("batch_stats", batch_stats)
+        loss = jnp.mean(jnp.square(pred.astype(jnp.float32) - target))  # float32 loss
+        return loss, updates.get("batch_stats", batch_stats)
 
     def step(params, opt_state, x, v, q, target, edges):
         adam_state, batch_stats = opt_state
@@ -216,17 +255,21 @@ def compile_case(case: ModelCase) -> CompiledCase:
     return CompiledCase(run, compiled, compile_s, graph_ms)
 
 
-def run_case(case: ModelCase, matmul=None) -> dict:
+def run_case(case: ModelCase, matmul=None, copy=None) -> dict:
     """Compile and time ``case``; returns a row of plain JSON values (see module docstring).
 
-    ``matmul``: a :class:`~geonorm_jax.bench.machine.MatmulTimer` to sample between steps
-    (one is made if None).
+    ``matmul``, ``copy``: a :class:`~geonorm_jax.bench.machine.MatmulTimer` and a
+    :class:`~geonorm_jax.bench.machine.CopyTimer` to sample between steps (made if None):
+    the two roofs of :func:`~geonorm_jax.bench.roofline.roofline`.
     """
     import jax
 
-    from geonorm_jax.bench.machine import MatmulTimer, device_peak_gb, peak_rss_gb
+    from geonorm_jax.bench.machine import CopyTimer, MatmulTimer, device_peak_gb, peak_rss_gb
+    from geonorm_jax.bench.roofline import compiled_cost, roofline
 
     matmul = matmul or MatmulTimer()
+    copy = copy or CopyTimer()
+    plan = edge_plan(case)
     c = compile_case(case)
     compile_s, graph_ms, memory = c.compile_s, c.graph_ms, _memory(c.compiled)
     first, loss = c.run()
@@ -234,10 +277,13 @@ def run_case(case: ModelCase, matmul=None) -> dict:
     times = []
     for _ in range(repeats):
         matmul.sample(2)
+        copy.sample(1)
         seconds, loss = c.run()
         times.append(seconds)
     matmul.sample(2)
+    copy.sample(2)
     flops = step_flops(case)
+    cost = compiled_cost(c.compiled)
     best = min(times)
     times.sort()
     return {
@@ -253,6 +299,11 @@ def run_case(case: ModelCase, matmul=None) -> dict:
         "step_gflops_per_s": flops / best / 1e9,
         "matmul_gflops_per_s": matmul.rate / 1e9,
         "fraction_of_matmul": flops / best / matmul.rate,
+        "copy_gbytes_per_s": copy.rate / 1e9,
+        **cost,
+        **roofline(cost, best, matmul.rate, copy.rate),
+        "edge_plan": plan.describe(),
+        "edge_plan_chunk": plan.chunk,
         "peak_rss_gb": peak_rss_gb(),
         "device_peak_gb": device_peak_gb(),
         **memory,

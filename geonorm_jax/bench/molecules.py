@@ -244,14 +244,9 @@ def _memory(compiled) -> dict[str, float]:
         value = getattr(ma, attr, None) if ma is not None else None
         if value is not None:
             out[key] = value / 1e9
-    try:
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list | tuple) else cost
-        flops = cost.get("flops") if cost else None
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        flops = None
-    if flops is not None and flops > 0:
-        out["xla_gflop"] = flops / 1e9
+    from geonorm_jax.bench.roofline import compiled_cost
+
+    out.update(compiled_cost(compiled))  # xla_gflop, xla_gbytes
     return out
 
 
@@ -319,6 +314,7 @@ def run_molecule_case(case: MoleculeCase) -> dict:
     import jax
 
     from geonorm_jax.bench.machine import peak_rss_gb
+    from geonorm_jax.bench.roofline import flop_rate
 
     c = compile_step(case)
     first, loss = c.run()
@@ -330,7 +326,7 @@ def run_molecule_case(case: MoleculeCase) -> dict:
         "edges_within_cutoff": c.edges_within_cutoff,
         "step_ms_best": 1e3 * times[0], "step_ms_median": 1e3 * times[len(times) // 2],
         "repeats": repeats, "compile_s": c.compile_s, "peak_rss_gb": peak_rss_gb(),
-        "gflops_per_s": (c.memory["xla_gflop"] / (times[len(times) // 2])
+        "gflops_per_s": (flop_rate(c.memory["xla_gflop"], times[len(times) // 2])
                          if "xla_gflop" in c.memory else None),
         **c.memory, "loss": loss, "finite": bool(np.isfinite(loss)),
         "backend": jax.default_backend(),

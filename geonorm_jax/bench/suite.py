@@ -46,11 +46,14 @@ _PAPER_EPOCH = dict(preset="geonorm-paper", overrides={"data": {"particles": 100
 
 def _targets(small_s: float, large_s: float) -> list[ModelCase]:
     """The papers' three target steps: the EGNN paper's N = 5 (batch 100, 4 layers), the
-    GeoNorm paper's N = 100 (batch 50, 5 layers) and N = 1000 on a kNN edge list (k = 32);
+    GeoNorm paper's N = 100 (batch 50, 5 layers; also with bfloat16 matrix products) and
+    N = 1000 on a kNN edge list (k = 32);
     ``small_s``/``large_s``: time budget of the first and of the other two."""
     return [
         ModelCase("target-dense-n5-b100-l4", 5, 100, 4, group="target", seconds=small_s),
         ModelCase("target-dense-n100-b50-l5", 100, 50, 5, group="target", seconds=large_s),
+        ModelCase("target-dense-n100-b50-l5-bf16", 100, 50, 5, group="target",
+                  seconds=large_s, precision="bfloat16"),
         ModelCase("target-knn32-n1000-b50-l5", 1000, 50, 5, "knn", 32, group="target",
                   seconds=large_s),
     ]
@@ -167,7 +170,7 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
     """Run the suite; returns the results dict (also written to ``out``)."""
     import jax
 
-    from geonorm_jax.bench.machine import machine_info, matmul_rate
+    from geonorm_jax.bench.machine import copy_rate, machine_info, matmul_rate
     from geonorm_jax.bench.scaling import plot_scaling, scaling_fits
 
     if preset_name not in PRESETS:
@@ -188,6 +191,7 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
         "schema": SCHEMA, "preset": preset_name, "command": command,
         "started": previous.get("started", _now()), "finished": None,
         "machine": machine_info(), "matmul_gflops_per_s": matmul_rate() / 1e9,
+        "copy_gbytes_per_s": copy_rate() / 1e9,
         "model": previous.get("model", []), "norms": previous.get("norms", []),
         "data": previous.get("data", []), "epoch": previous.get("epoch"),
         "molecules": previous.get("molecules", []),
@@ -195,7 +199,8 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
     save = lambda: write_json_atomic(out, results)
     log(f"machine: {results['machine']['cpu']} ({results['machine']['cpu_count']} cores), "
         f"device {results['machine']['device']}, jax {results['machine']['versions']['jax']}; "
-        f"square matmul {results['matmul_gflops_per_s']:.1f} GFLOP/s")
+        f"square matmul {results['matmul_gflops_per_s']:.1f} GFLOP/s, array copy "
+        f"{results['copy_gbytes_per_s']:.1f} GB/s")
     call = _run_worker if subprocesses else _in_process
 
     if "model" in sections:
@@ -212,8 +217,9 @@ def run_suite(preset_name: str, *, sections=None, out: str | Path | None = None,
             row = rows[0] if rows else {**case.to_dict(), "error": err}
             results["model"].append(row)
             save()
-            log(f"  {case.name}: " + (f"{row['step_ms_best']:.1f} ms/step" if "step_ms_best"
-                                      in row else f"failed: {str(row.get('error'))[-300:]}")
+            log(f"  {case.name}: " + (f"{row['step_ms_best']:.1f} ms/step, edges "
+                                      f"{row.get('edge_plan')}" if "step_ms_best" in row
+                                      else f"failed: {str(row.get('error'))[-300:]}")
                 + f" ({time.perf_counter() - t:.0f} s)")
 
     if "norms" in sections:
@@ -317,13 +323,25 @@ def evaluate_targets(results: dict) -> list[dict]:
     return out
 
 
+def _roofline_row(r: dict) -> str:
+    f = lambda key, fmt: "" if r.get(key) is None else format(r[key], fmt)
+    return (f"| {r['name']} | {r.get('precision', 'float32')} | {f('xla_gflop', '.3g')} | "
+            f"{f('xla_gbytes', '.3g')} | {f('xla_gflops_per_s', '.1f')} | "
+            f"{f('xla_gbytes_per_s', '.1f')} | {f('xla_fraction_of_matmul', '.3f')} | "
+            f"{f('xla_fraction_of_copy', '.3f')} | {f('intensity_flop_per_byte', '.2f')} | "
+            f"{r.get('bound') or ''} | {f('roofline_fraction', '.3f')} | "
+            f"{r.get('edge_plan') or ''} |")
+
+
 def format_tables(results: dict) -> str:
     """Markdown tables of a results dict (what ``geonorm-jax bench`` prints)."""
     lines = []
     m = results["machine"]
+    copy = results.get("copy_gbytes_per_s")
     lines.append(f"Machine: {m['cpu']}, {m['cpu_count']} cores; device {m['device']}; "
                  f"jax {m['versions']['jax']}; square matmul "
-                 f"{results['matmul_gflops_per_s']:.1f} GFLOP/s (float32).")
+                 f"{results['matmul_gflops_per_s']:.1f} GFLOP/s (float32)"
+                 + (f"; array copy {copy:.1f} GB/s" if copy else "") + ".")
     if results["model"]:
         lines += ["", "| case | graph | N | B | L | k | remat | step ms (best / median) | "
                   "GFLOP/s | of matmul | peak RSS GB | XLA temp GB |",
@@ -341,6 +359,14 @@ def format_tables(results: dict) -> str:
                 f"{r['step_ms_median']:.1f} | {r['step_gflops_per_s']:.1f} | "
                 f"{r['fraction_of_matmul']:.2f} | {mem} | "
                 f"{'' if temp is None else f'{temp:.3f}'} |")
+        lines += ["", "Roofline (XLA's cost analysis of the compiled step; fractions of the "
+                  "measured matmul and copy rates; a chunked step's loop body is counted once):",
+                  "", "| case | precision | XLA GFLOP | XLA GB | GFLOP/s | GB/s | of matmul | "
+                  "of copy | FLOP/byte | bound | of roofline | edges |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in results["model"]:
+            if "step_ms_best" in r:
+                lines.append(_roofline_row(r))
     for graph, fit in (results.get("scaling") or {}).items():
         large = fit["exponent_large"]
         if fit["exponent_all"] is None:

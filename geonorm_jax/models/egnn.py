@@ -56,7 +56,7 @@ import jax.numpy as jnp
 
 from geonorm_jax import geometry
 from geonorm_jax.models import edges as edges_lib
-from geonorm_jax.models import registry
+from geonorm_jax.models import execution_plan, registry
 from geonorm_jax.models import sharding as sharding_lib
 from geonorm_jax.models.egnn_layer import EGCLVel, LayerSettings
 from geonorm_jax.models.layers import TorchDense, merge_training
@@ -115,6 +115,17 @@ class EGNN(nn.Module):
         ``senders`` selects the given edge list in every case.
       neighbors: ``k`` of the ``"knn"`` graph (``k >= N - 1``: fully connected as an edge list).
       cutoff: optional radius of the ``"knn"`` graph (longer edges are masked), or None.
+      edge_chunk: edges whose per-edge work runs together: ``"auto"`` (default: chosen at
+        trace time by :func:`~geonorm_jax.models.execution_plan.plan_edges` from the backend,
+        the device's free memory and the estimated bytes per edge; see :meth:`edge_plan`), an
+        integer (chunks of that many edges, under ``jax.checkpoint``; dense graphs: whole
+        graphs per chunk) or None (all edges at once). The result does not depend on it.
+      memory_budget: bytes the ``"auto"`` plan may draw on (None: the device's free memory,
+        ``GEONORM_JAX_MEMORY_BUDGET_GB``, or a stated default).
+      matmul_dtype: mixed precision: the operands of every matrix product are cast to this
+        dtype (e.g. ``jnp.bfloat16``) and the products accumulate in the computation dtype;
+        positions, activations, the sums over senders, the norms and the loss stay in the
+        computation dtype (that of ``x``). None (default): everything in the dtype of ``x``.
       param_dtype: dtype of the parameters (computation runs in the dtype of ``x``).
       node_sharding: a :class:`~geonorm_jax.parallel.NodeSharding` (mesh + axis) to
         split one large system over devices along the node axis (edge-list graph only;
@@ -149,7 +160,9 @@ class EGNN(nn.Module):
     graph: str = "dense"
     neighbors: int = 32
     cutoff: float | None = None
-    edge_chunk: int | None = 16384
+    edge_chunk: int | str | None = "auto"
+    memory_budget: int | None = None
+    matmul_dtype: Any = None
     param_dtype: Any = jnp.float32
     node_sharding: NodeSharding | None = None
     training: bool | None = None
@@ -172,6 +185,7 @@ class EGNN(nn.Module):
                 f"node_sharding: expected a NodeSharding or None; received "
                 f"{type(self.node_sharding).__name__}"
             )
+        execution_plan.check_edge_chunk(self.edge_chunk)
         if self.num_layers < 1 or self.hidden < 1:
             raise ValueError(
                 f"expected num_layers >= 1 and hidden >= 1; received {self.num_layers}, "
@@ -248,7 +262,15 @@ class EGNN(nn.Module):
         h = TorchDense(self.hidden, name="embedding", param_dtype=self.param_dtype)(speed)
 
         training = merge_training(self.training, training)
-        settings = self.layer_settings(training=training, dense=not use_edges)
+        if not use_edges:
+            num_edges = batch * n * n
+        elif self.node_sharding is not None:  # per device
+            num_edges = senders.size // self.node_sharding.num_shards
+        else:
+            num_edges = senders.shape[0]
+        settings = self.layer_settings(training=training, dense=not use_edges,
+                                       num_edges=num_edges, dtype=dtype,
+                                       nodes=None if use_edges else n)
         layer_cls = nn.remat(EGCLVel) if self.remat else EGCLVel
         for layer in range(self.num_layers):
             last = layer == self.num_layers - 1
@@ -260,8 +282,30 @@ class EGNN(nn.Module):
             )(h, x, v, edge_attr, mask, emask, mu0, senders, receivers)
         return x
 
-    def layer_settings(self, *, training: bool = False, dense: bool = True) -> LayerSettings:
-        """The :class:`LayerSettings` of this model's layers (``apply_coord_norm=True``)."""
+    def edge_plan(self, num_edges: int, dtype=jnp.float32,
+                  nodes: int | None = None) -> execution_plan.EdgePlan:
+        """The ``edge_chunk="auto"`` plan for ``num_edges`` edges per layer (dense graph:
+        ``B N^2``, give ``nodes=N``: chunks of whole graphs; edge list: ``E``; node-sharded:
+        ``B E / D`` per device) computed in ``dtype``; for an explicit ``edge_chunk`` the plan
+        states it."""
+        kw = dict(layers=self.num_layers, remat=self.remat, budget_bytes=self.memory_budget,
+                  granule=1 if nodes is None else nodes * nodes)
+        if self.edge_chunk != execution_plan.AUTO:
+            plan = execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
+            chunk = self.edge_chunk
+            if chunk is not None and chunk >= num_edges:
+                chunk = None
+            return plan._replace(chunk=chunk, reason=f"explicit edge_chunk={self.edge_chunk}")
+        return execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
+
+    def layer_settings(self, *, training: bool = False, dense: bool = True,
+                       num_edges: int | None = None, dtype=jnp.float32,
+                       nodes: int | None = None) -> LayerSettings:
+        """The :class:`LayerSettings` of this model's layers (``apply_coord_norm=True``);
+        with ``num_edges``, an ``edge_chunk="auto"`` is resolved by :meth:`edge_plan`."""
+        edge_chunk = self.edge_chunk
+        if edge_chunk == execution_plan.AUTO and num_edges is not None:
+            edge_chunk = self.edge_plan(num_edges, dtype, nodes).chunk
         return LayerSettings(
             hidden=self.hidden,
             coords_agg=self.coords_agg,
@@ -275,7 +319,8 @@ class EGNN(nn.Module):
             feature_norm=self.feature_norm,
             training=training,
             dense=dense,
-            edge_chunk=self.edge_chunk,
+            edge_chunk=edge_chunk,
+            matmul_dtype=self.matmul_dtype,
             param_dtype=self.param_dtype,
             node_sharding=self.node_sharding,
         )

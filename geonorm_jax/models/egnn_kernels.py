@@ -25,12 +25,13 @@ r_ij w_3 + e_ij W_4``; the node products are computed once per node, so the per-
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
+from geonorm_jax.models.execution_plan import resolve_chunk
 
 __all__ = [
     "EDGE_ATTR_DIM",
@@ -59,8 +60,11 @@ class EdgeKernelConfig(NamedTuple):
       coords_range: scale of the tanh output.
       norm_diff: use ``(x_i - x_j) / (||x_i - x_j|| + norm_diff_epsilon)`` in ``t_ij``.
       norm_diff_epsilon: the epsilon of ``norm_diff`` (1.0 in the reference ``gcl.py``).
-      edge_chunk: edges processed together (``None``: all at once); see :func:`chunked`
-        and :func:`sum_edge_chunks`.
+      matmul_dtype: dtype of the matrix products' operands (None: the computation dtype);
+        see :func:`linear`.
+      edge_chunk: edges processed together (``None``: all at once; ``"auto"``: the one-layer
+        plan of :func:`~geonorm_jax.models.execution_plan.plan_edges`, resolved at trace
+        time); see :func:`chunked` and :func:`sum_edge_chunks`.
     """
 
     attention: bool = False
@@ -68,12 +72,22 @@ class EdgeKernelConfig(NamedTuple):
     coords_range: float = 1.0
     norm_diff: bool = False
     norm_diff_epsilon: float = 1.0
-    edge_chunk: int | None = None
+    edge_chunk: int | str | None = None
+    matmul_dtype: Any = None
 
 
-def linear(p: dict, x: jax.Array) -> jax.Array:
-    """``x W (+ b)`` with the parameters ``p = {"kernel", "bias"?}`` cast to the dtype of ``x``."""
-    y = jnp.dot(x, p["kernel"].astype(x.dtype))
+def linear(p: dict, x: jax.Array, matmul_dtype=None) -> jax.Array:
+    """``x W (+ b)`` with the parameters ``p = {"kernel", "bias"?}`` cast to the dtype of ``x``.
+
+    ``matmul_dtype`` (e.g. ``jnp.bfloat16``): the product's operands are cast to it and the
+    product accumulates and returns in the dtype of ``x`` (``preferred_element_type``); the
+    bias is added in the dtype of ``x``. None: all in the dtype of ``x``.
+    """
+    if matmul_dtype is None or jnp.dtype(matmul_dtype) == x.dtype:
+        y = jnp.dot(x, p["kernel"].astype(x.dtype))
+    else:
+        y = jnp.dot(x.astype(matmul_dtype), p["kernel"].astype(matmul_dtype),
+                    preferred_element_type=x.dtype)
     return y + p["bias"].astype(x.dtype) if "bias" in p else y
 
 
@@ -83,11 +97,11 @@ def edge_messages(p: dict, pre, diff, emask, cfg: EdgeKernelConfig):
     Returns the masked coordinate terms ``clip((x_i - x_j) phi_x(m_ij)) [..., 3]`` and the
     masked messages ``m_ij [..., H]``; ``emask [...]`` is 1 for real edges, 0 otherwise.
     """
-    silu = jax.nn.silu
-    m = silu(linear(p["edge_mlp_out"], silu(pre)))
+    silu, md = jax.nn.silu, cfg.matmul_dtype
+    m = silu(linear(p["edge_mlp_out"], silu(pre), md))
     if cfg.attention:
-        m = m * jax.nn.sigmoid(linear(p["attention"], m))
-    phi_x = linear(p["coord_mlp_out"], silu(linear(p["coord_mlp_hidden"], m)))
+        m = m * jax.nn.sigmoid(linear(p["attention"], m, md))
+    phi_x = linear(p["coord_mlp_out"], silu(linear(p["coord_mlp_hidden"], m, md)), md)
     if cfg.tanh:
         phi_x = cfg.coords_range * jnp.tanh(phi_x)
     trans = jnp.clip(diff * phi_x, -CLAMP, CLAMP)
@@ -147,7 +161,9 @@ def dense_edges(p, a, b, x, edge_attr, pair_mask, cfg: EdgeKernelConfig):
         trans, m = edge_messages(p, pre, diff, pair_mask, cfg)
         return jnp.sum(trans, axis=2), jnp.sum(m, axis=2)
 
-    per_chunk = max(1, (cfg.edge_chunk or batch * n * n) // (n * n))
+    edge_chunk = resolve_chunk(cfg.edge_chunk, batch * n * n, a.shape[-1], a.dtype,
+                               granule=n * n)
+    per_chunk = max(1, (edge_chunk or batch * n * n) // (n * n))
     g = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= per_chunk)
     return chunked(fn, (a, b, x, edge_attr, pair_mask), batch // g)
 
@@ -172,7 +188,8 @@ def list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg: EdgeKernel
 
     xs = (senders, receivers, emask, edge_attr)
     zeros = lambda: jnp.zeros((batch * n, 3 + a.shape[-1]), x.dtype)
-    total = sum_edge_chunks(fn, xs, zeros, cfg.edge_chunk)
+    edge_chunk = resolve_chunk(cfg.edge_chunk, senders.shape[0], a.shape[-1], a.dtype)
+    total = sum_edge_chunks(fn, xs, zeros, edge_chunk)
     total = total.reshape(batch, n, -1)
     return total[..., :3], total[..., 3:]
 

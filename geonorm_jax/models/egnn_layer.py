@@ -61,7 +61,8 @@ class LayerSettings:
     apply_coord_norm: bool = True
     training: bool = False
     dense: bool = True
-    edge_chunk: int | None = None
+    edge_chunk: int | str | None = None
+    matmul_dtype: Any = None
     param_dtype: Any = jnp.float32
     node_sharding: NodeSharding | None = None
 
@@ -75,6 +76,7 @@ class LayerSettings:
             norm_diff=self.norm_diff,
             norm_diff_epsilon=self.norm_diff_epsilon,
             edge_chunk=self.edge_chunk,
+            matmul_dtype=self.matmul_dtype,
         )
 
 
@@ -108,7 +110,7 @@ class EGCLVel(nn.Module):
         with flat ``senders``/``receivers [E]``. ``node_mask [B,N]`` bool or None.
         """
         s = self.settings
-        H, dtype = s.hidden, x.dtype
+        H = s.hidden
         lin = self._linear_params
         # phi_e's first layer: the parameters of Linear(2H + 1 + 2, H), stored by block.
         fan_in = 2 * H + 1 + EDGE_ATTR_DIM
@@ -133,8 +135,10 @@ class EGCLVel(nn.Module):
         silu = jax.nn.silu
         cfg = s.kernel
 
-        a = h @ p["edge_w_hi"].astype(dtype) + p["edge_bias"].astype(dtype)  # [B, N, H]
-        b = h @ p["edge_w_hj"].astype(dtype)
+        md = s.matmul_dtype
+        # [B, N, H]: the first edge layer's node products, once per node (not per edge)
+        a = kernels.linear({"kernel": p["edge_w_hi"], "bias": p["edge_bias"]}, h, md)
+        b = kernels.linear({"kernel": p["edge_w_hj"]}, h, md)
         if s.node_sharding is not None:  # per-graph edges [B, E], node-sharded
             update, agg, count = sharding_lib.sharded_list_edges(
                 p, a, b, x, edge_attr, senders, receivers, edge_mask, cfg, s.node_sharding
@@ -156,12 +160,12 @@ class EGCLVel(nn.Module):
 
         # Velocity term: this layer's input h, the model's input v.
         vel_hidden, vel_out = lin("vel_mlp_hidden", H, H), lin("vel_mlp_out", H, 1)
-        x = x + kernels.linear(vel_out, silu(kernels.linear(vel_hidden, h))) * v
+        x = x + kernels.linear(vel_out, silu(kernels.linear(vel_hidden, h, md)), md) * v
 
         # Node update (recurrent / residual); messages were aggregated by sum.
         node_hidden, node_out = lin("node_mlp_hidden", 2 * H, H), lin("node_mlp_out", H, H)
-        hidden = kernels.linear(node_hidden, jnp.concatenate([h, agg], -1))
-        h = h + kernels.linear(node_out, silu(hidden))
+        hidden = kernels.linear(node_hidden, jnp.concatenate([h, agg], -1), md)
+        h = h + kernels.linear(node_out, silu(hidden), md)
 
         if s.feature_norm is not None:
             h = NormLayer(s.feature_norm, name="feature_norm")(h, **norm_kw)

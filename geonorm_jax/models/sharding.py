@@ -23,6 +23,7 @@ from jax.sharding import PartitionSpec as P
 from geonorm_jax.models import edges as edges_lib
 from geonorm_jax.models import egnn_kernels as kernels
 from geonorm_jax.models.egnn_kernels import EdgeKernelConfig
+from geonorm_jax.models.execution_plan import resolve_chunk
 from geonorm_jax.parallel import nodes as nodes_lib
 from geonorm_jax.parallel.nodes import NodeSharding
 
@@ -77,7 +78,8 @@ def sharded_list_edges(
             jnp.zeros((batch * block, hidden + 4), x.dtype), ns.axis, to="varying"
         )
         xs = (s_all, r_loc, em.reshape(-1), ea.reshape(-1, ea.shape[-1]))
-        total = kernels.sum_edge_chunks(fn, xs, zeros, cfg.edge_chunk)
+        edge_chunk = resolve_chunk(cfg.edge_chunk, xs[0].shape[0], hidden, x.dtype)
+        total = kernels.sum_edge_chunks(fn, xs, zeros, edge_chunk)
         return total.reshape(batch, block, hidden + 4)
 
     spec = ns.spec

@@ -31,6 +31,15 @@ statistics the flat one of jraph, e3nn-jax and PyG: nodes ``[total_nodes, ...]``
 ``n_node [num_graphs]`` counts; padding graphs are graphs like any other, and an optional
 ``mask [total_nodes]`` marks padded nodes.
 
+Precision: every layer computes in at least float32. An input narrower than float32 (bfloat16,
+float16) is promoted to float32 on entry to ``apply`` (with the floating context arrays, e.g.
+``mu0``), the layer runs, and its output is cast back to the input's dtype (its new state to
+the dtype of the state it received); float32 and float64 inputs pass untouched. This is done
+once, where :class:`Norm` wraps ``apply`` (:func:`at_least_float32`), so it holds for every
+layer of the catalogue and for a user's ``Norm``: mixed-precision models keep their
+normalization statistics (means, variances, norms over nodes, channels or components) in
+float32.
+
 Numerics: statistics that square their inputs first divide them by a power of two
 (:func:`graph_scale`, :func:`geonorm_jax.geometry.magnitude_scale`) when their magnitude is
 outside ``2**-50 .. 2**50``, so layers are right in float32 from 1e-30 to 1e30 and beyond,
@@ -53,6 +62,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.norms import checks as _checks
@@ -95,6 +105,8 @@ from geonorm_jax.norms.layouts import (  # noqa: F401  (re-exported)
 __all__ = [
     "Norm",
     "NormInfo",
+    "COMPUTE_MIN_DTYPE",
+    "at_least_float32",
     "KINDS",
     "SYMMETRIES",
     *(n for n in _checks.__all__ if n not in ("layout_error", "check_layout")),
@@ -232,6 +244,53 @@ def _guard_apply(init, apply, name: str):
     return guarded
 
 
+#: The narrowest dtype a layer computes in (see the module docstring, "Precision").
+COMPUTE_MIN_DTYPE = jnp.float32
+
+
+def _narrow_float(a: Any) -> bool:
+    """``a`` (an array or IrrepsArray) is floating point narrower than float32."""
+    dtype = getattr(a, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        return False
+    return jnp.finfo(dtype).bits < jnp.finfo(COMPUTE_MIN_DTYPE).bits
+
+
+def _promote(a: Any) -> Any:
+    return a.astype(COMPUTE_MIN_DTYPE) if _narrow_float(a) else a
+
+
+def _is_array(a: Any) -> bool:
+    return hasattr(a, "dtype") and hasattr(a, "astype")
+
+
+def at_least_float32(apply: Callable) -> Callable:
+    """``apply`` computing in at least float32: an input ``x`` narrower than float32 is
+    promoted to float32 (so are the floating arrays among the keyword context, e.g. ``mu0``),
+    and the output ``y`` is cast back to the dtype of ``x``; the new state's leaves are cast
+    to the dtypes of the received state's leaves. float32/float64 inputs call ``apply``
+    unchanged (bit for bit)."""
+    if getattr(apply, "_geonorm_promoted", False):
+        return apply
+
+    @functools.wraps(apply)
+    def promoted(params, state, x, *args, **kwargs):
+        if not _narrow_float(x):
+            return apply(params, state, x, *args, **kwargs)
+        kwargs = {k: _promote(v) if _is_array(v) else v for k, v in kwargs.items()}
+        y, new_state = apply(params, state, _promote(x), *args, **kwargs)
+        y = y.astype(x.dtype) if _is_array(y) else y
+        old, new = jax.tree_util.tree_structure(state), jax.tree_util.tree_structure(new_state)
+        if state is not None and old == new:
+            new_state = jax.tree_util.tree_map(
+                lambda n, o: n.astype(o.dtype) if _is_array(n) and _is_array(o) else n,
+                new_state, state)
+        return y, new_state
+
+    promoted._geonorm_promoted = True
+    return promoted
+
+
 class Norm(_NormFields):
     """A normalization layer as two pure functions (like ``optax.GradientTransformation``).
 
@@ -249,13 +308,15 @@ class Norm(_NormFields):
 
     ``apply`` is wrapped on construction so that the variables of another layer (params with
     other keys than ``init`` makes for that input, or state without one of its keys) raise
-    ``ValueError`` naming both key sets.
+    ``ValueError`` naming both key sets, and so that it computes in at least float32
+    (:func:`at_least_float32`: bfloat16/float16 inputs are promoted, outputs cast back).
     """
 
     __slots__ = ()
 
     def __new__(cls, init, apply, kind: str | None = None, name: str = "custom"):
-        return super().__new__(cls, init, _guard_apply(init, apply, name), kind, name)
+        apply = at_least_float32(_guard_apply(init, apply, name))
+        return super().__new__(cls, init, apply, kind, name)
 
 
 @dataclasses.dataclass(frozen=True)
