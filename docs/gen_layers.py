@@ -188,8 +188,8 @@ def pages() -> dict[str, str]:
     for slug, module, title, blurb in FAMILIES:
         infos = by_family[slug]
         text = [f"# {title}", "", blurb, "",
-                f"{len(infos)} layers, registered in `{module.__name__}`. Symbols in the "
-                "measured tables: " + LEGEND, ""]
+                f"{len(infos)} layers, registered in `{module.__name__}`.", "",
+                '??? info "Symbols in the measured tables"', "", "    " + LEGEND, ""]
         for info in infos:
             text += layer_section(info, audit.get(info.name), bench.get(info.name),
                                   bench_doc["finished"])
