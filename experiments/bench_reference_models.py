@@ -7,8 +7,12 @@ Run::
 
 ``--torch-python`` (default: the environment variable ``GEONORM_TORCH_PYTHON``) is an
 interpreter with ``torch``, ``nequip``, ``nequip-allegro`` and ``schnetpack`` installed; the
-references are not dependencies of this package. The script stops with a message naming what
-is missing if they are not importable there.
+references are not dependencies of this package. One way (used for the committed results)::
+
+    python -m venv --system-site-packages /tmp/torchref
+    /tmp/torchref/bin/pip install torch schnetpack "nequip-allegro>=0.8" "nequip>=0.16"
+
+The script stops with a message naming what is missing if they are not importable there.
 
 What is measured, per model: one training step on ``B = 8`` frames of uracil (the GFN2-xTB
 geometry plus seeded 0.05 Å displacements; :func:`geonorm_jax.bench.molecules.
@@ -145,8 +149,12 @@ def check_references(torch_python: str | None, models: list[str]) -> str | None:
                 f"with torch, nequip-allegro and schnetpack installed")
     modules = sorted({m for model in models for m in REFERENCES[model][1]})
     code = ("import importlib, json, sys\nbad = []\n"
+            f"sys.path.insert(0, {str(TORCH_SCRIPT.parent)!r})\n"
             f"for m in {modules!r}:\n"
-            "    try:\n        importlib.import_module(m)\n"
+            "    try:\n"
+            "        if m == 'schnetpack':  # the torch_train_step import (T_co, torch >= 2.5)\n"
+            "            importlib.import_module('torch_train_step').import_schnetpack()\n"
+            "        importlib.import_module(m)\n"
             "    except Exception as e:\n        bad.append(f'{m}: {type(e).__name__}: {e}')\n"
             "print(json.dumps(bad))")
     try:

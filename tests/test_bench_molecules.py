@@ -112,17 +112,54 @@ def test_compare_script_fails_clearly_without_references(tmp_path, capsys):
     assert "cannot run" in mod.check_references(str(missing), ["allegro"])
 
 
+@pytest.mark.slow  # a subprocess run of both sides: about 80 s on 2 busy cores
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None
                     or importlib.util.find_spec("schnetpack") is None,
                     reason="the PyTorch references (torch, schnetpack) are not installed")
 def test_compare_script_torch_part_tiny(tmp_path):
     mod = _compare_script()
     out = tmp_path / "results.json"
+    table = tmp_path / "table.md"
     status = mod.main(["--torch-python", sys.executable, "--models", "schnet", "--size",
                        "tiny", "--molecule", "water", "--batch", "2", "--no-relax",
-                       "--rounds", "2", "--steps", "1", "--out", str(out)])
+                       "--rounds", "2", "--steps", "1", "--warmup", "1", "--torch-modes",
+                       "eager", "--out", str(out), "--table", str(table)])
     results = json.loads(out.read_text())
     assert status == 0, results
     row = results["models"][0]
-    assert row["jax"]["params"] == row["torch"]["params"]
+    assert row["jax"]["params"] == row["torch"]["params"] and row["torch_best_mode"] == "eager"
     assert row["ratio_torch_over_jax"] > 0 and len(row["jax"]["times_s"]) == 2
+    assert len(row["jax"]["warmup_times_s"]) == 1 and len(results["load"]["end"]) == 3
+    assert table.read_text() == mod.format_table(results) + "\n"
+
+
+def _fake_side(ms, **extra):
+    return {"params": 100, "edges": 12, "step_ms_median": ms, "step_ms_best": ms - 1,
+            "peak_rss_gb": 0.5, **extra}
+
+
+def test_compare_table_uses_the_best_torch_mode_and_shows_failures(tmp_path):
+    mod = _compare_script()
+    jax_side = _fake_side(10.0, compile_s=2.0)
+    modes = {"eager": _fake_side(30.0, first_step_s=0.1, mode="eager"),
+             "compile": {"mode": "compile", "error": "RuntimeError: no | double backward"}}
+    results = {
+        "machine": {"cpu": "Test CPU", "cpu_count": 2}, "load": {"start": [1.0, 2.0, 3.0],
+                                                                "end": [4.0, 5.0, 6.0]},
+        "threads": 1, "molecule": "water", "batch": 2, "rounds": 2, "steps": 1, "warmup": 1,
+        "command": "python experiments/bench_reference_models.py", "left_out": mod.LEFT_OUT,
+        "models": [{"model": "schnet", "reference": "schnetpack", "jax": jax_side,
+                    "torch": modes["eager"], "torch_modes": modes, "torch_best_mode": "eager",
+                    "ratio_torch_over_jax": 3.0, "ratio_per_round_median": 2.9},
+                   {"model": "allegro", "error": "RuntimeError: nothing ran"}],
+    }
+    table = mod.format_table(results)
+    assert "Test CPU, 2 logical CPUs" in table and "[4.0, 5.0, 6.0] at the end" in table
+    assert "| **3.00**; 2.90 (best mode) |" in table
+    assert "schnetpack (compile) | failed: RuntimeError: no / double backward |" in table
+    assert "| allegro | failed: RuntimeError: nothing ran |" in table and "Left out: mace" in table
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    out = tmp_path / "t.md"
+    assert mod.main(["--from-json", str(path), "--table", str(out)]) == 0
+    assert out.read_text() == table + "\n"

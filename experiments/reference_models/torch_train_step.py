@@ -9,9 +9,14 @@ package's)::
 ``JSON``: ``model`` (``"allegro"`` or ``"schnet"``), ``hyper`` (the hyperparameters, see
 :func:`build_allegro` / :func:`build_schnet`), ``frames`` (a ``.npz`` with ``atomic_numbers
 [A]``, ``positions [B, A, 3]``, ``energies [B]``, ``forces [B, A, 3]``,
-``avg_num_neighbors``), ``threads``, ``seed``, ``learning_rate``, ``force_weight`` and, for
-Allegro, ``compile_mode`` (nequip's ``"eager"``, the default, or ``"compile"``: train-time
-``torch.compile``, which nequip allows from PyTorch 2.6 on).
+``avg_num_neighbors``), ``threads``, ``seed``, ``learning_rate``, ``force_weight`` and
+``compile_mode``: ``"eager"`` (the default) or ``"compile"``. Allegro: nequip's own
+train-time ``torch.compile`` (``AllegroModel(compile_mode="compile")``, PyTorch >= 2.6).
+SchNet: ``torch.compile(model)``; schnetpack's forces are an autograd gradient with
+``create_graph=True`` inside the model, so the loss's backward is a double backward through
+the compiled graph, which AOTAutograd refuses (``torch.compile with aot_autograd does not
+currently support double backward``, PyTorch 2.14): the server then fails at its first step
+with that message, and the benchmark records the mode as failed.
 
 One step, as on the JAX side: energies ``E [B]`` and forces ``F = -dE/dx`` by autograd with
 ``create_graph=True`` (the references' training mode), the loss
@@ -22,7 +27,12 @@ summed energies in float64, its design).
 
 Protocol (as :func:`geonorm_jax.bench.molecules.serve`): ``READY {json}`` after building and
 one untimed step; ``RUN k`` -> ``TIMES [seconds, ...]``; ``QUIT`` -> ``DONE {json}``.
-Prints ``MISSING {json}`` and exits with status 3 if a reference package is not importable.
+Prints ``MISSING {json}`` and exits with status 3 if a reference package is not importable,
+``FAILED {json}`` (the error's last line) and status 4 if building or the first step fails.
+
+schnetpack 2.0.4 to 2.1.1 import ``T_co`` from ``torch.utils.data.dataloader``, a type
+variable PyTorch 2.5 renamed ``_T_co``; :func:`import_schnetpack` puts the old name back
+before importing schnetpack (it computes nothing).
 """
 
 from __future__ import annotations
@@ -33,7 +43,23 @@ import resource
 import sys
 import time
 
-__all__ = ["build_allegro", "build_schnet", "main"]
+__all__ = ["build_allegro", "build_schnet", "import_schnetpack", "main"]
+
+# the SchNet arguments whose values schnetpack's defaults fix (geonorm_jax.models.schnet's
+# SCHNETPACK convention, the peer benchmark's "reference" size)
+SCHNETPACK_CONVENTION = dict(neighbor_normalization=False, readout_activation="silu",
+                             rbf_gamma=None)
+
+
+def import_schnetpack():
+    """``schnetpack``, imported under PyTorch >= 2.5 too (see the module docstring)."""
+    import torch.utils.data.dataloader as dataloader
+
+    if not hasattr(dataloader, "T_co") and hasattr(dataloader, "_T_co"):
+        dataloader.T_co = dataloader._T_co
+    import schnetpack
+
+    return schnetpack
 
 
 def _count(model) -> int:
@@ -90,15 +116,22 @@ def build_allegro(hyper: dict, type_names: list[str], avg_num_neighbors: float, 
 
 def build_schnet(hyper: dict):
     """schnetpack's ``SchNet`` representation (``n_atom_basis = n_filters = features``,
-    ``n_interactions``, ``GaussianRBF(num_rbf, cutoff)``, ``CosineCutoff(cutoff)``) with an
-    ``Atomwise`` energy head (``F -> F/2 -> 1``) and ``Forces``, in a
-    ``NeuralNetworkPotential``."""
-    import schnetpack as spk
+    ``n_interactions``, ``GaussianRBF(num_rbf, cutoff)``, ``CosineCutoff(cutoff)``,
+    ``max_z = max_atomic_number + 1``) with an ``Atomwise`` energy head (``F -> F/2 -> 1``,
+    its default SiLU) and ``Forces``, in a ``NeuralNetworkPotential``. ``hyper`` (the JAX
+    ``SchNet`` arguments) must be in schnetpack's conventions (no neighbour mean, SiLU
+    readout, Gaussian width = spacing), so both sides compute the same function."""
+    spk = import_schnetpack()
 
+    for key, want in SCHNETPACK_CONVENTION.items():
+        if hyper.get(key, want) != want:
+            raise ValueError(f"SchNet {key}: schnetpack computes {want!r}; received "
+                             f"{hyper[key]!r} (use the size 'reference' or 'schnetpack')")
     rep = spk.representation.SchNet(
         n_atom_basis=hyper["features"], n_interactions=hyper["num_interactions"],
         radial_basis=spk.nn.GaussianRBF(n_rbf=hyper["num_rbf"], cutoff=hyper["cutoff"]),
-        cutoff_fn=spk.nn.CosineCutoff(hyper["cutoff"]), n_filters=hyper["features"])
+        cutoff_fn=spk.nn.CosineCutoff(hyper["cutoff"]), n_filters=hyper["features"],
+        max_z=int(hyper.get("max_atomic_number", 99)) + 1)
     return spk.model.NeuralNetworkPotential(
         representation=rep, input_modules=[spk.atomistic.PairwiseDistances()],
         output_modules=[spk.atomistic.Atomwise(n_in=hyper["features"], output_key="energy"),
@@ -116,7 +149,7 @@ def _pairs(pos, cutoff):
 
 def _setup(config: dict):
     """``(model, make_inputs, outputs, n_edges)``: ``outputs(model(make_inputs()))`` gives
-    ``(energies [B], forces [N, 3])``."""
+    ``(energies [B], forces [N, 3])``; ``model`` compiled where ``compile_mode`` asks."""
     import numpy as np
     import torch
 
@@ -143,9 +176,12 @@ def _setup(config: dict):
         make = lambda: dict(batch)
         outputs = lambda out: (out["total_energy"].reshape(-1), out["forces"])
     elif config["model"] == "schnet":
+        import_schnetpack()
         import schnetpack.properties as P
 
         model = build_schnet(hyper)
+        if config.get("compile_mode", "eager") == "compile":
+            model = torch.compile(model)
         ii, jj = [], []
         for k in range(b):
             i, j = _pairs(pos[k], cutoff)
@@ -242,13 +278,21 @@ def main(argv: list[str] | None = None) -> int:
         ("torch", "schnetpack")
     for name in needed:
         try:
-            __import__(name)
+            import_schnetpack() if name == "schnetpack" else __import__(name)
         except ImportError as e:
             missing.append(f"{name}: {e}")
     if missing:
         print("MISSING " + json.dumps(missing), flush=True)
         return 3
-    serve(config)
+    try:
+        serve(config)
+    except Exception as e:  # noqa: BLE001 - reported on the protocol, traceback on stderr
+        import traceback
+
+        traceback.print_exc()
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        print("FAILED " + json.dumps(f"{type(e).__name__}: {last}"[:400]), flush=True)
+        return 4
     return 0
 
 
