@@ -85,10 +85,9 @@ def _setup(entry, vectors, seed=0):
     return norm, x, mask, params, state
 
 
-# Irreps layers of the molecular family whose flat layout is not written yet (their context,
-# positions or species, is padded); strict: implementing one makes its entry here fail.
-_NOT_YET_FLAT = {"vec_layer_norm_maxmin", "vec_layer_norm_rms", "tensor_norm",
-                 "mace_density_norm", "species_neighbor_norm"}
+# Irreps layers whose flat layout is not written yet (their context, dense positions or
+# species [batch, nodes], is padded); strict: implementing one makes its entry here fail.
+_NOT_YET_FLAT = {"mace_density_norm", "species_neighbor_norm"}
 
 
 def test_the_irreps_layers_are_found_from_the_catalogue():

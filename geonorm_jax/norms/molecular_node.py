@@ -18,15 +18,16 @@ import jax.numpy as jnp
 
 from geonorm_jax.geometry import field_norm, unit
 from geonorm_jax.norms.base import (
+    LAYOUT_KEYS,
     Norm,
     NormInfo,
     check_choice,
     check_hyperparameters,
     check_layout,
-    check_mask,
+    graph_layout,
     zero_padding,
 )
-from geonorm_jax.norms.irreps_common import as_irreps
+from geonorm_jax.norms.irreps_common import as_irreps, is_flat
 
 __all__ = ["vec_layer_norm", "tensor_norm", "CATALOG_ENTRIES"]
 
@@ -64,7 +65,9 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
       trainable: learn ``weight [C]`` (ones; ``num_irreps`` for an IrrepsArray).
       epsilon: the clamp on the norms.
 
-    Shapes: vectors ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``.
+    Shapes: vectors ``[batch, nodes, channels, 3]`` or IrrepsArray ``[batch, nodes, irreps]``
+    (padded, this library's layout), or ``[num_nodes, channels, 3]`` / ``[num_nodes, irreps]``
+    with ``segment_ids=`` + ``num_graphs=`` or ``n_node=`` (flat, e3nn-jax's and jraph's).
     """
     check_choice(norm_type, ("max_min", "rms"), "vec_layer_norm: norm_type")
     name = f"vec_layer_norm_{norm_type.replace('_', '')}"
@@ -88,15 +91,16 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
         return jax.nn.relu((ds - lo) / delta) * unit(v, dist)
 
     def init(key, x, **context):
-        del key, context
-        xi, _ = as_irreps(x, name)
+        del key
+        xi, _ = as_irreps(x, name, flat=is_flat(context))
         return ({"weight": jnp.ones((xi.irreps.num_irreps,), xi.array.dtype)}
                 if trainable else {}), {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del training, context
-        xi, raw = as_irreps(x, name)
-        check_mask(mask, xi.shape)
+        del training
+        xi, raw = as_irreps(x, name, flat=is_flat(context))  # padded or flat (graph_layout)
+        graphs = graph_layout(xi.array, mask, **{k: context.get(k) for k in LAYOUT_KEYS},
+                              what=name)
         k = xi.irreps.num_irreps
         if trainable and tuple(params["weight"].shape) != (k,):
             raise ValueError(f"{name}: 'weight' has shape {tuple(params['weight'].shape)} but "
@@ -104,7 +108,7 @@ def vec_layer_norm(*, norm_type: str = "max_min", trainable: bool = True,
         dtype = xi.array.dtype
         cdt = jnp.promote_types(dtype, jnp.float32)
         lead = xi.array.shape[:-1]
-        arr = zero_padding(xi.array, mask)
+        arr = zero_padding(xi.array, graphs)
         out, i = [], 0
         for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True):
             v = arr[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt)
@@ -142,16 +146,21 @@ def tensor_norm() -> Norm:
     ``[batch, nodes, irreps]``, where each field (chunk channel, ``2l+1`` components) is
     divided by its own squared norm plus one (TensorNet's ``X = I + A + S`` would put its
     ``0e + 1e + 2e`` parts under one norm; a general IrrepsArray does not say which fields
-    form a tensor). No params, state or context.
+    form a tensor). Flat layout (e3nn-jax's and jraph's): the same without the ``batch`` axis,
+    ``[num_nodes, ...]`` with ``segment_ids=`` + ``num_graphs=`` or ``n_node=``. No params or
+    state.
     """
     name = "tensor_norm"
     expected = ("tensors [batch, nodes, channels, 3, 3], vectors [batch, nodes, channels, 3] "
                 "or an IrrepsArray [batch, nodes, irreps]")
+    expected_flat = ("tensors [num_nodes, channels, 3, 3], vectors [num_nodes, channels, 3] "
+                     "or an IrrepsArray [num_nodes, irreps] (the flat layout)")
 
-    def check(x):
-        ok = (getattr(x, "ndim", None) == 5 and x.shape[-2:] == (3, 3)) or (
-            getattr(x, "ndim", None) == 4 and x.shape[-1] == 3)
-        check_layout(x, name, expected, ok)
+    def check(x, flat):
+        lead = 1 if flat else 2
+        ok = (getattr(x, "ndim", None) == lead + 3 and x.shape[-2:] == (3, 3)) or (
+            getattr(x, "ndim", None) == lead + 2 and x.shape[-1] == 3)
+        check_layout(x, name, expected_flat if flat else expected, ok)
 
     def norm(xc, axes):
         s = jax.lax.stop_gradient(
@@ -160,30 +169,32 @@ def tensor_norm() -> Norm:
         return (xc / s) / (s * q + 1.0 / s)
 
     def init(key, x, **context):
-        del key, context
+        del key
         if isinstance(x, e3nn.IrrepsArray):
-            as_irreps(x, name)
+            as_irreps(x, name, flat=is_flat(context))
         else:
-            check(x)
+            check(x, is_flat(context))
         return {}, {}
 
     def apply(params, state, x, *, mask=None, training=False, **context):
-        del params, training, context
+        del params, training
+        flat = is_flat(context)  # padded or flat layout (graph_layout)
+        layout = {k: context.get(k) for k in LAYOUT_KEYS}
         if isinstance(x, e3nn.IrrepsArray):
-            xi, _ = as_irreps(x, name)
-            check_mask(mask, xi.shape)
+            xi, _ = as_irreps(x, name, flat=flat)
+            graphs = graph_layout(xi.array, mask, **layout, what=name)
             dtype, lead = xi.array.dtype, xi.array.shape[:-1]
             cdt = jnp.promote_types(dtype, jnp.float32)
-            arr = zero_padding(xi.array, mask)
+            arr = zero_padding(xi.array, graphs)
             out = [norm(arr[..., sl].reshape(lead + (mi.mul, mi.ir.dim)).astype(cdt),
                         (-1,)).reshape(lead + (mi.dim,))
                    for mi, sl in zip(xi.irreps, xi.irreps.slices(), strict=True)]
             arr = jnp.concatenate(out, -1).astype(dtype) if out else xi.array
             return e3nn.IrrepsArray(xi.irreps, arr), state
-        check(x)
-        check_mask(mask, x.shape)
-        xc = zero_padding(x.astype(jnp.promote_types(x.dtype, jnp.float32)), mask)
-        y = norm(xc, tuple(range(3, x.ndim)))
+        check(x, flat)
+        graphs = graph_layout(x, mask, **layout, what=name)
+        xc = zero_padding(x.astype(jnp.promote_types(x.dtype, jnp.float32)), graphs)
+        y = norm(xc, tuple(range(2 if flat else 3, x.ndim)))
         return y.astype(x.dtype), state
 
     return Norm(init, apply, kind="vectors", name=name)
@@ -203,6 +214,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         paper=_VISNET, formula="w * ReLU((||v|| - min_v ||v||) / (max_v - min_v)) * v/||v||",
         reduced_axes="v per node (d for the norm)", params=("weight",),
         family="equivariant models", kwargs={"norm_type": "max_min"},
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
     NormInfo(
@@ -210,6 +222,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         paper=_VISNET, formula="w * v / sqrt(mean_v max(||v||, eps)^2)",
         reduced_axes="v,d per node", params=("weight",),
         family="equivariant models", kwargs={"norm_type": "rms"},
+        layouts=("padded", "flat"),
         symmetries=("SO3", "permutation", "batch"),
     ),
     NormInfo(
@@ -220,6 +233,7 @@ CATALOG_ENTRIES: list[NormInfo] = [
         family="equivariant models",
         notes="Rank-2 tensors [b, x, v, 3, 3]; the audit probes its vectors [b, x, v, 3] "
         "(||v||^2 + 1).",
+        layouts=("padded", "flat"),
         symmetries=("SO3", "O3", "permutation", "batch"),
     ),
 ]
