@@ -240,3 +240,15 @@ def test_linen_and_nnx_wrappers_forward_the_flat_layout(name):
     for a, b in zip(jax.tree_util.tree_leaves(module.variables()[1]),
                     jax.tree_util.tree_leaves(want_state), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["e3nn_instance_norm", "ev_norm", "quaternion_rms_norm"])
+def test_other_graph_sizes_in_the_same_node_budget_do_not_recompile(name):
+    norm, x, mask, params, state = _setup(next(e for e in CATALOG if e.name == name), False)
+    nodes, n_node, _, node_mask = _flatten(x, mask)
+    fn = jax.jit(lambda a, m, nn: norm.apply(params, state, a, mask=m, n_node=nn)[0])
+    xf, mf = _wrap(nodes, False), jnp.asarray(node_mask)
+    y1 = fn(xf, mf, jnp.asarray(n_node))
+    y2 = fn(xf, mf, jnp.asarray([2, 5, 6, PAD_NODES]))  # other graphs, same budget
+    assert fn._cache_size() == 1
+    assert not np.allclose(_array(y1)[:2], _array(y2)[:2])  # the counts were read
