@@ -34,9 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from geonorm_jax import _wrapping
+from geonorm_jax._wrapping import has_leaves
 from geonorm_jax.norms import catalog
 from geonorm_jax.norms.base import Norm
 
@@ -69,10 +70,6 @@ __all__ = [
 _COLLECTION = "batch_stats"
 
 
-def _has_leaves(tree: Any) -> bool:
-    return len(jax.tree_util.tree_leaves(tree)) > 0
-
-
 def _norm_variables(module: nn.Module, norm: Norm, x: Any, context: dict) -> tuple[Any, Any]:
     """Declare (or read) the norm's params and state on ``module``; returns (params, state).
 
@@ -92,7 +89,7 @@ def _norm_variables(module: nn.Module, norm: Norm, x: Any, context: dict) -> tup
     if not module.is_initializing():
         return params, {}
     state = init_once(None if cache else module.make_rng("params"))[1]
-    if _has_leaves(state):
+    if has_leaves(state):
         module.put_variable(_COLLECTION, "norm", state)
     return params, state
 
@@ -101,7 +98,7 @@ def _store_state(module: nn.Module, training: bool, new_state: Any) -> None:
     if (
         training
         and not module.is_initializing()
-        and _has_leaves(new_state)
+        and has_leaves(new_state)
         and module.is_mutable_collection(_COLLECTION)
     ):
         module.put_variable(_COLLECTION, "norm", new_state)
@@ -137,33 +134,6 @@ class NormLayer(nn.Module):
         return y
 
 
-def _as_static(value: Any) -> Any:
-    """Lists (and tuples) as tuples: the pure constructors take hashable sequences
-    (``metric``, per-type ``avg_num_neighbors``)."""
-    return tuple(value) if isinstance(value, list | tuple) else value
-
-
-def _docstring(class_name: str, info: catalog.NormInfo, fields: dict[str, Any]) -> str:
-    ctor = f"geonorm_jax.norms.{info.constructor.__name__}"
-    lines = [
-        f":func:`{ctor}` as a Linen :class:`NormLayer` (catalogue entry ``{info.name!r}``).",
-        "",
-        f"Paper: {info.paper}.",
-        f"Formula: {info.formula}. Reduced axes: {info.reduced_axes}. Kind: {info.kind}.",
-        f"Claimed symmetries: {', '.join(info.symmetries or ()) or 'none'}.",
-    ]
-    if info.context:
-        lines.append(f"Call with the context {', '.join(f'{k}=' for k in info.context)}.")
-    if info.running_state:
-        lines.append('Running state (``"batch_stats"/"norm"``): '
-                     f"{', '.join(info.running_state)}.")
-    if info.notes:
-        lines += ["", info.notes]
-    lines += ["", f"Attributes (the keyword arguments of ``{info.constructor.__name__}``):"]
-    lines += [f"  {k}: default ``{v!r}``." for k, v in fields.items()] or ["  none."]
-    return "\n".join(lines)
-
-
 def _catalogue_layer(class_name: str, catalogue_name: str,
                      fields: tuple[str, ...] | None = None) -> type[NormLayer]:
     """A :class:`NormLayer` subclass for the catalogue entry ``catalogue_name``.
@@ -180,12 +150,16 @@ def _catalogue_layer(class_name: str, catalogue_name: str,
     names = tuple(defaults)
 
     def make_norm(self) -> Norm:
-        return info.make(**{k: _as_static(getattr(self, k)) for k in names})
+        return _wrapping.make_norm(info, {k: getattr(self, k) for k in names})
 
+    doc = _wrapping.docstring(info, defaults, wrapper="a Linen :class:`NormLayer`",
+                    state_where='``"batch_stats"/"norm"``',
+                    fields_title=f"Attributes (the keyword arguments of "
+                                 f"``{info.constructor.__name__}``):")
     namespace = {
         "__module__": __name__,
         "__qualname__": class_name,
-        "__doc__": _docstring(class_name, info, defaults),
+        "__doc__": doc,
         "__annotations__": {k: Any for k in names},
         "make_norm": make_norm,
         **defaults,

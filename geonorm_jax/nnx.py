@@ -41,14 +41,13 @@ GeoNorm, ...) compute the same thing in both modes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from geonorm_jax._wrapping import example_input
 from geonorm_jax.norms import catalog
 from geonorm_jax.norms.base import Norm
 
@@ -62,19 +61,6 @@ def _is_variable(v: Any) -> bool:
 def _values(tree: Any) -> Any:
     """The arrays held by a pytree of ``nnx.Variable`` leaves."""
     return jax.tree.map(lambda v: v[...], tree, is_leaf=_is_variable)
-
-
-def _example_input(x: Any, dtype) -> Any:
-    """``x`` itself (an array or IrrepsArray), or zeros of ``dtype`` when ``x`` is a shape."""
-    if isinstance(x, e3nn.IrrepsArray) or hasattr(x, "shape"):
-        return x
-    if isinstance(x, Sequence) and all(isinstance(d, int) and d >= 0 for d in x):
-        return jnp.zeros(tuple(x), dtype)
-    raise ValueError(
-        "NormModule: expected an example input (an array or e3nn.IrrepsArray in the norm's "
-        "layout, e.g. features [batch, nodes, channels]) or its shape as a tuple of ints; "
-        f"received {type(x).__name__} {x!r}"
-    )
 
 
 def _assign(variables: Any, values: Any, what: str) -> None:
@@ -164,7 +150,7 @@ class NormModule(nnx.Module):
                 "NormModule: expected a geonorm_jax.norms.Norm (e.g. gj.norms.batch_norm()); "
                 f"received {type(norm).__name__}"
             )
-        x = _example_input(x, dtype)
+        x = example_input(x, dtype, "NormModule")
         init_kw = {} if mask is None else {"mask": mask}
         params, state = norm.init(rngs.params(), x, **init_kw, **context)
         self.norm = norm

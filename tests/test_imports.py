@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -21,7 +23,8 @@ LAYERS = (
     ("_io", "geometry"),
     ("testing",),
     ("norms",),
-    ("linen", "nnx"),
+    ("_wrapping",),
+    ("linen", "nnx", "equinox"),
     ("parallel",),
     ("models",),
     ("data",),
@@ -139,3 +142,19 @@ def test_no_upward_imports():
 )
 def test_cycle_finder_can_fail(graph, cyclic):
     assert (find_cycle(graph) is not None) == cyclic
+
+
+def test_the_package_and_its_flax_wrappers_import_without_optional_extras():
+    """``import geonorm_jax`` and the Linen and NNX wrappers work with every optional extra
+    missing (Equinox for ``geonorm_jax.equinox``, ASE, RDKit, tblite, PySCF, jax-md, MkDocs):
+    each is made unimportable in a fresh interpreter; ``geonorm_jax.equinox`` then raises an
+    ImportError naming its extra."""
+    optional = ["equinox", "ase", "rdkit", "tblite", "pyscf", "jax_md", "mkdocs"]
+    code = (f"import sys; sys.modules.update(dict.fromkeys({optional!r}))\n"
+            "import geonorm_jax, geonorm_jax.linen, geonorm_jax.nnx\n"
+            "try:\n    import geonorm_jax.equinox\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'geonorm-jax[equinox]'" in out.stdout, out.stdout
