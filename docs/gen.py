@@ -67,7 +67,7 @@ def _titles(rel_paths) -> list[tuple[str, str]]:
     for rel in rel_paths:
         path = DOCS / rel
         first = path.read_text().splitlines() if path.exists() else []
-        title = next((ln[2:].strip().strip("`") for ln in first if ln.startswith("# ")),
+        title = next((ln[2:].strip().replace("`", "") for ln in first if ln.startswith("# ")),
                      Path(rel).stem)
         out.append((title, rel))
     return out

@@ -156,11 +156,11 @@ def layer_section(info, audit: dict | None, bench: dict | None, finished: str) -
         out += ["Not in the committed audit table; run `python experiments/survey_audit/run.py`.",
                 ""]
     else:
-        probes = SYMMETRY_PROBES + INVARIANCE_PROBES
-        out += _table([PROBE_LABELS[p] for p in probes],
-                      [_probe_row(audit["properties"], probes)])
+        for probes in (SYMMETRY_PROBES, INVARIANCE_PROBES):
+            out += _table([PROBE_LABELS[p] for p in probes],
+                          [_probe_row(audit["properties"], probes)]) + [""]
         verdicts = audit.get("verdicts") or {}
-        out += ["", "**Geometric match (survey, Definition 3) per task:** "
+        out += ["**Geometric match (survey, Definition 3) per task:** "
                 + "; ".join(f"`{t}` " + ("✓" if v["matched"] else
                                          "✗ " + describe_violations(v["violated"]))
                             for t, v in verdicts.items()) + ".", ""]
