@@ -88,6 +88,12 @@ def test_bench_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert row["name"] == "dense-n5-b2-l2" and row["finite"]
     assert 0 < row["step_ms_best"] <= row["step_ms_median"]
     assert 0 < row["fraction_of_matmul"] < 1 and row["peak_rss_gb"] > 0
+    # roofline: XLA's cost of the compiled step against the measured matmul and copy rates
+    assert saved["copy_gbytes_per_s"] > 0 and row["copy_gbytes_per_s"] > 0
+    assert row["xla_gflop"] > 0 and row["xla_gbytes"] > 0
+    assert 0 < row["xla_fraction_of_matmul"] < 1 and 0 < row["xla_fraction_of_copy"] < 1
+    assert row["bound"] in ("compute", "memory") and 0 < row["roofline_fraction"] < 1
+    assert row["edge_plan"].startswith("unchunked: CPU") and row["edge_plan_chunk"] is None
     geo, weight = saved["norms"]
     assert geo["place"] == "coord" and math.isfinite(geo["cost_percent"])
     assert "no place in the EGNN" in weight["skipped"]
@@ -96,6 +102,8 @@ def test_bench_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     assert (tmp_path / "bench" / "scaling.png").stat().st_size > 1000
     table = format_tables(results)
     assert "| dense-n5-b2-l2 | dense | 5 | 2 | 2 |" in table and "geo_norm" in table
+    assert "| dense-n5-b2-l2 | float32 | " in table and "of roofline" in table
+    assert "array copy" in table
 
     logs.clear()
     again = run_suite("quick", sections=["model"], out=out, subprocesses=False,
@@ -106,6 +114,42 @@ def test_bench_runs_end_to_end_and_resumes(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="holds preset 'quick'; received 'cpu'"):
         run_suite("cpu", sections=["model"], out=out, resume=True, subprocesses=False,
                   log=logs.append)
+
+
+def test_roofline_places_a_step_under_the_two_roofs():
+    from geonorm_jax.bench.roofline import compiled_cost, flop_rate, roofline
+
+    # 10 GFLOP and 2 GB in 0.1 s under roofs of 1000 GFLOP/s and 100 GB/s: intensity 5 is
+    # below the ridge 10, so memory-bound; best possible 0.02 s -> 20 % of the roofline
+    r = roofline({"xla_gflop": 10.0, "xla_gbytes": 2.0}, 0.1, 1e12, 1e11)
+    assert r["xla_gflops_per_s"] == pytest.approx(100.0)
+    assert r["xla_gbytes_per_s"] == pytest.approx(20.0)
+    assert r["xla_fraction_of_matmul"] == pytest.approx(0.1)
+    assert r["xla_fraction_of_copy"] == pytest.approx(0.2)
+    assert r["intensity_flop_per_byte"] == pytest.approx(5.0) and r["bound"] == "memory"
+    assert r["roofline_fraction"] == pytest.approx(0.2)
+    assert roofline({"xla_gflop": 10.0, "xla_gbytes": 0.1}, 0.1, 1e12, 1e11)["bound"] == (
+        "compute")
+    assert roofline({}, 0.1, 1e12, 1e11) == {}
+    with pytest.raises(ValueError, match="seconds: expected > 0; received 0"):
+        flop_rate(1.0, 0)
+
+    class Compiled:
+        def cost_analysis(self):
+            return [{"flops": 3e9, "bytes accessed": 5e8}]
+
+    assert compiled_cost(Compiled()) == {"xla_gflop": 3.0, "xla_gbytes": 0.5}
+    assert compiled_cost(object()) == {}
+
+
+def test_bench_cases_default_to_the_auto_plan_and_have_a_bf16_target():
+    from geonorm_jax.bench.model import edge_plan
+
+    cases = {c.name: c for c in model_cases(PRESETS["cpu"])}
+    assert all(c.edge_chunk == "auto" for c in cases.values())
+    assert cases["target-dense-n100-b50-l5-bf16"].precision == "bfloat16"
+    plan = edge_plan(cases["target-dense-n100-b50-l5"])
+    assert plan.chunk == 10000 and plan.num_edges == 50 * 100 * 100  # CPU: one graph a chunk
 
 
 def test_cli_has_bench_and_rejects_a_bad_section(capsys):
