@@ -23,7 +23,12 @@ normalization, learning rate) with the 4 seeds vmapped in one program), in prior
 Visits. One invocation first times the bench's model step
 (:func:`geonorm_jax.bench.model.run_case`) for N = 5 (batch 100, depth 4) and N = 100
 (batch 50, depth 5), the same cases as the bench's ``target`` rows, and records them with the
-device (``jax.devices()[0].device_kind``), so every GPU visit leaves step times behind. Then it
+device (``jax.devices()[0].device_kind``), so every GPU visit leaves step times behind: the
+EGNN's execution plan (``edge_chunk="auto"``, :mod:`geonorm_jax.models.execution_plan`), XLA's
+FLOPs and bytes of the compiled step and their fractions of the matmul and copy rates measured
+on the device (:mod:`geonorm_jax.bench.roofline`), and two variant rows at N = 100 that the
+estimates do not use: the former fixed ``edge_chunk=16384`` and bfloat16 matrix products. The
+bench takes about 2 minutes of a visit (three N = 100 compilations and timings). Then it
 trains the cells in order until ``--budget-min`` (default 11) minutes are spent: each cell runs
 :func:`geonorm_jax.train.train` with a wall-clock ``deadline`` and ``resume=True``, so a cell
 stopped by the budget checkpoints at an epoch boundary and the next visit continues it at
@@ -58,6 +63,7 @@ compilation), rounded up.
 Usage::
 
     python -m experiments.gpu_campaign --preset paper                  # one 11-minute visit
+    python -m experiments.gpu_campaign --preset paper --budget-s 420   # a 7-minute visit
     python -m experiments.gpu_campaign --preset paper --estimate       # the estimate table only
     python -m experiments.gpu_campaign --preset test --budget-min 1    # CPU, seconds
 """
@@ -78,6 +84,7 @@ VISIT_OVERHEAD_MIN = 3.0
 ASSUMED_GPU_TFLOPS = 10.0
 ASSUMED_GPU_FLOOR_MS_PER_4_LAYERS = 1.0
 PAPER_HOURS_PER_CONFIG_V100 = 6.0  # GeoNorm paper, "Implementation Details"
+VARIANT = "variant"  # bench rows recorded for comparison, not used by the estimates
 
 SIZES = {
     "test": {"train": 20, "valid": 10, "test": 10, "epochs": 3, "batch_size": 10,
@@ -96,10 +103,14 @@ PRESETS = {
                     "lrs": [5e-3]},
         "table1": {"cells": [(5, 2)], "norms": ["scale_norm"], "lr": 5e-3},
         "matmul_size": 128,
+        "copy_size": 2**16,
         "bench": [dict(name="test-dense-n5-b2-l1", nodes=5, batch=2, layers=1, hidden=8,
                        seconds=0.1, max_repeats=2),
                   dict(name="test-dense-n12-b2-l1", nodes=12, batch=2, layers=1, hidden=8,
-                       seconds=0.1, max_repeats=2)],
+                       seconds=0.1, max_repeats=2),
+                  dict(name="test-dense-n12-b2-l1-bf16", nodes=12, batch=2, layers=1,
+                       hidden=8, precision="bfloat16", group=VARIANT, seconds=0.1,
+                       max_repeats=2)],
     },
     "paper": {
         "sizes": SIZES["paper"],
@@ -111,10 +122,16 @@ PRESETS = {
         "table1": {"cells": [(100, 5), (100, 3), (50, 5)],
                    "norms": ["layer_norm", "scale_norm", "geo_norm_particle"], "lr": 5e-4},
         "matmul_size": None,
+        "copy_size": None,
         "bench": [dict(name="target-dense-n5-b100-l4", nodes=5, batch=100, layers=4,
                        seconds=5.0, max_repeats=20),
                   dict(name="target-dense-n100-b50-l5", nodes=100, batch=50, layers=5,
-                       seconds=10.0, max_repeats=20)],
+                       seconds=10.0, max_repeats=20),
+                  # variants (not estimate references): the former fixed chunk, bf16 products
+                  dict(name="target-dense-n100-b50-l5-chunk16384", nodes=100, batch=50,
+                       layers=5, edge_chunk=16384, group=VARIANT, seconds=5.0, max_repeats=10),
+                  dict(name="target-dense-n100-b50-l5-bf16", nodes=100, batch=50, layers=5,
+                       precision="bfloat16", group=VARIANT, seconds=5.0, max_repeats=10)],
     },
 }
 
@@ -188,23 +205,36 @@ def cell_progress(run_dir: Path) -> dict:
 # ------------------------------------------------------------------------------------------
 
 def run_bench(preset: dict, log=print) -> list[dict]:
-    """Time the bench's model step for the preset's reference cases (in this process)."""
-    from geonorm_jax.bench.machine import MatmulTimer
+    """Time the bench's model step for the preset's reference cases (in this process), with
+    the EGNN's execution plan (``edge_chunk="auto"`` unless a case says otherwise), XLA's
+    cost analysis and the roofline fractions against the matmul and copy rates measured here
+    (:mod:`geonorm_jax.bench.roofline`)."""
+    from geonorm_jax.bench.machine import CopyTimer, MatmulTimer
     from geonorm_jax.bench.model import ModelCase, run_case
 
-    rows, matmul = [], MatmulTimer(preset.get("matmul_size"))
+    rows = []
+    matmul = MatmulTimer(preset.get("matmul_size"))
+    copy = CopyTimer(preset.get("copy_size"))
     for spec in preset["bench"]:
-        case = ModelCase(group="target", **spec)
+        case = ModelCase(**{"group": "target", **spec})
         t = time.perf_counter()
         try:
-            row = run_case(case, matmul)
+            row = run_case(case, matmul, copy)
         except Exception as e:  # noqa: BLE001 - record the failure, keep the visit going
             row = {**case.to_dict(), "error": f"{type(e).__name__}: {e}"}
         row["wall_s"] = round(time.perf_counter() - t, 2)
         rows.append(row)
-        log(f"[{NAME}] bench {case.name}: " + (f"{row['step_ms_best']:.2f} ms/step"
-                                                 if "step_ms_best" in row else row["error"]))
+        log(f"[{NAME}] bench {case.name}: " + (_bench_line(row) if "step_ms_best" in row
+                                                 else row["error"]))
     return rows
+
+
+def _bench_line(row: dict) -> str:
+    f = lambda key, fmt: "-" if row.get(key) is None else format(row[key], fmt)
+    return (f"{row['step_ms_best']:.2f} ms/step, {f('xla_gflops_per_s', '.0f')} GFLOP/s "
+            f"({f('xla_fraction_of_matmul', '.3f')} of matmul), {f('xla_gbytes_per_s', '.0f')} "
+            f"GB/s ({f('xla_fraction_of_copy', '.3f')} of copy), {row.get('bound', '-')}-bound;"
+            f" edges {row.get('edge_plan')}")
 
 
 def _flops(nodes, batch, layers, hidden) -> float:
@@ -220,7 +250,8 @@ def step_model(rows: list[dict], source: str, gpu_tflops: float = ASSUMED_GPU_TF
     ``"cpu-assumed-gpu"`` (``rows`` only fix nothing; the GPU time is the step's FLOPs at
     ``gpu_tflops`` with a floor of 1 ms per 4 layers). See the module docstring.
     """
-    ok = [r for r in rows if "step_ms_best" in r and r.get("graph", "dense") == "dense"]
+    ok = [r for r in rows if "step_ms_best" in r and r.get("graph", "dense") == "dense"
+          and r.get("group") != VARIANT]
     if source == "cpu-assumed-gpu" or not ok:
         def step_s(nodes, batch, layers, hidden):
             floor = ASSUMED_GPU_FLOOR_MS_PER_4_LAYERS * 1e-3 * layers / 4
@@ -365,6 +396,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-min", type=float, default=11.0,
                    help="wall-clock minutes for this visit (bench included); the cell in "
                         "progress stops at the first epoch end past it and checkpoints")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="the visit's budget in seconds (replaces --budget-min)")
     p.add_argument("--runs", default=None,
                    help="run directories (checkpoints of partial cells); default "
                         "experiments/runs/gpu_campaign/<preset>")
@@ -381,6 +414,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "--runs small enough to carry between machines: only partial cells "
                         "keep checkpoints)")
     args = p.parse_args(argv)
+    if args.budget_s is not None:
+        if not args.budget_s > 0:
+            p.error(f"--budget-s: expected > 0; received {args.budget_s:g}")
+        args.budget_min = args.budget_s / 60.0
     args.only = None
     return args
 

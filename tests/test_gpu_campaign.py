@@ -75,8 +75,14 @@ def test_test_preset_stops_on_budget_then_resumes(tmp_path):
     assert doc["device_kind"] and doc["complete"] is False
     (visit,) = res["visits"]
     assert visit["device_kind"] == doc["device_kind"]
-    assert [r["nodes"] for r in visit["bench"]] == [5, 12]
+    assert [r["nodes"] for r in visit["bench"]] == [5, 12, 12]
     assert all(r["step_ms_best"] > 0 for r in visit["bench"])
+    # the visit records the execution plan and the roofline of every bench row
+    for r in visit["bench"]:
+        assert r["edge_chunk"] == "auto" and r["edge_plan"].startswith("unchunked")
+        assert r["xla_gflop"] > 0 and 0 < r["xla_fraction_of_matmul"] < 1
+        assert 0 < r["xla_fraction_of_copy"] and r["bound"] in ("compute", "memory")
+    assert visit["bench"][2]["precision"] == "bfloat16" and visit["bench"][2]["finite"]
     # A zero budget still advances the first cell by one epoch and checkpoints it.
     assert list(visit["cells"]) == [first]
     moved = visit["cells"][first]
@@ -129,4 +135,21 @@ def test_paper_cell_configs_are_valid_and_match_the_paper():
         assert config.train.batch_size == 50 and config.model.hidden == 64
         assert config.optimizer.lr == c["lr"] and config.optimizer.weight_decay == 1e-12
         assert config.train.checkpoint_every == 10
-    assert [ModelCase(group="target", **b).nodes for b in preset["bench"]] == [5, 100]
+    cases = [ModelCase(**{"group": "target", **b}) for b in preset["bench"]]
+    assert [c.nodes for c in cases] == [5, 100, 100, 100]
+    assert [c.edge_chunk for c in cases] == ["auto", "auto", 16384, "auto"]
+    assert [c.group for c in cases] == ["target", "target", gc.VARIANT, gc.VARIANT]
+    assert cases[3].precision == "bfloat16"
+
+
+def test_variant_rows_are_not_estimate_references_and_budget_s_sets_the_budget():
+    rows = [{"name": "a", "nodes": 5, "batch": 100, "layers": 4, "hidden": 64,
+             "step_ms_best": 2.0},
+            {"name": "b", "nodes": 100, "batch": 50, "layers": 5, "hidden": 64,
+             "step_ms_best": 20.0},
+            {"name": "c", "nodes": 100, "batch": 50, "layers": 5, "hidden": 64,
+             "step_ms_best": 900.0, "group": gc.VARIANT}]
+    assert gc.step_model(rows, "measured")(100, 50, 5, 64) == pytest.approx(0.020)
+    assert gc.parse_args(["--budget-s", "420"]).budget_min == pytest.approx(7.0)
+    with pytest.raises(SystemExit):
+        gc.parse_args(["--budget-s", "0"])
