@@ -93,8 +93,8 @@ def matmul_rate(size: int | None = None, repeats: int = 10) -> float:
 class CopyTimer:
     """Times ``a + 1`` in place (donated) for a large float32 ``a`` (``nbytes`` read, ``nbytes``
     written): the attainable memory bandwidth in bytes/s, the memory roof next to
-    :class:`MatmulTimer`'s compute roof. ``size``: elements (default 2^25 = 128 MiB on the CPU, 2^28 = 1 GiB on an
-    accelerator, well past every cache)."""
+    :class:`MatmulTimer`'s compute roof. ``size``: elements (default 2^25 = 128 MiB on the
+    CPU, 2^28 = 1 GiB on an accelerator, well past every cache)."""
 
     def __init__(self, size: int | None = None):
         import jax
