@@ -159,8 +159,13 @@ def models_page() -> dict[str, str]:
     return {"models/index.md": "\n".join(text).rstrip() + "\n"}
 
 
+#: cell tags of the notebooks' setup cells (install, FAST switch), left off the pages
+SETUP_TAGS = ('"install"', '"fast"')
+
+
 def _cells(source: str) -> list[tuple[str, str]]:
-    """``(kind, text)`` cells of a jupytext percent-format file (header skipped)."""
+    """``(kind, text)`` cells of a jupytext percent-format file (header and setup cells
+    skipped)."""
     lines = source.splitlines()
     if lines and lines[0].startswith("# ---"):
         end = next(i for i in range(1, len(lines)) if lines[i].startswith("# ---"))
@@ -168,9 +173,10 @@ def _cells(source: str) -> list[tuple[str, str]]:
     cells, kind, buf = [], None, []
     for line in lines + ["# %%"]:
         if line.startswith("# %%"):
-            if kind is not None and "\n".join(buf).strip():
+            if kind not in (None, "skip") and "\n".join(buf).strip():
                 cells.append((kind, "\n".join(buf).strip("\n")))
-            kind, buf = ("markdown" if "[markdown]" in line else "code"), []
+            kind, buf = ("markdown" if "[markdown]" in line else
+                         "skip" if any(t in line for t in SETUP_TAGS) else "code"), []
         elif kind is not None:
             buf.append(line)
     return cells
