@@ -6,11 +6,12 @@ Equations (``i`` the centre atom, ``j`` a neighbour, ``r_ij = |x_j - x_i|``)::
     W_ij^t      = Dense(ssp(Dense(e(r_ij)))) * f_cut(r_ij)                 [E, F]  filter network
     c_i^t       = sum_j m_ij  (Dense_nobias(h^t)_j * W_ij^t)  / n_i^p     [N, F]  cf-convolution
     h_i^{t+1}   = h_i^t + Dense(ssp(Dense(c_i^t)))                        [N, F]  interaction
-    e_i         = Dense_1(ssp(Dense_{F/2}(h_i^T)))                        [N]
+    e_i         = Dense_1(act_out(Dense_{F/2}(h_i^T)))                    [N]
     E_g         = sum_{i in g} (sigma e_i + mu_{Z_i})                     [G]
 
 ``e(r)`` is the Gaussian basis and ``f_cut`` the cosine cutoff (:mod:`.radial`), ``ssp`` the
-shifted softplus, ``m_ij`` the edge mask. The sum over ``j`` is a ``segment_sum`` over
+shifted softplus, ``act_out`` the readout activation (``ssp`` unless ``readout_activation``
+says otherwise), ``m_ij`` the edge mask. The sum over ``j`` is a ``segment_sum`` over
 ``receivers``; the final sum over atoms a ``segment_sum`` over ``graph_ids``.
 
 Conventions. Each default names its source; :data:`SCHNETPACK` (the spec's size
@@ -110,6 +111,11 @@ def schnetpack_rbf_grid(start: float, stop: float, num_basis: int) -> tuple[np.n
     float32 values (``gamma = 1 / (2 width^2)`` is then formed in the model's dtype, as
     schnetpack does after ``model.double()``).
     """
+    if not (isinstance(num_basis, int) and num_basis >= 2):
+        raise ValueError(f"schnetpack_rbf_grid: expected num_basis >= 2; received {num_basis!r}")
+    if not stop > start:
+        raise ValueError(f"schnetpack_rbf_grid: expected stop > start; received {start} and "
+                         f"{stop}")
     f32 = np.float32
     k = np.arange(num_basis)
     step = np.float64((f32(stop) - f32(start)) / f32(num_basis - 1))
@@ -118,6 +124,7 @@ def schnetpack_rbf_grid(start: float, stop: float, num_basis: int) -> tuple[np.n
     high = np.float64(f32(stop)) - step * (num_basis - 1 - k)
     mu = np.where(k < num_basis // 2, low, high).astype(f32)
     return mu, float(np.abs(mu[1] - mu[0]))
+
 
 SCHNET_PLACEMENT = NormPlacement(
     "SchNet",
