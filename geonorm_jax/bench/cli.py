@@ -15,10 +15,13 @@ def add_parser(subparsers) -> None:
 
     p = subparsers.add_parser(
         "bench",
-        help="benchmark: train-step time, FLOP rate and memory vs N; norm cost; data speed",
+        help="benchmark: train-step time, FLOP rate, roofline and memory vs N; norm cost; "
+             "data speed",
         description=(
             "Time the EGNN train step (dense and kNN edge list) over N = 5..1000 with the "
-            "achieved fraction of the square-matmul rate and peak memory, fit how step time "
+            "achieved fraction of the square-matmul rate and peak memory, XLA's FLOPs and "
+            "bytes of each compiled step against the measured matmul and array-copy rates "
+            "(roofline), the EGNN's edge execution plan, fit how step time "
             "grows with N, measure each catalogue norm's cost inside a full step and the N-body "
             "generation throughput. Prints Markdown tables; writes the results JSON (default "
             "experiments/results/bench/results.json on CPU, results_<backend>.json otherwise) "
