@@ -21,10 +21,11 @@ differentiation, the loss ``0.01 MSE(E) + 0.99 MSE(F)``, its gradient with respe
 parameters and one Adam step (learning rate 1e-3). The JAX step is one jitted function
 (:mod:`geonorm_jax.bench.molecules`); the torch step is PyTorch in training mode
 (``experiments/reference_models/torch_train_step.py``), in each of ``--torch-modes``: eager,
-and ``torch.compile`` (nequip's own train-time compile for Allegro; ``torch.compile(model)``
-for schnetpack, which PyTorch refuses because the forces make the loss's backward a double
-backward: that mode is recorded as failed, with PyTorch's message). The ratio uses the
-peer's best working mode (the lower median); every mode's figures are reported. Sizes: the
+and ``torch.compile`` (nequip's own train-time compile for Allegro; for schnetpack, whose
+``torch.compile(model)`` PyTorch refuses because the forces make the loss's backward a double
+backward, schnetpack's modules under ``torch.func`` with the whole gradient one compiled
+graph; see ``torch_train_step.py``). A mode that fails is recorded with its error. The ratio
+uses the peer's best working mode (the lower median); every mode's figures are reported. Sizes: the
 published presets ``ALLEGRO_TUTORIAL`` and ``SCHNET_MD17``, translated argument by argument
 into the references' constructors (layers, latent and tensor widths, ``l_max`` and parities,
 Bessel / Gaussian basis size, cutoff, MLP depths and widths). SchNet runs in schnetpack's
