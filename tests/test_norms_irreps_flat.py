@@ -252,3 +252,20 @@ def test_other_graph_sizes_in_the_same_node_budget_do_not_recompile(name):
     y2 = fn(xf, mf, jnp.asarray([2, 5, 6, PAD_NODES]))  # other graphs, same budget
     assert fn._cache_size() == 1
     assert not np.allclose(_array(y1)[:2], _array(y2)[:2])  # the counts were read
+
+
+@pytest.mark.parametrize("entry", FLAT_IRREPS, ids=lambda e: e.name)
+def test_nan_in_the_padding_graph_reaches_no_gradient(entry):
+    norm, x, mask, params, state = _setup(entry, False, seed=9)
+    nodes, n_node, _, node_mask = _flatten(x, mask, pad_value=np.nan)
+    real = int(REAL.sum())
+
+    def loss(a):
+        y, _ = norm.apply(params, state, e3nn.IrrepsArray(IRREPS, a),
+                          mask=jnp.asarray(node_mask), n_node=jnp.asarray(n_node),
+                          training=True)
+        return jnp.sum(jnp.square(jnp.where(jnp.asarray(node_mask)[:, None], y.array, 0.0)))
+
+    g = np.asarray(jax.grad(loss)(jnp.asarray(nodes)))
+    assert np.all(np.isfinite(g))
+    assert np.any(g[:real] != 0) and np.all(g[real:] == 0)
