@@ -49,8 +49,8 @@ Usage::
 
 The ``cpu`` preset needs the default uracil data set (2000 frames; ``geonorm-jax data generate
 --dataset md17-xtb --molecule uracil``; generated on first use otherwise) and, for the
-``dft_*`` cells, 400 DFT uracil frames (about an hour on 2 cores; ``geonorm-jax data generate
---dataset md17-dft --molecule uracil --frames 400``). Only the DFT cells::
+``dft_*`` cells, 180 DFT uracil frames (about an hour on 2 free cores; ``geonorm-jax data
+generate --dataset md17-dft --molecule uracil --frames 180``). Only the DFT cells::
 
     python -m experiments.survey_case_studies --preset cpu --only dft_
 """
@@ -109,9 +109,9 @@ PRESETS = {
             "gemnet_run": {"epochs": 10, "seeds": [0]},
             "second": {"molecule": "ethanol", "frames": 2000},
             "zoo": None, "zoo_epochs": 6, "zoo_train": 200, "fast_compile": False,
-            # 400 PBE/def2-SVP uracil frames (about an hour to label on 2 cores): 300 / 50 / 50
-            "dft": {"data": {"dataset": "md17-dft", "molecule": "uracil", "frames": 400},
-                    "train": 300, "valid": 50, "test": 50, "cells": list(DFT_CELLS)}},
+            # 180 PBE/def2-SVP uracil frames (about an hour to label on 2 cores): 130 / 25 / 25
+            "dft": {"data": {"dataset": "md17-dft", "molecule": "uracil", "frames": 180},
+                    "train": 130, "valid": 25, "test": 25, "cells": list(DFT_CELLS)}},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
     "paper": {"data": {"molecule": "uracil", "frames": 2000},
               "train": 1000, "valid": 50, "test": 950, "epochs": 100, "batch_size": 8,
@@ -457,14 +457,8 @@ def _about_an_order(with_: dict, without: dict) -> dict:
     return {"status": status, "end_orders": end, "force_mae_orders": force}
 
 
-def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
-    """Survey Figures 1-2 layout: train and test loss (log) with and without normalization;
-    the Allegro split; the zoo's force MAE by audit verdict."""
-    plt = common.setup_matplotlib()
-    names = []
-    panels = [("allegro", list(ALLEGRO_CELLS)), ("schnet", list(SCHNET_CELLS)),
-              ("gemnet", list(GEMNET_CELLS)), ("gemnet2", list(SECOND_MOLECULE_CELLS))]
-    panels = [(m, n) for m, n in panels if any(f"{m}_{x}" in cells for x in n)]
+def _plot_panels(plt, exp, cells: dict, panels: list, names: list) -> None:
+    """The loss curves of each model with and without its normalizations (one panel each)."""
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4),
                              constrained_layout=True, squeeze=False)
     for ax, (model, names_) in zip(axes[0], panels, strict=True):
@@ -489,6 +483,18 @@ def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
                      f"{'split' if len(names_) > 3 else 'on/off'}")
         ax.legend(fontsize=7)
     names.append(common.save_figure(fig, exp, "survey_case_studies.png"))
+
+
+def plot(exp, cells: dict, zoo: list[dict]) -> list[str]:
+    """Survey Figures 1-2 layout: train and test loss (log) with and without normalization;
+    the Allegro split; the zoo's force MAE by audit verdict."""
+    plt = common.setup_matplotlib()
+    names = []
+    panels = [("allegro", list(ALLEGRO_CELLS)), ("schnet", list(SCHNET_CELLS)),
+              ("gemnet", list(GEMNET_CELLS)), ("gemnet2", list(SECOND_MOLECULE_CELLS))]
+    panels = [(m, n) for m, n in panels if any(f"{m}_{x}" in cells for x in n)]
+    if panels:  # none when --only selects no cell of these models
+        _plot_panels(plt, exp, cells, panels, names)
     three = [cells[k] for k in ("allegro_both", "schnet_both", "gemnet_both") if k in cells]
     if three:  # the three models side by side: accuracy against step time, size as label
         fig, ax = plt.subplots(figsize=(6, 4), constrained_layout=True)

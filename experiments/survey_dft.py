@@ -95,13 +95,15 @@ def compare_dft(rows: dict, cells: dict, claims: dict) -> dict:
             if best is None or distance < best[1]:
                 best = (targets, distance)
     if best is None:
-        verdict = "not tested"
-    else:
-        t = out[best[0]]
-        verdict = (f"closest to the survey's {claim_s:g} and {claim_e:g} orders: "
-                   f"{TARGET_NAMES[best[0]]} (start {t['start_orders']:.1f}, end "
-                   f"{t['end_orders']:.1f} orders: {t['status']})")
-    return {"targets": out, "closest": best[0] if best else None, "verdict": verdict,
+        verdict, closest = "not tested", []
+    else:  # every kind within 0.1 orders of the closest (the unit does not change the ratio)
+        closest = [k for k, t in out.items() if t["start_orders"] is not None
+                   and t["end_orders"] is not None and abs(t["start_orders"] - claim_s)
+                   + abs(t["end_orders"] - claim_e) <= best[1] + 0.1]
+        verdict = f"closest to the survey's {claim_s:g} and {claim_e:g} orders: " + "; ".join(
+            f"{TARGET_NAMES[k]} (start {out[k]['start_orders']:.1f}, end "
+            f"{out[k]['end_orders']:.1f} orders: {out[k]['status']})" for k in closest)
+    return {"targets": out, "closest": closest, "verdict": verdict,
             "claim_start_orders": claim_s, "claim_end_orders": claim_e}
 
 

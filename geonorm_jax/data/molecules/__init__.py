@@ -9,7 +9,7 @@ Typical use::
 
     data = molecules.molecular_dataset(molecules.MoleculeConfig(molecule="uracil"))
     # or, PBE/def2-SVP labels of the same frames (PySCF):
-    # data = molecules.dft_dataset(molecules.DFTConfig(molecules.MoleculeConfig(frames=400)))
+    # data = molecules.dft_dataset(molecules.DFTConfig(molecules.MoleculeConfig(frames=180)))
     # or, with the published file: data = molecules.load_md17("rmd17_uracil.npz")
     # or, from an extended XYZ file: data = molecules.load_extxyz("uracil.xyz")
     parts = molecules.split_data(data, train=1000, valid=50, seed=0)

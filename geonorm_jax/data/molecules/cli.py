@@ -3,7 +3,7 @@
 ``geonorm-jax data generate --dataset md17-xtb --molecule uracil --frames 2000`` generates (or
 finds in the cache, or resumes) a GFN2-xTB Langevin data set, shows a tqdm progress bar and
 prints the directory and the generation rate (frames/s and xTB evaluations/s).
-``geonorm-jax data generate --dataset md17-dft --molecule uracil --frames 400`` relabels the
+``geonorm-jax data generate --dataset md17-dft --molecule uracil --frames 180`` relabels the
 frames of the md17-xtb data set with the same settings with PBE/def2-SVP (PySCF) and prints
 the rate in frames/s. The data sets are those of
 :data:`geonorm_jax.data.molecules.sources.SOURCES`.

@@ -49,9 +49,10 @@ __all__ = [
 # Part of the cache key: bumped whenever the labelling changes what the files hold.
 DFT_FORMAT_VERSION = 1
 
-DEFAULT_DFT_FRAMES = 400
-"""Default ``--frames`` of ``md17-dft``: about an hour on two cores for uracil (the rate is
-measured in :mod:`geonorm_jax.data.molecules.dft_files`)."""
+DEFAULT_DFT_FRAMES = 180
+"""Default ``--frames`` of ``md17-dft``: about an hour on two free cores for uracil (38 s of
+CPU per frame, two single-threaded workers; measured in
+:mod:`geonorm_jax.data.molecules.dft_files`)."""
 
 _XC = ("PBE", "PBE0", "B3LYP")
 
