@@ -109,7 +109,9 @@ def test_dft_cells_configs_and_verdict():
         survey_dft.dft_cells(["half"])
     key, _, unit, target, own = cells[-1]
     c = survey_case_studies.make_config(p, "allegro", target, own, data=p["dft"]["data"],
-                                        energy_unit=unit, split=p["dft"])
+                                        energy_unit=unit, split=p["dft"],
+                                        epochs=p["dft"]["epochs"])
+    assert c.train.epochs == 100
     m = c.molecules
     assert (m.dataset, m.energy_unit, m.target_norm, m.train, m.frames) == (
         "md17-dft", "eV", "shift", 130, 180)
