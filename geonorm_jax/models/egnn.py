@@ -290,13 +290,17 @@ class EGNN(nn.Module):
         states it."""
         kw = dict(layers=self.num_layers, remat=self.remat, budget_bytes=self.memory_budget,
                   granule=1 if nodes is None else nodes * nodes)
+        plan = execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
         if self.edge_chunk != execution_plan.AUTO:
-            plan = execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
-            chunk = self.edge_chunk
-            if chunk is not None and chunk >= num_edges:
-                chunk = None
-            return plan._replace(chunk=chunk, reason=f"explicit edge_chunk={self.edge_chunk}")
-        return execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
+            plan = plan._replace(chunk=self.edge_chunk,
+                                 reason=f"explicit edge_chunk={self.edge_chunk}")
+        chunk = plan.chunk
+        if chunk is not None and nodes:  # the dense kernels: g whole graphs, g divides B
+            batch, per_graph = num_edges // nodes**2, nodes**2
+            g = max(d for d in range(1, batch + 1)
+                    if batch % d == 0 and d <= max(1, chunk // per_graph))
+            chunk = g * per_graph
+        return plan._replace(chunk=None if chunk is not None and chunk >= num_edges else chunk)
 
     def layer_settings(self, *, training: bool = False, dense: bool = True,
                        num_edges: int | None = None, dtype=jnp.float32,
