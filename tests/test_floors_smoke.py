@@ -3,7 +3,8 @@
 Together with the import, norm, Linen/NNX/Equinox and checkpoint tests it touches every
 required dependency at its lowest allowed version: the trainer (optax, flax), its progress
 bar (tqdm), its checkpoints (orbax-checkpoint), the loss-curve plot (matplotlib) and a chex
-assertion. Marked slow: the floors job runs it by name. Restoring checkpoints is tested in test_reliability_checkpoints.py.
+assertion. Marked slow (about 15 s of CPU): the floors job selects it with ``-m slow``.
+Restoring checkpoints is tested in test_reliability_checkpoints.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from geonorm_jax.train.checkpoint import RunCheckpoints
 from geonorm_jax.train.plot import plot_runs
 
 
-@pytest.mark.slow  # about 20 s of CPU; .ci/floors runs it with -m slow
+@pytest.mark.slow
 def test_tiny_run_trains_checkpoints_and_plots(tmp_path, isolated_cache):
     config = cfg.merge(cfg.preset("test"), {"train": {"epochs": 2, "eval_every": 1,
                                                        "checkpoint_every": 1, "seeds": [3]}})
