@@ -142,6 +142,25 @@ def test_roofline_places_a_step_under_the_two_roofs():
     assert compiled_cost(object()) == {}
 
 
+def test_a_chunked_step_is_counted_on_its_unchunked_twin():
+    from geonorm_jax.bench.model import compile_case, edge_plan, step_cost
+    from geonorm_jax.bench.roofline import compiled_cost
+
+    whole = ModelCase("w", 6, 4, 1, hidden=8, edge_chunk=None)
+    chunked = ModelCase("c", 6, 4, 1, hidden=8, edge_chunk=36)  # one graph per chunk
+    c = compile_case(chunked)
+    plan = edge_plan(chunked)
+    assert plan.chunk == 36 and plan.num_chunks == 4
+    own = compiled_cost(c.compiled)
+    twin = step_cost(chunked, c.compiled, plan)
+    assert twin["xla_cost_of"] == "unchunked twin"
+    assert own["xla_gflop"] < 0.6 * twin["xla_gflop"]  # XLA counts the loop body once
+    w = compile_case(whole)
+    assert step_cost(whole, w.compiled, edge_plan(whole)) == {
+        **compiled_cost(w.compiled), "xla_cost_of": "step"}
+    assert twin["xla_gflop"] == pytest.approx(compiled_cost(w.compiled)["xla_gflop"])
+
+
 def test_bench_cases_default_to_the_auto_plan_and_have_a_bf16_target():
     from geonorm_jax.bench.model import edge_plan
 

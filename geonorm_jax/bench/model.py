@@ -27,7 +27,8 @@ XLA's own count (``Compiled.cost_analysis()``: ``xla_gflop``, ``xla_gbytes``) an
 achieved rates against both measured roofs (square matmul FLOP/s, large-array copy bytes/s:
 ``xla_fraction_of_matmul``, ``xla_fraction_of_copy``, ``bound``, ``roofline_fraction``) are
 in :mod:`geonorm_jax.bench.roofline`; XLA counts a chunked step's loop body once, so for
-chunked cases its count is a lower bound. ``edge_plan`` records how the EGNN ran its edges
+chunked cases the count is that of the same step compiled unchunked (``xla_cost_of``:
+``"unchunked twin"``; compiled, never run). ``edge_plan`` records how the EGNN ran its edges
 (:mod:`geonorm_jax.models.execution_plan`).
 
 The kNN graph is built once, outside the timed step (as a data pipeline would); its build
@@ -47,8 +48,8 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-__all__ = ["ModelCase", "CompiledCase", "PRECISIONS", "step_flops", "run_case", "compile_case",
-           "build_step", "case_inputs", "case_model", "edge_plan"]
+__all__ = ["ModelCase", "CompiledCase", "PRECISIONS", "step_flops", "step_cost", "run_case",
+           "compile_case", "build_step", "case_inputs", "case_model", "edge_plan"]
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -255,6 +256,24 @@ def compile_case(case: ModelCase) -> CompiledCase:
     return CompiledCase(run, compiled, compile_s, graph_ms)
 
 
+def step_cost(case: ModelCase, compiled, plan) -> dict:
+    """XLA's cost of one step of ``case`` (:func:`~geonorm_jax.bench.roofline.compiled_cost`)
+    and ``xla_cost_of``: ``"step"``, or for a chunked step ``"unchunked twin"``: XLA counts
+    a loop body once, so the FLOPs and bytes of a chunked step are those of the same step
+    compiled unchunked (compiled only, never run: no memory is allocated for it). The
+    twin does not count the chunks' recomputation, so its rates are those of the work."""
+    from geonorm_jax.bench.roofline import compiled_cost
+
+    if plan.chunk is None:
+        return {**compiled_cost(compiled), "xla_cost_of": "step"}
+    twin = dataclasses.replace(case, edge_chunk=None)
+    inputs = case_inputs(twin)
+    step, params, opt_state, edges, _ = build_step(twin, inputs)
+    args = (inputs["x"], inputs["v"], inputs["q"], inputs["target"], edges)
+    return {**compiled_cost(step.lower(params, opt_state, *args).compile()),
+            "xla_cost_of": "unchunked twin"}
+
+
 def run_case(case: ModelCase, matmul=None, copy=None) -> dict:
     """Compile and time ``case``; returns a row of plain JSON values (see module docstring).
 
@@ -265,7 +284,7 @@ def run_case(case: ModelCase, matmul=None, copy=None) -> dict:
     import jax
 
     from geonorm_jax.bench.machine import CopyTimer, MatmulTimer, device_peak_gb, peak_rss_gb
-    from geonorm_jax.bench.roofline import compiled_cost, roofline
+    from geonorm_jax.bench.roofline import roofline
 
     matmul = matmul or MatmulTimer()
     copy = copy or CopyTimer()
@@ -283,7 +302,7 @@ def run_case(case: ModelCase, matmul=None, copy=None) -> dict:
     matmul.sample(2)
     copy.sample(2)
     flops = step_flops(case)
-    cost = compiled_cost(c.compiled)
+    cost = step_cost(case, c.compiled, plan)
     best = min(times)
     times.sort()
     return {

@@ -19,9 +19,10 @@ memory traffic (its best possible time is ``Q / R_copy``), above it by compute
 
 XLA counts what it runs: recomputation (``jax.checkpoint`` of chunked edges, ``remat``) is
 counted, and on the CPU a ``while`` loop's body (``lax.map``/``lax.scan`` over edge chunks)
-is counted once, not once per iteration, so for chunked steps the count is a lower bound
-(the bench's analytic count, :func:`~geonorm_jax.bench.model.step_flops`, does not have
-that blind spot).
+is counted once, not once per iteration, so for chunked steps the count is a lower bound;
+the bench therefore counts a chunked step on its unchunked twin
+(:func:`~geonorm_jax.bench.model.step_cost`; the analytic count,
+:func:`~geonorm_jax.bench.model.step_flops`, does not have that blind spot either).
 """
 
 from __future__ import annotations

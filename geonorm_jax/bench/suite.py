@@ -359,8 +359,8 @@ def format_tables(results: dict) -> str:
                 f"{r['step_ms_median']:.1f} | {r['step_gflops_per_s']:.1f} | "
                 f"{r['fraction_of_matmul']:.2f} | {mem} | "
                 f"{'' if temp is None else f'{temp:.3f}'} |")
-        lines += ["", "Roofline (XLA's cost analysis of the compiled step; fractions of the "
-                  "measured matmul and copy rates; a chunked step's loop body is counted once):",
+        lines += ["", "Roofline (XLA's cost analysis of the compiled step, of its unchunked "
+                  "twin for chunked steps; fractions of the measured matmul and copy rates):",
                   "", "| case | precision | XLA GFLOP | XLA GB | GFLOP/s | GB/s | of matmul | "
                   "of copy | FLOP/byte | bound | of roofline | edges |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
