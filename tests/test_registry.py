@@ -47,6 +47,14 @@ def test_knobs_map_onto_each_model_and_published_names_are_aliases():
     with pytest.raises(ValueError, match=r"\['featurs'\] are not arguments of SchNet"):
         schnet.resolve(model_kwargs={"featurs": 16})
     assert schnet.resolve(builtin_norm=False)["neighbor_normalization"] is False
+    assert schnet.resolve()["neighbor_normalization"] is True  # the survey's A/N_v
+    # a size that fixes the built-in normalization keeps it; contradicting it is an error
+    assert schnet.resolve(size="schnetpack")["neighbor_normalization"] is False
+    assert schnet.resolve(size="schnetpack", builtin_norm=False)["readout_activation"] == "silu"
+    with pytest.raises(ValueError, match=r"builtin_norm = True: size 'schnetpack' of 'schnet' "
+                                         r"sets neighbor_normalization = False"):
+        schnet.resolve(size="schnetpack", builtin_norm=True)
+    assert schnet.resolve(size="tiny", builtin_norm=False)["neighbor_normalization"] is False
     with pytest.raises(ValueError, match="'egnn' has no built-in normalization"):
         registry.get("egnn").resolve(builtin_norm=False)
     # training statistics reach only the models that declare them

@@ -167,18 +167,21 @@ class ModelSpec:
         return out
 
     def resolve(self, *, hidden: int | None = None, num_layers: int | None = None,
-                cutoff: float | None = None, builtin_norm: bool = True,
+                cutoff: float | None = None, builtin_norm: bool | None = None,
                 size: str | None = None, data: Mapping[str, Any] | None = None,
                 model_kwargs: Mapping[str, Any] | None = None,
                 where: str = "model") -> dict[str, Any]:
-        """The module's constructor arguments: published defaults, then ``size``, the
-        built-in normalization switch, the data statistics the module takes, the knobs and
+        """The module's constructor arguments: published defaults, then the built-in
+        normalization switch and ``size``, the data statistics the module takes, the knobs and
         last ``model_kwargs`` (published names; a knob's published name is an alias).
 
         Args:
           hidden, num_layers, cutoff: the shared knobs (None: published value).
-          builtin_norm: the authors' normalization on (True) or off (False).
-          size: a name in :attr:`sizes` applied over the defaults.
+          builtin_norm: the authors' normalization on (True) or off (False); None: as
+            ``size`` sets it, else on (the published model).
+          size: a name in :attr:`sizes` applied over the defaults (a size may fix the
+            built-in normalization, e.g. SchNet's ``"schnetpack"``: an explicit
+            ``builtin_norm`` that contradicts it is an error).
           data: statistics fitted on the training data (``avg_num_neighbors``,
             ``species_shift``, ``species_scale``, ``max_atomic_number``); only those the
             module declares are passed.
@@ -187,18 +190,25 @@ class ModelSpec:
 
         Raises:
           ValueError: unknown size or argument; a knob given twice with different values;
-            ``builtin_norm=False`` for a model that has none.
+            ``builtin_norm=False`` for a model that has none; an explicit ``builtin_norm``
+            that contradicts ``size``.
         """
         kwargs = dict(self.defaults)
-        if size is not None:
-            if size not in self.sizes:
-                raise ValueError(f"{where}: size {size!r} of {self.name!r}: expected one of "
-                                 f"{sorted(self.sizes)}")
-            kwargs.update(self.sizes[size])
-        if not builtin_norm and False not in self.builtin_norm:
+        if size is not None and size not in self.sizes:
+            raise ValueError(f"{where}: size {size!r} of {self.name!r}: expected one of "
+                             f"{sorted(self.sizes)}")
+        sized = self.sizes[size] if size is not None else {}
+        if builtin_norm is False and False not in self.builtin_norm:
             raise ValueError(f"{where}.builtin_norm: {self.name!r} has no built-in "
                              "normalization to switch off; expected true")
-        kwargs.update(self.builtin_norm.get(bool(builtin_norm), {}))
+        switch = self.builtin_norm.get(builtin_norm is not False, {})
+        clash = {k: v for k, v in switch.items() if k in sized and sized[k] != v}
+        if clash and builtin_norm is not None:
+            raise ValueError(f"{where}.builtin_norm = {builtin_norm}: size {size!r} of "
+                             f"{self.name!r} sets {_clash_args(sized, clash)}; expected "
+                             f"builtin_norm = {not builtin_norm} or no builtin_norm with it")
+        kwargs.update({k: v for k, v in switch.items() if k not in clash})
+        kwargs.update(sized)
         fields = self.fields()
         for key, value in (data or {}).items():
             if fields is None or key in fields:
@@ -278,6 +288,11 @@ class ModelSpec:
             "default_places": {kind: place for kind, place in placement.defaults},
             "sizes": {k: _jsonable(dict(v)) for k, v in self.sizes.items()},
         }
+
+
+def _clash_args(sized: Mapping[str, Any], clash: Mapping[str, Any]) -> str:
+    """``k = v`` of the size's values of the clashing arguments, for error messages."""
+    return ", ".join(f"{k} = {sized[k]!r}" for k in clash)
 
 
 def _canonical(value: Any) -> Any:

@@ -273,9 +273,9 @@ SCHNET_SPEC = registry.register(registry.ModelSpec(
     builtin_norm={True: {"neighbor_normalization": True},
                   False: {"neighbor_normalization": False}},
     # "schnetpack": schnetpack 2.x's conventions (SCHNETPACK; its outputs from transferred
-    # weights in float64); "reference": the same, the size the peer benchmark applies. The
-    # builtin_norm switch is applied after a size: resolve(size="schnetpack",
-    # builtin_norm=False), or pass SCHNETPACK as model_kwargs, keeps the sum over neighbours
+    # weights in float64); "reference": the same, the size the peer benchmark applies. These
+    # sizes fix the sum over neighbours (resolve(size="schnetpack"); with builtin_norm=True
+    # it is an error naming neighbor_normalization)
     sizes={"tiny": dict(features=8, num_interactions=1, num_rbf=8),
            "schnetpack": SCHNETPACK, "reference": SCHNETPACK},
     citation="Schütt et al., SchNet - A deep learning architecture for molecules and "
