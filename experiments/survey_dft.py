@@ -14,7 +14,8 @@ What the energy zero predicts. Four uracil frames labelled with ``geonorm-jax da
 per-atom loss: 5.5 orders of magnitude above the force term a shifted model starts from, 7.7
 orders with a per-frame total-energy loss (``E²``). Changing the unit multiplies every term by
 the same factor, so the ratio at the start is the same in kcal/mol and in eV; the unit can
-only change how far the unshifted network gets by the end.
+only change how far the unshifted network gets by the end. Measured on 20 frames:
+:mod:`experiments.survey_dft_small`.
 """
 
 from __future__ import annotations

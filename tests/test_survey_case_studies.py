@@ -140,6 +140,19 @@ def test_dft_cells_configs_and_verdict():
     assert v["targets"]["ev"]["zero_predicts_start_orders"]["per_atom"] is None
 
 
+def test_small_dft_experiment_runs_the_dft_cells(tmp_path, monkeypatch):
+    from experiments import survey_dft_small
+
+    monkeypatch.setattr(survey_case_studies, "run_cell", fake_run_cell)
+    monkeypatch.setattr(survey_case_studies, "dataset", lambda data, cache: None)
+    doc = survey_dft_small.run(survey_case_studies.common.parse_args(
+        "survey_dft_small", ["--out", str(tmp_path / "out"), "--runs",
+                             str(tmp_path / "runs")]), [])
+    res = doc["results"]
+    assert len(res["rows"]) == 5 and res["verdicts"]["closest"] == ["kcal"]
+    assert {r["molecule"] for r in res["rows"]} == {"uracil"}
+
+
 @pytest.mark.slow
 def test_real_dft_cells_of_the_test_preset(tmp_path):
     """Figure 1 at DFT scale end to end on 24 PBE/sto-3g water frames (the ``dft_`` cells)."""
