@@ -2,6 +2,7 @@
 counts, padding), the ASE calculator, JAX molecular dynamics (NVE energy conservation,
 Langevin temperature) and the jax_md energy function. Float64 where exactness is tested."""
 
+import dataclasses
 import json
 
 import jax
@@ -164,6 +165,24 @@ def test_energy_fn_plugs_into_jax_md():
                  mass=jnp.asarray(masses_of(ETHANOL_Z)), kT=0.0)
     state = jax.lax.fori_loop(0, 10, lambda i, s: apply(s), state)
     assert np.all(np.isfinite(np.asarray(state.position)))
+
+
+def test_a_potential_trained_in_kcal_per_mol_answers_in_ev():
+    """``molecules.energy_unit = "kcal/mol"``: energies and forces (all three entry points)
+    are converted to eV, so ASE and the MD driver never see kcal/mol."""
+    from geonorm_jax.data.molecules.units import KCAL_PER_MOL_EV
+
+    ev = make_potential("schnet")
+    kcal = dataclasses.replace(ev, info={"energy_unit": "kcal/mol"}, compile_count=0)
+    e0, f0 = ev.energy_and_forces(ETHANOL_POS)
+    e1, f1 = kcal.energy_and_forces(ETHANOL_POS)
+    np.testing.assert_allclose(e1, KCAL_PER_MOL_EV * e0, rtol=1e-12)
+    np.testing.assert_allclose(f1, KCAL_PER_MOL_EV * f0, rtol=1e-12, atol=1e-14)
+    e2, f2 = kcal.energy_forces_fn()(jnp.asarray(ETHANOL_POS))
+    np.testing.assert_allclose(e2, e1, rtol=1e-12)
+    np.testing.assert_allclose(f2, f1, rtol=1e-10, atol=1e-14)
+    with pytest.raises(ValueError, match=r"energy_unit.*received 'hartree'"):
+        dataclasses.replace(ev, info={"energy_unit": "hartree"})
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,11 @@ parameters of one seed and returns a :class:`Potential`:
 * :meth:`Potential.energy_forces_fn`: ``positions [A, 3] -> (E, F)``, traceable (one
   evaluation of the model and its gradient, for integrators inside ``lax.scan``).
 
+Units: every function returns eV and eV/Å, whatever unit the run trained in: a run with
+``molecules.energy_unit = "kcal/mol"`` (MD17's unit) has its outputs multiplied by
+:data:`~geonorm_jax.data.molecules.units.KCAL_PER_MOL_EV` (:attr:`Potential.to_ev`), so ASE and
+the MD driver always see eV.
+
 Precision: ``dtype=jnp.float64`` evaluates in float64 (parameters cast up) where the caller has
 enabled ``jax_enable_x64``; otherwise float32, the training precision.
 """
@@ -61,7 +66,7 @@ class Potential:
       variables: ``{"params": tree, "batch_stats": {collection: tree}}`` of one seed.
       spec: the model's :class:`~geonorm_jax.models.registry.ModelSpec`.
       atomic_numbers: ``[A]`` of the training molecule (the default of the calls).
-      info: the run's task info (molecule, N̄, shift, scale, cutoff, ...).
+      info: the run's task info (molecule, N̄, shift, scale, cutoff, ``energy_unit``, ...).
       seed: the training seed whose parameters these are.
       dtype: float32 or float64.
       run_dir: where it came from (None if built directly).
@@ -92,6 +97,19 @@ class Potential:
             lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
             self.variables)
         self.atomic_numbers = np.asarray(self.atomic_numbers, np.int32)
+        _ = self.to_ev  # an unknown unit fails here, not at the first call
+
+    @property
+    def to_ev(self) -> float:
+        """eV per unit of the model's outputs (1 for eV, 0.0434 for kcal/mol)."""
+        from geonorm_jax.data.molecules.units import KCAL_PER_MOL_EV
+
+        unit = self.info.get("energy_unit", "eV")
+        factors = {"eV": 1.0, "kcal/mol": KCAL_PER_MOL_EV}
+        if unit not in factors:
+            raise ValueError(f"info['energy_unit']: expected one of {sorted(factors)}; "
+                             f"received {unit!r}")
+        return factors[unit]
 
     # -------------------------------------------------------------------------------------
     def _full(self) -> dict:
@@ -107,7 +125,7 @@ class Potential:
 
         def energy(positions, **unused):
             batch = {"positions": positions[None].astype(self.dtype), "atomic_numbers": z[None]}
-            return self.model.apply(full, potential_graph(self.model, batch))[0]
+            return self.to_ev * self.model.apply(full, potential_graph(self.model, batch))[0]
 
         return energy
 
@@ -128,7 +146,7 @@ class Potential:
             self.compile_count += 1  # runs while tracing: once per compilation
             batch = {"positions": positions, "atomic_numbers": numbers}
             pred, _ = self.spec.predict(self.model, variables, batch, False)
-            return pred["energy"], pred["forces"]
+            return self.to_ev * pred["energy"], self.to_ev * pred["forces"]
 
         return jax.jit(run)
 
