@@ -81,6 +81,12 @@ def test_train_samples_in_a_molecular_config_is_refused():
         cfg.validate(config)
 
 
+def test_a_value_outside_a_union_names_every_accepted_form():
+    with pytest.raises(ValueError, match=r"molecules.target_norm: expected true/false or "
+                                         r"'shift', got 'bogus'"):
+        cfg.merge(cfg.preset("schnet-uracil"), {"molecules": {"target_norm": "bogus"}})
+
+
 def test_an_impossible_particle_count_is_refused_before_generation(tmp_path, capsys):
     err = _one_line_error(capsys, ["train", "--test", "--particles", "1000000000",
                                    "--out", str(tmp_path / "r")])

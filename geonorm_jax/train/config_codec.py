@@ -122,6 +122,15 @@ def merge(
     return from_dict(type(config), deep(base, overrides), path, old_keys=old_keys)
 
 
+def _describe(tp: Any) -> str:
+    """What a value of annotation ``tp`` may be, for error messages."""
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if tp is bool:
+        return "true/false"
+    return getattr(tp, "__name__", str(tp))
+
+
 def _coerce(value: Any, tp: Any, where: str, old_keys: OldKeys | None = None) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -138,7 +147,10 @@ def _coerce(value: Any, tp: Any, where: str, old_keys: OldKeys | None = None) ->
                 return _coerce(value, arg, where, old_keys)
             except ValueError as e:
                 errors.append(str(e))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: bad value {value!r}")
+        if len(errors) == 1:
+            raise ValueError(errors[0])
+        expected = " or ".join(_describe(a) for a in args if a is not type(None))
+        raise ValueError(f"{where}: expected {expected}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{where}: expected one of {list(args)}, got {value!r}")
