@@ -7,7 +7,12 @@ so a new one is tested without being listed here) takes nodes ``[num_nodes, irre
 every real node what it gives on this library's padded ``[batch, nodes, irreps]`` layout with
 a mask: float64, to 1e-12, running statistics included; it is O(3)-equivariant there
 (``e3nn_jax.utils.assert_equivariant``), and the padding graph changes no real output and
-leaves every output finite.
+leaves every output finite. Layers that read context (``entry.context``: atom positions,
+species) get it in both layouts: ``positions [batch, nodes, 3]`` / ``[num_nodes, 3]`` with
+the edges of the padded layout's dense graph as jraph's ``senders``/``receivers`` (and
+padding edges pointing at the last padding node, as ``jraph.pad_with_graphs`` adds them),
+``species [batch, nodes]`` / ``[num_nodes]``; the positions rotate with the features in the
+equivariance test.
 """
 
 import e3nn_jax as e3nn
@@ -23,6 +28,7 @@ IRREPS = e3nn.Irreps("2x0e + 0o + 3x1o + 2x1e + 2x2e")
 REAL = np.array([5, 2, 6])  # real nodes of each graph; the padded layout has N = 6
 B, N = 3, 6
 PAD_NODES = 3  # the padding graph at the end of the flat batch, as jraph.pad_with_graphs adds
+PAD_EDGES = 4  # jraph's padding edges: sender = receiver = the last padding node
 
 
 def _accepts_irreps(entry) -> bool:
@@ -62,6 +68,37 @@ def _flatten(x, mask, pad_value=0.0):
     return nodes, n_node, segment_ids, node_mask
 
 
+def _dense_graph_edges():
+    """Every ordered pair of distinct real atoms of each graph (the padded layout's default
+    graph), receiver-major, then ``PAD_EDGES`` edges at the last padding node."""
+    offsets = np.concatenate([[0], np.cumsum(REAL)[:-1]])
+    pairs = [(o + i, o + j) for o, n in zip(offsets, REAL, strict=True)
+             for i in range(n) for j in range(n) if i != j]
+    last = int(REAL.sum()) + PAD_NODES - 1
+    receivers, senders = np.array(pairs + [(last, last)] * PAD_EDGES).T
+    return {"senders": jnp.asarray(senders), "receivers": jnp.asarray(receivers)}
+
+
+def _context(entry, seed=0, pad_value=0.0):
+    """``(padded, flat)`` context for ``entry.context``: positions (spread 1.5, so most
+    pairs lie within MACE's 5 Å cutoff) with the dense graph's edges in the flat layout, and
+    atom types in ``[0, 3)`` held as floats; ``pad_value`` fills the padding graph."""
+    rng = np.random.default_rng(100 + seed)
+    _, mask = _padded(seed)
+    padded, flat = {}, {}
+    for key in entry.context:
+        if key == "positions":
+            value = 1.5 * rng.standard_normal((B, N, 3))
+            flat.update(_dense_graph_edges())
+        elif key == "species":
+            value = rng.integers(0, 3, (B, N)).astype(np.float64)
+        else:
+            raise NotImplementedError(f"{entry.name}: no flat test context for {key!r}")
+        padded[key] = jnp.asarray(value)
+        flat[key] = jnp.asarray(_flatten(value, mask, pad_value)[0])
+    return padded, flat
+
+
 def _wrap(a, vectors: bool):
     """``a [..., D]`` as the layer's input: an IrrepsArray, or vectors ``[..., C, 3]`` (then
     ``a``'s last axis is ``3 C``)."""
@@ -78,28 +115,21 @@ def _setup(entry, vectors, seed=0):
     x, mask = _padded(seed, dim)
     norm = entry.make()
     xp, mp = _wrap(x, vectors), jnp.asarray(mask)
-    params, state = norm.init(jax.random.PRNGKey(0), xp, mask=mp)
+    params, state = norm.init(jax.random.PRNGKey(0), xp, mask=mp, **_context(entry, seed)[0])
     rng = np.random.default_rng(seed + 1)
     params = perturb_like_trained(rng, params)
     state = perturb_like_trained(rng, state)
     return norm, x, mask, params, state
 
 
-# Irreps layers whose flat layout is not written yet (their context, dense positions or
-# species [batch, nodes], is padded); strict: implementing one makes its entry here fail.
-_NOT_YET_FLAT = {"mace_density_norm", "species_neighbor_norm"}
-
-
 def test_the_irreps_layers_are_found_from_the_catalogue():
     names = {e.name for e in IRREPS_LAYERS}
     assert {"equivariant_layer_norm", "e3nn_batch_norm", "e3nn_instance_norm", "norm_se3",
-            "norm_activation", "ev_norm", "vector_neuron_batch_norm"} <= names
-    assert _NOT_YET_FLAT <= names
+            "norm_activation", "ev_norm", "vector_neuron_batch_norm", "mace_density_norm",
+            "species_neighbor_norm"} <= names
 
 
-@pytest.mark.parametrize("entry", [
-    pytest.param(e, marks=pytest.mark.xfail(strict=True, reason="flat layout not written yet"))
-    if e.name in _NOT_YET_FLAT else e for e in IRREPS_LAYERS], ids=lambda e: e.name)
+@pytest.mark.parametrize("entry", IRREPS_LAYERS, ids=lambda e: e.name)
 def test_every_irreps_layer_declares_the_flat_layout(entry):
     assert "flat" in entry.layouts
 
@@ -110,20 +140,23 @@ def test_every_irreps_layer_declares_the_flat_layout(entry):
 def test_flat_layout_equals_padded_layout(entry, how, training):
     vectors = how == "vectors"
     norm, x, mask, params, state = _setup(entry, vectors)
+    ctx_pad, _ = _context(entry)
     y_pad, st_pad = norm.apply(params, state, _wrap(x, vectors), mask=jnp.asarray(mask),
-                               training=training)
+                               training=training, **ctx_pad)
     # NaN in the padding graph: the node mask keeps it out of every statistic and output
     nodes, n_node, segment_ids, node_mask = _flatten(x, mask, pad_value=np.nan)
+    _, ctx = _context(entry, pad_value=np.nan)
     layout = ({"segment_ids": jnp.asarray(segment_ids), "num_graphs": len(n_node)}
               if how == "segment_ids" else {"n_node": jnp.asarray(n_node)})
     if how == "jit":
-        fn = jax.jit(lambda p, s, a, m, nn: norm.apply(p, s, a, mask=m, n_node=nn,
-                                                       training=training))
+        fn = jax.jit(lambda p, s, a, m, nn, c: norm.apply(p, s, a, mask=m, n_node=nn,
+                                                          training=training, **c))
         y_flat, st_flat = fn(params, state, _wrap(nodes, False), jnp.asarray(node_mask),
-                             layout["n_node"])
+                             layout["n_node"], ctx)
     else:
         y_flat, st_flat = norm.apply(params, state, _wrap(nodes, vectors),
-                                     mask=jnp.asarray(node_mask), training=training, **layout)
+                                     mask=jnp.asarray(node_mask), training=training, **layout,
+                                     **ctx)
     yf, yp = _array(y_flat), _array(y_pad)
     assert yf.shape == _array(_wrap(nodes, vectors)).shape
     if isinstance(y_pad, e3nn.IrrepsArray):
@@ -141,9 +174,11 @@ def test_flat_init_equals_padded_init(entry):
     x, mask = _padded()
     norm = entry.make()
     nodes, n_node, _, node_mask = _flatten(x, mask)
-    p_pad, s_pad = norm.init(jax.random.PRNGKey(0), _wrap(x, False), mask=jnp.asarray(mask))
+    ctx_pad, ctx = _context(entry)
+    p_pad, s_pad = norm.init(jax.random.PRNGKey(0), _wrap(x, False), mask=jnp.asarray(mask),
+                             **ctx_pad)
     p_flat, s_flat = norm.init(jax.random.PRNGKey(0), _wrap(nodes, False),
-                               mask=jnp.asarray(node_mask), n_node=jnp.asarray(n_node))
+                               mask=jnp.asarray(node_mask), n_node=jnp.asarray(n_node), **ctx)
     for a, b in zip(jax.tree_util.tree_leaves((p_flat, s_flat)),
                     jax.tree_util.tree_leaves((p_pad, s_pad)), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -152,8 +187,9 @@ def test_flat_init_equals_padded_init(entry):
 @pytest.mark.parametrize("entry", FLAT_IRREPS, ids=lambda e: e.name)
 def test_padding_graph_changes_no_real_output(entry):
     norm, x, mask, params, state = _setup(entry, False, seed=3)
+    ctx_pad, ctx = _context(entry, seed=3, pad_value=1e3)
     y_pad, _ = norm.apply(params, state, _wrap(x, False), mask=jnp.asarray(mask),
-                          training=True)
+                          training=True, **ctx_pad)
     big = 1e3 * np.random.default_rng(4).standard_normal((PAD_NODES, IRREPS.dim))
     nodes, n_node, segment_ids, node_mask = _flatten(x, mask, pad_value=big)
     variants = [
@@ -169,7 +205,7 @@ def test_padding_graph_changes_no_real_output(entry):
         # a per-node or per-graph statistic: the unmarked padding graph is a graph of its own
         variants.append({"n_node": jnp.asarray(n_node)})
     for layout in variants:
-        y, _ = norm.apply(params, state, _wrap(nodes, False), training=True, **layout)
+        y, _ = norm.apply(params, state, _wrap(nodes, False), training=True, **layout, **ctx)
         y = _array(y)
         np.testing.assert_allclose(y[:-PAD_NODES], _array(y_pad)[mask], rtol=1e-12,
                                    atol=1e-12, err_msg=str(sorted(layout)))
@@ -181,14 +217,18 @@ def test_padding_graph_changes_no_real_output(entry):
 def test_flat_layout_is_equivariant(entry, training):
     norm, x, mask, params, state = _setup(entry, False, seed=5)
     nodes, n_node, _, node_mask = _flatten(x, mask)
+    _, ctx = _context(entry, seed=5)
+    # positions rotate with the features (an IrrepsArray 1o); the rest of the context is fixed
+    rotated = {k: e3nn.IrrepsArray("1o", ctx.pop(k)) for k in ("positions",) if k in ctx}
 
-    def fun(a):
+    def fun(a, *pos):
         y, _ = norm.apply(params, state, a, mask=jnp.asarray(node_mask),
-                          n_node=jnp.asarray(n_node), training=training)
+                          n_node=jnp.asarray(n_node), training=training, **ctx,
+                          **dict(zip(rotated, pos, strict=True)))
         return y
 
     e3nn.utils.assert_equivariant(fun, jax.random.PRNGKey(7), _wrap(nodes, False),
-                                  atol=1e-10, rtol=1e-10)
+                                  *rotated.values(), atol=1e-10, rtol=1e-10)
 
 
 @pytest.mark.parametrize("entry", FLAT_IRREPS, ids=lambda e: e.name)
@@ -258,12 +298,13 @@ def test_other_graph_sizes_in_the_same_node_budget_do_not_recompile(name):
 def test_nan_in_the_padding_graph_reaches_no_gradient(entry):
     norm, x, mask, params, state = _setup(entry, False, seed=9)
     nodes, n_node, _, node_mask = _flatten(x, mask, pad_value=np.nan)
+    _, ctx = _context(entry, seed=9, pad_value=np.nan)
     real = int(REAL.sum())
 
     def loss(a):
         y, _ = norm.apply(params, state, e3nn.IrrepsArray(IRREPS, a),
                           mask=jnp.asarray(node_mask), n_node=jnp.asarray(n_node),
-                          training=True)
+                          training=True, **ctx)
         return jnp.sum(jnp.square(jnp.where(jnp.asarray(node_mask)[:, None], y.array, 0.0)))
 
     g = np.asarray(jax.grad(loss)(jnp.asarray(nodes)))
