@@ -311,3 +311,25 @@ def test_plain_flat_arrays_name_the_flat_layouts():
         y, _ = mol.species_neighbor_norm(avg_num_neighbors=4.0).apply(
             {}, {"avg_num_neighbors": jnp.array([4.0])}, jnp.ones(shape), **_flat_layout())
         np.testing.assert_allclose(y, np.full(shape, 0.5), **TOL)
+
+
+def test_linen_and_nnx_wrappers_forward_the_flat_edges():
+    from flax import nnx
+
+    from geonorm_jax import linen
+    from geonorm_jax.nnx import NormModule
+
+    x, pos = _nodes(17)
+    senders, receivers, _ = _edges_of(~np.eye(N, dtype=bool))
+    xf = _irreps(x[MASK])
+    kw = {"positions": jnp.asarray(pos[MASK]), "senders": jnp.asarray(senders),
+          "receivers": jnp.asarray(receivers), **_flat_layout()}
+    norm = mol.mace_density_norm()
+    layer = linen.MACEDensityNorm()
+    variables = layer.init(jax.random.PRNGKey(0), xf, **kw)
+    want, _ = norm.apply(variables["params"]["norm"], {}, xf, **kw)
+    np.testing.assert_allclose(layer.apply(variables, xf, **kw).array, want.array, **TOL)
+    assert not np.allclose(want.array, x[MASK])
+    module = NormModule(norm, xf, rngs=nnx.Rngs(0), **kw)
+    want, _ = norm.apply(module.variables()[0], {}, xf, **kw)
+    np.testing.assert_allclose(module(xf, **kw).array, want.array, **TOL)
