@@ -40,7 +40,8 @@ Verdict per model (on against off) and per zoo layer (against ``allegro_on``): M
 *differs* when the mean times to instability differ by a factor of 2 or more or the fractions
 of stable replicas by 0.5 or more; the force MAE *differs* when the MAEs differ by a factor of
 1.5 or more. Status: ``no: equally stable`` (stability does not separate them);
-``no: stability follows force MAE`` (both differ, the lower MAE is the more stable);
+``no: more stable with it, as its lower force MAE predicts`` (both differ, the lower MAE is
+the more stable; or ``less stable ... higher``);
 ``yes: stability differs at similar force MAE``; ``yes: stability opposes force MAE``. The same
 rule on the h(r) error (factor 2) gives ``h_status``. Across all cells, Spearman's rank
 correlation of force MAE with time to instability and with h(r) error.
@@ -334,14 +335,16 @@ def verdict(with_: dict | None, without: dict | None) -> dict:
         return dict(out, status="not tested", h_status="not tested")
     mae_dir = 0 if 1 / MAE_RATIO < mae < MAE_RATIO else (1 if mae > 1 else -1)
 
-    def judge(ratio, differs):
+    def judge(ratio, differs, what=("stable", "stability")):
         if not differs:
-            return "no: equally stable"
+            return f"no: equally {what[0]}"
         d = 1 if ratio > 1 else -1
         if mae_dir == 0:
-            return "yes: stability differs at similar force MAE"
-        return "no: stability follows force MAE" if d == mae_dir else \
-            "yes: stability opposes force MAE"
+            return f"yes: {what[1]} differs at similar force MAE"
+        if d != mae_dir:
+            return f"yes: {what[1]} opposes force MAE"
+        more, lower = ("more", "lower") if d == 1 else ("less", "higher")
+        return f"no: {more} {what[0]} with it, as its {lower} force MAE predicts"
 
     gap = abs((f_w or 0) - (f_o or 0))
     differs = not (1 / STABILITY_RATIO < stab < STABILITY_RATIO) or gap >= STABLE_FRACTION_GAP
@@ -350,8 +353,8 @@ def verdict(with_: dict | None, without: dict | None) -> dict:
     if h_ratio is None:
         out["h_status"] = "not tested"
     else:
-        out["h_status"] = judge(h_ratio, not (1 / H_RATIO < h_ratio < H_RATIO)).replace(
-            "equally stable", "equal h(r) error").replace("stability", "h(r) error")
+        out["h_status"] = judge(h_ratio, not (1 / H_RATIO < h_ratio < H_RATIO),
+                                ("faithful h(r)", "h(r) error"))
     return out
 
 

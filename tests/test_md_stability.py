@@ -84,7 +84,9 @@ def _row(mae, times, stable, h):
 @pytest.mark.parametrize("with_, without, status", [
     (_row(100, [10, 10], [1, 1], 0.1), _row(110, [10, 10], [1, 1], 0.1), "no: equally stable"),
     (_row(100, [10, 10], [1, 1], 0.1), _row(300, [1, 1], [0, 0], 0.5),
-     "no: stability follows force MAE"),
+     "no: more stable with it, as its lower force MAE predicts"),
+    (_row(300, [1, 1], [0, 0], 0.5), _row(100, [10, 10], [1, 1], 0.1),
+     "no: less stable with it, as its higher force MAE predicts"),
     (_row(100, [10, 10], [1, 1], 0.1), _row(105, [1, 1], [0, 0], 0.1),
      "yes: stability differs at similar force MAE"),
     (_row(300, [10, 10], [1, 1], 0.1), _row(100, [1, 1], [0, 0], 0.1),
