@@ -223,6 +223,29 @@ def test_load_potential_reproduces_the_runs_test_predictions(trained_run):
         load_potential(run, seed=7, data_dir=data_dir)
 
 
+def test_the_readmes_potential_example_runs(trained_run):
+    """The README's "Using a trained potential" block, on this run (its path and data
+    directory substituted, 20 MD steps instead of 20 000)."""
+    import re
+    from pathlib import Path
+
+    run, data_dir = trained_run
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("## Using a trained potential\n")
+    code = re.findall(r"```python\n(.*?)```", readme[start:readme.index("\n## ", start + 1)],
+                      flags=re.S)[0]
+    for old, new in [('"runs/allegro-uracil"', "RUN, data_dir=DATA"), ("20_000", "20"),
+                     ("atoms.calc =", "atoms = Atoms(pot.atomic_numbers, pot.frames['test'][0])"
+                                      "\natoms.calc =")]:
+        assert old in code, old
+        code = code.replace(old, new)
+    scope = {"RUN": str(run), "DATA": data_dir}
+    exec("from ase import Atoms\n" + code, scope)
+    assert np.isfinite(scope["atoms"].get_forces()).all()
+    assert np.isfinite(float(scope["energy_fn"](jnp.asarray(scope["pot"].frames["test"][0]))))
+    assert np.isfinite(np.asarray(scope["traj"].positions)).all()
+
+
 def test_md_command_writes_extxyz_and_reports_speed(trained_run, tmp_path, capsys):
     from ase.io import read
 
