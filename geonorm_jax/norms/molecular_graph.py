@@ -228,7 +228,7 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
         del training
         a = _node_array(x, name, expected, is_flat(context))
         graphs = _layout(a, mask, context, name)
-        e, edges = features(a, graphs, context)
+        e, links = features(a, graphs, context)  # links: Edges (flat) or adjacency (padded)
         if e is None:
             return (x if graphs.real(a.ndim) is None
                     else _like_input(x, zero_padding(a, graphs))), state
@@ -239,15 +239,15 @@ def mace_density_norm(*, num_basis: int = 8, r_max: float = 5.0) -> Norm:
         lead = a.shape[:1] if graphs.flat else a.shape[:2]
         if graphs.flat:
             # edges to or from padding never enter, not even as 0 * NaN in a gradient
-            e = jnp.where(edges.keep[:, None], e.astype(w.dtype), 0.0)
+            e = jnp.where(links.keep[:, None], e.astype(w.dtype), 0.0)
             h = (e @ w) / np.sqrt(e.shape[-1])  # [E]
-            rho = receiver_sum(jnp.tanh(jnp.square(h)), edges, a.shape[0])  # [num_nodes]
+            rho = receiver_sum(jnp.tanh(jnp.square(h)), links, a.shape[0])  # [num_nodes]
         else:
             b, n = lead
             keep = ~jnp.eye(n, dtype=bool)[None]
             if graphs.mask is not None:
                 keep = keep & graphs.mask[:, None, :] & graphs.mask[:, :, None]
-            adj = edges
+            adj = links
             if adj is not None:
                 if tuple(getattr(adj, "shape", ())) != (b, n, n):
                     raise layout_error(f"{name}: adjacency",
