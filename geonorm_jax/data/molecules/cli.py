@@ -70,18 +70,12 @@ def _geometry(args: argparse.Namespace, frames_default: int) -> MoleculeConfig:
 
 def _generate_dft(args: argparse.Namespace) -> int:
     """``data generate --dataset md17-dft``: prints the directory and the rate."""
-    from geonorm_jax.data.files import cache_root
     from geonorm_jax.data.molecules.dft_files import generate_dft_dataset
-    from geonorm_jax.data.molecules.files import is_complete
 
     config = DFTConfig(geometry=_geometry(args, source("md17-dft").default_frames),
                        xc=args.xc, basis=args.basis, density_fit=not args.no_density_fit)
-    if args.out is not None:
-        directory = Path(args.out)
-    else:
-        directory = cache_root(args.cache_dir) / config.dataset_name()
-    if is_complete(directory, config):
-        print(f"already generated with these parameters: {directory}")
+    directory = _directory(args, config)
+    if directory is None:
         return 0
     report = generate_dft_dataset(
         config, directory, cache_dir=args.cache_dir, progress=not args.no_progress,
@@ -95,21 +89,32 @@ def _generate_dft(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate_molecules(args: argparse.Namespace) -> int:
-    """Runs ``data generate --dataset md17-xtb`` (or ``md17-dft``); prints the directory and
-    the rate."""
+def _directory(args: argparse.Namespace, config) -> Path | None:
+    """Where ``data generate`` writes ``config``'s data set (``--out``, else the cache), or
+    None, said on stdout, when a complete one of these parameters is already there."""
     from geonorm_jax.data.files import cache_root
-    from geonorm_jax.data.molecules.files import generate_molecular_dataset, is_complete
+    from geonorm_jax.data.molecules.files import is_complete
 
-    if args.dataset == "md17-dft":
-        return _generate_dft(args)
-    config = _geometry(args, MoleculeConfig.frames)
     if args.out is not None:
         directory = Path(args.out)
     else:
         directory = cache_root(args.cache_dir) / config.dataset_name()
     if is_complete(directory, config):
         print(f"already generated with these parameters: {directory}")
+        return None
+    return directory
+
+
+def generate_molecules(args: argparse.Namespace) -> int:
+    """Runs ``data generate --dataset md17-xtb`` (or ``md17-dft``); prints the directory and
+    the rate."""
+    from geonorm_jax.data.molecules.files import generate_molecular_dataset
+
+    if args.dataset == "md17-dft":
+        return _generate_dft(args)
+    config = _geometry(args, MoleculeConfig.frames)
+    directory = _directory(args, config)
+    if directory is None:
         return 0
     report = generate_molecular_dataset(
         config,
