@@ -13,44 +13,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from geonorm_jax.audit.report import LEGEND, cell, describe_violations
-from geonorm_jax.norms import (
-    catalog,
-    clifford_norms,
-    coords,
-    graph,
-    irreps,
-    molecular,
-    vector,
-    vision,
-    weights,
-)
+from geonorm_jax.norms import catalog
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIT = "experiments/results/survey_audit/table.json"
 BENCH = "experiments/results/bench/results.json"
 
-#: (page slug, family module, title, one-line description), in the catalogue's order.
-FAMILIES = (
-    ("vision", vision, "Language and vision",
-     "The survey's Table 1, left column: statistics over batch, nodes or channels of scalar "
-     "features."),
-    ("weights", weights, "Weight normalizations",
-     "Reparametrisations of a weight matrix rather than of activations."),
-    ("graph", graph, "Graph normalizations",
-     "The survey's Table 1, right column: per-graph statistics and neighbour-count scalings of "
-     "scalar features."),
-    ("vector", vector, "Vector normalizations",
-     "The survey's geometric layers for vector channels (also any-l `e3nn.IrrepsArray`)."),
-    ("coords", coords, "Coordinate normalizations (GeoNorm paper)",
-     "LayerNorm and ScaleNorm on coordinates (Eqs. 3-4) and GeoNorm (Eq. 5) with its "
-     "variants."),
-    ("irreps", irreps, "Irreps normalizations",
-     "EquiformerV2, eSEN/UMA, e3nn and SE(3)-Transformer layers on irreps features."),
-    ("molecular", molecular, "Molecular-model normalizations",
-     "ViSNet, TensorNet, MACE, NequIP and MiDi."),
-    ("clifford", clifford_norms, "Multivector normalizations",
-     "CGENN and GATr layers on Clifford-algebra multivectors."),
-)
+#: The catalogue's families (page slug, module, title, summary), in the catalogue's order.
+FAMILIES = catalog.FAMILIES
 
 SYMMETRY_PROBES = ("SO3", "O3", "translation", "permutation", "batch", "padding", "replication")
 INVARIANCE_PROBES = ("scale", "shift", "node_scale", "radial")
@@ -79,11 +49,11 @@ _SPECIAL_SHAPES = {
 
 def family_of(info) -> str:
     """The page slug of the family module that registers ``info``."""
-    for slug, module, _, _ in FAMILIES:
-        if any(e.name == info.name for e in module.CATALOG_ENTRIES):
-            return slug
+    for family in FAMILIES:
+        if any(e.name == info.name for e in family.module.CATALOG_ENTRIES):
+            return family.slug
     raise ValueError(f"family_of: expected {info.name!r} in one of the family modules "
-                     f"{[m.__name__ for _, m, _, _ in FAMILIES]}; received none")
+                     f"{[f.module.__name__ for f in FAMILIES]}; received none")
 
 
 def _esc(text: str) -> str:
@@ -173,7 +143,7 @@ def pages() -> dict[str, str]:
     audit_doc, bench_doc = _load(AUDIT), _load(BENCH)
     audit = {r["name"]: r for r in audit_doc["layers"]}
     bench = {r["norm"]: r for r in bench_doc["norms"]}
-    by_family: dict[str, list] = {slug: [] for slug, *_ in FAMILIES}
+    by_family: dict[str, list] = {f.slug: [] for f in FAMILIES}
     for info in catalog.CATALOG:
         by_family[family_of(info)].append(info)
     out: dict[str, str] = {}
