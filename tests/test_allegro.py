@@ -19,7 +19,7 @@ from _molecules import (
 import geonorm_jax as gj
 from geonorm_jax.models import molecular_graph as mg
 from geonorm_jax.models import target_norms as tn
-from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, Allegro, env_factor
+from geonorm_jax.models.allegro import ALLEGRO_PLACEMENT, ALLEGRO_SPEC, Allegro, env_factor
 
 CUTOFF = 3.0
 SMALL = dict(
@@ -299,3 +299,33 @@ def test_energy_continuous_when_an_atom_crosses_the_cutoff(latent_norm):
     near = abs(float(energy(CUTOFF - 1e-2)) - isolated)
     assert far > 1e-5  # the pair does interact inside the cutoff
     assert near < 1e-3 * far  # (1e-2 / 0.5)^3 = 8e-6 for a pure cubic
+
+
+def test_md17_size_is_the_authors_example_configuration():
+    """Size ``md17`` (configs/example.yaml) through the registry: r_c 6 Å, 8 Bessels, l_max 2
+    with both parities on the tensor track, 32 channels, 512 latents from a two-body MLP
+    64-128-256-512, one linear latent map, readout 512-128-1; it initialises and predicts
+    (shapes traced with ``jax.eval_shape``: compiling the 1 M parameters takes ~30 s)."""
+    spec = gj.models.registry.get("allegro")
+    assert spec is ALLEGRO_SPEC
+    kwargs = spec.resolve(size="md17", data={"avg_num_neighbors": 8.0, "max_atomic_number": 9})
+    assert (kwargs["cutoff"], kwargs["num_bessel"], kwargs["envelope_p"], kwargs["l_max"]) == (
+        6.0, 8, 6, 2)
+    assert kwargs["env_normalization"] == "sqrt" and kwargs["latent_resnet"] is True
+    model = spec.build(kwargs)
+    g = mg.batch_frames(jnp.asarray(ethanol_frames(1)), ETHANOL_Z, kwargs["cutoff"])
+    variables = jax.eval_shape(model.init, jax.random.key(0), g)  # traced, not compiled
+    shapes = jax.tree_util.tree_map(lambda x: x.shape, variables["params"])
+    assert [shapes["two_body_mlp"][f"dense_{k}"]["kernel"][1] for k in range(4)] == [
+        64, 128, 256, 512]
+    # the latent map: [x (512) || 32 channels of 0e scalars] -> 512, no hidden layer
+    assert shapes["latent_mlp_0"] == {"dense_0": {"kernel": (512 + 32, 512)}}
+    assert shapes["edge_energy_mlp"]["dense_0"]["kernel"] == (512, 128)
+    # environment weights: 32 channels x the 3 spherical-harmonic irreps 0e + 1o + 2e
+    assert shapes["env_weights_0"]["kernel"] == (512, 32 * 3)
+    # the first tensor product keeps both parities of l = 1 and 2 (0o has no path from
+    # spherical harmonics), 32 channels each; the last keeps scalars only
+    outs = {name.split()[1].split(",")[1] for name in shapes["tensor_linear_0"]}
+    assert outs == {"32x0e", "32x1o", "32x1e", "32x2e", "32x2o"}
+    assert {name.split()[1].split(",")[1] for name in shapes["tensor_linear_1"]} == {"32x0e"}
+    assert jax.eval_shape(model.apply, variables, g).shape == (1,)
