@@ -35,6 +35,7 @@ from experiments.report_format import (
     _table,
     _verdicts,
 )
+from experiments.survey_anchor import anchor_markdown
 
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
@@ -334,6 +335,11 @@ def survey_case_studies(doc: dict) -> list[str]:
         out.append(f"| GemNet-T without its scale factors and residual scaling only (shift and "
                    f"scale kept) | final test loss {_f(sv['end_orders'], 3)} orders, force MAE "
                    f"{_f(sv['force_mae_orders'], 3)} orders | {sv['status']} |")
+    dft = res.get("dft") or {}
+    if dft.get("verdicts"):
+        out += ["", f"Figure 1 at DFT scale (`dft_*` cells): {dft['verdicts']['verdict']}."]
+    if dft.get("anchor"):
+        out += [""] + anchor_markdown(dft["anchor"]["table"])
     if res.get("zoo"):
         out += ["", "Norm zoo on Allegro (with its own normalizations), one catalogue layer "
                 "at a time:", ""]

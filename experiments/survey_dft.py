@@ -24,7 +24,8 @@ import math
 
 from experiments import common
 
-__all__ = ["DFT_TARGETS", "DFT_CELLS", "TARGET_NAMES", "dft_cells", "compare_dft", "plot_dft"]
+__all__ = ["DFT_TARGETS", "DFT_CELLS", "TARGET_NAMES", "dft_cells", "orders", "gap_status",
+           "compare_dft", "plot_dft"]
 
 #: kind of energy target -> (``molecules.energy_unit``, ``molecules.target_norm`` when the
 #: cell has no target normalization: raw totals (False) or the shift only)
@@ -52,11 +53,27 @@ def dft_cells(names) -> list[tuple[str, str, str, object, bool]]:
     return out
 
 
-def _orders(a, b):
-    """``log10(a / b)`` or None."""
+def orders(a, b):
+    """``log10(a / b)`` or None (either not finite or not positive)."""
     if not (common.finite(a) and common.finite(b)) or a <= 0 or b <= 0:
         return None
     return math.log10(a / b)
+
+
+def gap_status(start, end, claims: dict) -> str:
+    """The verdict on Allegro's loss gap without its normalizations, ``start`` and ``end`` in
+    orders of magnitude, against ``claims["allegro_start_orders"]`` and
+    ``claims["allegro_end_orders"]``: within 2 orders of both, ``"reproduced"``; at least 1
+    order at both ends, ``"partially reproduced"``; else ``"not reproduced"``; ``"not
+    tested"`` if either is None."""
+    claim_s, claim_e = claims["allegro_start_orders"], claims["allegro_end_orders"]
+    if start is None or end is None:
+        return "not tested"
+    if abs(start - claim_s) <= 2 and abs(end - claim_e) <= 2:
+        return "reproduced"
+    if start >= 1 and end >= 1:
+        return "partially reproduced"
+    return "not reproduced"
 
 
 def _zero_orders(info: dict, first_both) -> dict:
@@ -66,8 +83,8 @@ def _zero_orders(info: dict, first_both) -> dict:
     e, atoms = (info or {}).get("energy_mean"), (info or {}).get("atoms")
     if not (common.finite(e) and atoms):
         return {"per_atom": None, "per_frame": None}
-    return {"per_atom": _orders((e / atoms) ** 2, first_both),
-            "per_frame": _orders(e**2, first_both)}
+    return {"per_atom": orders((e / atoms) ** 2, first_both),
+            "per_frame": orders(e**2, first_both)}
 
 
 def compare_dft(rows: dict, cells: dict, claims: dict) -> dict:
@@ -86,17 +103,10 @@ def compare_dft(rows: dict, cells: dict, claims: dict) -> dict:
         if both_key not in rows or none_key not in rows:
             continue
         both, none = rows[both_key], rows[none_key]
-        start = _orders(none["first_train_loss"], both["first_train_loss"])
-        end = _orders(none["final_test_loss"], both["final_test_loss"])
-        if start is None or end is None:
-            status = "not tested"
-        elif abs(start - claim_s) <= 2 and abs(end - claim_e) <= 2:
-            status = "reproduced"
-        elif start >= 1 and end >= 1:
-            status = "partially reproduced"
-        else:
-            status = "not reproduced"
-        out[targets] = {"status": status, "start_orders": start, "end_orders": end,
+        start = orders(none["first_train_loss"], both["first_train_loss"])
+        end = orders(none["final_test_loss"], both["final_test_loss"])
+        out[targets] = {"status": gap_status(start, end, claims), "start_orders": start,
+                        "end_orders": end,
                         "energy_unit": DFT_TARGETS[targets][0],
                         "zero_predicts_start_orders": _zero_orders(
                             cells[none_key].get("task_info"), both["first_train_loss"])}

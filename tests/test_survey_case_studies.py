@@ -74,9 +74,21 @@ def test_cells_verdicts_plots_and_report(tmp_path, monkeypatch):
     assert dft["verdicts"]["closest"] == ["kcal"]
     assert "raw total energies in kcal/mol" in dft["verdicts"]["verdict"]
     assert (tmp_path / "out" / "survey_figure1_dft.png").exists()
+    # the anchor: the tiny size in the test preset, with both normalizations, beside the
+    # published errors (fake MAEs: 10 meV and 5 meV/Å)
+    anchor = dft["anchor"]
+    assert anchor["cell"]["config"] == {} and anchor["row"]["cell"] == "dft_anchor"
+    m = anchor["table"]["metrics"]
+    assert m["energy_mae_meV"]["ratio"] == pytest.approx(10 / 0.6)
+    assert m["force_mae_meV_per_A"]["ratio"] == pytest.approx(5 / 1.8)
+    assert anchor["table"]["size"] == "tiny" and anchor["table"]["train_frames"] == 12
+    assert "dft_anchor" not in dft["cells"]
+    assert (tmp_path / "out" / "survey_dft_anchor.png").exists()
     text = "\n".join(report.survey_case_studies(json.loads(
         (tmp_path / "out" / "results.json").read_text())))
     assert "| `allegro_none` |" in text and "partially reproduced" in text
+    assert "| force MAE (meV/Å) | 5 | 1.8 | 2.78 |" in text
+    assert "closest to the survey's 11 and 5 orders" in text
 
 
 def test_verdict_thresholds():
@@ -150,6 +162,7 @@ def test_small_dft_experiment_runs_the_dft_cells(tmp_path, monkeypatch):
                              str(tmp_path / "runs")]), [])
     res = doc["results"]
     assert len(res["rows"]) == 5 and res["verdicts"]["closest"] == ["kcal"]
+    assert not list(tmp_path.rglob("*dft_anchor*"))  # no anchor in the small run
     assert {r["molecule"] for r in res["rows"]} == {"uracil"}
 
 
@@ -174,6 +187,10 @@ def test_real_dft_cells_of_the_test_preset(tmp_path):
     # units; shifting per species removes most of the gap
     assert t["kcal"]["start_orders"] > 2 and t["ev"]["start_orders"] > 2
     assert t["shifted"]["start_orders"] < t["ev"]["start_orders"] - 1
+    # the published-accuracy anchor trains (tiny size) and stands beside the published errors
+    m = dft["anchor"]["table"]["metrics"]
+    assert m["force_mae_meV_per_A"]["measured"] > 0 and m["force_mae_meV_per_A"]["ratio"] > 0
+    assert dft["anchor"]["cell"]["config"]["model"]["hidden"] == 8
 
 
 @pytest.mark.slow
