@@ -72,6 +72,20 @@ def _per_node_layer(name: str, epsilon: float, affine: bool, bias: bool, body) -
     return Norm(init, apply, kind="vectors", name=name)
 
 
+def _even_scalars(irreps, chunks: list[jax.Array]) -> jax.Array | None:
+    """The ``0e`` channels of a node, ``[B, N, n_0e]`` (the ``m = 0`` component of every
+    ``0e`` chunk ``[B, N, mul, 1]``, concatenated), or None when there is none."""
+    sc = [f[..., 0] for mi, f in zip(irreps, chunks, strict=True) if _is_even_scalar(mi)]
+    return jnp.concatenate(sc, axis=-1) if sc else None
+
+
+def _scale_shift(params: dict, f: jax.Array, ps: slice, pb: slice | None) -> jax.Array:
+    """The affine map of one chunk ``f [..., mul, 2l+1]``: ``f * scale[ps]``, plus
+    ``bias[pb]`` when ``pb`` is a slice (a ``0e`` chunk whose layer learns a bias)."""
+    f = f * _per_channel(params, "scale", ps, f)
+    return f if pb is None else f + _per_channel(params, "bias", pb, f)
+
+
 def _degree_mean_square(chunks, normalization: str, balance: bool) -> jax.Array:
     """EquiformerV2's shared mean square ``R [B, N, 1]`` of the (scaled) chunks ``[(mul_ir,
     f [B, N, mul, 2l+1]), ...]``: with ``balance`` the mean over the chunks of ``mean_{c,m}
@@ -128,7 +142,7 @@ def equivariant_layer_norm(
                 f = f - jnp.mean(f, axis=-2, keepdims=True)
             ms = jnp.mean(_sq_stat(f, normalization), axis=-1, keepdims=True)  # [B, N, 1]
             g = jax.lax.rsqrt(ms + eps)[..., None]
-            if affine:
+            if affine:  # the scale folded into the inverse RMS first, as fairchem does
                 g = g * _per_channel(params, "scale", ps, f)
             f = f * g
             if affine and pb is not None:
@@ -179,9 +193,8 @@ def equivariant_layer_norm_sh(
     def body(params, irreps, blocks, s, eps):
         scaled = [b / s for b in blocks]
         # l = 0: LayerNorm over all 0e channels of the node
-        sc = [f[..., 0] for mi, f in zip(irreps, scaled, strict=True) if _is_even_scalar(mi)]
-        if sc:
-            s0 = jnp.concatenate(sc, axis=-1)  # [B, N, n0]
+        s0 = _even_scalars(irreps, scaled)  # [B, N, n0]
+        if s0 is not None:
             mu = jnp.mean(s0, axis=-1, keepdims=True)
             var = jnp.mean(jnp.square(s0 - mu), axis=-1, keepdims=True)
             inv0 = jax.lax.rsqrt(var + eps)
@@ -193,14 +206,9 @@ def equivariant_layer_norm_sh(
         for mi, f, (ps, pb) in zip(irreps, scaled, _param_slices(irreps), strict=True):
             if _is_even_scalar(mi):
                 f = (f - mu[..., None]) * inv0[..., None]
-                if affine:
-                    f = f * _per_channel(params, "scale", ps, f)
-                    f = f + _per_channel(params, "bias", pb, f)
             else:
                 f = f * inv[..., None]
-                if affine:
-                    f = f * _per_channel(params, "scale", ps, f)
-            out.append(f)
+            out.append(_scale_shift(params, f, ps, pb) if affine else f)
         return out
 
     return _per_node_layer("equivariant_layer_norm_sh", epsilon, affine, True, body)
@@ -249,9 +257,9 @@ def equivariant_rms_norm_sh(
     def body(params, irreps, blocks, s, eps):
         scaled = [b / s for b in blocks]
         if centering:
-            sc = [f[..., 0] for mi, f in zip(irreps, scaled, strict=True) if _is_even_scalar(mi)]
-            if sc:
-                mu = jnp.mean(jnp.concatenate(sc, -1), -1, keepdims=True)[..., None]  # [B,N,1,1]
+            s0 = _even_scalars(irreps, scaled)
+            if s0 is not None:
+                mu = jnp.mean(s0, -1, keepdims=True)[..., None]  # [B, N, 1, 1]
                 scaled = [f - mu if _is_even_scalar(mi) else f
                           for mi, f in zip(irreps, scaled, strict=True)]
         r = _degree_mean_square(list(zip(irreps, scaled, strict=True)), normalization, balance)
@@ -259,11 +267,7 @@ def equivariant_rms_norm_sh(
         out = []
         for f, (ps, pb) in zip(scaled, _param_slices(irreps), strict=True):
             f = f * inv
-            if affine:
-                f = f * _per_channel(params, "scale", ps, f)
-                if centering and pb is not None:
-                    f = f + _per_channel(params, "bias", pb, f)
-            out.append(f)
+            out.append(_scale_shift(params, f, ps, pb if centering else None) if affine else f)
         return out
 
     return _per_node_layer("equivariant_rms_norm_sh", epsilon, affine, centering, body)
