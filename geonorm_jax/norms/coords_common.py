@@ -8,7 +8,8 @@ scalars ``()``. Padded particles are set to 0 before any statistic
 
 Helpers (private to the coordinate family, used by :mod:`~geonorm_jax.norms.coords_scale` and
 :mod:`~geonorm_jax.norms.coords_geo`): ``_check_per_particle_params`` (a per-particle
-parameter made for another ``N`` raises ``ValueError``), ``_keep_padding``,
+parameter made for another ``N`` raises ``ValueError``), ``_checked_zero_padded`` (the
+checks of every ``apply``, then the input with its padding set to 0), ``_keep_padding``,
 ``_particle_scale`` (the per-particle power of two ``[batch, nodes, 1]`` to divide by before
 squaring, :func:`geonorm_jax.geometry.magnitude_scale`), ``_as_rows`` (a per-particle or
 shared parameter broadcast on ``[batch, N, 3]``) and ``_PAPER`` (the reference).
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
+from geonorm_jax.norms.base import check_coordinates, check_mask, zero_padding
 
 __all__: list[str] = []
 
@@ -43,6 +45,17 @@ def _check_per_particle_params(params: dict, x: jax.Array, name: str) -> None:
             )
 
 
+def _checked_zero_padded(params: dict, x: jax.Array, mask: jax.Array | None,
+                         name: str) -> jax.Array:
+    """The checks of every coordinate ``apply`` (``x [batch, nodes, 3]``, ``mask [batch,
+    nodes]``, per-particle ``params`` made for this ``N``), then ``x`` with its padded
+    particles set to 0."""
+    check_coordinates(x)
+    check_mask(mask, x.shape)
+    _check_per_particle_params(params, x, name)
+    return zero_padding(x, mask)
+
+
 def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Array:
     """Real particles get ``y``; padded ones are returned unchanged, except that a non-finite
     entry there (NaN, inf) becomes 0: padding never carries NaN or inf out of a layer."""
@@ -51,10 +64,11 @@ def _keep_padding(y: jax.Array, x: jax.Array, mask: jax.Array | None) -> jax.Arr
     return jnp.where(mask[..., None], y, jnp.where(jnp.isfinite(x), x, jnp.zeros((), x.dtype)))
 
 
-def _particle_scale(x: jax.Array, epsilon: float) -> jax.Array:
+def _particle_scale(x: jax.Array, epsilon: float, axes: tuple[int, ...] = (-1,)) -> jax.Array:
     """Per-particle power of two ``[batch, nodes, 1]`` to divide by before squaring (1 at
-    ordinary magnitudes; :func:`geonorm_jax.geometry.magnitude_scale`)."""
-    top = jnp.max(jnp.abs(x), axis=-1, keepdims=True, initial=0.0)
+    ordinary magnitudes; :func:`geonorm_jax.geometry.magnitude_scale`); ``axes=(1, 2)``: one
+    per sample, ``[batch, 1, 1]``."""
+    top = jnp.max(jnp.abs(x), axis=axes, keepdims=True, initial=0.0)
     return geometry.magnitude_scale(top, epsilon**0.5)
 
 

@@ -32,14 +32,14 @@ from geonorm_jax.norms.base import (
     NormInfo,
     check_coordinates,
     check_hyperparameters,
-    check_mask,
     zero_padding,
 )
 from geonorm_jax.norms.coords_common import (
     _PAPER,
     _as_rows,
-    _check_per_particle_params,
+    _checked_zero_padded,
     _keep_padding,
+    _particle_scale,
 )
 
 __all__ = ["geo_norm", "geo_statistics", "bias_direction", "CATALOG_ENTRIES"]
@@ -90,8 +90,7 @@ def _geo_statistics(x, mask, sigma: str, epsilon: float):
     # squares of offsets / s, s a power of two (1 at ordinary magnitudes) so that 1e30 does
     # not overflow float32: per particle, or per sample for the system reading
     axes = (2,) if sigma == "particle" else (1, 2)
-    s = geometry.magnitude_scale(jnp.max(jnp.abs(offsets), axis=axes, keepdims=True, initial=0.0),
-                                 epsilon**0.5)  # [B, N, 1] or [B, 1, 1]
+    s = _particle_scale(offsets, epsilon, axes)  # [B, N, 1] or [B, 1, 1]
     sq = jnp.sum(jnp.square(offsets / s), axis=-1, keepdims=True)  # [B, N, 1]
     eps = epsilon / jnp.square(s)
     if sigma == "particle":
@@ -220,8 +219,7 @@ def geo_norm(
 
     def apply(p, state, x, *, mask=None, training=False, mu0=None, **context):
         del training, context
-        check_coordinates(x)
-        check_mask(mask, x.shape)
+        xz = _checked_zero_padded(p, x, mask, name)
         if mu0 is None:
             raise ValueError(
                 f"{name}: GeoNorm needs mu0, the centroid of the model's input positions "
@@ -234,9 +232,7 @@ def geo_norm(
                 f"{name}: expected mu0 of shape [batch, 3] = {(x.shape[0], 3)}; "
                 f"received shape {mu0.shape}"
             )
-        _check_per_particle_params(p, x, name)
         mu0 = mu0.astype(x.dtype)
-        xz = zero_padding(x, mask)
         mu, sig = _geo_statistics(xz, mask, sigma, epsilon)
         direction = bias_direction(mu, mu0, tol=_rounding_tol(xz, mu0, mask))  # [B, 3]
         g = _as_rows(p["scale"], x.dtype)

@@ -21,18 +21,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.norms.base import (
-    Norm,
-    NormInfo,
-    check_coordinates,
-    check_hyperparameters,
-    check_mask,
-    zero_padding,
-)
+from geonorm_jax.norms.base import Norm, NormInfo, check_coordinates, check_hyperparameters
 from geonorm_jax.norms.coords_common import (
     _PAPER,
     _as_rows,
-    _check_per_particle_params,
+    _checked_zero_padded,
     _keep_padding,
     _particle_scale,
 )
@@ -74,10 +67,7 @@ def layer_norm_coords(*, epsilon: float = 1e-5) -> Norm:
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        check_coordinates(x)
-        check_mask(mask, x.shape)
-        _check_per_particle_params(params, x, "layer_norm_coords")
-        xz = zero_padding(x, mask)
+        xz = _checked_zero_padded(params, x, mask, "layer_norm_coords")
         s = _particle_scale(xz, epsilon)  # [B, N, 1], 1 at ordinary magnitudes
         xs = xz / s
         mu = jnp.mean(xs, axis=-1, keepdims=True)  # [B, N, 1]
@@ -129,10 +119,7 @@ def scale_norm(*, norm: str = "l2", epsilon: float = 1e-8, per_particle: bool = 
 
     def apply(params, state, x, *, mask=None, training=False, **context):
         del training, context
-        check_coordinates(x)
-        check_mask(mask, x.shape)
-        _check_per_particle_params(params, x, name)
-        xz = zero_padding(x, mask)
+        xz = _checked_zero_padded(params, x, mask, name)
         s = _particle_scale(xz, epsilon)  # [B, N, 1], 1 at ordinary magnitudes
         xs = xz / s
         sq = jnp.sum(jnp.square(xs), axis=-1, keepdims=True)  # [B, N, 1]
