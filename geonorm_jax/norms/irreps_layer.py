@@ -322,41 +322,37 @@ _LAYOUT_NOTE = ("Irreps features as an e3nn-jax IrrepsArray [b, x, irreps] (one 
                 "[b, x, v, 3], so only the l > 0 path is probed there (the l = 0 path is "
                 "covered by the tests on mixed irreps).")
 
+#: The fields the four entries share: per-node layers on irreps features, either layout.
+_SHARED = {"kind": "vectors", "family": "equivariant models", "notes": _LAYOUT_NOTE,
+           "layouts": ("padded", "flat"), "symmetries": ("SO3", "permutation", "batch")}
+
 CATALOG_ENTRIES: list[NormInfo] = [
     NormInfo(
-        name="equivariant_layer_norm", constructor=equivariant_layer_norm, kind="vectors",
+        name="equivariant_layer_norm", constructor=equivariant_layer_norm,
         paper=_EQV2 + "; code fairchem EquivariantLayerNormArray",
         formula="per l: (x - [l=0] mean_v x) / sqrt(mean_{v,m} x^2 + eps) * g_{l,v} + [l=0] b_v",
         reduced_axes="v,d (per node, per degree)", params=("scale", "bias"),
-        family="equivariant models", notes=_LAYOUT_NOTE,
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
+        **_SHARED,
     ),
     NormInfo(
-        name="equivariant_layer_norm_sh", constructor=equivariant_layer_norm_sh, kind="vectors",
+        name="equivariant_layer_norm_sh", constructor=equivariant_layer_norm_sh,
         paper=_EQV2 + "; code fairchem EquivariantLayerNormArraySphericalHarmonics",
         formula="l=0: LayerNorm_v; l>0: x / sqrt(mean_l mean_{v,m} x^2 + eps) * g_{l,v}",
         reduced_axes="v (l=0); v,d,l (l>0), per node", params=("scale", "bias"),
-        family="equivariant models", notes=_LAYOUT_NOTE,
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
+        **_SHARED,
     ),
     NormInfo(
-        name="equivariant_rms_norm_sh", constructor=equivariant_rms_norm_sh, kind="vectors",
+        name="equivariant_rms_norm_sh", constructor=equivariant_rms_norm_sh,
         paper=_EQV2 + "; also eSEN and UMA (fairchem EquivariantRMSNormArraySphericalHarmonicsV2)",
         formula="x~ = x - [l=0] mean_v x; x~ / sqrt(mean_l mean_{v,m} x~^2 + eps) * g_{l,v} "
         "+ [l=0] b_v",
         reduced_axes="v,d,l (per node)", params=("scale", "bias"),
-        family="equivariant models", notes=_LAYOUT_NOTE,
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
+        **_SHARED,
     ),
     NormInfo(
-        name="degree_layer_scale", constructor=degree_layer_scale, kind="vectors",
+        name="degree_layer_scale", constructor=degree_layer_scale,
         paper=_EQV2 + "; code fairchem EquivariantDegreeLayerScale",
         formula="g_{l,v} x, g init 1 (l=0), 1/sqrt(2l) (l>0)", reduced_axes="none",
-        params=("scale",), family="equivariant models", notes=_LAYOUT_NOTE,
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
+        params=("scale",), **_SHARED,
     ),
 ]
