@@ -12,6 +12,8 @@ are :func:`geonorm_jax.geometry.field_norm` (finite gradients at 0).
 
 from __future__ import annotations
 
+import dataclasses
+
 import e3nn_jax as e3nn
 import jax
 import jax.numpy as jnp
@@ -208,22 +210,21 @@ _VISNET = ("Wang, Wang, Li, et al. 2024, Enhancing geometric representations for
            "with equivariant vector-scalar interactive message passing (ViSNet, Nature "
            "Communications); code torchmd-net VecLayerNorm")
 
+_VEC_LAYER_NORM = NormInfo(
+    name="vec_layer_norm_maxmin", constructor=vec_layer_norm, kind="vectors",
+    paper=_VISNET, formula="w * ReLU((||v|| - min_v ||v||) / (max_v - min_v)) * v/||v||",
+    reduced_axes="v per node (d for the norm)", params=("weight",),
+    family="equivariant models", kwargs={"norm_type": "max_min"},
+    layouts=("padded", "flat"),
+    symmetries=("SO3", "permutation", "batch"),
+)
+
 CATALOG_ENTRIES: list[NormInfo] = [
-    NormInfo(
-        name="vec_layer_norm_maxmin", constructor=vec_layer_norm, kind="vectors",
-        paper=_VISNET, formula="w * ReLU((||v|| - min_v ||v||) / (max_v - min_v)) * v/||v||",
-        reduced_axes="v per node (d for the norm)", params=("weight",),
-        family="equivariant models", kwargs={"norm_type": "max_min"},
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
-    ),
-    NormInfo(
-        name="vec_layer_norm_rms", constructor=vec_layer_norm, kind="vectors",
-        paper=_VISNET, formula="w * v / sqrt(mean_v max(||v||, eps)^2)",
-        reduced_axes="v,d per node", params=("weight",),
-        family="equivariant models", kwargs={"norm_type": "rms"},
-        layouts=("padded", "flat"),
-        symmetries=("SO3", "permutation", "batch"),
+    _VEC_LAYER_NORM,
+    dataclasses.replace(
+        _VEC_LAYER_NORM,
+        name="vec_layer_norm_rms", formula="w * v / sqrt(mean_v max(||v||, eps)^2)",
+        reduced_axes="v,d per node", kwargs={"norm_type": "rms"},
     ),
     NormInfo(
         name="tensor_norm", constructor=tensor_norm, kind="vectors",
