@@ -22,35 +22,20 @@ import pytest
 
 eqx = pytest.importorskip("equinox")
 
+from _catalog_cases import (  # noqa: E402
+    CONSTANT_STATE,
+    NAMES,
+    B,
+    C,
+    N,
+    as_array,
+    assert_trees_equal,
+    catalog_case,
+)
+
 from geonorm_jax import equinox as gjx  # noqa: E402
 from geonorm_jax import linen  # noqa: E402
-from geonorm_jax.audit import make_case  # noqa: E402
-from geonorm_jax.norms import CATALOG, catalog, vision  # noqa: E402
-
-B, N, C = 3, 5, 4
-NAMES = [e.name for e in CATALOG]
-CONSTANT_STATE = {"avg_num_neighbors"}  # running state fixed at init (a dataset constant)
-
-
-def _case(name, seed=0):
-    info = catalog.get(name)
-    case = make_case(info.make(), info.kind, jax.random.key(seed), batch=B, nodes=N,
-                     channels=C, context=info.context, dtype=jnp.float32)
-    mask = None
-    if info.kind != "weights":  # the last particle of sample 0 is padding
-        mask = jnp.ones((B, N), bool).at[0, -1].set(False)
-    return info, case, mask
-
-
-def _arr(y):
-    return np.asarray(y.array if isinstance(y, e3nn.IrrepsArray) else y)
-
-
-def _assert_trees_equal(a, b):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        assert np.shape(u) == np.shape(v) and np.asarray(u).dtype == np.asarray(v).dtype
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+from geonorm_jax.norms import catalog, vision  # noqa: E402
 
 
 def _build(name, case, key=7):
@@ -66,25 +51,24 @@ def _build(name, case, key=7):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_init_is_the_pure_init_of_the_catalogue_entry(name):
-    info, case, _ = _case(name)
+    info, _, case, _ = catalog_case(name)
     cls = gjx.CLASSES[name]
     module, state = eqx.nn.make_with_state(cls)(case.x, key=jax.random.key(7),
                                                 init_context=case.context)
     params, norm_state = info.make().init(jax.random.key(7), case.x, **case.context)
-    _assert_trees_equal(module.params, params)
+    assert_trees_equal(module.params, params)
     assert module.norm.name == info.make().name and module.norm.kind == info.kind
     assert module.is_stateful() == bool(jax.tree_util.tree_leaves(norm_state))
     if module.is_stateful():
-        _assert_trees_equal(state.get(module.state_index), norm_state)
+        assert_trees_equal(state.get(module.state_index), norm_state)
     # the params are the module's array leaves: what an optimizer trains
-    _assert_trees_equal(eqx.filter(module, eqx.is_array).params, params)
+    assert_trees_equal(eqx.filter(module, eqx.is_array).params, params)
     assert cls.__name__ and info.paper in cls.__doc__ and info.formula in cls.__doc__
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_equals_pure_in_training_and_evaluation(name):
-    info, case, mask = _case(name)
-    norm = info.make()
+    info, norm, case, mask = catalog_case(name)
     x, ctx, params, state0 = case.x, case.context, case.params, case.state
     module, state = _build(name, case)
     assert module.inference is False  # training by default, as eqx.nn.BatchNorm
@@ -92,10 +76,10 @@ def test_equals_pure_in_training_and_evaluation(name):
     out = module(x, state if module.is_stateful() else None, mask=mask, **ctx)
     y, state_after = out if module.is_stateful() else (out, None)
     y_pure, new_pure = norm.apply(params, state0, x, mask=mask, training=True, **ctx)
-    np.testing.assert_array_equal(_arr(y), _arr(y_pure))
+    np.testing.assert_array_equal(as_array(y), as_array(y_pure))
     if module.is_stateful():
         new_state = state_after.get(module.state_index)
-        _assert_trees_equal(new_state, new_pure)
+        assert_trees_equal(new_state, new_pure)
         moving = (set(info.running_state) - CONSTANT_STATE) & set(state0)
         if moving:  # a batch-statistics layer: the training call moved the running averages
             assert any(not np.allclose(new_state[k], state0[k]) for k in moving)
@@ -105,24 +89,23 @@ def test_equals_pure_in_training_and_evaluation(name):
     assert frozen.inference is True
     if module.is_stateful():
         y_eval, kept = frozen(x, state_after, mask=mask, **ctx)
-        _assert_trees_equal(kept.get(frozen.state_index), new_pure)
+        assert_trees_equal(kept.get(frozen.state_index), new_pure)
     else:
         y_eval = frozen(x, mask=mask, **ctx)
     y_eval_pure, _ = norm.apply(params, new_pure, x, mask=mask, training=False, **ctx)
-    np.testing.assert_array_equal(_arr(y_eval), _arr(y_eval_pure))
+    np.testing.assert_array_equal(as_array(y_eval), as_array(y_eval_pure))
     # the Linen wrapper's keyword does the same
     if not module.is_stateful():
-        np.testing.assert_array_equal(_arr(module(x, mask=mask, training=False, **ctx)),
-                                      _arr(y_eval_pure))
+        np.testing.assert_array_equal(as_array(module(x, mask=mask, training=False, **ctx)),
+                                      as_array(y_eval_pure))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradients_under_filter_jit_equal_the_pure_gradients(name):
-    info, case, mask = _case(name, seed=1)
-    norm = info.make()
+    info, norm, case, mask = catalog_case(name, seed=1)
     x, ctx, params, state0 = case.x, case.context, case.params, case.state
     module, state = _build(name, case)
-    weights = jnp.asarray(np.random.default_rng(0).normal(size=_arr(x).shape), jnp.float32)
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=as_array(x).shape), jnp.float32)
 
     def out_array(y):
         return y.array if isinstance(y, e3nn.IrrepsArray) else y

@@ -12,28 +12,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _catalog_cases import (
+    CONSTANT_STATE,
+    NAMES,
+    B,
+    C,
+    N,
+    as_array,
+    assert_trees_equal,
+    catalog_case,
+)
 from flax import nnx
 
 from geonorm_jax import linen
-from geonorm_jax.audit import make_case
 from geonorm_jax.nnx import NormModule, norm_module
-from geonorm_jax.norms import CATALOG, catalog, vector, vision
-
-B, N, C = 3, 5, 4
-NAMES = [e.name for e in CATALOG]
-# running state that the layer never updates (a dataset constant fixed at init)
-CONSTANT_STATE = {"avg_num_neighbors"}
-
-
-def _case(name, seed=0):
-    info = catalog.get(name)
-    norm = info.make()
-    case = make_case(norm, info.kind, jax.random.key(seed), batch=B, nodes=N, channels=C,
-                     context=info.context, dtype=jnp.float32)
-    mask = None
-    if info.kind != "weights":  # the last particle of sample 0 is padding
-        mask = jnp.ones((B, N), bool).at[0, -1].set(False)
-    return info, norm, case, mask
+from geonorm_jax.norms import vector, vision
 
 
 def _linen(norm, params, state, x, mask, context, training):
@@ -46,24 +39,13 @@ def _linen(norm, params, state, x, mask, context, training):
     return y, updates.get("batch_stats", {}).get("norm", state)
 
 
-def _arr(y):
-    return np.asarray(y.array if isinstance(y, e3nn.IrrepsArray) else y)
-
-
-def _assert_trees_equal(a, b):
-    assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
-    for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        assert np.shape(u) == np.shape(v) and np.asarray(u).dtype == np.asarray(v).dtype
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-
-
 @pytest.mark.parametrize("name", NAMES)
 def test_init_is_the_pure_init_with_one_params_key(name):
-    info, norm, case, _ = _case(name)
+    info, norm, case, _ = catalog_case(name)
     module = NormModule(norm, case.x, rngs=nnx.Rngs(params=7), **case.context)
     key = nnx.Rngs(params=7).params()
     params, state = norm.init(key, case.x, **case.context)
-    _assert_trees_equal(module.variables(), (params, state))
+    assert_trees_equal(module.variables(), (params, state))
     # the declared parameters are nnx.Param, the running state nnx.BatchStat
     assert _var_paths(module, nnx.Param) == {("params", *k) for k in _paths(params)}
     assert _var_paths(module, nnx.BatchStat) == {("stats", *k) for k in _paths(state)}
@@ -85,7 +67,7 @@ def _paths(tree):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_equals_pure_and_linen_in_training_and_evaluation(name):
-    info, norm, case, mask = _case(name)
+    info, norm, case, mask = catalog_case(name)
     x, ctx, params, state = case.x, case.context, case.params, case.state
     module = NormModule(norm, x, rngs=nnx.Rngs(0), **ctx)
     module.set_variables(params, state)
@@ -95,16 +77,16 @@ def test_equals_pure_and_linen_in_training_and_evaluation(name):
     y = module(x, mask=mask, **ctx)
     y_pure, new_state = norm.apply(params, state, x, mask=mask, training=True, **ctx)
     y_linen, new_linen = _linen(norm, params, state, x, mask, ctx, training=True)
-    np.testing.assert_array_equal(_arr(y), _arr(y_pure))
-    np.testing.assert_array_equal(_arr(y_linen), _arr(y_pure))
-    _assert_trees_equal(module.variables()[1], new_state)
-    _assert_trees_equal(new_linen, new_state)
+    np.testing.assert_array_equal(as_array(y), as_array(y_pure))
+    np.testing.assert_array_equal(as_array(y_linen), as_array(y_pure))
+    assert_trees_equal(module.variables()[1], new_state)
+    assert_trees_equal(new_linen, new_state)
     moving = (set(info.running_state) - CONSTANT_STATE) & set(state)
     if moving:  # a batch-statistics layer: the training call moved the running averages
         assert any(not np.allclose(module.variables()[1][k], state[k]) for k in moving)
     else:
-        _assert_trees_equal(module.variables()[1], state)
-    _assert_trees_equal(module.variables()[0], params)  # a forward pass never moves params
+        assert_trees_equal(module.variables()[1], state)
+    assert_trees_equal(module.variables()[0], params)  # a forward pass never moves params
 
     # evaluation: the running averages just written, nothing updated
     module.eval()
@@ -112,19 +94,19 @@ def test_equals_pure_and_linen_in_training_and_evaluation(name):
     y_eval = module(x, mask=mask, **ctx)
     y_eval_pure, _ = norm.apply(params, new_state, x, mask=mask, training=False, **ctx)
     y_eval_linen, kept = _linen(norm, params, new_state, x, mask, ctx, training=False)
-    np.testing.assert_array_equal(_arr(y_eval), _arr(y_eval_pure))
-    np.testing.assert_array_equal(_arr(y_eval_linen), _arr(y_eval_pure))
-    _assert_trees_equal(module.variables()[1], new_state)
-    _assert_trees_equal(kept, new_state)
+    np.testing.assert_array_equal(as_array(y_eval), as_array(y_eval_pure))
+    np.testing.assert_array_equal(as_array(y_eval_linen), as_array(y_eval_pure))
+    assert_trees_equal(module.variables()[1], new_state)
+    assert_trees_equal(kept, new_state)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_jit_optimizer_step_changes_params_and_updates_stats(name):
-    info, norm, case, mask = _case(name, seed=1)
+    info, norm, case, mask = catalog_case(name, seed=1)
     x, ctx, params, state = case.x, case.context, case.params, case.state
     module = NormModule(norm, x, rngs=nnx.Rngs(0), **ctx)
     module.set_variables(params, state)
-    weights = jnp.asarray(np.random.default_rng(0).normal(size=_arr(x).shape), jnp.float32)
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=as_array(x).shape), jnp.float32)
     optimizer = nnx.Optimizer(module, optax.sgd(0.1), wrt=nnx.Param)
 
     def loss_fn(m):
@@ -143,7 +125,7 @@ def test_jit_optimizer_step_changes_params_and_updates_stats(name):
         y, _ = norm.apply(p, state, x, mask=mask, training=True, **ctx)
         return jnp.sum(_arr_traced(y) * weights)
 
-    np.testing.assert_allclose(loss, jnp.sum(_arr(y_pure) * weights), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss, jnp.sum(as_array(y_pure) * weights), rtol=1e-5, atol=1e-5)
     expected = jax.tree.map(lambda p, g: p - 0.1 * g, params, jax.grad(pure_loss)(params))
     new_params, stats = module.variables()
     for a, b in zip(jax.tree.leaves(new_params), jax.tree.leaves(expected), strict=True):
@@ -174,7 +156,7 @@ def test_modes_like_nnx_batch_norm_train_eval_view_set_attributes_and_call_overr
     pure = vision.batch_norm(momentum=0.5)
     bn = NormModule(pure, x.shape, rngs=nnx.Rngs(0))  # a shape is enough for BatchNorm
     params, state = pure.init(None, x)
-    _assert_trees_equal(bn.variables(), (params, state))
+    assert_trees_equal(bn.variables(), (params, state))
 
     frozen = nnx.view(bn, use_running_average=True)  # shares the variables
     assert frozen.use_running_average and not bn.use_running_average
@@ -182,14 +164,14 @@ def test_modes_like_nnx_batch_norm_train_eval_view_set_attributes_and_call_overr
     # (padded nodes are computed from zeros, their values unspecified)
     np.testing.assert_array_equal(frozen(x, mask=mask)[mask],
                                   pure.apply(params, state, x)[0][mask])
-    _assert_trees_equal(bn.variables()[1], state)
+    assert_trees_equal(bn.variables()[1], state)
 
     bn(x, mask=mask, use_running_average=True)  # the call overrides the attribute
-    _assert_trees_equal(bn.variables()[1], state)
+    assert_trees_equal(bn.variables()[1], state)
     y = bn(x, mask=mask)
     y_pure, new = pure.apply(params, state, x, mask=mask, training=True)
     np.testing.assert_array_equal(y, y_pure)
-    _assert_trees_equal(frozen.variables()[1], new)  # the view sees the update
+    assert_trees_equal(frozen.variables()[1], new)  # the view sees the update
 
     bn.set_attributes(use_running_average=True)
     np.testing.assert_array_equal(bn(x, mask=mask)[mask], pure.apply(params, new, x)[0][mask])
@@ -241,13 +223,13 @@ def test_irreps_array_input():
     pure = vector.vector_neuron_batch_norm(momentum=0.5)
     module = NormModule(pure, v, rngs=nnx.Rngs(0))
     params, state = pure.init(None, v)
-    _assert_trees_equal(module.variables(), (params, state))
+    assert_trees_equal(module.variables(), (params, state))
     assert module.stats["mean"][...].shape == (5,)  # one per irrep copy
     y = module(v)
     y_pure, new = pure.apply(params, state, v, training=True)
     assert isinstance(y, e3nn.IrrepsArray) and y.irreps == irreps
     np.testing.assert_array_equal(y.array, y_pure.array)
-    _assert_trees_equal(module.variables()[1], new)
+    assert_trees_equal(module.variables()[1], new)
 
 
 def test_bad_arguments_raise_value_error_naming_what_was_expected():
