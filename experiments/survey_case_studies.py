@@ -56,7 +56,7 @@ The ``cpu`` preset needs the default uracil data set (2000 frames; ``geonorm-jax
 --dataset md17-xtb --molecule uracil``; generated on first use otherwise) and, for the
 ``dft_*`` cells, 180 DFT uracil frames (about an hour on 2 free cores; ``geonorm-jax data
 generate --dataset md17-dft --molecule uracil --frames 180``). Only the DFT cells (the anchor
-among them, about 18 minutes of the DFT cells' time)::
+among them, about 15 minutes of their time)::
 
     python -m experiments.survey_case_studies --preset cpu --only dft_
 """
@@ -127,8 +127,10 @@ PRESETS = {
                     "cells": list(DFT_CELLS),
                     # the anchor: Allegro at the authors' MD17 example (size md17, 0.97 M
                     # parameters), batch 5, lr 2e-3. Measured on uracil, 130 frames (26 steps
-                    # an epoch), a shared 2-core machine: about 270 ms a step, 7 s an epoch,
-                    # 25 s to compile; 150 epochs: about 18 minutes
+                    # an epoch): 5-5.6 s of CPU time an epoch (about 210 ms a step, evaluation
+                    # and checkpoints included) and about 25 s to compile; 7-10 s of wall time
+                    # an epoch on a 2-core machine shared with 4 other jobs. 150 epochs: about
+                    # 15 minutes on 2 free cores
                     "anchor": {"size": "md17", "epochs": 150, "batch_size": 5, "seeds": [0],
                                "eval_every": 5}}},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
