@@ -44,7 +44,7 @@ the survey's 11 and 5, beside the start gap the energy zero alone predicts. The 
 ``dft_anchor`` (:mod:`experiments.survey_anchor`) anchors the figure to published accuracy:
 Allegro at the authors' MD17 configuration (size ``md17``) with both normalizations, in eV,
 on the same split; its test energy and force MAE stand beside the published revised-MD17
-uracil errors (0.6 meV, 1.8 meV/Å with 1000 training frames) with their ratio and the
+uracil errors (:data:`experiments.survey_anchor.PUBLISHED_URACIL`) with their ratio and the
 differences of protocol that explain the gap.
 
 Usage::
