@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from geonorm_jax.models import EGNN, knn_graph
+from geonorm_jax.models import egnn_kernels as kernels
 from geonorm_jax.models import execution_plan as ep
 
 H = 8
@@ -18,15 +19,74 @@ def test_cpu_plan_chunks_large_graphs_and_keeps_small_ones_whole():
     assert jax.default_backend() == "cpu"
     small = ep.plan_edges(1000, 64, jnp.float32, layers=5)
     assert small.chunk is None and small.backend == "cpu" and small.num_chunks == 1
-    big = ep.plan_edges(50 * 100 * 100, 64, jnp.float32, layers=5, granule=100 * 100)
-    assert big.chunk == 10000  # CPU_CHUNK rounded down to whole graphs of N^2 = 10^4 edges
-    assert big.num_chunks == 50 and "CPU" in big.reason
+    big = ep.plan_edges(50 * 100 * 100, 64, jnp.float32, layers=5, granule=100)
+    assert big.chunk == 2000  # CPU_CHUNK rounded down to whole receiver rows of N = 100
+    assert big.num_chunks == 250 and "CPU" in big.reason
+    # 5 layers x 5e5 edges x (2 H + 2) float32 products = 1.2 GiB fit the 2 GiB default
+    assert big.save_dots and "products saved" in big.describe()
     # the EGNN's own plan, and the chunk its layers run with
     model = EGNN(hidden=64, num_layers=5)
     assert model.edge_chunk == "auto"
-    assert model.edge_plan(50 * 100 * 100, nodes=100).chunk == 10000
-    assert model.layer_settings(num_edges=50 * 100 * 100, nodes=100).edge_chunk == 10000
+    plan = model.edge_plan(50 * 100 * 100, nodes=100)
+    assert plan.chunk == 2000 and plan.save_dots
+    settings = model.layer_settings(num_edges=50 * 100 * 100, nodes=100)
+    assert settings.edge_chunk == 2000 and settings.save_dots
     assert model.layer_settings(num_edges=4 * 7 * 7, nodes=7).edge_chunk is None
+    # an explicit chunk is recomputed in full; chunks of a graph or more are whole graphs
+    explicit = EGNN(hidden=64, num_layers=5, edge_chunk=16384)
+    assert explicit.edge_plan(50 * 100 * 100, nodes=100).chunk == 10000
+    assert not explicit.layer_settings(num_edges=50 * 100 * 100, nodes=100).save_dots
+
+
+def test_products_are_saved_only_where_they_fit():
+    edges = 50 * 100 * 100
+    tight = ep.plan_edges(edges, 64, jnp.float32, layers=5, granule=100,
+                          budget_bytes=2 * 2**30)  # 1 GiB for the plan: 1.2 GiB do not fit
+    assert tight.chunk == 2000 and not tight.save_dots and "do not fit" in tight.reason
+    remat = ep.plan_edges(edges, 64, jnp.float32, layers=5, remat=True, granule=100)
+    assert remat.chunk == 2000 and not remat.save_dots  # nn.remat recomputes the layer anyway
+
+
+@pytest.mark.parametrize("batch, n, chunk, expected", [
+    (50, 100, 16384, (100, 1)), (50, 100, 2048, (20, 1)), (50, 100, None, (100, 50)),
+    (4, 7, 14, (1, 1)), (4, 7, 49 * 3, (7, 2)), (6, 10, 10**6, (10, 6))])
+def test_dense_blocks(batch, n, chunk, expected):
+    assert kernels.dense_blocks(batch, n, chunk) == expected
+
+
+def test_saved_products_are_not_recomputed_and_give_the_same_gradients():
+    """With ``save_dots`` the backward pass of the chunked edge block runs fewer matrix
+    products (none of the forward ones again) and the gradients are unchanged (float64)."""
+    key = jax.random.key(3)
+    ks = jax.random.split(key, 4)
+    b, n = 2, 7
+    x = jax.random.normal(ks[0], (b, n, 3), jnp.float64)
+    a = jax.random.normal(ks[1], (b, n, H), jnp.float64)
+    bb = jax.random.normal(ks[2], (b, n, H), jnp.float64)
+    attr = jax.random.normal(ks[3], (b, n, n, 2), jnp.float64)
+    mask = jnp.ones((b, n, n), jnp.float64)
+    w = lambda k, shape: 0.3 * jax.random.normal(jax.random.key(k), shape, jnp.float64)
+    p = {"edge_w_radial": w(1, (1, H)), "edge_w_attr": w(2, (2, H)),
+         "edge_mlp_out": {"kernel": w(3, (H, H)), "bias": w(4, (H,))},
+         "coord_mlp_hidden": {"kernel": w(5, (H, H)), "bias": w(6, (H,))},
+         "coord_mlp_out": {"kernel": w(7, (H, 1))}}
+
+    def loss(p, save_dots, chunk):
+        cfg = kernels.EdgeKernelConfig(edge_chunk=chunk, save_dots=save_dots)
+        trans, m = kernels.dense_edges(p, a, bb, x, attr, mask, cfg)
+        return jnp.sum(trans**2) + jnp.sum(jnp.sin(m))
+
+    grad = jax.jit(jax.grad(loss), static_argnums=(1, 2))
+    ref = grad(p, False, None)
+    count = {}
+    for save in (False, True):
+        g = grad(p, save, 14)  # 14 edges: blocks of 2 receiver rows... of a prime N: 1 row
+        for u, v in zip(jax.tree_util.tree_leaves(ref), jax.tree_util.tree_leaves(g),
+                        strict=True):
+            np.testing.assert_allclose(np.asarray(v), np.asarray(u), rtol=1e-10, atol=1e-12)
+        hlo = grad.lower(p, save, 14).compile().as_text()
+        count[save] = hlo.count(" dot(")
+    assert count[True] < count[False], count
 
 
 def test_cpu_plan_shrinks_chunks_to_a_small_budget():
@@ -115,14 +175,15 @@ def test_chunked_and_unchunked_steps_give_the_same_loss_and_gradients(graph):
     plan = auto.edge_plan(num_edges, jnp.float64, nodes=7 if graph == "dense" else None)
     assert plan.chunk is not None and plan.num_chunks >= 2, plan
     models = {"none": EGNN(hidden=H, num_layers=2, edge_chunk=None), "auto": auto,
-              "int": EGNN(hidden=H, num_layers=2, edge_chunk=49 if graph == "dense" else 30)}
+              "int": EGNN(hidden=H, num_layers=2, edge_chunk=49 if graph == "dense" else 30),
+              "rows": EGNN(hidden=H, num_layers=2, edge_chunk=14)}  # dense: row blocks
     step = jax.jit(jax.value_and_grad(loss), static_argnums=1)
     out = {k: step(variables["params"], m) for k, m in models.items()}
     hlo = {k: step.lower(variables["params"], m).as_text() for k, m in models.items()}
     assert "while" not in hlo["none"] and "while" in hlo["auto"]  # auto did chunk
     l0, g0 = out["none"]
     assert float(l0) > 1e-3
-    for name in ("auto", "int"):
+    for name in ("auto", "int", "rows"):
         l1, g1 = out[name]
         np.testing.assert_allclose(float(l1), float(l0), rtol=1e-10, atol=0)
         for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1),

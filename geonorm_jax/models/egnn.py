@@ -56,6 +56,7 @@ import jax.numpy as jnp
 
 from geonorm_jax import geometry
 from geonorm_jax.models import edges as edges_lib
+from geonorm_jax.models import egnn_kernels as kernels
 from geonorm_jax.models import execution_plan, registry
 from geonorm_jax.models import sharding as sharding_lib
 from geonorm_jax.models.egnn_layer import EGCLVel, LayerSettings
@@ -119,7 +120,8 @@ class EGNN(nn.Module):
         trace time by :func:`~geonorm_jax.models.execution_plan.plan_edges` from the backend,
         the device's free memory and the estimated bytes per edge; see :meth:`edge_plan`), an
         integer (chunks of that many edges, under ``jax.checkpoint``; dense graphs: whole
-        graphs per chunk) or None (all edges at once). The result does not depend on it.
+        graphs, or blocks of whole receiver rows for chunks smaller than a graph) or None
+        (all edges at once). The result does not depend on it.
       memory_budget: bytes the ``"auto"`` plan may draw on (None: the device's free memory,
         ``GEONORM_JAX_MEMORY_BUDGET_GB``, or a stated default).
       matmul_dtype: mixed precision: the operands of every matrix product are cast to this
@@ -285,31 +287,33 @@ class EGNN(nn.Module):
     def edge_plan(self, num_edges: int, dtype=jnp.float32,
                   nodes: int | None = None) -> execution_plan.EdgePlan:
         """The ``edge_chunk="auto"`` plan for ``num_edges`` edges per layer (dense graph:
-        ``B N^2``, give ``nodes=N``: chunks of whole graphs; edge list: ``E``; node-sharded:
-        ``B E / D`` per device) computed in ``dtype``; for an explicit ``edge_chunk`` the plan
-        states it."""
+        ``B N^2``, give ``nodes=N``: chunks of whole graphs or of whole receiver rows, see
+        :func:`~geonorm_jax.models.egnn_kernels.dense_blocks`; edge list: ``E``;
+        node-sharded: ``B E / D`` per device) computed in ``dtype``; for an explicit
+        ``edge_chunk`` the plan states it (the chunks are then recomputed in full)."""
         kw = dict(layers=self.num_layers, remat=self.remat, budget_bytes=self.memory_budget,
-                  granule=1 if nodes is None else nodes * nodes)
+                  granule=1 if nodes is None else nodes)
         plan = execution_plan.plan_edges(num_edges, self.hidden, dtype, **kw)
         if self.edge_chunk != execution_plan.AUTO:
-            plan = plan._replace(chunk=self.edge_chunk,
+            plan = plan._replace(chunk=self.edge_chunk, save_dots=False,
                                  reason=f"explicit edge_chunk={self.edge_chunk}")
         chunk = plan.chunk
-        if chunk is not None and nodes:  # the dense kernels: g whole graphs, g divides B
-            batch, per_graph = num_edges // nodes**2, nodes**2
-            g = max(d for d in range(1, batch + 1)
-                    if batch % d == 0 and d <= max(1, chunk // per_graph))
-            chunk = g * per_graph
-        return plan._replace(chunk=None if chunk is not None and chunk >= num_edges else chunk)
+        if chunk is not None and nodes:  # the dense kernels' blocks of receiver rows
+            rows, blocks = kernels.dense_blocks(num_edges // nodes**2, nodes, chunk)
+            chunk = rows * nodes * blocks
+        unchunked = chunk is None or chunk >= num_edges
+        return plan._replace(chunk=None if unchunked else chunk,
+                             save_dots=plan.save_dots and not unchunked)
 
     def layer_settings(self, *, training: bool = False, dense: bool = True,
                        num_edges: int | None = None, dtype=jnp.float32,
                        nodes: int | None = None) -> LayerSettings:
         """The :class:`LayerSettings` of this model's layers (``apply_coord_norm=True``);
         with ``num_edges``, an ``edge_chunk="auto"`` is resolved by :meth:`edge_plan`."""
-        edge_chunk = self.edge_chunk
+        edge_chunk, save_dots = self.edge_chunk, False
         if edge_chunk == execution_plan.AUTO and num_edges is not None:
-            edge_chunk = self.edge_plan(num_edges, dtype, nodes).chunk
+            plan = self.edge_plan(num_edges, dtype, nodes)
+            edge_chunk, save_dots = plan.chunk, plan.save_dots
         return LayerSettings(
             hidden=self.hidden,
             coords_agg=self.coords_agg,
@@ -324,6 +328,7 @@ class EGNN(nn.Module):
             training=training,
             dense=dense,
             edge_chunk=edge_chunk,
+            save_dots=save_dots,
             matmul_dtype=self.matmul_dtype,
             param_dtype=self.param_dtype,
             node_sharding=self.node_sharding,

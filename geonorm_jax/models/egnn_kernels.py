@@ -42,6 +42,7 @@ __all__ = [
     "edge_geometry",
     "first_edge_layer",
     "chunked",
+    "dense_blocks",
     "dense_edges",
     "list_edges",
     "sum_edge_chunks",
@@ -65,6 +66,8 @@ class EdgeKernelConfig(NamedTuple):
       edge_chunk: edges processed together (``None``: all at once; ``"auto"``: the one-layer
         plan of :func:`~geonorm_jax.models.execution_plan.plan_edges`, resolved at trace
         time); see :func:`chunked` and :func:`sum_edge_chunks`.
+      save_dots: chunked only: keep the chunks' matrix-product outputs for the backward pass
+        instead of recomputing each chunk in full (for ``"auto"``, the plan decides).
     """
 
     attention: bool = False
@@ -74,6 +77,7 @@ class EdgeKernelConfig(NamedTuple):
     norm_diff_epsilon: float = 1.0
     edge_chunk: int | str | None = None
     matmul_dtype: Any = None
+    save_dots: bool = False
 
 
 def linear(p: dict, x: jax.Array, matmul_dtype=None) -> jax.Array:
@@ -131,41 +135,73 @@ def first_edge_layer(p, a_i, b_j, radial, edge_attr):
     return pre
 
 
-def chunked(fn, xs, num_chunks: int):
+def _checkpointed(fn, save_dots: bool):
+    """``jax.checkpoint(fn)``; with ``save_dots`` the outputs of its matrix products (without
+    batch dimensions) are saved and only the rest is recomputed."""
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if save_dots else None
+    return jax.checkpoint(fn, policy=policy)
+
+
+def chunked(fn, xs, num_chunks: int, save_dots: bool = False):
     """``fn(xs)`` stacked over ``num_chunks`` chunks of the leading axis.
 
     With one chunk this is ``fn(xs)``. Otherwise ``lax.map`` runs ``jax.checkpoint(fn)`` on
     each chunk: the backward pass recomputes one chunk's edge tensors at a time, so memory
-    holds only one chunk of ``[edges, H]`` intermediates.
+    holds only one chunk of ``[edges, H]`` intermediates (with ``save_dots``, plus the
+    stacked outputs of every chunk's matrix products, which are not recomputed).
     """
     if num_chunks == 1:
         return fn(xs)
     split = lambda a: a.reshape((num_chunks, a.shape[0] // num_chunks) + a.shape[1:])
-    out = jax.lax.map(jax.checkpoint(fn), jax.tree_util.tree_map(split, xs))
+    out = jax.lax.map(_checkpointed(fn, save_dots), jax.tree_util.tree_map(split, xs))
     return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
+
+
+def dense_blocks(batch: int, n: int, edge_chunk: int | None) -> tuple[int, int]:
+    """``(rows, blocks)`` of the dense kernels' chunks: a chunk is ``blocks`` blocks of
+    ``rows`` receivers, each with all ``N`` senders (``rows * N * blocks`` edges).
+
+    ``edge_chunk >= N^2`` (or None): whole graphs (``rows = N``), the largest divisor
+    ``blocks`` of ``B`` with ``blocks N^2 <= edge_chunk``; otherwise one block per chunk of
+    the largest divisor ``rows`` of ``N`` with ``rows N <= edge_chunk`` (at least 1).
+    """
+    if edge_chunk is None or edge_chunk >= n * n:
+        per_chunk = max(1, (edge_chunk or batch * n * n) // (n * n))
+        return n, max(d for d in range(1, batch + 1) if batch % d == 0 and d <= per_chunk)
+    return max(d for d in range(1, n + 1) if n % d == 0 and d * n <= max(edge_chunk, n)), 1
 
 
 def dense_edges(p, a, b, x, edge_attr, pair_mask, cfg: EdgeKernelConfig):
     """Fully connected graph: ``(sum_j trans_ij [B,N,3], sum_j m_ij [B,N,H])``.
 
     ``a, b [B, N, H]``, ``x [B, N, 3]``, ``edge_attr [B, N, N, 2]``, ``pair_mask [B, N, N]``;
-    the sums run over the sender axis 2. Chunks over graphs: ``g`` graphs per chunk, the
-    largest divisor of ``B`` with ``g N^2 <= edge_chunk`` (at least 1).
+    the sums run over the sender axis 2. Chunks (:func:`dense_blocks`): whole graphs, or
+    blocks of ``rows`` receivers with all their senders (the receivers' ``a``, ``x``,
+    ``edge_attr`` and mask split into ``[B N / rows, rows, ...]`` blocks, the senders' ``b``
+    and ``x`` repeated once per block of their graph).
     """
     batch, n = x.shape[:2]
 
     def fn(xs):
-        a, b, x, edge_attr, pair_mask = xs
-        diff, radial = edge_geometry(x[:, :, None] - x[:, None, :], cfg)  # [g, N, N, .]
+        a, x_r, edge_attr, pair_mask, b, x_s = xs  # [c, r, .] receivers, [c, N, .] senders
+        diff, radial = edge_geometry(x_r[:, :, None] - x_s[:, None, :], cfg)  # [c, r, N, .]
         pre = first_edge_layer(p, a[:, :, None], b[:, None, :], radial, edge_attr)
-        trans, m = edge_messages(p, pre, diff, pair_mask, cfg)
-        return jnp.sum(trans, axis=2), jnp.sum(m, axis=2)
+        shape = pre.shape[:3]  # the products run on [c r N, .]: two-dimensional operands
+        flat = lambda t: t.reshape((-1,) + t.shape[3:])
+        trans, m = edge_messages(p, flat(pre), flat(diff), pair_mask.reshape(-1), cfg)
+        unflat = lambda t: t.reshape(shape + t.shape[1:])
+        return jnp.sum(unflat(trans), axis=2), jnp.sum(unflat(m), axis=2)
 
-    edge_chunk = resolve_chunk(cfg.edge_chunk, batch * n * n, a.shape[-1], a.dtype,
-                               granule=n * n)
-    per_chunk = max(1, (edge_chunk or batch * n * n) // (n * n))
-    g = max(d for d in range(1, batch + 1) if batch % d == 0 and d <= per_chunk)
-    return chunked(fn, (a, b, x, edge_attr, pair_mask), batch // g)
+    edge_chunk, save_dots = resolve_chunk(cfg.edge_chunk, batch * n * n, a.shape[-1],
+                                          a.dtype, save_dots=cfg.save_dots, granule=n)
+    rows, blocks = dense_blocks(batch, n, edge_chunk)
+    per_graph = n // rows
+    to_blocks = lambda t: t.reshape((batch * per_graph, rows) + t.shape[2:])
+    senders = lambda t: jnp.repeat(t, per_graph, axis=0) if per_graph > 1 else t
+    xs = (to_blocks(a), to_blocks(x), to_blocks(edge_attr), to_blocks(pair_mask),
+          senders(b), senders(x))
+    trans, m = chunked(fn, xs, batch * per_graph // blocks, save_dots)
+    return trans.reshape(batch, n, -1), m.reshape(batch, n, -1)
 
 
 def list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg: EdgeKernelConfig):
@@ -188,18 +224,20 @@ def list_edges(p, a, b, x, edge_attr, senders, receivers, emask, cfg: EdgeKernel
 
     xs = (senders, receivers, emask, edge_attr)
     zeros = lambda: jnp.zeros((batch * n, 3 + a.shape[-1]), x.dtype)
-    edge_chunk = resolve_chunk(cfg.edge_chunk, senders.shape[0], a.shape[-1], a.dtype)
-    total = sum_edge_chunks(fn, xs, zeros, edge_chunk)
+    edge_chunk, save_dots = resolve_chunk(cfg.edge_chunk, senders.shape[0], a.shape[-1],
+                                          a.dtype, save_dots=cfg.save_dots)
+    total = sum_edge_chunks(fn, xs, zeros, edge_chunk, save_dots)
     total = total.reshape(batch, n, -1)
     return total[..., :3], total[..., 3:]
 
 
-def sum_edge_chunks(fn, xs, zeros, edge_chunk: int | None):
+def sum_edge_chunks(fn, xs, zeros, edge_chunk: int | None, save_dots: bool = False):
     """``sum_c fn(xs[c])`` over chunks of ``edge_chunk`` edges (the leading axis of ``xs``).
 
     ``xs`` is padded with zeros (masked edges to node 0) to a whole number of chunks; with
     more than one chunk, ``lax.scan`` accumulates ``jax.checkpoint(fn)`` from ``zeros()``, so
-    the backward pass holds one chunk of edge intermediates at a time.
+    the backward pass holds one chunk of edge intermediates at a time (``save_dots``: see
+    :func:`chunked`).
     """
     num_edges = xs[0].shape[0]
     chunk = min(edge_chunk or num_edges, num_edges)
@@ -210,7 +248,7 @@ def sum_edge_chunks(fn, xs, zeros, edge_chunk: int | None):
     if num_chunks == 1:
         return fn(xs)
     split = lambda t: t.reshape((num_chunks, chunk) + t.shape[1:])
-    body = jax.checkpoint(fn)
+    body = _checkpointed(fn, save_dots)
     total, _ = jax.lax.scan(
         lambda acc, c: (acc + body(c), None), zeros(), jax.tree_util.tree_map(split, xs)
     )

@@ -42,7 +42,9 @@ class LayerSettings:
     """Everything one ``E_GCL_vel`` layer needs to know, passed to :class:`EGCLVel` as one
     object (frozen, so it can be a Flax module attribute).
 
-    ``hidden`` … ``node_sharding`` are the :class:`EGNN` attributes of the same names;
+    ``hidden`` … ``node_sharding`` are the :class:`EGNN` attributes of the same names
+    (``save_dots``: that of the execution plan,
+    :class:`~geonorm_jax.models.execution_plan.EdgePlan`);
     ``apply_coord_norm`` says whether this layer's ``coord_norm`` is used (False for the last
     layer unless ``norm_last_layer``); ``training`` is passed to the norms; ``dense`` selects
     the fully connected kernels (otherwise the edge list).
@@ -62,6 +64,7 @@ class LayerSettings:
     training: bool = False
     dense: bool = True
     edge_chunk: int | str | None = None
+    save_dots: bool = False
     matmul_dtype: Any = None
     param_dtype: Any = jnp.float32
     node_sharding: NodeSharding | None = None
@@ -77,6 +80,7 @@ class LayerSettings:
             norm_diff_epsilon=self.norm_diff_epsilon,
             edge_chunk=self.edge_chunk,
             matmul_dtype=self.matmul_dtype,
+            save_dots=self.save_dots,
         )
 
 

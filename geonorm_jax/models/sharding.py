@@ -78,8 +78,9 @@ def sharded_list_edges(
             jnp.zeros((batch * block, hidden + 4), x.dtype), ns.axis, to="varying"
         )
         xs = (s_all, r_loc, em.reshape(-1), ea.reshape(-1, ea.shape[-1]))
-        edge_chunk = resolve_chunk(cfg.edge_chunk, xs[0].shape[0], hidden, x.dtype)
-        total = kernels.sum_edge_chunks(fn, xs, zeros, edge_chunk)
+        edge_chunk, save_dots = resolve_chunk(cfg.edge_chunk, xs[0].shape[0], hidden, x.dtype,
+                                              save_dots=cfg.save_dots)
+        total = kernels.sum_edge_chunks(fn, xs, zeros, edge_chunk, save_dots)
         return total.reshape(batch, block, hidden + 4)
 
     spec = ns.spec
