@@ -10,7 +10,8 @@ latents, 32 tensor channels), with the per-species shift and scale and ``1/sqrt(
 energy MAE (meV per frame) and force MAE (meV/Å) at the best validation epoch stand beside
 :data:`PUBLISHED_URACIL`, with their ratios and :data:`GAP_CAUSES`.
 
-A preset's ``dft["anchor"]`` holds ``size``, ``epochs``, ``batch_size`` and ``seeds``; None
+A preset's ``dft["anchor"]`` holds ``size``, ``epochs``, ``batch_size``, ``seeds``,
+``eval_every`` and optionally ``schedule`` (``optimizer.schedule``; default constant); None
 (or absent) runs no anchor.
 """
 
@@ -86,7 +87,8 @@ def anchor_table(row: dict, anchor: dict, train_frames: int) -> dict:
                         "ratio": _ratio(measured, PUBLISHED_URACIL[key])}
     return {"metrics": metrics, "published": dict(PUBLISHED_URACIL),
             "size": anchor["size"], "epochs": row.get("epochs") or anchor["epochs"],
-            "batch_size": anchor["batch_size"], "train_frames": train_frames,
+            "batch_size": anchor["batch_size"],
+            "schedule": anchor.get("schedule") or "constant", "train_frames": train_frames,
             "seeds": row.get("seeds"), "params": row.get("params"),
             "step_ms": row.get("step_ms"), "gap_causes": list(GAP_CAUSES)}
 
@@ -106,7 +108,8 @@ def anchor_markdown(table: dict | None) -> list[str]:
         f"configuration (size `{table['size']}`, "
         f"{_fmt(table['params'], 'd') if table['params'] else 'n/a'} parameters), "
         f"{table['train_frames']} training frames, {table['epochs']} epochs, batch "
-        f"{table['batch_size']}, {table['seeds']} seed(s), against "
+        f"{table['batch_size']}, {table.get('schedule', 'constant')} learning rate, "
+        f"{table['seeds']} seed(s), against "
         f"{table['published']['citation']} ({table['published']['train_frames']} training "
         "frames):", "",
         "| metric | this run | published | ratio |", "|---|---|---|---|",

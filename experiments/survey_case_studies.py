@@ -364,6 +364,23 @@ def run_dft(exp, p: dict) -> dict | None:
             "anchor": run_anchor(exp, p, lambda: data_dir or dataset(d["data"], exp.cache))}
 
 
+def anchor_config(p: dict):
+    """The run configuration of the anchor cell: the preset's ``dft["anchor"]`` (size,
+    epochs, batch, seeds, evaluation, optional schedule) over the DFT split, both
+    normalizations on, energies in eV, the ``allegro-uracil`` learning rate (2e-3)."""
+    from geonorm_jax import train
+
+    d = p["dft"]
+    a = d["anchor"]
+    sized = dict(p, allegro=anchor_model(a["size"]), batch_size=a["batch_size"],
+                 seeds=a["seeds"], eval_every=a["eval_every"])
+    config = make_config(sized, "allegro", True, True, data=d["data"], split=d,
+                         epochs=a["epochs"])
+    if a.get("schedule"):
+        config = train.merge(config, {"optimizer": {"schedule": a["schedule"]}})
+    return config
+
+
 def run_anchor(exp, p: dict, data_dir) -> dict | None:
     """The published-accuracy anchor (:mod:`experiments.survey_anchor`): Allegro at the
     preset's ``dft["anchor"]`` size with both normalizations, eV, on the DFT split; its cell,
@@ -372,10 +389,7 @@ def run_anchor(exp, p: dict, data_dir) -> dict | None:
     a = d.get("anchor")
     if a is None:
         return None
-    sized = dict(p, allegro=anchor_model(a["size"]), batch_size=a["batch_size"],
-                 seeds=a["seeds"], eval_every=a["eval_every"])
-    config = make_config(sized, "allegro", True, True, data=d["data"], split=d,
-                         epochs=a["epochs"])
+    config = anchor_config(p)
     cell = exp.cell(ANCHOR_KEY, lambda: run_cell(config, exp.runs / ANCHOR_KEY, data_dir()))
     if cell is None:
         return None

@@ -16,11 +16,8 @@ from experiments import survey_anchor, survey_case_studies, survey_dft  # noqa: 
 
 def test_cpu_anchor_config_is_the_example_protocol_on_the_dft_split():
     p = survey_case_studies.PRESETS["cpu"]
-    d, a = p["dft"], p["dft"]["anchor"]
-    sized = dict(p, allegro=survey_anchor.anchor_model(a["size"]), batch_size=a["batch_size"],
-                 seeds=a["seeds"], eval_every=a["eval_every"])
-    c = survey_case_studies.make_config(sized, "allegro", True, True, data=d["data"], split=d,
-                                        epochs=a["epochs"])
+    a = p["dft"]["anchor"]
+    c = survey_case_studies.anchor_config(p)
     assert (c.model.hidden, c.model.num_layers) == (512, 2)
     kw = c.model.model_kwargs
     assert (kw["cutoff"], kw["num_channels"], kw["tensor_irreps"]) == (
@@ -38,7 +35,11 @@ def test_cpu_anchor_config_is_the_example_protocol_on_the_dft_split():
     want = ALLEGRO_SPEC.resolve(size="md17")
     assert {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()} == {
         k: list(v) if isinstance(v, tuple) else v for k, v in want.items()}
+    assert c.optimizer.schedule == a.get("schedule", "constant")
     assert survey_case_studies.PRESETS["test"]["dft"]["anchor"]["size"] == "tiny"
+    other = dict(p, dft=dict(p["dft"], anchor=dict(a, schedule="cosine", size="tiny")))
+    c = survey_case_studies.anchor_config(other)
+    assert c.optimizer.schedule == "cosine" and c.model.hidden == 8
 
 
 def test_anchor_model_rejects_an_unknown_size():
