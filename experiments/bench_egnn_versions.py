@@ -1,4 +1,5 @@
-"""The EGNN training step of this checkout against that of an earlier revision, in one run.
+"""The EGNN training step of this checkout against that of an earlier revision (and, with
+``--torch-python``, against the official PyTorch EGNN's structure), in one run.
 
 Both sides run the same worker (:data:`WORKER`): an :class:`~geonorm_jax.models.EGNN` with
 *that version's defaults* (only ``hidden`` and ``num_layers`` given), an Adam step on random
@@ -9,10 +10,16 @@ for ``--rounds`` rounds, so both see the same machine load. The base revision's
 ``geonorm_jax`` is exported with ``git archive`` into a temporary folder (nothing in the
 checkout changes).
 
+With ``--torch-python PYTHON`` (an interpreter with ``torch``; default: the environment
+variable ``GEONORM_TORCH_PYTHON``, unset: no torch side) a third side runs
+``experiments/reference_models/torch_egnn.py``: the velocity EGNN written after the official
+code (edge list, unfactorised first edge layer, ``index_add_``), eager PyTorch with as many
+threads as CPUs, the same sizes, inputs and Adam step.
+
 The ratio reported is the median step time of this checkout over that of the base (per
-round too). Default base: the last revision before the EGNN's execution plan
-(:data:`BASE_REV`: ``edge_chunk=16384``, whole-graph chunks recomputed in full, three- and
-four-dimensional edge products)::
+round too), and the torch median over this checkout's. Default base: the last revision
+before the EGNN's execution plan (:data:`BASE_REV`: ``edge_chunk=16384``, whole-graph
+chunks recomputed in full, three- and four-dimensional edge products)::
 
     python -m experiments.bench_egnn_versions                       # N=100, B=50, L=5
     python -m experiments.bench_egnn_versions --batch 10 --rounds 2 --out /tmp/v.json
@@ -35,6 +42,7 @@ from pathlib import Path
 from experiments import common
 
 NAME = "bench_egnn_versions"
+TORCH_SCRIPT = common.ROOT / "experiments" / "reference_models" / "torch_egnn.py"
 #: The revision before ``edge_chunk="auto"`` (the defaults of the N=100 step before it).
 BASE_REV = "28742fa~1"
 
@@ -99,6 +107,15 @@ def measure(tree: Path, args) -> dict:
     return row
 
 
+def measure_torch(python: str, args) -> dict:
+    """One fresh process of :data:`TORCH_SCRIPT` under ``python``."""
+    out = subprocess.run(
+        [python, str(TORCH_SCRIPT), str(args.nodes), str(args.batch), str(args.layers),
+         str(args.steps), str(os.cpu_count() or 1)], check=True, capture_output=True,
+        text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}",
                                 description=__doc__.splitlines()[0])
@@ -108,15 +125,18 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--steps", type=int, default=3, help="timed steps per process")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides")
+    p.add_argument("--torch-python", default=os.environ.get("GEONORM_TORCH_PYTHON"),
+                   help="interpreter with torch for the official-structure side (optional)")
     p.add_argument("--out", type=Path, default=common.RESULTS / NAME / "results.json")
     args = p.parse_args(argv)
-    sides = {"base": [], "this": []}
+    sides = {"base": [], "this": []} | ({"torch": []} if args.torch_python else {})
     load = {"start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"base": export(args.base, Path(tmp)), "this": common.ROOT}
         for r in range(args.rounds):
-            for side in ("base", "this"):
-                row = measure(trees[side], args)
+            for side in sides:
+                row = (measure_torch(args.torch_python, args) if side == "torch"
+                       else measure(trees[side], args))
                 sides[side].append(row)
                 print(f"round {r}: {side:4s} median {statistics.median(row['times_s']):.3f} s "
                       f"(edge_chunk={row['edge_chunk']}, compile {row['compile_s']:.1f} s, "
@@ -126,8 +146,12 @@ def main(argv: list[str] | None = None) -> dict:
     per_round = [statistics.median(a["times_s"]) / statistics.median(b["times_s"])
                  for a, b in zip(sides["this"], sides["base"], strict=True)]
     ratio = med["this"] / med["base"]
+    torch_ratio = med["torch"] / med["this"] if "torch" in med else None
     print(f"step: base {med['base']:.3f} s, this {med['this']:.3f} s, this/base {ratio:.3f} "
           f"(per round {', '.join(f'{x:.3f}' for x in per_round)})", flush=True)
+    if torch_ratio is not None:
+        print(f"torch (official structure, eager): {med['torch']:.3f} s, torch/this "
+              f"{torch_ratio:.2f}, torch/base {med['torch'] / med['base']:.2f}", flush=True)
     doc = {"experiment": NAME, "base_rev": args.base,
            "base_commit": subprocess.run(["git", "rev-parse", args.base], cwd=common.ROOT,
                                          capture_output=True, text=True).stdout.strip(),
@@ -135,10 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
                     "hidden": 64, "dtype": "float32", "steps": args.steps,
                     "rounds": args.rounds},
            "median_step_s": med, "this_over_base": ratio, "per_round_ratio": per_round,
+           "torch_over_this": torch_ratio,
+           "torch_over_base": med["torch"] / med["base"] if "torch" in med else None,
            "sides": sides, "load_average": load, "machine": common.machine_info(),
            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "command": f"python -m experiments.{NAME} "
-                      + " ".join(sys.argv[1:] if argv is None else argv)}
+           "command": f"python -m experiments.{NAME} " + " ".join(
+               "--torch-python PYTHON" if a == args.torch_python else a
+               for a in (sys.argv[1:] if argv is None else argv))}
     common.write_json(args.out, doc)
     print(f"wrote {args.out}", flush=True)
     return doc

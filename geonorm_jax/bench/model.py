@@ -158,7 +158,8 @@ def case_model(case: ModelCase):
 
 def edge_plan(case: ModelCase):
     """The :class:`~geonorm_jax.models.execution_plan.EdgePlan` the case's EGNN runs with
-    (dense: ``B N^2`` padded edges in chunks of whole graphs; kNN: ``B N k`` edges)."""
+    (dense: ``B N^2`` padded edges in chunks of whole graphs or receiver rows; kNN: ``B N k``
+    edges)."""
     import jax.numpy as jnp
 
     model = case_model(case)
