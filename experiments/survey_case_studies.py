@@ -127,10 +127,10 @@ PRESETS = {
                     "cells": list(DFT_CELLS),
                     # the anchor: Allegro at the authors' MD17 example (size md17, 0.97 M
                     # parameters), batch 5, lr 2e-3. Measured on uracil, 130 frames (26 steps
-                    # an epoch): 5-5.6 s of CPU time an epoch (about 210 ms a step, evaluation
-                    # and checkpoints included) and about 25 s to compile; 7-10 s of wall time
-                    # an epoch on a 2-core machine shared with 4 other jobs. 150 epochs: about
-                    # 15 minutes on 2 free cores
+                    # an epoch; this cell on the GFN2-xTB labels of the same geometries): 150
+                    # epochs took 1163 s of wall time (284 ms a step, evaluation and
+                    # checkpoints included) on 2 cores shared with 4 other jobs, and 796 s of
+                    # CPU time (5.3 s an epoch): about 15 minutes on 2 free cores
                     "anchor": {"size": "md17", "epochs": 150, "batch_size": 5, "seeds": [0],
                                "eval_every": 5}}},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
