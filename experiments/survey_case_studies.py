@@ -130,9 +130,12 @@ PRESETS = {
                     # an epoch; this cell on the GFN2-xTB labels of the same geometries): 150
                     # epochs took 1163 s of wall time (284 ms a step, evaluation and
                     # checkpoints included) on 2 cores shared with 4 other jobs, and 796 s of
-                    # CPU time (5.3 s an epoch): about 15 minutes on 2 free cores
+                    # CPU time (5.3 s an epoch): about 15 minutes on 2 free cores. The
+                    # authors halve the rate on plateaus; here it decays on a cosine over the
+                    # run: on those labels, validation MSE 0.0069 at epoch 100 of 150 with it
+                    # against 0.0096 at the best of 150 epochs at a constant 2e-3
                     "anchor": {"size": "md17", "epochs": 150, "batch_size": 5, "seeds": [0],
-                               "eval_every": 5}}},
+                               "eval_every": 5, "schedule": "cosine"}}},
     # the published sizes and the rMD17 protocol: 1000 training frames, 100 epochs, 3 seeds
     "paper": {"data": {"molecule": "uracil", "frames": 2000},
               "train": 1000, "valid": 50, "test": 950, "epochs": 100, "batch_size": 8,
@@ -143,9 +146,11 @@ PRESETS = {
               "dft": {"data": {"dataset": "md17-dft", "molecule": "uracil", "frames": 2000},
                       "train": 1000, "valid": 50, "test": 950, "cells": list(DFT_CELLS),
                       # the anchor at the published protocol (example.yaml: batch 5, lr 2e-3;
-                      # the paper trains to early stopping, here a fixed 1000 epochs), 3 seeds
+                      # the paper trains to early stopping with the rate halved on plateaus,
+                      # here a fixed 1000 epochs with cosine decay), 3 seeds
                       "anchor": {"size": "md17", "epochs": 1000, "batch_size": 5,
-                                 "seeds": [0, 1, 2], "eval_every": 10}}},
+                                 "seeds": [0, 1, 2], "eval_every": 10,
+                                 "schedule": "cosine"}}},
 }
 
 SURVEY_CLAIMS = {
