@@ -19,6 +19,8 @@ def test_cpu_plan_chunks_large_graphs_and_keeps_small_ones_whole():
     assert jax.default_backend() == "cpu"
     small = ep.plan_edges(1000, 64, jnp.float32, layers=5)
     assert small.chunk is None and small.backend == "cpu" and small.num_chunks == 1
+    # the N-body default (N = 5, B = 100): 2500 edges run at once, as before the plan
+    assert ep.plan_edges(100 * 5 * 5, 64, jnp.float32, layers=4, granule=5).chunk is None
     big = ep.plan_edges(50 * 100 * 100, 64, jnp.float32, layers=5, granule=100)
     assert big.chunk == 2000  # CPU_CHUNK rounded down to whole receiver rows of N = 100
     assert big.num_chunks == 250 and "CPU" in big.reason

@@ -12,7 +12,7 @@ the chunk in the backward pass, at the price of a sequential loop of small produ
   chunks leaves the device mostly idle, so the plan runs unchunked whenever it fits and
   otherwise takes the *largest* chunk that fits; on the CPU, cache-sized chunks of
   :data:`CPU_CHUNK` edges are faster than one large block (and need far less memory), so the
-  plan chunks whenever there are more edges than that;
+  plan chunks when there are more than :data:`CPU_WHOLE` edges;
 * the memory available: ``bytes_limit - bytes_in_use`` of ``device.memory_stats()`` where the
   device reports it (GPU, TPU), otherwise a stated budget (:data:`DEFAULT_BUDGET_BYTES`),
   overridable by the ``budget_bytes`` argument or the environment variable
@@ -49,6 +49,7 @@ import numpy as np
 __all__ = [
     "AUTO",
     "CPU_CHUNK",
+    "CPU_WHOLE",
     "DEFAULT_BUDGET_BYTES",
     "BUDGET_FRACTION",
     "BUDGET_ENV",
@@ -66,6 +67,9 @@ AUTO = "auto"
 #: within a core's L2 cache). Measured with the N = 100, H = 64 EGNN step on 2 CPU cores:
 #: chunks of 512 to 4096 edges all ran 0.7-0.8x the time of 10^4-edge (one-graph) chunks.
 CPU_CHUNK = 2048
+#: Edges up to which the CPU runs unchunked: a loop of a few chunks gains no cache locality
+#: and costs the element-wise recomputation (N = 5, B = 100: 2500 edges).
+CPU_WHOLE = 16384
 #: The budget where the device does not report its memory (the CPU): 4 GiB.
 DEFAULT_BUDGET_BYTES = 4 * 2**30
 #: The share of the available memory the edge block may use.
@@ -242,9 +246,9 @@ def _plan(num_edges, hidden, dtype, layers, remat, backend, budget_bytes, per_hi
     saved = num_edges * dot_bytes(hidden, np.dtype(dtype).itemsize) * live
     if backend == "cpu":
         chunk = min(cpu_chunk, max(1, budget // per_edge))
-        if num_edges <= chunk:
-            return EdgePlan(None, reason=f"CPU: {num_edges} edges fit one cache-sized chunk "
-                                         f"({chunk})", **fields)
+        if num_edges <= max(chunk, min(CPU_WHOLE, budget // per_edge)):
+            return EdgePlan(None, reason=f"CPU: {num_edges} edges are few enough to run at "
+                                         f"once (<= {CPU_WHOLE})", **fields)
         save = not remat and saved + chunk * per_edge <= budget
         return EdgePlan(chunk, save_dots=save,
                         reason=f"CPU: cache-sized chunks are faster than one block; "
