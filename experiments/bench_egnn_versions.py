@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
            "sides": sides, "load_average": load, "machine": common.machine_info(),
            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
            "command": f"python -m experiments.{NAME} " + " ".join(
-               "--torch-python PYTHON" if a == args.torch_python else a
+               "PYTHON" if a == args.torch_python else a
                for a in (sys.argv[1:] if argv is None else argv))}
     common.write_json(args.out, doc)
     print(f"wrote {args.out}", flush=True)
