@@ -286,6 +286,31 @@ def gpu_campaign(doc: dict | None, estimate: dict | None = None) -> list[str]:
     return out + [""]
 
 
+def _dft_table(dft: dict) -> list[str]:
+    """Per kind of energy target: the losses with both of Allegro's normalizations and with
+    neither, the gap in orders of magnitude at the first epoch and the last, what the energy
+    zero alone predicts for the start, and the status against the survey."""
+    rows = {r["cell"]: r for r in dft.get("rows", [])}
+    body = []
+    for targets, t in dft["verdicts"].get("targets", {}).items():
+        both = rows.get(f"dft_{targets}_both") or rows.get(f"dft_{targets}_neighbor") or {}
+        none = rows.get(f"dft_{targets}_none") or {}
+        zero = t.get("zero_predicts_start_orders") or {}
+        body.append([targets, t.get("energy_unit", ""), _f(both.get("first_train_loss"), 3),
+                     _f(none.get("first_train_loss"), 3), _f(both.get("final_test_loss"), 3),
+                     _f(none.get("final_test_loss"), 3), _f(t.get("start_orders"), 3),
+                     _f(t.get("end_orders"), 3), _f(zero.get("per_atom"), 3),
+                     _f(zero.get("per_frame"), 3), t.get("status", "")])
+    return _table(["targets", "unit", "first train loss (with)", "(without)",
+                   "final test loss (with)", "(without)", "start gap (orders)",
+                   "end gap (orders)", "zero predicts: per-atom loss", "per-frame loss",
+                   "verdict (survey: 11 and 5)"], body) + [
+        "", "*With*: shift+scale and 1/√N̄ on (for shifted targets: the per-species shift "
+        "without the scale, with 1/√N̄); *without*: both off. The energy zero's prediction is "
+        "`log10((E/A)² / loss_with)` (per-atom loss, this trainer's) and `log10(E² / "
+        "loss_with)` (a per-frame total-energy loss), with `E` the mean total energy."]
+
+
 @_section(8, "the survey's Figures 1-2 (molecular models with and without their "
           "normalizations)")
 def survey_case_studies(doc: dict) -> list[str]:
@@ -338,6 +363,7 @@ def survey_case_studies(doc: dict) -> list[str]:
     dft = res.get("dft") or {}
     if dft.get("verdicts"):
         out += ["", f"Figure 1 at DFT scale (`dft_*` cells): {dft['verdicts']['verdict']}."]
+        out += [""] + _dft_table(dft)
     if dft.get("anchor"):
         out += [""] + anchor_markdown(dft["anchor"]["table"])
     if res.get("zoo"):

@@ -45,12 +45,35 @@ def verdict(name: str, doc: dict | None) -> str:
         return f"**{v['status']}**{state}"
     if isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
         parts = [f"`{k}`: **{x['status']}**" for k, x in v.items() if "status" in x]
+        parts += _dft_parts(r.get("dft") or {})
         if parts:
             return "; ".join(parts) + state
     if isinstance(v, dict) and v and all(isinstance(x, bool) for x in v.values()):
         return "; ".join(f"`{k}`: **{'yes' if x else 'no'}**" for k, x in v.items()) + state
     return ("complete" if doc.get("complete", True) else "incomplete") + \
         f", preset `{doc.get('preset', '?')}`; see the page"
+
+
+def _dft_parts(dft: dict) -> list[str]:
+    """The survey's Figure 1 at DFT scale, in one clause per kind of energy target, and the
+    published-accuracy anchor (empty without them)."""
+    parts = []
+    targets = (dft.get("verdicts") or {}).get("targets") or {}
+    if targets:
+        gaps = ", ".join(f"{k} {t['start_orders']:.1f}/{t['end_orders']:.1f}"
+                         for k, t in targets.items()
+                         if t.get("start_orders") is not None and t.get("end_orders") is not None)
+        closest = (dft["verdicts"].get("closest") or [None])[0]
+        status = targets.get(closest, {}).get("status", "not tested")
+        parts.append(f"Figure 1 at DFT scale: **{status}** (start/end orders {gaps}; "
+                     f"survey 11/5)")
+    anchor = (dft.get("anchor") or {}).get("table") or {}
+    metrics = anchor.get("metrics") or {}
+    if "force_mae_meV_per_A" in metrics:
+        f = metrics["force_mae_meV_per_A"]
+        parts.append(f"DFT anchor force MAE {f['measured']:.3g} meV/Å, {f['ratio']:.0f}× "
+                     f"the published {f['published']:g}")
+    return parts
 
 
 def _figures(results: Path, name: str) -> list[Path]:
