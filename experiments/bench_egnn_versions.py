@@ -4,7 +4,11 @@
 Both sides run the same worker (:data:`WORKER`): an :class:`~geonorm_jax.models.EGNN` with
 *that version's defaults* (only ``hidden`` and ``num_layers`` given), an Adam step on random
 inputs drawn like the charged N-body generator's (positions ``N(0, (N/5)^{2/3})``, speeds 0.5,
-charges ``±1``), compiled once, one warm-up step, then ``--steps`` timed steps. Each
+charges ``±1``), compiled once with that version's :func:`geonorm_jax.xla.jit` (the
+library's jit, with its backend compiler options; ``jax.jit`` for versions without one), one
+warm-up step, then ``--steps`` timed steps. A third side, ``this_plain`` (unless
+``--no-plain``), compiles this checkout's step with plain ``jax.jit``: it separates the
+execution plan's share of the gain from the compiler options'. Each
 measurement is a fresh process (``PYTHONPATH`` at the side's source tree); the sides alternate
 for ``--rounds`` rounds, so both see the same machine load. The base revision's
 ``geonorm_jax`` is exported with ``git archive`` into a temporary folder (nothing in the
@@ -51,6 +55,14 @@ import json, statistics, sys, time
 import jax, jax.numpy as jnp, optax
 from geonorm_jax.models import EGNN
 n, batch, layers, steps = (int(a) for a in sys.argv[1:5])
+if sys.argv[5:] == ["plain"]:
+    jit, how = jax.jit, "jax.jit"
+else:  # the library's own jit (its backend compiler options) where the version has one
+    try:
+        from geonorm_jax.xla import jit
+        how = "geonorm_jax.xla.jit"
+    except ImportError:
+        jit, how = jax.jit, "jax.jit"
 kx, kv, kq = jax.random.split(jax.random.key(0), 3)
 x = jax.random.normal(kx, (batch, n, 3)) * (n / 5) ** (1 / 3)
 v = jax.random.normal(kv, (batch, n, 3))
@@ -69,7 +81,7 @@ def step(params, state):
     return optax.apply_updates(params, u), state, loss
 
 t = time.perf_counter()
-compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state).compile()
+compiled = jit(step, donate_argnums=(0, 1)).lower(params, state).compile()
 compile_s = time.perf_counter() - t
 params, state, loss = compiled(params, state)
 loss.block_until_ready()
@@ -81,7 +93,7 @@ for _ in range(steps):
     times.append(time.perf_counter() - t)
 import geonorm_jax
 print(json.dumps({"times_s": times, "compile_s": compile_s, "loss": float(loss),
-                  "edge_chunk": str(model.edge_chunk), "source": geonorm_jax.__file__}))
+                  "edge_chunk": str(model.edge_chunk), "jit": how, "source": geonorm_jax.__file__}))
 """
 
 
@@ -93,13 +105,15 @@ def export(rev: str, where: Path) -> Path:
     return where
 
 
-def measure(tree: Path, args) -> dict:
+def measure(tree: Path, args, plain: bool = False) -> dict:
     """One fresh process of :data:`WORKER` with ``geonorm_jax`` from ``tree`` (its working
-    directory too: ``python -c`` puts it first on ``sys.path``)."""
+    directory too: ``python -c`` puts it first on ``sys.path``); ``plain``: compile with
+    ``jax.jit`` even where the version has :func:`geonorm_jax.xla.jit`."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(args.nodes), str(args.batch), str(args.layers),
-         str(args.steps)], env=env, cwd=tree, check=True, capture_output=True, text=True)
+         str(args.steps)] + (["plain"] if plain else []),
+        env=env, cwd=tree, check=True, capture_output=True, text=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     source = Path(row.pop("source")).resolve()
     if not source.is_relative_to(Path(tree).resolve()):
@@ -127,20 +141,24 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of both sides")
     p.add_argument("--torch-python", default=os.environ.get("GEONORM_TORCH_PYTHON"),
                    help="interpreter with torch for the official-structure side (optional)")
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip the side of this checkout compiled with plain jax.jit")
     p.add_argument("--out", type=Path, default=common.RESULTS / NAME / "results.json")
     args = p.parse_args(argv)
-    sides = {"base": [], "this": []} | ({"torch": []} if args.torch_python else {})
+    sides = ({"base": [], "this": []} | ({} if args.no_plain else {"this_plain": []})
+             | ({"torch": []} if args.torch_python else {}))
     load = {"start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
         trees = {"base": export(args.base, Path(tmp)), "this": common.ROOT}
         for r in range(args.rounds):
             for side in sides:
                 row = (measure_torch(args.torch_python, args) if side == "torch"
-                       else measure(trees[side], args))
+                       else measure(trees[side.removesuffix("_plain")], args,
+                                    plain=side.endswith("_plain")))
                 sides[side].append(row)
-                print(f"round {r}: {side:4s} median {statistics.median(row['times_s']):.3f} s "
-                      f"(edge_chunk={row['edge_chunk']}, compile {row['compile_s']:.1f} s, "
-                      f"loss {row['loss']:.6g})", flush=True)
+                print(f"round {r}: {side:10s} median {statistics.median(row['times_s']):.3f} "
+                      f"s (edge_chunk={row['edge_chunk']}, {row.get('jit', 'torch')}, compile "
+                      f"{row['compile_s']:.1f} s, loss {row['loss']:.6g})", flush=True)
     load["end"] = list(os.getloadavg())
     med = {k: statistics.median(t for row in v for t in row["times_s"]) for k, v in sides.items()}
     per_round = [statistics.median(a["times_s"]) / statistics.median(b["times_s"])
@@ -149,6 +167,10 @@ def main(argv: list[str] | None = None) -> dict:
     torch_ratio = med["torch"] / med["this"] if "torch" in med else None
     print(f"step: base {med['base']:.3f} s, this {med['this']:.3f} s, this/base {ratio:.3f} "
           f"(per round {', '.join(f'{x:.3f}' for x in per_round)})", flush=True)
+    plain_ratio = med["this_plain"] / med["base"] if "this_plain" in med else None
+    if plain_ratio is not None:
+        print(f"this checkout with plain jax.jit: {med['this_plain']:.3f} s, this_plain/base "
+              f"{plain_ratio:.3f} (the execution plan alone)", flush=True)
     if torch_ratio is not None:
         print(f"torch (official structure, eager): {med['torch']:.3f} s, torch/this "
               f"{torch_ratio:.2f}, torch/base {med['torch'] / med['base']:.2f}", flush=True)
@@ -159,6 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "hidden": 64, "dtype": "float32", "steps": args.steps,
                     "rounds": args.rounds},
            "median_step_s": med, "this_over_base": ratio, "per_round_ratio": per_round,
+           "this_plain_over_base": plain_ratio,
            "torch_over_this": torch_ratio,
            "torch_over_base": med["torch"] / med["base"] if "torch" in med else None,
            "sides": sides, "load_average": load, "machine": common.machine_info(),

@@ -168,8 +168,8 @@ def test_bench_cases_default_to_the_auto_plan_and_have_a_bf16_target():
     assert all(c.edge_chunk == "auto" for c in cases.values())
     assert cases["target-dense-n100-b50-l5-bf16"].precision == "bfloat16"
     plan = edge_plan(cases["target-dense-n100-b50-l5"])
-    # CPU: blocks of 20 receiver rows (2000 edges), their products saved
-    assert plan.chunk == 2000 and plan.num_edges == 50 * 100 * 100 and plan.save_dots
+    # CPU: blocks of 50 receiver rows (5000 edges), recomputed in the backward pass
+    assert plan.chunk == 5000 and plan.num_edges == 50 * 100 * 100 and not plan.save_dots
 
 
 def test_cli_has_bench_and_rejects_a_bad_section(capsys):

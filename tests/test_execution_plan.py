@@ -22,17 +22,17 @@ def test_cpu_plan_chunks_large_graphs_and_keeps_small_ones_whole():
     # the N-body default (N = 5, B = 100): 2500 edges run at once, as before the plan
     assert ep.plan_edges(100 * 5 * 5, 64, jnp.float32, layers=4, granule=5).chunk is None
     big = ep.plan_edges(50 * 100 * 100, 64, jnp.float32, layers=5, granule=100)
-    assert big.chunk == 2000  # CPU_CHUNK rounded down to whole receiver rows of N = 100
-    assert big.num_chunks == 250 and "CPU" in big.reason
-    # 5 layers x 5e5 edges x (2 H + 2) float32 products = 1.2 GiB fit the 2 GiB default
-    assert big.save_dots and "products saved" in big.describe()
+    assert big.chunk == 8100  # CPU_CHUNK rounded down to whole receiver rows of N = 100
+    assert big.num_chunks == 62 and "CPU" in big.reason
+    # on the CPU the chunks are recomputed in full (saving their products was slower)
+    assert not big.save_dots and "recomputed" in big.describe()
     # the EGNN's own plan, and the chunk its layers run with
     model = EGNN(hidden=64, num_layers=5)
     assert model.edge_chunk == "auto"
     plan = model.edge_plan(50 * 100 * 100, nodes=100)
-    assert plan.chunk == 2000 and plan.save_dots
+    assert plan.chunk == 5000 and not plan.save_dots
     settings = model.layer_settings(num_edges=50 * 100 * 100, nodes=100)
-    assert settings.edge_chunk == 2000 and settings.save_dots
+    assert settings.edge_chunk == 5000 and not settings.save_dots
     assert model.layer_settings(num_edges=4 * 7 * 7, nodes=7).edge_chunk is None
     # an explicit chunk is recomputed in full; chunks of a graph or more are whole graphs
     explicit = EGNN(hidden=64, num_layers=5, edge_chunk=16384)
@@ -40,17 +40,25 @@ def test_cpu_plan_chunks_large_graphs_and_keeps_small_ones_whole():
     assert not explicit.layer_settings(num_edges=50 * 100 * 100, nodes=100).save_dots
 
 
-def test_products_are_saved_only_where_they_fit():
+def test_products_are_saved_only_on_accelerators_where_they_fit():
     edges = 50 * 100 * 100
-    tight = ep.plan_edges(edges, 64, jnp.float32, layers=5, granule=100,
-                          budget_bytes=2 * 2**30)  # 1 GiB for the plan: 1.2 GiB do not fit
-    assert tight.chunk == 2000 and not tight.save_dots and "do not fit" in tight.reason
-    remat = ep.plan_edges(edges, 64, jnp.float32, layers=5, remat=True, granule=100)
-    assert remat.chunk == 2000 and not remat.save_dots  # nn.remat recomputes the layer anyway
+    kw = dict(layers=5, granule=100, backend="gpu")
+    # 2 GiB for the plan: unchunked (7.3 GiB) does not fit; 131000-edge chunks do, and the
+    # 5 layers x 5e5 edges x (2 H + 2) float32 products (1.2 GiB) fit beside one chunk
+    fits = ep.plan_edges(edges, 64, jnp.float32, budget_bytes=4 * 2**30, **kw)
+    assert fits.chunk == 131000 and fits.save_dots and "products saved" in fits.describe()
+    tight = ep.plan_edges(edges, 64, jnp.float32, budget_bytes=2 * 2**30, **kw)
+    assert tight.chunk == 131000 and not tight.save_dots and "do not fit" in tight.reason
+    remat = ep.plan_edges(edges, 64, jnp.float32, remat=True, budget_bytes=2**30, **kw)
+    assert remat.chunk is not None and not remat.save_dots  # nn.remat recomputes anyway
+    cpu = ep.plan_edges(edges, 64, jnp.float32, layers=5, granule=100,
+                        budget_bytes=64 * 2**30)
+    assert cpu.chunk == 8100 and not cpu.save_dots  # the CPU never saves them
 
 
 @pytest.mark.parametrize("batch, n, chunk, expected", [
-    (50, 100, 16384, (100, 1)), (50, 100, 2048, (20, 1)), (50, 100, None, (100, 50)),
+    (50, 100, 16384, (100, 1)), (50, 100, 8192, (50, 1)), (50, 100, 2048, (20, 1)),
+    (50, 100, None, (100, 50)),
     (4, 7, 14, (1, 1)), (4, 7, 49 * 3, (7, 2)), (6, 10, 10**6, (10, 6))])
 def test_dense_blocks(batch, n, chunk, expected):
     assert kernels.dense_blocks(batch, n, chunk) == expected

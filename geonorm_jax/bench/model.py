@@ -178,6 +178,7 @@ def build_step(case: ModelCase, inputs: dict):
     import jax.numpy as jnp
     import optax
 
+    from geonorm_jax import xla
     from geonorm_jax.models import knn_graph
 
     x, v, q = inputs["x"], inputs["v"], inputs["q"]
@@ -208,7 +209,7 @@ def build_step(case: ModelCase, inputs: dict):
         updates, adam_state = tx.update(grads, adam_state, params)
         return optax.apply_updates(params, updates), (adam_state, batch_stats), loss
 
-    return jax.jit(step, donate_argnums=(0, 1)), params, opt_state, edges, graph_ms
+    return xla.jit(step, donate_argnums=(0, 1)), params, opt_state, edges, graph_ms
 
 
 def _memory(compiled) -> dict[str, Any]:

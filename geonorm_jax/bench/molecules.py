@@ -215,6 +215,7 @@ def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
     import jax.numpy as jnp
     import optax
 
+    from geonorm_jax import xla
     from geonorm_jax.models.molecular_graph import energy_and_forces
 
     tx = optax.adam(learning_rate)
@@ -229,7 +230,7 @@ def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return jax.jit(step, donate_argnums=(0, 1)), tx
+    return xla.jit(step, donate_argnums=(0, 1)), tx
 
 
 def _memory(compiled) -> dict[str, float]:

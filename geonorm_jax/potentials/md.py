@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geonorm_jax import xla
 from geonorm_jax.potentials.observables import (
     AMU_A2_PER_FS2_TO_EV,
     KB_EV_PER_K,
@@ -211,7 +212,7 @@ def _compiled(energy_forces, thermostat: str, frames: int, every: int):
         es = jnp.concatenate([e[None], es])
         return xs, vs, es, kinetic_energy(vs, m)
 
-    return jax.jit(jax.vmap(replica, in_axes=(0, 0, None, 0, None, None, None)))
+    return xla.jit(jax.vmap(replica, in_axes=(0, 0, None, 0, None, None, None)))
 
 
 def ns_per_day(steps: int, dt_fs: float, seconds: float, replicas: int = 1) -> float:

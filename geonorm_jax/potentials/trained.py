@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from geonorm_jax import xla
+
 __all__ = ["Potential", "load_potential", "ATOM_BUCKETS", "atom_bucket", "frame_bucket"]
 
 #: atom counts a call is padded to (then multiples of 32)
@@ -148,7 +150,7 @@ class Potential:
             pred, _ = self.spec.predict(self.model, variables, batch, False)
             return self.to_ev * pred["energy"], self.to_ev * pred["forces"]
 
-        return jax.jit(run)
+        return xla.jit(run)
 
     def energy_and_forces(self, positions, atomic_numbers=None):
         """Energies (eV) and forces ``-dE/dx`` (eV/Å) of one frame ``[A, 3]`` or of frames

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from geonorm_jax import parallel
+from geonorm_jax import parallel, xla
 from geonorm_jax.data.config import SPLITS
 from geonorm_jax.train.config import RunConfig, validate
 from geonorm_jax.train.evaluate import random_transforms, split_predictions
@@ -111,10 +111,9 @@ class Setup:
         return self.flat.size
 
     def jit(self, fn, **kwargs):
-        """``jax.jit`` with this run's compiler options (``train.fast_compile``)."""
-        if self.config.train.fast_compile:
-            kwargs["compiler_options"] = {"xla_backend_optimization_level": 0}
-        return jax.jit(fn, **kwargs)
+        """:func:`geonorm_jax.xla.jit`: ``jax.jit`` with the backend's compiler options and
+        this run's ``train.fast_compile``."""
+        return xla.jit(fn, fast_compile=self.config.train.fast_compile, **kwargs)
 
     @functools.cached_property
     def init_one(self):
