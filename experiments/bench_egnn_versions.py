@@ -4,11 +4,12 @@
 Both sides run the same worker (:data:`WORKER`): an :class:`~geonorm_jax.models.EGNN` with
 *that version's defaults* (only ``hidden`` and ``num_layers`` given), an Adam step on random
 inputs drawn like the charged N-body generator's (positions ``N(0, (N/5)^{2/3})``, speeds 0.5,
-charges ``±1``), compiled once with that version's :func:`geonorm_jax.xla.jit` (the
-library's jit, with its backend compiler options; ``jax.jit`` for versions without one), one
-warm-up step, then ``--steps`` timed steps. A third side, ``this_plain`` (unless
-``--no-plain``), compiles this checkout's step with plain ``jax.jit``: it separates the
-execution plan's share of the gain from the compiler options'. Each
+charges ``±1``), compiled once, one warm-up step, then ``--steps`` timed steps. The base is
+compiled as it was, with plain ``jax.jit``; this checkout with the compiler options its
+:func:`geonorm_jax.xla.jit` passes (as the trainer, ``geonorm-jax bench`` and the
+potentials compile). Two more sides (unless ``--no-plain``) separate the two changes:
+``this_plain`` (this checkout, plain ``jax.jit``) and ``base_options`` (the base with this
+checkout's compiler options). Each
 measurement is a fresh process (``PYTHONPATH`` at the side's source tree); the sides alternate
 for ``--rounds`` rounds, so both see the same machine load. The base revision's
 ``geonorm_jax`` is exported with ``git archive`` into a temporary folder (nothing in the
@@ -55,14 +56,7 @@ import json, statistics, sys, time
 import jax, jax.numpy as jnp, optax
 from geonorm_jax.models import EGNN
 n, batch, layers, steps = (int(a) for a in sys.argv[1:5])
-if sys.argv[5:] == ["plain"]:
-    jit, how = jax.jit, "jax.jit"
-else:  # the library's own jit (its backend compiler options) where the version has one
-    try:
-        from geonorm_jax.xla import jit
-        how = "geonorm_jax.xla.jit"
-    except ImportError:
-        jit, how = jax.jit, "jax.jit"
+options = json.loads(sys.argv[5])  # compiler options of the step (the parent's choice)
 kx, kv, kq = jax.random.split(jax.random.key(0), 3)
 x = jax.random.normal(kx, (batch, n, 3)) * (n / 5) ** (1 / 3)
 v = jax.random.normal(kv, (batch, n, 3))
@@ -81,7 +75,8 @@ def step(params, state):
     return optax.apply_updates(params, u), state, loss
 
 t = time.perf_counter()
-compiled = jit(step, donate_argnums=(0, 1)).lower(params, state).compile()
+jitted = jax.jit(step, donate_argnums=(0, 1), compiler_options=options or None)
+compiled = jitted.lower(params, state).compile()
 compile_s = time.perf_counter() - t
 params, state, loss = compiled(params, state)
 loss.block_until_ready()
@@ -93,7 +88,8 @@ for _ in range(steps):
     times.append(time.perf_counter() - t)
 import geonorm_jax
 print(json.dumps({"times_s": times, "compile_s": compile_s, "loss": float(loss),
-                  "edge_chunk": str(model.edge_chunk), "jit": how, "source": geonorm_jax.__file__}))
+                  "edge_chunk": str(model.edge_chunk), "compiler_options": options,
+                  "source": geonorm_jax.__file__}))
 """
 
 
@@ -105,14 +101,14 @@ def export(rev: str, where: Path) -> Path:
     return where
 
 
-def measure(tree: Path, args, plain: bool = False) -> dict:
+def measure(tree: Path, args, options: dict) -> dict:
     """One fresh process of :data:`WORKER` with ``geonorm_jax`` from ``tree`` (its working
-    directory too: ``python -c`` puts it first on ``sys.path``); ``plain``: compile with
-    ``jax.jit`` even where the version has :func:`geonorm_jax.xla.jit`."""
+    directory too: ``python -c`` puts it first on ``sys.path``), the step compiled with the
+    XLA compiler ``options``."""
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(args.nodes), str(args.batch), str(args.layers),
-         str(args.steps)] + (["plain"] if plain else []),
+         str(args.steps), json.dumps(options)],
         env=env, cwd=tree, check=True, capture_output=True, text=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
     source = Path(row.pop("source")).resolve()
@@ -142,10 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--torch-python", default=os.environ.get("GEONORM_TORCH_PYTHON"),
                    help="interpreter with torch for the official-structure side (optional)")
     p.add_argument("--no-plain", action="store_true",
-                   help="skip the side of this checkout compiled with plain jax.jit")
+                   help="skip the two sides that separate the plan from the compiler options")
     p.add_argument("--out", type=Path, default=common.RESULTS / NAME / "results.json")
     args = p.parse_args(argv)
-    sides = ({"base": [], "this": []} | ({} if args.no_plain else {"this_plain": []})
+    from geonorm_jax import xla
+
+    ours = xla.compiler_options()  # what the library's jit passes on this backend
+    options = {"base": {}, "this": ours, "this_plain": {}, "base_options": ours}
+    sides = ({"base": [], "this": []}
+             | ({} if args.no_plain else {"this_plain": [], "base_options": []})
              | ({"torch": []} if args.torch_python else {}))
     load = {"start": list(os.getloadavg())}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,11 +154,11 @@ def main(argv: list[str] | None = None) -> dict:
         for r in range(args.rounds):
             for side in sides:
                 row = (measure_torch(args.torch_python, args) if side == "torch"
-                       else measure(trees[side.removesuffix("_plain")], args,
-                                    plain=side.endswith("_plain")))
+                       else measure(trees[side.split("_")[0]], args, options[side]))
                 sides[side].append(row)
                 print(f"round {r}: {side:10s} median {statistics.median(row['times_s']):.3f} "
-                      f"s (edge_chunk={row['edge_chunk']}, {row.get('jit', 'torch')}, compile "
+                      f"s (edge_chunk={row['edge_chunk']}, options "
+                      f"{row.get('compiler_options', '-')}, compile "
                       f"{row['compile_s']:.1f} s, loss {row['loss']:.6g})", flush=True)
     load["end"] = list(os.getloadavg())
     med = {k: statistics.median(t for row in v for t in row["times_s"]) for k, v in sides.items()}
@@ -169,8 +170,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"(per round {', '.join(f'{x:.3f}' for x in per_round)})", flush=True)
     plain_ratio = med["this_plain"] / med["base"] if "this_plain" in med else None
     if plain_ratio is not None:
-        print(f"this checkout with plain jax.jit: {med['this_plain']:.3f} s, this_plain/base "
-              f"{plain_ratio:.3f} (the execution plan alone)", flush=True)
+        print(f"plain jax.jit: this {med['this_plain']:.3f} s, this_plain/base "
+              f"{plain_ratio:.3f} (the execution plan alone); with the library's compiler "
+              f"options: base {med['base_options']:.3f} s, this/base_options "
+              f"{med['this'] / med['base_options']:.3f}", flush=True)
     if torch_ratio is not None:
         print(f"torch (official structure, eager): {med['torch']:.3f} s, torch/this "
               f"{torch_ratio:.2f}, torch/base {med['torch'] / med['base']:.2f}", flush=True)
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
                     "rounds": args.rounds},
            "median_step_s": med, "this_over_base": ratio, "per_round_ratio": per_round,
            "this_plain_over_base": plain_ratio,
+           "this_over_base_options": (med["this"] / med["base_options"]
+                                      if "base_options" in med else None),
+           "compiler_options": options,
            "torch_over_this": torch_ratio,
            "torch_over_base": med["torch"] / med["base"] if "torch" in med else None,
            "sides": sides, "load_average": load, "machine": common.machine_info(),
