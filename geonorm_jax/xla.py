@@ -12,7 +12,11 @@ operands, many sibling reductions in the backward pass) ran slower than XLA's ow
 dot emitters. Measured on a 2-core AMD EPYC (AVX-512) with jax 0.10.2, the EGNN training step
 at ``N = 100``, batch 50, 5 layers took 2.1-2.4 s without YNNPACK fusions against 3.0-3.3 s
 with them, in the same script (``python -m experiments.bench_egnn_versions``); the step's
-loss agrees to float32 rounding.
+loss agrees to float32 rounding. On the same machine, one train step of the molecular models
+(``geonorm_jax.bench.molecules``, uracil, batch 8, published sizes; two alternating rounds of
+fresh processes, with / without): Allegro 29.5 / 36.2 and 28.0 / 41.5 ms, SchNet 6.5 / 7.8 and
+4.5 / 4.8 ms, GemNet-T 429 / 536 and 402 / 390 ms; the EGNN at ``N = 5``, batch 100 (2,500
+edges) 11.2 / 11.2 and 11.6 / 15.3 ms.
 
 An option the installed jaxlib does not know is dropped (checked once by compiling an
 identity). ``GEONORM_JAX_XLA_DEFAULTS=0`` turns the defaults off (only ``fast_compile``
