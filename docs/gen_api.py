@@ -26,7 +26,8 @@ COLAB = "https://colab.research.google.com/github/geonorm-jax/geonorm-jax/blob/m
 #: (page slug, title, description); a module belongs to the page of its first sub-package,
 #: modules directly under ``geonorm_jax`` to ``core``.
 API_PAGES = (
-    ("core", "geonorm_jax", "The package root, geometry, the test kit and the Flax wrappers."),
+    ("core", "geonorm_jax", "The package root, geometry, the test kit, the Flax wrappers and "
+     "the compiler options of the library's jitted steps."),
     ("norms", "geonorm_jax.norms", "Every layer as a pure `Norm(init, apply)`, the catalogue."),
     ("models", "geonorm_jax.models", "EGNN, Allegro, SchNet, GemNet-T, the model registry."),
     ("data", "geonorm_jax.data", "The N-body simulator and the molecular data."),

@@ -176,3 +176,12 @@ def test_cli_has_bench_and_rejects_a_bad_section(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "--sections", "nonsense"])
     assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+
+def test_norm_cost_gives_the_reason_for_layers_without_a_place():
+    from geonorm_jax.bench.norm_cost import placeable
+
+    assert "atom types" in placeable("species_neighbor_norm")
+    assert "second input" in placeable("message_norm")
+    assert "weights" in placeable("weight_norm")
+    assert placeable("geo_norm") is None and placeable("batch_norm") is None

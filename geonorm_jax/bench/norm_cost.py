@@ -9,8 +9,9 @@ steps alternate, and the cost is the median of the paired ratios ``t_norm / t_no
 ``cost_percent = 100 (median ratio - 1)``. ``cost_percent_best`` uses the best time of each.
 
 Layers of kind ``weights`` (weight, spectral and scaled-weight-standardised reparametrisations)
-have no place in the EGNN, and ``message_norm`` needs a message input the EGNN layer does not
-expose; they are reported with the reason instead of a number.
+have no place in the EGNN, ``message_norm`` needs a message input the EGNN layer does not
+expose, and layers that need atom types (``species_neighbor_norm``) have none to read; they are
+reported with the reason instead of a number.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def placeable(name: str) -> str | None:
         return "kind 'weights': a reparametrisation of weight matrices, no place in the EGNN"
     if name == "message_norm":
         return "needs the message m_ij as a second input; the EGNN layer has no such place"
+    if "species" in info.context:
+        return "needs per-node atom types (species=); the EGNN's particles have none"
     return None
 
 
