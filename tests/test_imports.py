@@ -20,7 +20,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "geonorm_jax"
 
 LAYERS = (
-    ("_io", "geometry"),
+    ("_io", "geometry", "xla"),
     ("testing",),
     ("norms",),
     ("_wrapping",),
