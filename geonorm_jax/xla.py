@@ -10,9 +10,10 @@ On the CPU the options turn XLA's YNNPACK fusions off
 reductions of a fusion to YNNPACK, which on this library's edge blocks (``[E, 64]``
 operands, many sibling reductions in the backward pass) ran slower than XLA's own loop and
 dot emitters. Measured on a 2-core AMD EPYC (AVX-512) with jax 0.10.2, the EGNN training step
-at ``N = 100``, batch 50, 5 layers took 2.1-2.4 s without YNNPACK fusions against 3.0-3.3 s
-with them, in the same script (``python -m experiments.bench_egnn_versions``); the step's
-loss agrees to float32 rounding. On the same machine, one train step of the molecular models
+at ``N = 100``, batch 50, 5 layers took 1.95 s with these options against 2.52 s without them
+(and the revision before the execution plan 2.22 s against 3.13 s), alternating fresh
+processes in one run of ``python -m experiments.bench_egnn_versions``; the step's loss agrees
+to float32 rounding. On the same machine, one train step of the molecular models
 (``geonorm_jax.bench.molecules``, uracil, batch 8, published sizes; two alternating rounds of
 fresh processes, with / without): Allegro 29.5 / 36.2 and 28.0 / 41.5 ms, SchNet 6.5 / 7.8 and
 4.5 / 4.8 ms, GemNet-T 429 / 536 and 402 / 390 ms; the EGNN at ``N = 5``, batch 100 (2,500
