@@ -119,3 +119,81 @@ def test_bench_case_precision_is_checked(bad):
 
     with pytest.raises(ValueError, match="precision: expected"):
         ModelCase("c", 5, 2, 2, precision=bad)
+
+
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+def _molecular_setup(model: str, precision: str):
+    from geonorm_jax.bench.molecules import build_model, model_kwargs, molecule_frames
+    from geonorm_jax.models import registry
+    from geonorm_jax.models.molecular_graph import batch_frames
+
+    frames = molecule_frames("water", 2, relax=False)
+    spec = registry.get(model)
+    module = build_model(model, "tiny", frames.avg_num_neighbors, precision)
+    pos = jnp.asarray(frames.positions, jnp.float32)
+    z = jnp.asarray(frames.atomic_numbers)
+    graph = batch_frames(pos, z, spec.cutoff_of(model_kwargs(model, "tiny")))
+    return frames, module, graph
+
+
+@pytest.mark.parametrize("model", ["allegro", "schnet", "gemnet"])
+def test_molecular_bfloat16_products_keep_sums_and_outputs_in_float32(model):
+    """``matmul_dtype``: some products take bfloat16 operands; every product returns float32
+    and every sum over neighbours (scatter-add) runs in float32, forces included."""
+    from geonorm_jax.models.molecular_graph import energy_and_forces
+
+    _, m16, graph = _molecular_setup(model, "bfloat16")
+    variables = m16.init(KEY, graph)
+    closed = jax.make_jaxpr(lambda v: energy_and_forces(m16, v, graph))(variables)
+    eqns = list(_equations(closed.jaxpr))
+    dots = [e for e in eqns if e.primitive.name == "dot_general"]
+    bf16 = [e for e in dots if all(v.aval.dtype == jnp.bfloat16 for v in e.invars)]
+    assert bf16, f"{model}: no product with bfloat16 operands"
+    assert {e.outvars[0].aval.dtype for e in dots} == {jnp.dtype(jnp.float32)}
+    sums = [e for e in eqns if e.primitive.name.startswith("scatter")
+            and jnp.issubdtype(e.outvars[0].aval.dtype, jnp.floating)]
+    assert sums and {e.outvars[0].aval.dtype for e in sums} == {jnp.dtype(jnp.float32)}
+    assert {a.dtype for a in closed.out_avals} == {jnp.dtype(jnp.float32)}
+    # float32 (the default) has no bfloat16 anywhere
+    _, m32, _ = _molecular_setup(model, "float32")
+    text = jax.jit(lambda v: energy_and_forces(m32, v, graph)).lower(variables).as_text()
+    assert "bf16" not in text
+
+
+@pytest.mark.parametrize("model", ["allegro", "schnet", "gemnet"])
+def test_molecular_bfloat16_forces_and_gradients_stay_close_to_float32(model):
+    from experiments.precision_molecules import evaluate
+    from geonorm_jax.bench.molecules import molecule_frames
+
+    row = evaluate(model, "tiny", molecule_frames("water", 2, relax=False))
+    assert row["finite"]
+    assert 0 < row["force_rel_rms"] < 0.05, row  # differ, by their rounding only
+    assert 0 < row["grad_rel_l2"] < 0.05 and row["grad_cosine"] > 0.999, row
+
+
+@pytest.mark.parametrize("model", ["SchNet", "Allegro", "GemNetT"])
+def test_molecular_matmul_dtype_is_checked(model):
+    from geonorm_jax import models
+
+    with pytest.raises(ValueError, match=rf"{model}.matmul_dtype: expected .*'int8'"):
+        extra = {"avg_num_neighbors": 2.0} if model == "Allegro" else {}
+        getattr(models, model)(matmul_dtype="int8", **extra)
+
+
+def test_molecule_bench_case_precision_is_checked_and_named():
+    from geonorm_jax.bench.molecules import MoleculeCase
+
+    assert MoleculeCase("schnet", precision="bfloat16").name.endswith("-bfloat16")
+    assert MoleculeCase("schnet").name == "schnet-published-uracil-b8"
+    with pytest.raises(ValueError, match="precision: expected"):
+        MoleculeCase("schnet", precision="half")

@@ -75,7 +75,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = [
-    "SIZES", "PRESETS", "FORCE_WEIGHT", "LEARNING_RATE", "MoleculeCase", "Frames",
+    "SIZES", "PRESETS", "PRECISIONS", "FORCE_WEIGHT", "LEARNING_RATE", "MoleculeCase", "Frames",
     "molecule_frames", "model_kwargs", "build_model", "build_train_step", "CompiledStep",
     "compile_step", "run_molecule_case", "run_molecules", "format_molecules", "serve",
     "set_threads", "main",
@@ -90,6 +90,9 @@ LEARNING_RATE = 1e-3
 SIZES: tuple[str, ...] = ("published", "tiny")
 """``"published"``: each model's published configuration (its registry spec's defaults);
 ``"tiny"``: the spec's ``"tiny"`` size (:class:`~geonorm_jax.models.registry.ModelSpec`)."""
+
+PRECISIONS = ("float32", "bfloat16")
+"""A case's ``precision``: the ``matmul_dtype`` of the model (None for float32)."""
 
 MODELS = ("allegro", "schnet", "gemnet")
 """The potentials the suite presets benchmark (beside their reference implementations); a case
@@ -111,6 +114,8 @@ class MoleculeCase:
       seed: seeds the displacements, the targets and the parameters.
       seconds: time budget of the timed steps (at least 2, at most ``max_repeats``).
       max_repeats: most timed steps.
+      precision: ``"float32"`` or ``"bfloat16"``: the models' ``matmul_dtype`` (the dense
+        layers' operands in bfloat16; sums, energies, forces and the loss in float32).
     """
 
     model: str
@@ -122,6 +127,7 @@ class MoleculeCase:
     seed: int = 0
     seconds: float = 10.0
     max_repeats: int = 50
+    precision: str = "float32"
 
     def __post_init__(self):
         from geonorm_jax.models import registry
@@ -133,10 +139,14 @@ class MoleculeCase:
             raise ValueError(f"size: expected one of {SIZES}; received {self.size!r}")
         if self.batch < 1:
             raise ValueError(f"batch: expected >= 1; received {self.batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}; received "
+                             f"{self.precision!r}")
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.size}-{self.molecule}-b{self.batch}"
+        name = f"{self.model}-{self.size}-{self.molecule}-b{self.batch}"
+        return name if self.precision == "float32" else f"{name}-{self.precision}"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -182,27 +192,31 @@ def molecule_frames(molecule: str = "uracil", batch: int = 8, *, relax: bool = T
                   rng.standard_normal(pos.shape), float(within.sum() / (batch * a)))
 
 
-def model_kwargs(model: str, size: str = "published", avg_num_neighbors: float | None = None
-                 ) -> dict:
+def model_kwargs(model: str, size: str = "published", avg_num_neighbors: float | None = None,
+                 precision: str = "float32") -> dict:
     """The constructor arguments of ``model`` at ``size`` (:meth:`ModelSpec.resolve`), with a
     species table for ``Z <= 8`` and the conventions of the peer implementation where the spec
     names them (its ``"reference"`` size: schnetpack's sum over neighbours and 100-row table);
-    ``avg_num_neighbors`` reaches the models that take it."""
+    ``avg_num_neighbors`` reaches the models that take it; ``precision="bfloat16"`` sets
+    ``matmul_dtype``."""
     from geonorm_jax.models import registry
 
     spec = registry.get(model)
     data = {"max_atomic_number": 8}
     if avg_num_neighbors is not None:
         data["avg_num_neighbors"] = avg_num_neighbors
+    kwargs = dict(spec.sizes.get("reference", {}))
+    if precision != "float32":
+        kwargs["matmul_dtype"] = precision
     return spec.resolve(size=None if size == "published" else size, data=data,
-                        model_kwargs=spec.sizes.get("reference", {}))
+                        model_kwargs=kwargs)
 
 
-def build_model(model: str, size: str, avg_num_neighbors: float):
+def build_model(model: str, size: str, avg_num_neighbors: float, precision: str = "float32"):
     """The Flax module of a case."""
     from geonorm_jax.models import registry
 
-    return registry.get(model).build(model_kwargs(model, size, avg_num_neighbors))
+    return registry.get(model).build(model_kwargs(model, size, avg_num_neighbors, precision))
 
 
 def build_train_step(model, *, force_weight: float = FORCE_WEIGHT,
@@ -278,7 +292,7 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
     if frames is None:
         frames = molecule_frames(case.molecule, case.batch, relax=case.relax, noise=case.noise,
                                  seed=case.seed, cutoff=cutoff)
-    model = build_model(case.model, case.size, frames.avg_num_neighbors)
+    model = build_model(case.model, case.size, frames.avg_num_neighbors, case.precision)
     graph = batch_frames(jnp.asarray(frames.positions, jnp.float32),
                          jnp.asarray(frames.atomic_numbers), cutoff)
     e_ref = jnp.asarray(frames.energies, jnp.float32)

@@ -51,6 +51,8 @@ edge mask ``[G, K]`` for a block-padded batch (:mod:`.molecular_graph`), else ``
 
 from __future__ import annotations
 
+from typing import Any
+
 import e3nn_jax as e3nn
 import flax.linen as nn
 import jax
@@ -58,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.models import registry
-from geonorm_jax.models.layers import merge_training
+from geonorm_jax.models.layers import matmul_dtype_of, merge_training, mixed_dot_general
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     apply_block_norm,
@@ -136,14 +138,17 @@ def env_factor(env_normalization: str, avg_num_neighbors: float | None) -> float
 
 
 class _MLP(nn.Module):
-    """Bias-free MLP with SiLU between layers (none after the last): ``[..., in] -> [..., out]``."""
+    """Bias-free MLP with SiLU between layers (none after the last): ``[..., in] -> [..., out]``
+    (products' operands in ``matmul_dtype``, :func:`~.layers.mixed_dot_general`)."""
 
     widths: tuple[int, ...]
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         for k, w in enumerate(self.widths):
-            x = nn.Dense(w, use_bias=False, name=f"dense_{k}")(x)
+            x = nn.Dense(w, use_bias=False, name=f"dense_{k}",
+                         dot_general=mixed_dot_general(self.matmul_dtype))(x)
             if k < len(self.widths) - 1:
                 x = jax.nn.silu(x)
         return x
@@ -178,6 +183,10 @@ class Allegro(nn.Module):
       latent_norm, tensor_norm: ``Norm`` (kinds ``features`` / ``vectors``) or None.
       training: passed to the norms; also a call argument (Flax's convention,
         :func:`~geonorm_jax.models.layers.merge_training`); default False.
+      matmul_dtype: mixed precision (:mod:`~geonorm_jax.models.layers`): the operands of the
+        dense layers' and MLPs' products in this dtype (e.g. ``"bfloat16"``), accumulated and
+        returned in the positions' dtype; None (default): all in the positions' dtype. The
+        e3nn tensor products and ``e3nn.flax.Linear`` layers stay in the positions' dtype.
     """
 
     num_layers: int = 2
@@ -201,11 +210,13 @@ class Allegro(nn.Module):
     latent_norm: Norm | None = None
     tensor_norm: Norm | None = None
     training: bool | None = None
+    matmul_dtype: Any = None
 
     def __post_init__(self):
         ALLEGRO_PLACEMENT.check(self.latent_norm, "latent")
         ALLEGRO_PLACEMENT.check(self.tensor_norm, "tensor")
         env_factor(self.env_normalization, self.avg_num_neighbors)
+        matmul_dtype_of(self.matmul_dtype, "Allegro.matmul_dtype")
         if not (isinstance(self.num_layers, int) and self.num_layers >= 1):
             raise ValueError(f"Allegro.num_layers: expected >= 1; received {self.num_layers!r}")
         if not self.cutoff > 0:
@@ -255,10 +266,12 @@ class Allegro(nn.Module):
         two_body_in = jnp.concatenate(
             [z_emb[graph.receivers], z_emb[graph.senders], radial], axis=-1
         )
-        x = _MLP((*self.two_body_hidden, self.latent_dim), name="two_body_mlp")(two_body_in)
+        md = self.matmul_dtype
+        x = _MLP((*self.two_body_hidden, self.latent_dim), md, name="two_body_mlp")(two_body_in)
         x = x * u[:, None]  # [E, D]
 
-        w0 = nn.Dense(c * n_sh, use_bias=False, name="initial_tensor_weights")(x)
+        w0 = nn.Dense(c * n_sh, use_bias=False, name="initial_tensor_weights",
+                      dot_general=mixed_dot_general(md))(x)
         v = _weighted_irreps(w0.reshape(-1, c, n_sh), sh)  # [E, C, Y]
 
         allowed = e3nn.Irreps(self.tensor_irreps)
@@ -267,7 +280,8 @@ class Allegro(nn.Module):
         )  # float32 like the Dense and e3nn Linear parameters
         for layer in range(self.num_layers):
             last = layer == self.num_layers - 1
-            w = nn.Dense(c * n_sh, use_bias=False, name=f"env_weights_{layer}")(x)
+            w = nn.Dense(c * n_sh, use_bias=False, name=f"env_weights_{layer}",
+                         dot_general=mixed_dot_general(md))(x)
             wy = _weighted_irreps(w.reshape(-1, c, n_sh), sh)  # [E, C, Y]
             wy = jnp.where(emask[:, None, None], wy.array, 0.0)  # neighbours within r_c only
             env = jax.ops.segment_sum(wy, graph.receivers, num_segments=n) * nu
@@ -281,7 +295,7 @@ class Allegro(nn.Module):
             v = v.mul_to_axis(c)  # [E, C, irreps]
             scalars = v.filter(keep="0e").array.reshape(v.shape[0], -1)  # [E, C * n_0e]
 
-            new = _MLP((*self.latent_hidden, self.latent_dim), name=f"latent_mlp_{layer}")(
+            new = _MLP((*self.latent_hidden, self.latent_dim), md, name=f"latent_mlp_{layer}")(
                 jnp.concatenate([x, scalars.astype(dtype)], axis=-1)
             )
             new = new * u[:, None]
@@ -302,7 +316,7 @@ class Allegro(nn.Module):
                 )
                 v = vb.mul_to_axis(c) * u[:, None, None]
 
-        eps = _MLP((*self.edge_energy_hidden, 1), name="edge_energy_mlp")(x)[:, 0] * u  # [E]
+        eps = _MLP((*self.edge_energy_hidden, 1), md, name="edge_energy_mlp")(x)[:, 0] * u
         e_atom = jax.ops.segment_sum(eps, graph.receivers, num_segments=n) * nu  # [N]
         e_atom = species_scale_shift(
             e_atom, graph.species, self.species_scale, self.species_shift

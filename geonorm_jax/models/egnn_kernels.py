@@ -32,6 +32,7 @@ import jax.numpy as jnp
 
 from geonorm_jax import geometry
 from geonorm_jax.models.execution_plan import resolve_chunk
+from geonorm_jax.models.layers import mixed_dot_general
 
 __all__ = [
     "EDGE_ATTR_DIM",
@@ -87,11 +88,8 @@ def linear(p: dict, x: jax.Array, matmul_dtype=None) -> jax.Array:
     product accumulates and returns in the dtype of ``x`` (``preferred_element_type``); the
     bias is added in the dtype of ``x``. None: all in the dtype of ``x``.
     """
-    if matmul_dtype is None or jnp.dtype(matmul_dtype) == x.dtype:
-        y = jnp.dot(x, p["kernel"].astype(x.dtype))
-    else:
-        y = jnp.dot(x.astype(matmul_dtype), p["kernel"].astype(matmul_dtype),
-                    preferred_element_type=x.dtype)
+    y = mixed_dot_general(matmul_dtype)(x, p["kernel"].astype(x.dtype),
+                                        (((x.ndim - 1,), (0,)), ((), ())))
     return y + p["bias"].astype(x.dtype) if "bias" in p else y
 
 

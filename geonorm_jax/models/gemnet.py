@@ -49,6 +49,7 @@ one molecule per row, as for Allegro and SchNet (the norm's variables are
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -63,7 +64,7 @@ from geonorm_jax.models.gemnet_basis import (
 )
 from geonorm_jax.models.gemnet_blocks import InteractionBlock, OutputBlock, dense
 from geonorm_jax.models.gemnet_triplets import edge_triplets
-from geonorm_jax.models.layers import merge_training
+from geonorm_jax.models.layers import matmul_dtype_of, merge_training, mixed_einsum
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     edge_vectors,
@@ -142,6 +143,11 @@ class GemNetT(nn.Module):
       atom_norm, edge_norm: ``Norm`` of kind ``features`` or None.
       training: passed to the norms; also a call argument (Flax's convention,
         :func:`~geonorm_jax.models.layers.merge_training`); default False.
+      matmul_dtype: mixed precision (:mod:`~geonorm_jax.models.layers`): the operands of
+        every dense layer's product, of the radial-to-circular weight contraction and of the
+        bilinear layer in this dtype (e.g. ``"bfloat16"``), accumulated and returned in the
+        positions' dtype; the sums over triplets and neighbours stay in the positions' dtype.
+        None (default): all in the positions' dtype.
     """
 
     num_blocks: int = 2
@@ -168,6 +174,7 @@ class GemNetT(nn.Module):
     atom_norm: Norm | None = None
     edge_norm: Norm | None = None
     training: bool | None = None
+    matmul_dtype: Any = None
 
     def __post_init__(self):
         GEMNET_PLACEMENT.check(self.atom_norm, "atom")
@@ -175,6 +182,7 @@ class GemNetT(nn.Module):
         if not (isinstance(self.num_blocks, int) and self.num_blocks >= 1):
             raise ValueError(f"GemNetT.num_blocks: expected an int >= 1; received "
                              f"{self.num_blocks!r}")
+        matmul_dtype_of(self.matmul_dtype, "GemNetT.matmul_dtype")
         if not self.cutoff > 0:
             raise ValueError(f"GemNetT.cutoff: expected > 0 (Å); received {self.cutoff!r}")
         if self.max_neighbors is not None and not (
@@ -237,17 +245,19 @@ class GemNetT(nn.Module):
         emb = nn.Embed(self.max_atomic_number + 1, self.emb_size_atom,
                        embedding_init=_uniform_sqrt3, name="atom_embedding")
         h = emb(graph.species).astype(dtype)  # [N, F_a]
-        m = scaled_silu(dense(self.emb_size_edge, "edge_embedding")(
+        md = self.matmul_dtype
+        m = scaled_silu(dense(self.emb_size_edge, "edge_embedding", md)(
             jnp.concatenate([h[senders], h[receivers], rbf], axis=-1)))  # [E, F_e]
-        rbf3 = dense(self.emb_size_rbf, "mlp_rbf3")(rbf)
+        rbf3 = dense(self.emb_size_rbf, "mlp_rbf3", md)(rbf)
         w1 = self.param("mlp_cbf3", he_orthogonal_init,
                         (self.num_radial, self.num_spherical, self.emb_size_cbf))
-        rbf_w1 = jnp.einsum("er,rlc->ecl", rbf, w1.astype(dtype))  # [E, C, L]
-        rbf_h = dense(self.emb_size_rbf, "mlp_rbf_h")(rbf)
-        rbf_out = dense(self.emb_size_rbf, "mlp_rbf_out")(rbf)
+        rbf_w1 = mixed_einsum("er,rlc->ecl", rbf, w1, md)  # [E, C, L]
+        rbf_h = dense(self.emb_size_rbf, "mlp_rbf_h", md)(rbf)
+        rbf_out = dense(self.emb_size_rbf, "mlp_rbf_out", md)(rbf)
 
         out = lambda t: OutputBlock(self.emb_size_atom, self.num_atom,  # noqa: E731
-                                    self.scale_factors, s, name=f"output_{t}")
+                                    self.scale_factors, s, matmul_dtype=md,
+                                    name=f"output_{t}")
         energy = out(0)(m, rbf_out, receivers, emask, graph.atom_mask, fit)
         for t in range(self.num_blocks):
             h, m = InteractionBlock(
@@ -255,7 +265,7 @@ class GemNetT(nn.Module):
                 self.num_after_skip, self.num_concat, self.num_atom, self.scale_factors, s,
                 atom_norm=self.atom_norm, edge_norm=self.edge_norm,
                 atoms_per_graph=graph.atoms_per_graph, edges_per_graph=graph.edges_per_graph,
-                training=training, name=f"interaction_{t}",
+                training=training, matmul_dtype=md, name=f"interaction_{t}",
             )(h, m, rbf3, rbf_w1, sph, trip, rbf_h, senders, receivers, emask,
               graph.atom_mask, fit)
             energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)

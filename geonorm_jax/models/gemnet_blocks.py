@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 from geonorm_jax.models.gemnet_basis import he_orthogonal_init, scaled_silu
 from geonorm_jax.models.gemnet_scaling import ScaleFactor
 from geonorm_jax.models.gemnet_triplets import Triplets
+from geonorm_jax.models.layers import mixed_dot_general, mixed_einsum
 from geonorm_jax.models.molecular_graph import apply_block_norm
 from geonorm_jax.norms.base import Norm
 
@@ -51,9 +53,11 @@ __all__ = ["dense", "ResidualLayer", "AtomUpdate", "OutputBlock", "TripletIntera
            "InteractionBlock"]
 
 
-def dense(features: int, name: str) -> nn.Dense:
-    """GemNet's ``Dense``: no bias, He-orthogonal kernel ``[in, features]``."""
-    return nn.Dense(features, use_bias=False, kernel_init=he_orthogonal_init, name=name)
+def dense(features: int, name: str, matmul_dtype: Any = None) -> nn.Dense:
+    """GemNet's ``Dense``: no bias, He-orthogonal kernel ``[in, features]``; the product's
+    operands in ``matmul_dtype`` (:func:`~geonorm_jax.models.layers.mixed_dot_general`)."""
+    return nn.Dense(features, use_bias=False, kernel_init=he_orthogonal_init, name=name,
+                    dot_general=mixed_dot_general(matmul_dtype))
 
 
 class ResidualLayer(nn.Module):
@@ -61,12 +65,13 @@ class ResidualLayer(nn.Module):
 
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         f = x.shape[-1]
-        y = self.activation(dense(f, "dense_0")(x))
-        y = self.activation(dense(f, "dense_1")(y))
+        y = self.activation(dense(f, "dense_0", self.matmul_dtype)(x))
+        y = self.activation(dense(f, "dense_1", self.matmul_dtype)(y))
         return (x + y) * self.residual_scale
 
 
@@ -83,16 +88,18 @@ class AtomUpdate(nn.Module):
     scale_factors: bool = True
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, m, rbf_emb, receivers, edge_mask, atom_mask, fit=False):
-        x = m * dense(m.shape[-1], "dense_rbf")(rbf_emb)  # [E, F_e]
+        x = m * dense(m.shape[-1], "dense_rbf", self.matmul_dtype)(rbf_emb)  # [E, F_e]
         x = jax.ops.segment_sum(x, receivers, num_segments=atom_mask.shape[0])  # [N, F_e]
         x = ScaleFactor(self.scale_factors, name="scale_sum")(x, atom_mask, m, edge_mask,
                                                               fit=fit)
-        x = self.activation(dense(self.emb_size_atom, "dense_0")(x))  # [N, F_a]
+        x = self.activation(dense(self.emb_size_atom, "dense_0", self.matmul_dtype)(x))  # [N,F_a]
         for k in range(self.num_residual):
-            x = ResidualLayer(self.residual_scale, self.activation, name=f"residual_{k}")(x)
+            x = ResidualLayer(self.residual_scale, self.activation, self.matmul_dtype,
+                              name=f"residual_{k}")(x)
         return x
 
 
@@ -108,13 +115,14 @@ class OutputBlock(nn.Module):
     scale_factors: bool = True
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, m, rbf_emb, receivers, edge_mask, atom_mask, fit=False):
         x = AtomUpdate(self.emb_size_atom, self.num_residual, self.scale_factors,
-                       self.residual_scale, self.activation, name="update")(
+                       self.residual_scale, self.activation, self.matmul_dtype, name="update")(
             m, rbf_emb, receivers, edge_mask, atom_mask, fit)
-        return dense(1, "out_energy")(x)[:, 0]
+        return dense(1, "out_energy", self.matmul_dtype)(x)[:, 0]
 
 
 class TripletInteraction(nn.Module):
@@ -130,15 +138,16 @@ class TripletInteraction(nn.Module):
     scale_factors: bool = True
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    matmul_dtype: Any = None
 
     @nn.compact
     def __call__(self, m, rbf3, rbf_w1, sph, triplets: Triplets, edge_mask, fit=False):
         act, f_e = self.activation, m.shape[-1]
-        x_ba = act(dense(f_e, "dense_ba")(m))  # [E, F_e]
-        x_ba2 = x_ba * dense(f_e, "mlp_rbf")(rbf3)
+        x_ba = act(dense(f_e, "dense_ba", self.matmul_dtype)(m))  # [E, F_e]
+        x_ba2 = x_ba * dense(f_e, "mlp_rbf", self.matmul_dtype)(rbf3)
         x_ba = ScaleFactor(self.scale_factors, name="scale_rbf")(x_ba2, edge_mask, x_ba,
                                                                  edge_mask, fit=fit)
-        x_ba = act(dense(self.emb_size_trip, "down_projection")(x_ba))  # [E, T]
+        x_ba = act(dense(self.emb_size_trip, "down_projection", self.matmul_dtype)(x_ba))  # [E,T]
         mask = triplets.triplet_mask
         x_trip = x_ba[triplets.edge_ba] * mask[..., None].astype(x_ba.dtype)  # [E, M, T]
         sum_k = jnp.einsum("eml,emt->elt", sph, x_trip)  # [E, L, T]
@@ -146,11 +155,11 @@ class TripletInteraction(nn.Module):
         c = rbf_w1.shape[1]
         w_bil = self.param("bilinear", he_orthogonal_init,
                            (self.emb_size_trip, c, self.emb_size_bilinear))  # [T, C, B]
-        z = jnp.einsum("ect,tcb->eb", rw, w_bil.astype(rw.dtype))  # [E, B]
+        z = mixed_einsum("ect,tcb->eb", rw, w_bil, self.matmul_dtype)  # [E, B]
         z = ScaleFactor(self.scale_factors, name="scale_cbf_sum")(z, edge_mask, x_trip, mask,
                                                                   fit=fit)
-        x_ca = act(dense(f_e, "up_projection_ca")(z))
-        x_ac = act(dense(f_e, "up_projection_ac")(z))
+        x_ca = act(dense(f_e, "up_projection_ca", self.matmul_dtype)(z))
+        x_ac = act(dense(f_e, "up_projection_ac", self.matmul_dtype)(z))
         x_ac = x_ac[triplets.swap] * triplets.swap_mask[:, None].astype(x_ac.dtype)
         return (x_ca + x_ac) * self.residual_scale
 
@@ -175,6 +184,7 @@ class InteractionBlock(nn.Module):
     scale_factors: bool = True
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
+    matmul_dtype: Any = None
     atom_norm: Norm | None = None
     edge_norm: Norm | None = None
     atoms_per_graph: int | None = None
@@ -185,10 +195,11 @@ class InteractionBlock(nn.Module):
     def __call__(self, h, m, rbf3, rbf_w1, sph, triplets, rbf_h, senders, receivers,
                  edge_mask, atom_mask, fit=False):
         act, s, f_e = self.activation, self.residual_scale, m.shape[-1]
-        res = lambda name: ResidualLayer(s, act, name=name)  # noqa: E731
-        x_skip = act(dense(f_e, "dense_ca")(m))
+        md = self.matmul_dtype
+        res = lambda name: ResidualLayer(s, act, md, name=name)  # noqa: E731
+        x_skip = act(dense(f_e, "dense_ca", md)(m))
         x3 = TripletInteraction(self.emb_size_trip, self.emb_size_bilinear, self.scale_factors,
-                                s, act, name="triplet_interaction")(
+                                s, act, md, name="triplet_interaction")(
             m, rbf3, rbf_w1, sph, triplets, edge_mask, fit)
         x = (x_skip + x3) * s
         for k in range(self.num_before_skip):
@@ -196,13 +207,13 @@ class InteractionBlock(nn.Module):
         m = (m + x) * s
         for k in range(self.num_after_skip):
             m = res(f"residual_after_skip_{k}")(m)
-        h2 = AtomUpdate(h.shape[-1], self.num_atom, self.scale_factors, s, act,
+        h2 = AtomUpdate(h.shape[-1], self.num_atom, self.scale_factors, s, act, md,
                         name="atom_update")(m, rbf_h, receivers, edge_mask, atom_mask, fit)
         h = (h + h2) * s
         if self.atom_norm is not None:
             h = apply_block_norm(self.atom_norm, h, atom_mask, self.atoms_per_graph,
                                  name="atom_norm", training=self.training)
-        m2 = act(dense(f_e, "concat")(jnp.concatenate([h[senders], h[receivers], m], -1)))
+        m2 = act(dense(f_e, "concat", md)(jnp.concatenate([h[senders], h[receivers], m], -1)))
         for k in range(self.num_concat):
             m2 = res(f"residual_concat_{k}")(m2)
         m = (m + m2) * s

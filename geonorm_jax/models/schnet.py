@@ -63,7 +63,9 @@ padded (:mod:`.molecular_graph`), else as ``[1, N, F]``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -71,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from geonorm_jax.models import registry
-from geonorm_jax.models.layers import merge_training
+from geonorm_jax.models.layers import matmul_dtype_of, merge_training, mixed_dot_general
 from geonorm_jax.models.molecular_graph import (
     MolecularGraph,
     apply_block_norm,
@@ -164,6 +166,9 @@ class SchNet(nn.Module):
       readout_activation: the output network's activation: None (``activation``, the SchNet
         papers), a name in :data:`READOUT_ACTIVATIONS` (``"silu"``: schnetpack 2's
         ``Atomwise``) or a callable.
+      matmul_dtype: mixed precision (:mod:`~geonorm_jax.models.layers`): the operands of the
+        dense layers' products in this dtype (e.g. ``"bfloat16"``), accumulated and returned
+        in the positions' dtype; None (default): all in the positions' dtype.
     """
 
     features: int = 64
@@ -181,6 +186,7 @@ class SchNet(nn.Module):
     activation: Callable = shifted_softplus
     readout_activation: str | Callable | None = None
     rbf_float32_grid: bool = False
+    matmul_dtype: Any = None
 
     def __post_init__(self):
         SCHNET_PLACEMENT.check(self.feature_norm, "feature")
@@ -196,6 +202,7 @@ class SchNet(nn.Module):
         if not (ra is None or isinstance(ra, str) or callable(ra)):
             raise ValueError(f"SchNet.readout_activation: expected None, a callable or one of "
                              f"{sorted(READOUT_ACTIVATIONS)}; received {ra!r}")
+        matmul_dtype_of(self.matmul_dtype, "SchNet.matmul_dtype")
         if self.rbf_float32_grid and self.rbf_gamma is not None:
             raise ValueError("SchNet.rbf_float32_grid: schnetpack's grid sets the width from "
                              f"the spacing; expected rbf_gamma=None, received {self.rbf_gamma!r}")
@@ -212,6 +219,7 @@ class SchNet(nn.Module):
         training = merge_training(self.training, training)
         dtype = graph.positions.dtype
         act = self.activation
+        dense = functools.partial(nn.Dense, dot_general=mixed_dot_general(self.matmul_dtype))
         n, f = graph.num_atoms, self.features
         vec = edge_vectors(graph.positions, graph.senders, graph.receivers)  # [E, 3]
         d2 = jnp.sum(jnp.square(vec), axis=-1)
@@ -233,9 +241,9 @@ class SchNet(nn.Module):
         h = nn.Embed(self.max_atomic_number + 1, f, name="embedding")(graph.species)
         h = h.astype(dtype)
         for t in range(self.num_interactions):
-            filt = nn.Dense(f, name=f"filter_{t}_0")(rbf)
-            filt = nn.Dense(f, name=f"filter_{t}_1")(act(filt)) * fcut  # [E, F]
-            x = nn.Dense(f, use_bias=False, name=f"in2f_{t}")(h)  # [N, F]
+            filt = dense(f, name=f"filter_{t}_0")(rbf)
+            filt = dense(f, name=f"filter_{t}_1")(act(filt)) * fcut  # [E, F]
+            x = dense(f, use_bias=False, name=f"in2f_{t}")(h)  # [N, F]
             conv = jax.ops.segment_sum(x[graph.senders] * filt, graph.receivers, num_segments=n)
             if self.neighbor_normalization:
                 conv = conv / jnp.maximum(counts, 1.0)[:, None]
@@ -244,8 +252,8 @@ class SchNet(nn.Module):
                     self.aggregate_norm, conv, graph.atom_mask, graph.atoms_per_graph,
                     name=f"aggregate_norm_{t}", training=training, num_neighbors=counts,
                 )
-            v = nn.Dense(f, name=f"f2out_{t}")(conv)
-            h = h + nn.Dense(f, name=f"dense_{t}")(act(v))
+            v = dense(f, name=f"f2out_{t}")(conv)
+            h = h + dense(f, name=f"dense_{t}")(act(v))
             if self.feature_norm is not None:
                 h = apply_block_norm(
                     self.feature_norm, h, graph.atom_mask, graph.atoms_per_graph,
@@ -253,7 +261,7 @@ class SchNet(nn.Module):
                 )
         ra = self.readout_activation
         out_act = act if ra is None else READOUT_ACTIVATIONS[ra] if isinstance(ra, str) else ra
-        e = nn.Dense(1, name="out_1")(out_act(nn.Dense(f // 2, name="out_0")(h)))[:, 0]
+        e = dense(1, name="out_1")(out_act(dense(f // 2, name="out_0")(h)))[:, 0]
         e = species_scale_shift(e, graph.species, self.species_scale, self.species_shift)
         return jnp.where(graph.atom_mask, e, 0.0)
 
