@@ -195,3 +195,72 @@ def test_checks_and_placement():
     _, inter = jax.jit(lambda v, g: tight.apply(v, g, mutable=["intermediates"]))(variables, g)
     assert int(inter["intermediates"]["triplet_max_neighbors"][0]) > 2
     assert GEMNET_T_SMALL["num_blocks"] < GEMNET_T_MD17["num_blocks"]
+
+
+def _primitives(closed) -> set[str]:
+    names = set()
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            names.add(eqn.primitive.name)
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(closed.jaxpr)
+    return names
+
+
+def test_chunked_triplets_give_the_same_loss_and_gradients():
+    """``triplet_chunk``: chunked and unchunked training losses and parameter gradients agree
+    at 1e-10 (float64); the chunked step loops over chunks; the fit reads all triplets."""
+    g = _graph(3)
+    whole = GemNetT(**SMALL, triplet_chunk=None)
+    variables = fit_scale_factors(whole, _init(), g)
+    losses, grads, fits = [], [], []
+    for chunk in (None, 7, 64):
+        model = GemNetT(**SMALL, triplet_chunk=chunk)
+        plan = model.edge_plan(g)
+        assert (plan.chunk is None) == (chunk is None) and plan.num_chunks == (
+            1 if chunk is None else -(-g.num_edges // chunk)), plan
+
+        def loss(params, model=model):
+            e, f = mg.energy_and_forces(model, {**variables, "params": params}, g)
+            return 0.01 * jnp.sum(e**2) + jnp.sum(f**2)
+
+        value, grad = jax.jit(jax.value_and_grad(loss))(variables["params"])
+        losses.append(float(value))
+        grads.append(grad)
+        assert ("scan" in _primitives(jax.make_jaxpr(loss)(variables["params"]))) == (
+            chunk is not None)
+        fits.append(jax.tree.leaves(fit_scale_factors(model, _init(), g)["scale_factors"]))
+    for k in (1, 2):
+        np.testing.assert_allclose(losses[k], losses[0], rtol=1e-10)
+        for a, b in zip(jax.tree.leaves(grads[k]), jax.tree.leaves(grads[0]), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(fits[k], fits[0])
+
+
+def test_triplet_plan_on_the_cpu():
+    """``"auto"`` on the CPU: MD17-sized batches run at once; beyond ``CPU_WHOLE`` edges the
+    triplet sums run in chunks holding the bytes of the EGNN's CPU chunk."""
+    from geonorm_jax.models import execution_plan as ep
+
+    model = GemNetT(**GEMNET_T_MD17)
+    small = _graph(8)
+    assert model.edge_plan(small).chunk is None
+    pos = np.broadcast_to(ethanol_frames(1), (300, 9, 3))  # 300 x 72 = 21600 edges
+    big = mg.batch_frames(jnp.asarray(pos), ETHANOL_Z, GEMNET_T_MD17["cutoff"])
+    assert big.num_edges > ep.CPU_WHOLE
+    plan = model.edge_plan(big)
+    width = 8 * GEMNET_T_MD17["emb_size_trip"]  # M = A - 1 = 8 slots
+    assert plan.chunk == ep.CPU_CHUNK * 64 // width and plan.backend == "cpu", plan
+    assert "CPU" in plan.describe()
+
+
+@pytest.mark.parametrize("bad", [0, "all", 2.5, True])
+def test_triplet_chunk_is_checked(bad):
+    with pytest.raises(ValueError, match="GemNetT.triplet_chunk: expected 'auto', None or an"):
+        GemNetT(**SMALL, triplet_chunk=bad)

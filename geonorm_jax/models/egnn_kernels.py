@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from geonorm_jax import geometry
-from geonorm_jax.models.execution_plan import resolve_chunk
+from geonorm_jax.models.execution_plan import checkpointed, chunked, resolve_chunk
 from geonorm_jax.models.layers import mixed_dot_general
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "edge_messages",
     "edge_geometry",
     "first_edge_layer",
-    "chunked",
     "dense_blocks",
     "dense_edges",
     "list_edges",
@@ -66,7 +65,7 @@ class EdgeKernelConfig(NamedTuple):
         see :func:`linear`.
       edge_chunk: edges processed together (``None``: all at once; ``"auto"``: the one-layer
         plan of :func:`~geonorm_jax.models.execution_plan.plan_edges`, resolved at trace
-        time); see :func:`chunked` and :func:`sum_edge_chunks`.
+        time); see :func:`~.execution_plan.chunked` and :func:`sum_edge_chunks`.
       save_dots: chunked only: keep the chunks' matrix-product outputs for the backward pass
         instead of recomputing each chunk in full (for ``"auto"``, the plan decides).
     """
@@ -131,28 +130,6 @@ def first_edge_layer(p, a_i, b_j, radial, edge_attr):
     for c in range(EDGE_ATTR_DIM):
         pre = pre + edge_attr[..., c : c + 1] * w_e[c]
     return pre
-
-
-def _checkpointed(fn, save_dots: bool):
-    """``jax.checkpoint(fn)``; with ``save_dots`` the outputs of its matrix products (without
-    batch dimensions) are saved and only the rest is recomputed."""
-    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if save_dots else None
-    return jax.checkpoint(fn, policy=policy)
-
-
-def chunked(fn, xs, num_chunks: int, save_dots: bool = False):
-    """``fn(xs)`` stacked over ``num_chunks`` chunks of the leading axis.
-
-    With one chunk this is ``fn(xs)``. Otherwise ``lax.map`` runs ``jax.checkpoint(fn)`` on
-    each chunk: the backward pass recomputes one chunk's edge tensors at a time, so memory
-    holds only one chunk of ``[edges, H]`` intermediates (with ``save_dots``, plus the
-    stacked outputs of every chunk's matrix products, which are not recomputed).
-    """
-    if num_chunks == 1:
-        return fn(xs)
-    split = lambda a: a.reshape((num_chunks, a.shape[0] // num_chunks) + a.shape[1:])
-    out = jax.lax.map(_checkpointed(fn, save_dots), jax.tree_util.tree_map(split, xs))
-    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)
 
 
 def dense_blocks(batch: int, n: int, edge_chunk: int | None) -> tuple[int, int]:
@@ -246,7 +223,7 @@ def sum_edge_chunks(fn, xs, zeros, edge_chunk: int | None, save_dots: bool = Fal
     if num_chunks == 1:
         return fn(xs)
     split = lambda t: t.reshape((num_chunks, chunk) + t.shape[1:])
-    body = _checkpointed(fn, save_dots)
+    body = checkpointed(fn, save_dots)
     total, _ = jax.lax.scan(
         lambda acc, c: (acc + body(c), None), zeros(), jax.tree_util.tree_map(split, xs)
     )

@@ -65,6 +65,8 @@ __all__ = [
     "plan_edges",
     "resolve_chunk",
     "check_edge_chunk",
+    "checkpointed",
+    "chunked",
 ]
 
 AUTO = "auto"
@@ -127,13 +129,14 @@ class EdgePlan(NamedTuple):
         return {**self._asdict(), "num_chunks": self.num_chunks}
 
 
-def check_edge_chunk(edge_chunk) -> None:
-    """ValueError unless ``edge_chunk`` is ``"auto"``, None or an integer >= 1."""
+def check_edge_chunk(edge_chunk, name: str = "edge_chunk") -> None:
+    """ValueError (naming ``name``) unless ``edge_chunk`` is ``"auto"``, None or an integer
+    >= 1."""
     ok = edge_chunk is None or edge_chunk == AUTO or (
         isinstance(edge_chunk, int | np.integer) and not isinstance(edge_chunk, bool)
         and edge_chunk >= 1)
     if not ok:
-        raise ValueError(f"edge_chunk: expected 'auto', None or an integer >= 1; received "
+        raise ValueError(f"{name}: expected 'auto', None or an integer >= 1; received "
                          f"{edge_chunk!r}")
 
 
@@ -269,3 +272,29 @@ def _plan(num_edges, hidden, dtype, layers, remat, backend, budget_bytes, per_hi
                            f"({source} memory); the largest power-of-two chunk that fits; "
                            f"saved products ~{gib(saved)} {'fit' if save else 'do not fit'}",
                     **fields)
+
+
+def checkpointed(fn, save_dots: bool):
+    """``jax.checkpoint(fn)``; with ``save_dots`` the outputs of its matrix products (without
+    batch dimensions) are saved and only the rest is recomputed."""
+    import jax
+
+    policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if save_dots else None
+    return jax.checkpoint(fn, policy=policy)
+
+
+def chunked(fn, xs, num_chunks: int, save_dots: bool = False):
+    """``fn(xs)`` stacked over ``num_chunks`` chunks of the leading axis.
+
+    With one chunk this is ``fn(xs)``. Otherwise ``lax.map`` runs ``jax.checkpoint(fn)`` on
+    each chunk: the backward pass recomputes one chunk's edge tensors at a time, so memory
+    holds only one chunk of ``[edges, H]`` intermediates (with ``save_dots``, plus the
+    stacked outputs of every chunk's matrix products, which are not recomputed).
+    """
+    import jax
+
+    if num_chunks == 1:
+        return fn(xs)
+    split = lambda a: a.reshape((num_chunks, a.shape[0] // num_chunks) + a.shape[1:])
+    out = jax.lax.map(checkpointed(fn, save_dots), jax.tree_util.tree_map(split, xs))
+    return jax.tree_util.tree_map(lambda a: a.reshape((-1,) + a.shape[2:]), out)

@@ -55,7 +55,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from geonorm_jax.models import registry
+from geonorm_jax.models import execution_plan, registry
 from geonorm_jax.models.gemnet_basis import (
     gemnet_radial_basis,
     he_orthogonal_init,
@@ -148,6 +148,12 @@ class GemNetT(nn.Module):
         bilinear layer in this dtype (e.g. ``"bfloat16"``), accumulated and returned in the
         positions' dtype; the sums over triplets and neighbours stay in the positions' dtype.
         None (default): all in the positions' dtype.
+      triplet_chunk: how the triplet sums (``[E, M, T]`` gathered messages per block) run:
+        ``"auto"`` (default; :meth:`edge_plan`, the execution plan of
+        :mod:`~geonorm_jax.models.execution_plan` for ``E`` edges of ``2 M T`` values),
+        edges per chunk (``int``) or None (all at once). Chunks hold one chunk's triplets at
+        a time and recompute them in the backward pass; values are the same up to summation
+        order. The scale-factor fit always runs them at once.
     """
 
     num_blocks: int = 2
@@ -175,6 +181,7 @@ class GemNetT(nn.Module):
     edge_norm: Norm | None = None
     training: bool | None = None
     matmul_dtype: Any = None
+    triplet_chunk: int | str | None = execution_plan.AUTO
 
     def __post_init__(self):
         GEMNET_PLACEMENT.check(self.atom_norm, "atom")
@@ -183,6 +190,7 @@ class GemNetT(nn.Module):
             raise ValueError(f"GemNetT.num_blocks: expected an int >= 1; received "
                              f"{self.num_blocks!r}")
         matmul_dtype_of(self.matmul_dtype, "GemNetT.matmul_dtype")
+        execution_plan.check_edge_chunk(self.triplet_chunk, "GemNetT.triplet_chunk")
         if not self.cutoff > 0:
             raise ValueError(f"GemNetT.cutoff: expected > 0 (Å); received {self.cutoff!r}")
         if self.max_neighbors is not None and not (
@@ -206,6 +214,23 @@ class GemNetT(nn.Module):
                 "(atoms_per_graph is None); received None"
             )
         return max(graph.atoms_per_graph - 1, 1)
+
+    def edge_plan(self, graph: MolecularGraph, dtype=None) -> execution_plan.EdgePlan:
+        """The plan of the triplet sums for ``graph`` (``E`` edges, ``M`` =
+        :meth:`triplet_budget` slots, width ``T = emb_size_trip``) in ``dtype`` (default: the
+        positions'): per edge ``2 M T`` values (the gathered messages and their cotangent)
+        in each of ``num_blocks`` blocks; on the CPU, chunks of the bytes of the EGNN's
+        ``CPU_CHUNK`` edges of width 64. An explicit ``triplet_chunk`` is stated as such."""
+        width = self.triplet_budget(graph) * self.emb_size_trip
+        cpu_chunk = max(1, execution_plan.CPU_CHUNK * 64 // width)
+        plan = execution_plan.plan_edges(
+            graph.num_edges, width, dtype or graph.positions.dtype, layers=self.num_blocks,
+            per_hidden=2, cpu_chunk=cpu_chunk)
+        if self.triplet_chunk != execution_plan.AUTO:
+            chunk = self.triplet_chunk
+            plan = plan._replace(chunk=None if chunk is None or chunk >= graph.num_edges
+                                 else chunk, reason=f"explicit triplet_chunk={chunk}")
+        return plan._replace(save_dots=False)
 
     @nn.compact
     def atomic_energies(self, graph: MolecularGraph, fit_scale_factors: bool = False,
@@ -255,6 +280,7 @@ class GemNetT(nn.Module):
         rbf_h = dense(self.emb_size_rbf, "mlp_rbf_h", md)(rbf)
         rbf_out = dense(self.emb_size_rbf, "mlp_rbf_out", md)(rbf)
 
+        chunks = self.edge_plan(graph, dtype).num_chunks
         out = lambda t: OutputBlock(self.emb_size_atom, self.num_atom,  # noqa: E731
                                     self.scale_factors, s, matmul_dtype=md,
                                     name=f"output_{t}")
@@ -265,7 +291,8 @@ class GemNetT(nn.Module):
                 self.num_after_skip, self.num_concat, self.num_atom, self.scale_factors, s,
                 atom_norm=self.atom_norm, edge_norm=self.edge_norm,
                 atoms_per_graph=graph.atoms_per_graph, edges_per_graph=graph.edges_per_graph,
-                training=training, matmul_dtype=md, name=f"interaction_{t}",
+                training=training, matmul_dtype=md, triplet_chunks=chunks,
+                name=f"interaction_{t}",
             )(h, m, rbf3, rbf_w1, sph, trip, rbf_h, senders, receivers, emask,
               graph.atom_mask, fit)
             energy = energy + out(t + 1)(m, rbf_out, receivers, emask, graph.atom_mask, fit)

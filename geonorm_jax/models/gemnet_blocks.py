@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from geonorm_jax.models.gemnet_basis import he_orthogonal_init, scaled_silu
 from geonorm_jax.models.gemnet_scaling import ScaleFactor
-from geonorm_jax.models.gemnet_triplets import Triplets
+from geonorm_jax.models.gemnet_triplets import Triplets, triplet_sums
 from geonorm_jax.models.layers import mixed_dot_general, mixed_einsum
 from geonorm_jax.models.molecular_graph import apply_block_norm
 from geonorm_jax.norms.base import Norm
@@ -130,7 +130,8 @@ class TripletInteraction(nn.Module):
     ``m [E, F_e] -> [E, F_e]`` (formulas in the module docstring).
 
     Call: ``(m [E, F_e], rbf3 [E, F_rbf], rbf_w1 [E, C, L], sph [E, M, L] (0 on padded
-    triplets), triplets, edge_mask [E], fit)``.
+    triplets), triplets, edge_mask [E], fit)``. ``triplet_chunks``: the triplet sums run in
+    that many chunks of edges (:func:`~.gemnet_triplets.triplet_sums`; one while fitting).
     """
 
     emb_size_trip: int
@@ -139,6 +140,7 @@ class TripletInteraction(nn.Module):
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
     matmul_dtype: Any = None
+    triplet_chunks: int = 1
 
     @nn.compact
     def __call__(self, m, rbf3, rbf_w1, sph, triplets: Triplets, edge_mask, fit=False):
@@ -149,9 +151,11 @@ class TripletInteraction(nn.Module):
                                                                  edge_mask, fit=fit)
         x_ba = act(dense(self.emb_size_trip, "down_projection", self.matmul_dtype)(x_ba))  # [E,T]
         mask = triplets.triplet_mask
-        x_trip = x_ba[triplets.edge_ba] * mask[..., None].astype(x_ba.dtype)  # [E, M, T]
-        sum_k = jnp.einsum("eml,emt->elt", sph, x_trip)  # [E, L, T]
-        rw = jnp.einsum("ecl,elt->ect", rbf_w1, sum_k)  # [E, C, T]
+        # the fit and the variance diagnostics read the whole [E, M, T] table: one chunk
+        whole = fit or self.is_mutable_collection("scale_stats")
+        rw = triplet_sums(x_ba, sph, rbf_w1, triplets, 1 if whole else self.triplet_chunks)
+        x_trip = (x_ba[triplets.edge_ba] * mask[..., None].astype(x_ba.dtype)  # [E, M, T]
+                  if whole else None)
         c = rbf_w1.shape[1]
         w_bil = self.param("bilinear", he_orthogonal_init,
                            (self.emb_size_trip, c, self.emb_size_bilinear))  # [T, C, B]
@@ -185,6 +189,7 @@ class InteractionBlock(nn.Module):
     residual_scale: float = 1.0 / math.sqrt(2.0)
     activation: Callable = scaled_silu
     matmul_dtype: Any = None
+    triplet_chunks: int = 1
     atom_norm: Norm | None = None
     edge_norm: Norm | None = None
     atoms_per_graph: int | None = None
@@ -199,7 +204,7 @@ class InteractionBlock(nn.Module):
         res = lambda name: ResidualLayer(s, act, md, name=name)  # noqa: E731
         x_skip = act(dense(f_e, "dense_ca", md)(m))
         x3 = TripletInteraction(self.emb_size_trip, self.emb_size_bilinear, self.scale_factors,
-                                s, act, md, name="triplet_interaction")(
+                                s, act, md, self.triplet_chunks, name="triplet_interaction")(
             m, rbf3, rbf_w1, sph, triplets, edge_mask, fit)
         x = (x_skip + x3) * s
         for k in range(self.num_before_skip):

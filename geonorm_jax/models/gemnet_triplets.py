@@ -35,7 +35,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Triplets", "neighbor_table", "edge_triplets", "check_triplet_budget"]
+from geonorm_jax.models.execution_plan import chunked
+
+__all__ = ["Triplets", "neighbor_table", "edge_triplets", "check_triplet_budget",
+           "triplet_sums"]
 
 
 class Triplets(NamedTuple):
@@ -148,3 +151,37 @@ def check_triplet_budget(graph, max_neighbors: int) -> int:
             f"max_neighbors = {max_neighbors}"
         )
     return most
+
+
+def triplet_sums(x_ba: jax.Array, sph: jax.Array, rbf_w1: jax.Array, triplets: Triplets,
+                 num_chunks: int = 1) -> jax.Array:
+    r"""The triplet part of GemNet-T's efficient bilinear layer, over the real triplets::
+
+        rw[e, c, t] = sum_l rbf_w1[e, c, l] sum_m sph[e, m, l] x_ba[edge_ba[e, m], t] mask[e, m]
+
+    ``x_ba [E, T]`` (the down-projected messages), ``sph [E, M, L]``, ``rbf_w1 [E, C, L]``
+    -> ``[E, C, T]``; the sum over ``m`` is the sum over the triplets ``b -> a`` of edge
+    ``e = c -> a``, and ``[E, M, T]`` gathered messages are its largest array.
+
+    ``num_chunks > 1``: the edges run in that many chunks (:func:`~.execution_plan.chunked`,
+    ``lax.map`` over ``jax.checkpoint``; the edge axis padded to a multiple with empty
+    triplets), so a training step holds one chunk's ``[E / num_chunks, M, T]`` at a time and
+    recomputes it in the backward pass. Same values as one chunk, up to summation order.
+    """
+    num_edges = x_ba.shape[0]
+    if not (isinstance(num_chunks, int) and num_chunks >= 1):
+        raise ValueError(f"num_chunks: expected an int >= 1; received {num_chunks!r}")
+
+    def fn(xs):
+        sph_c, rbf_c, edge_ba, mask = xs  # [c, M, L], [c, C, L], [c, M], [c, M]
+        x_trip = x_ba[edge_ba] * mask[..., None].astype(x_ba.dtype)  # [c, M, T]
+        sum_k = jnp.einsum("eml,emt->elt", sph_c, x_trip)  # [c, L, T]
+        return jnp.einsum("ecl,elt->ect", rbf_c, sum_k)  # [c, C, T]
+
+    xs = (sph, rbf_w1, triplets.edge_ba, triplets.triplet_mask)
+    num_chunks = min(num_chunks, max(num_edges, 1))
+    pad = -num_edges % num_chunks
+    if pad:
+        xs = jax.tree_util.tree_map(
+            lambda a: jnp.pad(a, [(0, pad)] + [(0, 0)] * (a.ndim - 1)), xs)
+    return chunked(fn, xs, num_chunks)[:num_edges]
