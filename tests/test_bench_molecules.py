@@ -43,6 +43,8 @@ def test_tiny_case_runs_end_to_end(model):
     assert ROW_FIELDS <= set(row)
     assert row["finite"] and row["params"] > 0 and row["step_ms_best"] > 0
     assert row["edges"] == 2 * 3 * 2 and row["edges_within_cutoff"] == 12
+    # the plan of GemNet-T's triplet sums is recorded; the others have none
+    assert (row["edge_plan"] or "").startswith("unchunked") == (model == "gemnet"), row
     table = bm.format_molecules(rows)
     assert row["name"] in table and table.count("\n") == 2
 

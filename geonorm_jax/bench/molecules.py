@@ -268,7 +268,8 @@ def _memory(compiled) -> dict[str, float]:
 class CompiledStep(NamedTuple):
     """A compiled step and its state: ``run()`` does one step and returns ``(seconds, loss)``;
     parameters and optimizer state advance with every call. ``param_groups``: parameter count
-    per top-level submodule."""
+    per top-level submodule; ``edge_plan``: the model's execution plan
+    (``model.edge_plan(graph).describe()``, GemNet-T's triplet sums) or None."""
 
     run: Callable[[], tuple[float, float]]
     compile_s: float
@@ -277,6 +278,7 @@ class CompiledStep(NamedTuple):
     edges_within_cutoff: int
     memory: dict
     param_groups: dict
+    edge_plan: str | None = None
 
 
 def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledStep:
@@ -321,7 +323,8 @@ def compile_step(case: MoleculeCase, frames: Frames | None = None) -> CompiledSt
     run()
     edges = int(graph.num_edges)
     within = int(jnp.sum(graph.edge_mask))
-    return CompiledStep(run, compile_s, n_params, edges, within, _memory(compiled), groups)
+    plan = model.edge_plan(graph).describe() if hasattr(model, "edge_plan") else None
+    return CompiledStep(run, compile_s, n_params, edges, within, _memory(compiled), groups, plan)
 
 
 def run_molecule_case(case: MoleculeCase) -> dict:
@@ -338,7 +341,7 @@ def run_molecule_case(case: MoleculeCase) -> dict:
     loss = c.run()[1]
     return {
         **case.to_dict(), "name": case.name, "params": c.params, "edges": c.edges,
-        "edges_within_cutoff": c.edges_within_cutoff,
+        "edges_within_cutoff": c.edges_within_cutoff, "edge_plan": c.edge_plan,
         "step_ms_best": 1e3 * times[0], "step_ms_median": 1e3 * times[len(times) // 2],
         "repeats": repeats, "compile_s": c.compile_s, "peak_rss_gb": peak_rss_gb(),
         "gflops_per_s": (flop_rate(c.memory["xla_gflop"], times[len(times) // 2])

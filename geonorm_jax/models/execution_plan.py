@@ -1,7 +1,7 @@
 r"""How the per-edge work of a model runs: all at once or in chunks (``edge_chunk="auto"``).
 
 The edge block of a message-passing layer (the EGNN's ``phi_e``/``phi_x`` on every edge,
-Allegro's pair features, GemNet-T's triplets) holds ``[E, H]`` intermediates. Run unchunked,
+GemNet-T's triplets) holds ``[E, H]`` intermediates. Run unchunked,
 a training step keeps those of every layer until the backward pass; run in chunks
 (``lax.map``/``lax.scan`` over ``jax.checkpoint``), it holds one chunk at a time and recomputes
 the chunk in the backward pass, at the price of a sequential loop of small products.
@@ -38,6 +38,10 @@ N = 100, B = 50, L = 5, H = 64, float32, compiled by :func:`geonorm_jax.xla.jit`
 process, two rounds): chunks of 5000 edges (50 receiver rows) 2.22 / 2.34 s; 10^4 (one graph)
 2.38 / 2.47 s; 2000 2.59 / 2.63 s; 2 x 10^4 2.93 s; unchunked 4.50 s; with the products saved
 every chunk size ran 0.15-0.2 s slower than recomputed.
+
+GemNet-T's triplet sums (:func:`~geonorm_jax.models.gemnet_triplets.triplet_sums`) use the
+same planner with ``2 M T`` values per edge (``GemNetT.edge_plan``); Allegro's and SchNet's
+per-edge blocks are not chunked (they live inside Flax modules with parameters).
 
 The returned :class:`EdgePlan` says what was chosen and why (``geonorm-jax bench`` prints
 it). Explicit chunk sizes (``int``) and ``None`` (unchunked) bypass the planner; with an
