@@ -209,3 +209,16 @@ def test_a_triplet_budget_the_data_exceeds_is_refused_before_training(water_file
                                          r"neighbours .* received 1"):
         train.train(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_schnet_trains_with_bfloat16_products_from_a_config(water_file, tmp_path):
+    """``model_kwargs={"matmul_dtype": "bfloat16"}`` reaches the model through a run
+    configuration (a JSON-able string), trains to finite metrics and is saved as given."""
+    path, _ = water_file
+    config = _config(path, "schnet", model_kwargs={"num_rbf": 8, "matmul_dtype": "bfloat16"})
+    config = cfg.merge(config, {"train": {"epochs": 1, "seeds": [0]}})
+    train.train(config, tmp_path / "run", progress=False)
+    record = train.read_metrics(tmp_path / "run")[-1]
+    assert np.isfinite(record["train_loss"]).all() and np.isfinite(record["test_force_mae"]).all()
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["model_kwargs"]["matmul_dtype"] == "bfloat16"
