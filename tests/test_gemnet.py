@@ -214,13 +214,14 @@ def _primitives(closed) -> set[str]:
 
 
 def test_chunked_triplets_give_the_same_loss_and_gradients():
-    """``triplet_chunk``: chunked and unchunked training losses and parameter gradients agree
-    at 1e-10 (float64); the chunked step loops over chunks; the fit reads all triplets."""
+    """``triplet_chunk``: chunked (7 edges) and unchunked training losses and parameter
+    gradients agree at 1e-10 (float64); the chunked step loops over chunks; the fit reads all
+    triplets."""
     g = _graph(3)
     whole = GemNetT(**SMALL, triplet_chunk=None)
     variables = fit_scale_factors(whole, _init(), g)
     losses, grads, fits = [], [], []
-    for chunk in (None, 7, 64):
+    for chunk in (None, 7):
         model = GemNetT(**SMALL, triplet_chunk=chunk)
         plan = model.edge_plan(g)
         assert (plan.chunk is None) == (chunk is None) and plan.num_chunks == (
@@ -236,7 +237,7 @@ def test_chunked_triplets_give_the_same_loss_and_gradients():
         assert ("scan" in _primitives(jax.make_jaxpr(loss)(variables["params"]))) == (
             chunk is not None)
         fits.append(jax.tree.leaves(fit_scale_factors(model, _init(), g)["scale_factors"]))
-    for k in (1, 2):
+    for k in (1,):
         np.testing.assert_allclose(losses[k], losses[0], rtol=1e-10)
         for a, b in zip(jax.tree.leaves(grads[k]), jax.tree.leaves(grads[0]), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
