@@ -93,16 +93,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"round {r + 1} {side}: {rows[side]['step_s_best']:.2f} s, XLA temporaries "
                   f"{rows[side]['xla_temp_gb']:.2f} GB ({rows[side]['plan']})", flush=True)
         rounds.append(rows)
-    doc = {"experiment": NAME, "batch": args.batch, "relaxed": not args.no_relax,
-           "command": f"python -m experiments.{NAME} "
-                      + " ".join(sys.argv[1:] if argv is None else argv),
-           "machine": common.machine_info(), "rounds": rounds,
-           "time_ratio_auto_over_unchunked": [
-               r["auto"]["step_s_best"] / r["unchunked"]["step_s_best"] for r in rounds],
-           "temp_ratio_auto_over_unchunked":
-               rounds[0]["auto"]["xla_temp_gb"] / rounds[0]["unchunked"]["xla_temp_gb"]}
-    common.write_json(args.out, doc)
-    return doc
+    return common.write_results(args.out, NAME, argv, {
+        "batch": args.batch, "relaxed": not args.no_relax, "rounds": rounds,
+        "time_ratio_auto_over_unchunked": [
+            r["auto"]["step_s_best"] / r["unchunked"]["step_s_best"] for r in rounds],
+        "temp_ratio_auto_over_unchunked":
+            rounds[0]["auto"]["xla_temp_gb"] / rounds[0]["unchunked"]["xla_temp_gb"]})
 
 
 if __name__ == "__main__":

@@ -129,6 +129,17 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return write_json_atomic(path, _clean(obj), indent=1)
 
 
+def write_results(path: str | Path, name: str, argv: list[str] | None, doc: dict) -> dict:
+    """``doc`` with ``experiment``, ``command`` (``python -m experiments.NAME`` and ``argv``,
+    default ``sys.argv[1:]``) and ``machine`` first, written by :func:`write_json`; returns
+    it. For the single-command experiments that write one results file without cells."""
+    args = sys.argv[1:] if argv is None else argv
+    doc = {"experiment": name, "command": f"python -m experiments.{name} " + " ".join(args),
+           "machine": machine_info(), **doc}
+    write_json(path, doc)
+    return doc
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())

@@ -21,7 +21,6 @@ The parameters are freshly initialised (throughput does not depend on training).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -134,13 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row[f'jax_{args.replicas}']['ns_per_day']:.3g} ns/day; ASE "
               f"{row['ase']['steps_per_s']:.0f} steps/s ({row['ase']['ns_per_day']:.3g} "
               f"ns/day); JAX/ASE {row['jax_over_ase']:.1f}x", flush=True)
-    doc = {"experiment": NAME, "molecule": "uracil", "atoms": int(len(z)), "dt_fs": DT_FS,
-           "relaxed": not args.no_relax, "dtype": "float32",
-           "command": "python -m experiments.md_throughput "
-                      + " ".join(sys.argv[1:] if argv is None else argv),
-           "machine": common.machine_info(), "rows": rows}
-    common.write_json(args.out, doc)
-    return doc
+    return common.write_results(args.out, NAME, argv, {
+        "molecule": "uracil", "atoms": int(len(z)), "dt_fs": DT_FS,
+        "relaxed": not args.no_relax, "dtype": "float32", "rows": rows})
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ and, unless ``--no-timing``, the jitted train step of both precisions
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from experiments import common
@@ -124,13 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"  step: float32 {row['step_ms_float32']:.1f} ms, bfloat16 "
                       f"{row['step_ms_bfloat16']:.1f} ms", flush=True)
         rows.append(row)
-    doc = {"experiment": NAME, "molecule": args.molecule, "batch": args.batch,
-           "relaxed": not args.no_relax,
-           "command": f"python -m experiments.{NAME} "
-                      + " ".join(sys.argv[1:] if argv is None else argv),
-           "machine": common.machine_info(), "rows": rows}
-    common.write_json(args.out, doc)
-    return doc
+    return common.write_results(args.out, NAME, argv, {
+        "molecule": args.molecule, "batch": args.batch, "relaxed": not args.no_relax,
+        "rows": rows})
 
 
 if __name__ == "__main__":
