@@ -181,8 +181,8 @@ def test_molecular_bfloat16_forces_and_gradients_stay_close_to_float32(model):
     assert 0 < row["grad_rel_l2"] < 0.05 and row["grad_cosine"] > 0.999, row
 
 
-@pytest.mark.parametrize("model", ["SchNet", "Allegro", "GemNetT"])
-def test_molecular_matmul_dtype_is_checked(model):
+@pytest.mark.parametrize("model", ["SchNet", "Allegro", "GemNetT", "EGNN"])
+def test_matmul_dtype_is_checked(model):
     from geonorm_jax import models
 
     with pytest.raises(ValueError, match=rf"{model}.matmul_dtype: expected .*'int8'"):

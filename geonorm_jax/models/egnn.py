@@ -60,7 +60,7 @@ from geonorm_jax.models import egnn_kernels as kernels
 from geonorm_jax.models import execution_plan, registry
 from geonorm_jax.models import sharding as sharding_lib
 from geonorm_jax.models.egnn_layer import EGCLVel, LayerSettings
-from geonorm_jax.models.layers import TorchDense, merge_training
+from geonorm_jax.models.layers import TorchDense, matmul_dtype_of, merge_training
 from geonorm_jax.models.placement import EGNN_PLACEMENT, PLACES, NormPlacement
 from geonorm_jax.norms.base import Norm
 from geonorm_jax.parallel.nodes import NodeSharding
@@ -188,6 +188,7 @@ class EGNN(nn.Module):
                 f"{type(self.node_sharding).__name__}"
             )
         execution_plan.check_edge_chunk(self.edge_chunk)
+        matmul_dtype_of(self.matmul_dtype, "EGNN.matmul_dtype")
         if self.num_layers < 1 or self.hidden < 1:
             raise ValueError(
                 f"expected num_layers >= 1 and hidden >= 1; received {self.num_layers}, "
